@@ -1,0 +1,206 @@
+"""The model configuration that travels with the weights (``config.json``).
+
+One frozen dataclass holds everything needed to rebuild the architecture and run inference the way the
+checkpoint was trained: CLIP variant, input size, normalisation, prompt templates, decoder sizes,
+the training (seen) class names and the bias-correction settings. Training-only settings live in
+``alignzeg.train``, never here.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+"""Version of the ``config.json`` layout. A file with a higher version is refused with a clear error."""
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+DEFAULT_TEMPLATES = (
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a photo of a small {}.",
+    "a photo of a large {}.",
+    "a cropped photo of a {}.",
+    "a bright photo of a {}.",
+    "a dark photo of a {}.",
+    "there is a {} in the scene.",
+)
+"""Prompt ensemble used to turn a class name into a text embedding (averaged, then L2-normalised)."""
+
+
+@dataclass(frozen=True)
+class AlignZegConfig:
+    """Architecture and inference settings of one AlignZeg model.
+
+    Attributes:
+        clip_model: open_clip architecture name (``"ViT-B-16"``) or a local name for ``clip_cfg``.
+        clip_cfg: keyword arguments of ``open_clip.CLIP`` (``embed_dim``, ``vision_cfg``, ``text_cfg``,
+            ``quick_gelu``). ``vision_cfg["image_size"]`` equals ``input_size``: the position embeddings
+            are stored already interpolated to the segmentation resolution.
+        clip_pretrained: where the CLIP weights came from (open_clip tag, ``hf-hub:`` id, file name),
+            or ``None`` for random initialisation. Provenance only, unless the checkpoint is slim.
+        clip_fingerprint: SHA-256 over the CLIP tensors the heads were trained with, set by
+            ``save_pretrained``; a slim checkpoint refuses CLIP weights with another fingerprint.
+        input_size: side of the square crop the model sees, in pixels.
+        window_stride: stride of the sliding window over images larger than ``input_size``, in pixels.
+        max_long_side: the long side of the resized image is capped here (thin images are padded).
+        mean / std: RGB normalisation applied inside the model to images in [0, 1].
+        templates: prompt templates, each with one ``{}`` for the class name.
+        decoder_dim: width of the MRPE decoder.
+        num_queries: N, the number of mask proposals per image.
+        num_decoder_layers: L, the number of MRPE layers (each gives masks for deep supervision).
+        num_heads: attention heads in the decoder.
+        mutual_refinement: MRPE's reverse direction (features attend to queries). ``False`` gives the
+            one-way decoder of ZegCLIP-style baselines.
+        side_encoder: fuse a small learnable conv encoder with the frozen CLIP patch features.
+        mask_upsample: the per-pixel features are upsampled by this factor before the mask dot product,
+            so masks have stride ``patch_size / mask_upsample``.
+        num_bg_prototypes: M, the learnable background prototypes of GEPC (1 gives the baseline).
+        logit_scale: initial inverse temperature of the cosine classifier (learnable).
+        indicator_hidden: hidden width of the class-indicator MLP.
+        seen_classes: the class names the checkpoint was trained on; every other vocabulary name is unseen.
+        pbc_threshold: proposals whose unseen score is above this are flagged by the class indicator.
+        pbc_factor: flagged proposals' seen-class probabilities are multiplied by this (0 removes them).
+        format_version: layout version of this file.
+    """
+
+    clip_model: str
+    clip_cfg: dict[str, Any]
+    clip_pretrained: str | None = None
+    clip_fingerprint: str | None = None
+    input_size: int = 512
+    window_stride: int = 341
+    max_long_side: int = 2048
+    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    std: tuple[float, float, float] = OPENAI_CLIP_STD
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    decoder_dim: int = 256
+    num_queries: int = 100
+    num_decoder_layers: int = 3
+    num_heads: int = 8
+    mutual_refinement: bool = True
+    side_encoder: bool = False
+    mask_upsample: int = 2
+    num_bg_prototypes: int = 10
+    logit_scale: float = 1 / 0.07
+    indicator_hidden: int = 256
+    seen_classes: tuple[str, ...] = ()
+    pbc_threshold: float = 0.5
+    pbc_factor: float = 0.0
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Lists from JSON become tuples, so configs compare and hash the same however they were made.
+        for name in ("mean", "std", "templates", "seen_classes"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "clip_cfg", copy.deepcopy(dict(self.clip_cfg)))
+        self._validate()
+
+    def _validate(self) -> None:
+        if self.format_version > FORMAT_VERSION or self.format_version < 1:
+            raise ValueError(
+                f"config format_version {self.format_version} is not supported by this alignzeg "
+                f"(supports 1..{FORMAT_VERSION}); upgrade alignzeg to load this checkpoint"
+            )
+        for name in ("input_size", "window_stride", "decoder_dim", "num_queries", "num_decoder_layers",
+                     "num_heads", "mask_upsample", "num_bg_prototypes", "indicator_hidden", "max_long_side"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"config {name} must be a positive integer, got {value!r}")
+        if self.window_stride > self.input_size:
+            raise ValueError(
+                f"config window_stride ({self.window_stride}) must not exceed input_size ({self.input_size})"
+            )
+        if self.decoder_dim % self.num_heads:
+            raise ValueError(f"decoder_dim {self.decoder_dim} is not divisible by num_heads {self.num_heads}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean/std must be 3 numbers with std > 0, got mean={self.mean}, std={self.std}")
+        if not self.templates or any(t.count("{}") != 1 for t in self.templates):
+            raise ValueError(f"each prompt template needs exactly one '{{}}', got {self.templates!r}")
+        if not 0.0 <= self.pbc_threshold <= 1.0:
+            raise ValueError(f"pbc_threshold must be in [0, 1], got {self.pbc_threshold}")
+        if not 0.0 <= self.pbc_factor <= 1.0:
+            raise ValueError(f"pbc_factor must be in [0, 1], got {self.pbc_factor}")
+        for key in ("embed_dim", "vision_cfg", "text_cfg"):
+            if key not in self.clip_cfg:
+                raise ValueError(f"clip_cfg lacks {key!r}; it holds {sorted(self.clip_cfg)}")
+        image_size = self.clip_cfg["vision_cfg"].get("image_size")
+        if image_size != self.input_size:
+            raise ValueError(f"clip_cfg vision image_size {image_size} must equal input_size {self.input_size}")
+        patch = self.patch_size
+        if self.input_size % patch:
+            raise ValueError(f"input_size {self.input_size} is not a multiple of the patch size {patch}")
+        if patch % self.mask_upsample:
+            raise ValueError(f"patch size {patch} is not divisible by mask_upsample {self.mask_upsample}")
+
+    # Derived quantities ------------------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        """Width of the joint CLIP embedding space (class prototypes and proposal embeddings)."""
+        return int(self.clip_cfg["embed_dim"])
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.clip_cfg["vision_cfg"].get("patch_size", 16))
+
+    @property
+    def mask_stride(self) -> int:
+        """Pixels of the model input per mask-logit cell."""
+        return self.patch_size // self.mask_upsample
+
+    @property
+    def context_length(self) -> int:
+        return int(self.clip_cfg["text_cfg"].get("context_length", 77))
+
+    # Serialisation -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for name in ("mean", "std", "templates", "seen_classes"):
+            data[name] = list(data[name])
+        return data
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AlignZegConfig":
+        if not isinstance(data, dict):
+            raise TypeError(f"config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        version = data.get("format_version", FORMAT_VERSION)
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise ValueError(
+                f"config format_version {version} is newer than this alignzeg supports ({FORMAT_VERSION}); "
+                "upgrade alignzeg to load this checkpoint"
+            )
+        if unknown:
+            raise ValueError(
+                f"config has unknown fields {unknown}; known fields are {sorted(known)}. "
+                "It may come from a newer alignzeg, or have been edited by hand."
+            )
+        missing = sorted(f.name for f in dataclasses.fields(cls)
+                         if f.name in ("clip_model", "clip_cfg") and f.name not in data)
+        if missing:
+            raise ValueError(f"config lacks required fields {missing}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "AlignZegConfig":
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from err
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "AlignZegConfig":
+        """A copy with some fields changed (the config itself is immutable)."""
+        return dataclasses.replace(self, **changes)

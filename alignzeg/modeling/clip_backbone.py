@@ -1,0 +1,129 @@
+"""The frozen CLIP backbone (gray in the paper's figure 2): dense patch features and text embeddings.
+
+open_clip builds the network; this module only reads it densely: every patch token goes through
+``ln_post`` and the visual projection, so patch features live in the same joint space as the text
+embeddings (the ZegCLIP family's practice).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..config import AlignZegConfig
+
+__all__ = ["CLIPBackbone", "VisualFeatures", "interpolate_pos_embed", "build_open_clip"]
+
+
+@dataclass
+class VisualFeatures:
+    """Dense CLIP output for a batch.
+
+    Attributes:
+        patches: (B, E, h, w) float, patch features projected into the joint embedding space.
+        global_embed: (B, E) float, the [CLS] embedding (CLIP's image embedding, not normalised).
+    """
+
+    patches: torch.Tensor
+    global_embed: torch.Tensor
+
+
+def build_open_clip(config: AlignZegConfig) -> nn.Module:
+    """A randomly initialised ``open_clip.CLIP`` with the architecture of ``config.clip_cfg``."""
+    cfg = dict(config.clip_cfg)
+    return open_clip.CLIP(
+        embed_dim=cfg["embed_dim"],
+        vision_cfg=dict(cfg["vision_cfg"]),
+        text_cfg=dict(cfg["text_cfg"]),
+        quick_gelu=bool(cfg.get("quick_gelu", False)),
+    )
+
+
+def interpolate_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Resize a ViT position embedding to another patch grid (bicubic, [CLS] row kept).
+
+    Args:
+        pos_embed: (1 + g*g, D) float, a square grid's embedding with the [CLS] row first.
+        grid: target (h, w) in patches.
+
+    Returns:
+        (1 + h*w, D) float, the same tensor when the grid already matches.
+    """
+    n_old = pos_embed.shape[0] - 1
+    side = int(math.isqrt(n_old))
+    if side * side != n_old:
+        raise ValueError(f"position embedding of {n_old} patch rows is not a square grid")
+    if (side, side) == tuple(grid):
+        return pos_embed
+    cls_row, patch_rows = pos_embed[:1], pos_embed[1:]
+    patch_rows = rearrange(patch_rows, "(h w) d -> 1 d h w", h=side)
+    patch_rows = F.interpolate(patch_rows.float(), size=grid, mode="bicubic", align_corners=False)
+    patch_rows = rearrange(patch_rows, "1 d h w -> (h w) d").to(pos_embed.dtype)
+    return torch.cat([cls_row, patch_rows], dim=0)
+
+
+class CLIPBackbone(nn.Module):
+    """Frozen open_clip CLIP: dense image features and text embeddings.
+
+    Args:
+        config: model config; ``config.clip_cfg`` gives the architecture.
+    """
+
+    def __init__(self, config: AlignZegConfig) -> None:
+        super().__init__()
+        self.clip = build_open_clip(config)
+        self.embed_dim = config.embed_dim
+        self.patch_size = config.patch_size
+        self.context_length = config.context_length
+        self.clip.requires_grad_(False)
+        self.clip.eval()
+
+    def train(self, mode: bool = True) -> "CLIPBackbone":
+        # CLIP stays frozen in eval mode (no dropout) whatever the rest of the model does.
+        super().train(mode)
+        self.clip.eval()
+        return self
+
+    def encode_image_dense(self, images: torch.Tensor) -> VisualFeatures:
+        """Dense features of normalised images.
+
+        Args:
+            images: (B, 3, H, W) float, normalised with the CLIP mean/std; H, W multiples of the patch size.
+
+        Returns:
+            VisualFeatures with patches (B, E, H/p, W/p) and global_embed (B, E).
+        """
+        visual = self.clip.visual
+        x = visual.conv1(images)  # (B, width, h, w)
+        h, w = x.shape[-2:]
+        x = rearrange(x, "b d h w -> b (h w) d")
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1)
+        x = x + interpolate_pos_embed(visual.positional_embedding, (h, w)).to(x.dtype)
+        x = visual.ln_pre(x)
+        x = visual.transformer(x)
+        x = visual.ln_post(x)
+        if visual.proj is not None:
+            x = x @ visual.proj
+        global_embed, patches = x[:, 0], x[:, 1:]
+        patches = rearrange(patches, "b (h w) e -> b e h w", h=h, w=w)
+        return VisualFeatures(patches=patches, global_embed=global_embed)
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """CLIP BPE tokens, (T, context_length) int64 (open_clip's tokenizer; truncates at the context)."""
+        return open_clip.tokenize(texts, context_length=self.context_length)
+
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        """Number of BPE tokens of each text including start/end tokens, before any truncation."""
+        tokenizer = open_clip.tokenizer._tokenizer
+        return [len(tokenizer.encode(t)) + 2 for t in texts]
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Text embeddings, (T, E) float, L2-normalised, from (T, context_length) tokens."""
+        return self.clip.encode_text(tokens, normalize=True)

@@ -1,0 +1,175 @@
+"""Image inputs -> float RGB tensors in [0, 1].
+
+Accepted: a path, a PIL image (any mode: gray, RGBA, palette, 16-bit, CMYK; EXIF orientation honoured),
+an HWC numpy array (uint8, uint16, or float in [0, 1]; 1, 3 or 4 channels; or HW gray), and a CHW/BCHW
+torch tensor (float in [0, 1] or uint8). Anything else gets a ``TypeError``/``ValueError`` that names it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ImageInput", "LoadedImage", "load_image", "load_images"]
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+
+
+@dataclass
+class LoadedImage:
+    """One decoded image.
+
+    Attributes:
+        pixels: (3, H, W) float32 RGB in [0, 1], on the CPU.
+        name: file name when it came from a path, else ``None``.
+    """
+
+    pixels: torch.Tensor
+    name: str | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W)."""
+        return int(self.pixels.shape[1]), int(self.pixels.shape[2])
+
+    def to_uint8(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB copy, for drawing overlays."""
+        return (self.pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def _from_path(path: str | Path) -> LoadedImage:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file not found: {str(path)!r}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return LoadedImage(_from_pil(img), name=path.name)
+    except UnidentifiedImageError as err:
+        raise ValueError(f"{str(path)!r} is not an image file PIL can read") from err
+    except (OSError, SyntaxError) as err:
+        raise ValueError(f"cannot decode image {str(path)!r} (truncated or corrupt?): {err}") from err
+
+
+def _from_pil(img: Image.Image) -> torch.Tensor:
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        array = np.asarray(img, dtype=np.uint16)
+        return _from_numpy(array)
+    if img.mode in ("I", "F"):
+        array = np.asarray(img).astype(np.float64)
+        top = 65535.0 if array.max(initial=0) > 255 else 255.0
+        return _from_numpy((array / top).clip(0, 1).astype(np.float32))
+    if img.mode != "RGB":
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")
+        img = img.convert("RGB")
+    return _from_numpy(np.asarray(img))
+
+
+def _check_size(height: int, width: int, what: str) -> None:
+    if height < 1 or width < 1:
+        raise ValueError(f"{what} has an empty spatial size {height}x{width}")
+
+
+def _from_numpy(array: np.ndarray) -> torch.Tensor:
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer)
+                                       or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(f"image array must be uint8, uint16 or float, got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise ValueError(f"image array must be HxW or HxWxC, got shape {array.shape}")
+    if array.shape[2] not in (1, 3, 4):
+        hint = " (it looks CHW: use array.transpose(1, 2, 0))" if array.shape[0] in (1, 3, 4) else ""
+        raise ValueError(f"image array must have 1, 3 or 4 channels last, got shape {array.shape}{hint}")
+    _check_size(array.shape[0], array.shape[1], f"image array of shape {array.shape}")
+    array = array[:, :, :3] if array.shape[2] == 4 else array
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    pixels = torch.from_numpy(_to_unit_float(array)).permute(2, 0, 1)
+    return pixels.contiguous()
+
+
+def _to_unit_float(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    if np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"integer image arrays must be uint8 or uint16, got {array.dtype}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("image array contains NaN or infinite values")
+    lo, hi = float(array.min()), float(array.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"float images must hold values in [0, 1], got range [{lo:g}, {hi:g}]"
+            + ("; divide by 255 for 0..255 data" if hi <= 255.0 and lo >= 0.0 else "")
+        )
+    return array
+
+
+def _from_tensor(tensor: torch.Tensor) -> list[torch.Tensor]:
+    if tensor.dim() == 3:
+        tensor = tensor.unsqueeze(0)
+    if tensor.dim() != 4:
+        raise ValueError(f"image tensor must be CHW or BCHW, got shape {tuple(tensor.shape)}")
+    if tensor.shape[0] == 0:
+        raise ValueError("image batch is empty")
+    if tensor.shape[1] not in (1, 3):
+        hint = " (it looks HWC: use tensor.permute(2, 0, 1))" if tensor.shape[-1] in (1, 3, 4) else ""
+        raise ValueError(f"image tensor must have 1 or 3 channels first, got shape {tuple(tensor.shape)}{hint}")
+    _check_size(tensor.shape[2], tensor.shape[3], f"image tensor of shape {tuple(tensor.shape)}")
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.float() / 255.0
+    elif tensor.is_floating_point():
+        tensor = tensor.float()
+        if not torch.isfinite(tensor).all():
+            raise ValueError("image tensor contains NaN or infinite values")
+        lo, hi = float(tensor.min()), float(tensor.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"float image tensors must hold values in [0, 1], got range [{lo:g}, {hi:g}]")
+    else:
+        raise TypeError(f"image tensor must be float or uint8, got {tensor.dtype}")
+    if tensor.shape[1] == 1:
+        tensor = tensor.expand(-1, 3, -1, -1)
+    return [t.contiguous() for t in tensor]
+
+
+def load_image(image: Any) -> list[LoadedImage]:
+    """Decode one input; a BCHW tensor gives B images, everything else one.
+
+    Raises:
+        TypeError: an unsupported type or dtype.
+        ValueError: bad shape, value range, NaN, or an undecodable file.
+        FileNotFoundError: a path that does not exist.
+    """
+    if isinstance(image, (str, Path)):
+        return [_from_path(image)]
+    if isinstance(image, Image.Image):
+        return [LoadedImage(_from_pil(image))]
+    if isinstance(image, np.ndarray):
+        return [LoadedImage(_from_numpy(image))]
+    if isinstance(image, torch.Tensor):
+        return [LoadedImage(t) for t in _from_tensor(image)]
+    raise TypeError(
+        "image must be a path, PIL.Image, HWC numpy array or CHW/BCHW torch tensor, "
+        f"got {type(image).__name__}"
+    )
+
+
+def load_images(images: Sequence[Any]) -> list[LoadedImage]:
+    """Decode a list of inputs (each may itself be a BCHW batch)."""
+    if isinstance(images, (str, Path, Image.Image, np.ndarray, torch.Tensor)):
+        return load_image(images)
+    images = list(images)
+    if not images:
+        raise ValueError("image batch is empty")
+    return [loaded for image in images for loaded in load_image(image)]

