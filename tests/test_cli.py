@@ -1,0 +1,42 @@
+"""The ``alignzeg`` command line, on the real VOC photo."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from alignzeg.cli import example_image_path, main
+
+
+def test_segment_writes_overlay_and_json(tiny_checkpoint, voc, tmp_path, capsys):
+    image = tmp_path / "voc.jpg"
+    Image.fromarray(voc["rgb"]).save(image)
+    out = tmp_path / "overlay.png"
+    labels = tmp_path / "labels.png"
+    code = main(["segment", str(image), "--classes", "person, chair,sofa", "--model", str(tiny_checkpoint),
+                 "--out", str(out), "--labels-out", str(labels), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["class_names"] == ["person", "chair", "sofa"]
+    assert (report["height"], report["width"]) == (375, 500)
+    assert sum(report["pixel_counts"].values()) == 375 * 500
+    assert Image.open(out).size == (500, 375)
+    label_png = np.asarray(Image.open(labels))
+    assert label_png.shape == (375, 500) and label_png.min() >= 1 and label_png.max() <= 3
+
+
+def test_bad_model_path_is_a_clean_error(tmp_path, capsys):
+    code = main(["segment", str(example_image_path()), "--classes", "a,b", "--model", str(tmp_path)])
+    assert code == 2
+    assert "has no config.json" in capsys.readouterr().err
+
+
+def test_demo_console_script(tmp_path):
+    out = tmp_path / "demo.png"
+    proc = subprocess.run([sys.executable, "-m", "alignzeg.cli", "demo", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "UNTRAINED" in proc.stderr
+    assert Image.open(out).size == Image.open(example_image_path()).size

@@ -1,0 +1,156 @@
+"""The front door: shapes, vocabulary order, seen classes, batching, determinism, overlay, on the tiny preset."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alignzeg import AlignZegSegmenter, SegmentationResult, list_models
+from alignzeg.config import AlignZegConfig
+from alignzeg.presets import get_preset_config
+
+VOCAB = ["person", "chair", "sofa", "bottle"]
+
+
+def test_list_models_names_the_presets():
+    assert {"tiny", "vitb16", "vitl14"} <= set(list_models())
+    with pytest.raises(ValueError, match="unknown preset 'vitb32'.*tiny"):
+        AlignZegSegmenter.from_preset("vitb32")
+
+
+@pytest.mark.parametrize("size", [(375, 500), (1, 1), (2000, 300), (17, 33)])
+def test_output_has_the_input_size(tiny_segmenter, size, rng):
+    image = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+    result = tiny_segmenter.segment(image, VOCAB)
+    assert result.label_map.shape == size and result.scores.shape == size
+    assert result.label_map.dtype == np.int32
+    assert result.label_map.min() >= 0 and result.label_map.max() < len(VOCAB)
+    assert np.all((result.scores >= 0) & (result.scores <= 1))
+
+
+def test_real_voc_photo(tiny_segmenter, voc):
+    result = tiny_segmenter.segment(voc["rgb"], VOCAB)
+    assert isinstance(result, SegmentationResult)
+    assert result.class_names == tuple(VOCAB)
+    assert sum(result.pixel_counts().values()) == 375 * 500
+    overlay = result.overlay()
+    assert overlay.size == (500, 375) and overlay.mode == "RGB"
+
+
+def test_vocabulary_order_is_kept(tiny_segmenter, voc):
+    a = tiny_segmenter.segment(voc["rgb"], VOCAB)
+    reordered = VOCAB[::-1]
+    b = tiny_segmenter.segment(voc["rgb"], reordered)
+    assert b.class_names == tuple(reordered)
+    # Same pixels, same class names: label i in `a` is VOCAB[i], label j in `b` is reordered[j].
+    names_a = np.array(VOCAB)[a.label_map]
+    names_b = np.array(reordered)[b.label_map]
+    assert (names_a == names_b).mean() > 0.999
+
+
+def test_duplicates_are_refused(tiny_segmenter):
+    with pytest.raises(ValueError, match="duplicate class name 'Cat' at index 2"):
+        tiny_segmenter.segment(np.zeros((8, 8, 3), np.uint8), ["cat", "dog", "Cat"])
+
+
+def test_seen_classes_come_from_the_config(tiny_segmenter, voc):
+    result = tiny_segmenter.segment(voc["rgb"], ["person", "sofa", "cat"])
+    assert result.seen.tolist() == [True, False, True]  # person, cat are VOC seen classes; sofa is unseen
+    override = tiny_segmenter.segment(voc["rgb"], ["person", "sofa", "cat"], seen=["sofa"])
+    assert override.seen.tolist() == [False, True, False]
+    with pytest.raises(ValueError, match=r"seen names \['dog'\] are not in the vocabulary"):
+        tiny_segmenter.segment(voc["rgb"], ["person", "sofa"], seen=["dog"])
+
+
+def test_bias_correction_switch_changes_only_flagged_proposals(voc):
+    # Force every proposal to be flagged as unseen: with PBC, seen classes cannot win any pixel.
+    seg = AlignZegSegmenter.from_preset("tiny", seen_classes=["person", "chair"], seed=1)
+    torch.nn.init.zeros_(seg.model.indicator.net[-1].weight)
+    torch.nn.init.constant_(seg.model.indicator.net[-1].bias, 10.0)
+    vocab = ["person", "chair", "sofa"]
+    on = seg.segment(voc["rgb"], vocab)
+    off = seg.segment(voc["rgb"], vocab, bias_correction=False)
+    assert set(np.unique(on.label_map)) == {2}
+    assert on.bias_correction and not off.bias_correction
+    assert len(np.unique(off.label_map)) >= 1
+
+
+def test_precomputed_embeddings(tiny_segmenter, voc):
+    names = ["person", "chair", "sofa"]
+    emb = tiny_segmenter.encode_vocabulary(names)
+    by_name = tiny_segmenter.segment(voc["rgb"], names, seen=[True, True, False])
+    by_emb = tiny_segmenter.segment(voc["rgb"], emb.cpu().numpy() * 3.0, class_names=names, seen=[True, True, False])
+    assert np.array_equal(by_name.label_map, by_emb.label_map)
+    assert np.allclose(by_name.scores, by_emb.scores, atol=1e-5)
+    with pytest.raises(ValueError, match=r"shape \(C, 64\).*\(3, 32\)"):
+        tiny_segmenter.segment(voc["rgb"], torch.randn(3, 32))
+
+
+def test_batch_equals_single_calls(tiny_segmenter, voc, rng):
+    other = rng.integers(0, 256, size=(120, 90, 3), dtype=np.uint8)
+    batch = tiny_segmenter.segment_batch([voc["rgb"], other], VOCAB)
+    singles = [tiny_segmenter.segment(img, VOCAB) for img in (voc["rgb"], other)]
+    for b, s in zip(batch, singles):
+        assert np.array_equal(b.label_map, s.label_map)
+        assert np.allclose(b.scores, s.scores, atol=1e-6)
+
+
+def test_input_types_agree(tiny_segmenter, voc, tmp_path):
+    rgb = voc["rgb"]
+    path = tmp_path / "voc.png"
+    Image.fromarray(rgb).save(path)
+    ref = tiny_segmenter.segment(rgb, VOCAB)
+    for image in (str(path), Image.fromarray(rgb), torch.from_numpy(rgb).permute(2, 0, 1).float() / 255,
+                  rgb.astype(np.float32) / 255):
+        result = tiny_segmenter.segment(image, VOCAB)
+        assert np.array_equal(result.label_map, ref.label_map)
+
+
+def test_same_input_is_bit_identical(tiny_segmenter, voc):
+    a = tiny_segmenter.segment(voc["rgb"], VOCAB)
+    b = tiny_segmenter.segment(voc["rgb"], VOCAB)
+    assert np.array_equal(a.label_map, b.label_map) and np.array_equal(a.scores, b.scores)
+
+
+def test_unlabelled_threshold_option(tiny_segmenter, voc):
+    full = tiny_segmenter.segment(voc["rgb"], VOCAB)
+    cut = float(np.median(full.scores))
+    partial = tiny_segmenter.segment(voc["rgb"], VOCAB, unlabelled_threshold=cut)
+    below = full.scores < cut
+    assert below.any()
+    assert np.all(partial.label_map[below] == -1)
+    assert np.array_equal(partial.label_map[~below], full.label_map[~below])
+    assert "<unlabelled>" in partial.pixel_counts()
+    with pytest.raises(ValueError, match="unlabelled_threshold must be in"):
+        tiny_segmenter.segment(voc["rgb"], VOCAB, unlabelled_threshold=1.5)
+
+
+def test_probability_map_matches_scores(tiny_segmenter, voc):
+    result = tiny_segmenter.segment(voc["rgb"], VOCAB)
+    stack = np.stack([result.probability_map(n) for n in VOCAB])
+    assert np.array_equal(stack.argmax(0), result.label_map)
+    assert np.allclose(stack.max(0), result.scores, atol=1e-5)
+
+
+def test_text_embeddings_are_cached(tiny_segmenter):
+    first = tiny_segmenter.encode_vocabulary(["zebra", "okapi"])
+    again = tiny_segmenter.encode_vocabulary(["zebra", "okapi"])
+    assert again is first
+    assert torch.allclose(first.norm(dim=1), torch.ones(2))
+
+
+def test_cuda_request_without_cuda_is_refused():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        AlignZegSegmenter.from_preset("tiny", device="cuda")
+
+
+def test_config_json_round_trip_and_validation(tmp_path):
+    cfg = get_preset_config("tiny", seen_classes=("cat", "dog"))
+    cfg.to_json(tmp_path / "c.json")
+    assert AlignZegConfig.from_json(tmp_path / "c.json") == cfg
+    with pytest.raises(ValueError, match="window_stride \\(80\\) must not exceed input_size \\(64\\)"):
+        get_preset_config("tiny", window_stride=80)
+    with pytest.raises(ValueError, match="pbc_threshold must be in"):
+        get_preset_config("tiny", pbc_threshold=1.5)

@@ -1,0 +1,55 @@
+"""Semantic-map assembly and the chunked upsample, against hand-computed and straightforward references."""
+
+import torch
+import torch.nn.functional as F
+
+from alignzeg.modeling.semantic_map import (
+    bilinear_weights, semantic_probabilities, upsample_labels, upsample_probabilities,
+)
+
+
+def test_semantic_probabilities_hand_computed():
+    # N=2 proposals, C=1 class + background, 1x2 pixels.
+    class_logits = torch.log(torch.tensor([[[0.75, 0.25], [0.5, 0.5]]]))  # softmax gives these probabilities
+    mask_logits = torch.tensor([[[[0.0, 100.0]], [[-100.0, 0.0]]]])  # sigmoid: [[.5, 1], [0, .5]]
+    probs = semantic_probabilities(class_logits, mask_logits, torch.zeros(1, 2), torch.tensor([True]))
+    # pixel 0: class .75*.5 = .375, bg .25*.5 = .125 -> .75 / .25
+    # pixel 1: class .75*1 + .5*.5 = 1.0, bg .25*1 + .5*.5 = .5 -> 2/3, 1/3
+    expected = torch.tensor([[[[0.75, 2 / 3]], [[0.25, 1 / 3]]]])
+    assert torch.allclose(probs, expected, atol=1e-6)
+
+
+def test_semantic_probabilities_applies_pbc_only_when_asked():
+    class_logits = torch.log(torch.tensor([[[0.6, 0.3, 0.1]]]))  # seen, unseen, bg
+    masks = torch.full((1, 1, 1, 1), 100.0)
+    unseen = torch.full((1, 1), 10.0)  # flagged
+    seen = torch.tensor([True, False])
+    on = semantic_probabilities(class_logits, masks, unseen, seen, bias_correction=True)
+    off = semantic_probabilities(class_logits, masks, unseen, seen, bias_correction=False)
+    assert torch.allclose(off.flatten(), torch.tensor([0.6, 0.3, 0.1]), atol=1e-6)
+    assert torch.allclose(on.flatten(), torch.tensor([0.0, 0.75, 0.25]), atol=1e-6)
+
+
+def test_bilinear_weights_match_interpolate():
+    x = torch.randn(7, 3)
+    for out in (1, 5, 7, 16, 23):
+        ref = F.interpolate(x.t()[None], size=out, mode="linear", align_corners=False)[0].t()
+        assert torch.allclose(bilinear_weights(7, out) @ x, ref, atol=1e-5)
+
+
+def test_chunked_upsample_equals_full_resolution_argmax():
+    torch.manual_seed(0)
+    probs = torch.rand(6, 9, 13).softmax(0)
+    size = (75, 101)
+    full = upsample_probabilities(probs, size)
+    labels, conf = upsample_labels(probs, size, max_elements=6 * 101 * 4)  # forces many row bands
+    best, index = full[:-1].max(0)
+    assert torch.equal(labels.long(), index)
+    assert torch.allclose(conf, best, atol=1e-5)
+
+
+def test_unlabelled_threshold():
+    probs = torch.tensor([[[0.9, 0.3]], [[0.1, 0.7]]])  # class 0 then background; 1x2
+    labels, conf = upsample_labels(probs, (1, 2), unlabelled_threshold=0.5)
+    assert labels.tolist() == [[0, -1]]
+    assert torch.allclose(conf, torch.tensor([[0.9, 0.3]]))
