@@ -18,7 +18,7 @@ Every sample is a pure function of ``(seed, split, index)``: nothing is stored a
 global RNGs.
 
     world = ZeroShotWorld(WorldConfig(seed=0, split_seed=0, embed_dim=64))
-    train = world.dataset("train", 2000)          # torch Dataset of {"image", "labels"}
+    train = world.dataset("train", 2000)          # torch Dataset of {"image", "label"}
     image, labels = world.sample("test", 7)      # (H, W, 3) float32 in [0, 1], (H, W) int64
     segmenter.segment(image, world.class_embeddings, seen=world.seen.tolist())
 """
@@ -267,8 +267,13 @@ class ZeroShotWorld:
 class WorldDataset(Dataset):
     """Images of one split as tensors; train labels have unseen pixels set to ``IGNORE``.
 
-    Items are dicts: ``image`` (3, H, W) float32 in [0, 1], ``labels`` (H, W) int64 (class ids, or
-    ``IGNORE``). ``class_embeddings`` (C, E) and ``seen`` (C,) bool describe the fixed vocabulary.
+    Follows the dataset protocol of ``alignzeg.train.data`` (what ``Trainer`` and ``evaluate`` take): items
+    are dicts ``image`` (3, H, W) float32 in [0, 1] and ``label`` (H, W) int64 (class ids, or ``IGNORE``);
+    ``class_names`` (C names), ``seen_classes`` (the seen names) and ``class_embeddings`` (C, E), the fixed
+    vocabulary, describe the classes; ``seen`` is the (C,) bool mask.
+
+    Do not train with horizontal flips: a flip turns texture orientation t into pi - t, which is another
+    appearance (and another embedding).
 
     Args:
         world: the world to draw from.
@@ -285,6 +290,7 @@ class WorldDataset(Dataset):
         self.class_embeddings = world.class_embeddings
         self.class_names = world.class_names
         self.seen = torch.from_numpy(world.seen)
+        self.seen_classes = tuple(n for n, s in zip(world.class_names, world.seen) if s)
 
     def __len__(self) -> int:
         return self.size
@@ -295,4 +301,4 @@ class WorldDataset(Dataset):
         image, labels = self.world.sample(self.split, index)
         if self.split == "train":
             labels = self.world.train_labels(labels)
-        return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), "labels": torch.from_numpy(labels)}
+        return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), "label": torch.from_numpy(labels)}

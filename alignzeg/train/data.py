@@ -1,0 +1,162 @@
+"""Training-time data: the dataset protocol, random resize/crop/flip, and a resumable sharded sampler.
+
+Dataset protocol (what ``Trainer`` and ``evaluate`` accept; the loaders in ``datasets.py`` follow it):
+
+- ``len(dataset)`` and ``dataset[i] -> {"image": ..., "label": ...}`` where ``image`` is an (H, W, 3)
+  uint8 array or a (3, H, W) float tensor in [0, 1], and ``label`` an (H, W) integer array/tensor of
+  indices into ``class_names`` with 255 for ignored pixels;
+- ``dataset.class_names``: the K class names (label values index them);
+- ``dataset.seen_classes``: the names of the seen (training) classes;
+- optionally ``dataset.class_embeddings``: a fixed (K, E) float tensor used instead of encoding the
+  names with CLIP's text tower (e.g. a synthetic benchmark with no text encoder).
+
+Augmentation is driven by a per-sample seed the sampler hands out, so a run is reproducible with any
+number of DataLoader workers and resumes mid-epoch exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, DistributedSampler, Sampler
+
+__all__ = ["IGNORE_INDEX", "to_tensors", "RandomResizeCrop", "AugmentedView", "ResumableBatchSampler", "collate"]
+
+IGNORE_INDEX = 255
+
+
+def to_tensors(item: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset item -> ((3, H, W) float32 in [0, 1], (H, W) int64 label)."""
+    image, label = item["image"], item["label"]
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"dataset image arrays must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+    elif isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
+            raise ValueError(f"dataset image tensors must be (3, H, W) float, got {tuple(image.shape)} {image.dtype}")
+        image = image.float()
+    else:
+        raise TypeError(f"dataset image must be a numpy array or a tensor, got {type(image).__name__}")
+    label = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label).long()
+    if label.shape != image.shape[1:]:
+        raise ValueError(f"label shape {tuple(label.shape)} does not match image size {tuple(image.shape[1:])}")
+    return image, label
+
+
+class RandomResizeCrop:
+    """Random rescale (short side = ``size * s``, ``s ~ U(scale)``), pad to ``size``, random crop, random flip.
+
+    Padding uses 0 for the image and 255 (ignore) for the label. Labels are resized with nearest neighbour.
+
+    Args:
+        size: output side S in pixels (the model's ``input_size``).
+        scale: (low, high) range of ``s``.
+        flip: flip horizontally with probability 0.5.
+    """
+
+    def __init__(self, size: int, scale: tuple[float, float] = (0.5, 2.0), flip: bool = True) -> None:
+        self.size = size
+        self.scale = scale
+        self.flip = flip
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(3, H, W) float, (H, W) int64 -> (3, S, S) float, (S, S) int64."""
+        lo, hi = self.scale
+        s = lo + (hi - lo) * float(torch.rand((), generator=generator))
+        h, w = image.shape[1:]
+        ratio = self.size * s / min(h, w)
+        nh, nw = max(1, round(h * ratio)), max(1, round(w * ratio))
+        image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False,
+                              antialias=ratio < 1)[0].clamp(0, 1)
+        label = F.interpolate(label[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long()
+        ph, pw = max(0, self.size - nh), max(0, self.size - nw)
+        if ph or pw:
+            image = F.pad(image, (0, pw, 0, ph), value=0.0)
+            label = F.pad(label, (0, pw, 0, ph), value=IGNORE_INDEX)
+        top = int(torch.randint(image.shape[1] - self.size + 1, (), generator=generator))
+        left = int(torch.randint(image.shape[2] - self.size + 1, (), generator=generator))
+        image = image[:, top:top + self.size, left:left + self.size]
+        label = label[top:top + self.size, left:left + self.size]
+        if self.flip and float(torch.rand((), generator=generator)) < 0.5:
+            image, label = image.flip(-1), label.flip(-1)
+        return image.contiguous(), label.contiguous()
+
+
+class AugmentedView(Dataset):
+    """Wraps a protocol dataset for training: keys are ``(index, seed)``; labels are remapped by ``lut``.
+
+    Args:
+        dataset: a protocol dataset.
+        augment: the augmentation.
+        lut: (256,) int64 mapping dataset label values to training-class indices (255 elsewhere).
+    """
+
+    def __init__(self, dataset: Any, augment: RandomResizeCrop, lut: torch.Tensor) -> None:
+        self.dataset = dataset
+        self.augment = augment
+        self.lut = lut
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key
+        image, label = to_tensors(self.dataset[index])
+        if label.numel() and (label.min() < 0 or label.max() > 255):
+            raise ValueError(f"dataset item {index} has label values outside [0, 255]")
+        label = self.lut[label]
+        generator = torch.Generator().manual_seed(seed)
+        return self.augment(image, label, generator)
+
+
+def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+
+
+class ResumableBatchSampler(Sampler):
+    """Micro-batches of ``(index, seed)`` keys from a ``DistributedSampler``, starting at any micro-batch.
+
+    Epoch ``e`` uses the DistributedSampler's shuffled shard for ``set_epoch(e)``; the last incomplete
+    micro-batch of an epoch is dropped. Micro-batch ``m`` of the run is the same whatever ``start`` is,
+    which is what makes resuming exact.
+
+    Args:
+        sampler: the DistributedSampler (one replica for a single process).
+        batch_size: samples per micro-batch on this process.
+        start: index of the first micro-batch to yield.
+        stop: index one past the last.
+        seed: base of the per-sample augmentation seeds.
+    """
+
+    def __init__(self, sampler: DistributedSampler, batch_size: int, start: int, stop: int, seed: int) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.start, self.stop, self.seed = start, stop, seed
+        self.per_epoch = len(sampler) // batch_size
+        if self.per_epoch < 1:
+            raise ValueError(
+                f"the dataset gives {len(sampler)} samples per process, fewer than one micro-batch of {batch_size}"
+            )
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch, indices = -1, []
+        rank = getattr(self.sampler, "rank", 0)
+        for m in range(self.start, self.stop):
+            e, offset = divmod(m, self.per_epoch)
+            if e != epoch:
+                epoch = e
+                self.sampler.set_epoch(e)
+                indices = list(self.sampler)
+            chunk = indices[offset * self.batch_size:(offset + 1) * self.batch_size]
+            yield [(int(i), self._seed(m, rank, j)) for j, i in enumerate(chunk)]
+
+    def _seed(self, micro: int, rank: int, position: int) -> int:
+        return (self.seed * 1_000_003 + micro * 7_919 + rank * 104_729 + position) % (2 ** 63 - 1)

@@ -1,0 +1,218 @@
+"""Zero-shot evaluation: confusion matrix -> mIoU(S), mIoU(U), hIoU, pixel accuracy, per-class IoU.
+
+Protocol (also in docs/training.md):
+
+- The vocabulary is the dataset's full class list (seen + unseen); a class counts in S if it is one of
+  the dataset's ``seen_classes``, else in U.
+- Ground-truth pixels labelled 255 are ignored. A prediction outside [0, K) (the segmenter's
+  "unlabelled" -1) counts as wrong for the pixel's true class.
+- IoU_k = TP_k / (TP_k + FP_k + FN_k); a class with an empty union (absent from both ground truth and
+  predictions) is NaN and left out of the means. mIoU(S) / mIoU(U) are the means over S / U,
+  hIoU = 2 * S * U / (S + U) (0 when S + U = 0), pixel accuracy = correct / valid pixels.
+- Predictions come from ``AlignZegSegmenter.segment`` (sliding window, bias correction on by default),
+  i.e. evaluation runs exactly the inference path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+__all__ = ["ConfusionMatrix", "EvalResult", "compute_metrics", "evaluate", "main"]
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = 255
+
+
+class ConfusionMatrix:
+    """Accumulates a (K, K + 1) int64 matrix: rows are true classes, columns predictions (column K: other).
+
+    Args:
+        num_classes: K.
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.matrix = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
+
+    def update(self, pred: np.ndarray, label: np.ndarray, ignore_index: int = IGNORE_INDEX) -> None:
+        """Add one image. pred, label: (H, W) integer arrays of the same shape."""
+        pred, label = np.asarray(pred), np.asarray(label)
+        if pred.shape != label.shape:
+            raise ValueError(f"prediction shape {pred.shape} does not match label shape {label.shape}")
+        valid = label != ignore_index
+        true = label[valid].astype(np.int64)
+        if true.size and (true.min() < 0 or true.max() >= self.num_classes):
+            raise ValueError(f"label values must be in [0, {self.num_classes}) or {ignore_index}, "
+                             f"got range [{true.min()}, {true.max()}]")
+        guess = pred[valid].astype(np.int64)
+        guess = np.where((guess >= 0) & (guess < self.num_classes), guess, self.num_classes)
+        k1 = self.num_classes + 1
+        self.matrix += np.bincount(true * k1 + guess, minlength=self.num_classes * k1).reshape(self.num_classes, k1)
+
+
+@dataclass
+class EvalResult:
+    """Metrics as fractions in [0, 1] (``table()`` prints percentages).
+
+    Attributes:
+        miou_seen / miou_unseen / hiou / miou / pixel_accuracy: floats (NaN when undefined).
+        class_names: the K names.
+        seen: (K,) bool.
+        iou: (K,) float per-class IoU, NaN for classes with an empty union.
+        confusion: (K, K + 1) int64 matrix.
+    """
+
+    miou_seen: float
+    miou_unseen: float
+    hiou: float
+    miou: float
+    pixel_accuracy: float
+    class_names: tuple[str, ...]
+    seen: np.ndarray
+    iou: np.ndarray
+    confusion: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        def num(v: float) -> float | None:
+            return None if math.isnan(v) else float(v)
+
+        return {
+            "mIoU(S)": num(self.miou_seen), "mIoU(U)": num(self.miou_unseen), "hIoU": num(self.hiou),
+            "mIoU": num(self.miou), "pixel_accuracy": num(self.pixel_accuracy),
+            "per_class": [{"class": n, "seen": bool(s), "IoU": num(v)}
+                          for n, s, v in zip(self.class_names, self.seen, self.iou)],
+        }
+
+    def table(self) -> str:
+        """Per-class IoU table and the summary, in percent."""
+        width = max(len("class"), *(len(n) for n in self.class_names))
+        lines = [f"{'class':<{width}}  split   IoU"]
+        for name, s, v in zip(self.class_names, self.seen, self.iou):
+            lines.append(f"{name:<{width}}  {'seen ' if s else 'UNSEEN'}  {'  n/a' if math.isnan(v) else f'{100 * v:5.1f}'}")
+        lines.append(f"mIoU(S) {100 * self.miou_seen:.2f}  mIoU(U) {100 * self.miou_unseen:.2f}  "
+                     f"hIoU {100 * self.hiou:.2f}  mIoU {100 * self.miou:.2f}  pAcc {100 * self.pixel_accuracy:.2f}")
+        return "\n".join(lines)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def compute_metrics(confusion: np.ndarray, seen: Sequence[bool], class_names: Sequence[str]) -> EvalResult:
+    """Metrics of a (K, K + 1) or (K, K) confusion matrix (rows true, columns predicted).
+
+    Args:
+        confusion: integer counts.
+        seen: K flags, True for seen classes.
+        class_names: K names.
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    k = confusion.shape[0]
+    if confusion.ndim != 2 or confusion.shape[1] not in (k, k + 1):
+        raise ValueError(f"confusion matrix must be (K, K) or (K, K + 1), got {confusion.shape}")
+    seen = np.asarray(seen, dtype=bool)
+    if seen.shape != (k,) or len(class_names) != k:
+        raise ValueError(f"need {k} seen flags and class names, got {seen.shape[0]} and {len(class_names)}")
+    tp = np.diag(confusion[:, :k]).astype(np.float64)
+    union = confusion.sum(1) + confusion[:, :k].sum(0) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+    s, u = _nanmean(iou[seen]), _nanmean(iou[~seen])
+    if math.isnan(s) or math.isnan(u):
+        hiou = float("nan")
+    else:
+        hiou = 2 * s * u / (s + u) if s + u > 0 else 0.0
+    total = confusion.sum()
+    return EvalResult(miou_seen=s, miou_unseen=u, hiou=hiou, miou=_nanmean(iou),
+                      pixel_accuracy=float(tp.sum() / total) if total else float("nan"),
+                      class_names=tuple(class_names), seen=seen, iou=iou, confusion=confusion)
+
+
+def _image_array(image: Any) -> Any:
+    """Protocol images are (H, W, 3) uint8 arrays or (3, H, W) float tensors; both go to ``segment`` as is."""
+    return image
+
+
+def evaluate(segmenter: Any, dataset: Any, bias_correction: bool = True, limit: int | None = None,
+             progress: bool = False) -> EvalResult:
+    """Evaluate a segmenter on a dataset through ``AlignZegSegmenter.segment``.
+
+    Args:
+        segmenter: an ``AlignZegSegmenter``.
+        dataset: a protocol dataset (``alignzeg.train.data``) built for evaluation (unseen pixels kept).
+            Its ``class_embeddings`` are used as the vocabulary when present, else its ``class_names``.
+        bias_correction: apply PBC (the paper's setting).
+        limit: evaluate only the first ``limit`` images.
+        progress: show a progress bar.
+
+    Returns:
+        EvalResult.
+    """
+    names = tuple(dataset.class_names)
+    seen_names = set(getattr(dataset, "seen_classes", ()) or ())
+    seen = [n in seen_names for n in names]
+    fixed = getattr(dataset, "class_embeddings", None)
+    vocabulary, class_names = (fixed, names) if fixed is not None else (list(names), None)
+    matrix = ConfusionMatrix(len(names))
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    for i in tqdm(range(count), disable=not progress, desc="alignzeg-eval"):
+        item = dataset[i]
+        result = segmenter.segment(_image_array(item["image"]), vocabulary, seen=seen, class_names=class_names,
+                                   bias_correction=bias_correction, keep_image=False)
+        matrix.update(result.label_map, np.asarray(item["label"]))
+    return compute_metrics(matrix.matrix, seen, names)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignzeg-eval", description="Zero-shot evaluation: mIoU(S), mIoU(U), hIoU.")
+    parser.add_argument("model", help="a folder written by save_pretrained / alignzeg-train, or a Hub repo id")
+    parser.add_argument("--dataset", required=True, help="voc, coco-stuff, context or folder")
+    parser.add_argument("--data-root", required=True, help="the dataset's root folder")
+    parser.add_argument("--split", default="val", help="dataset split (default: val)")
+    parser.add_argument("--seen", nargs="*", default=None,
+                        help="seen class names (default: the dataset's standard split; folder: all classes)")
+    parser.add_argument("--no-bias-correction", action="store_true", help="evaluate without PBC")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
+    parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``alignzeg-eval MODEL --dataset NAME --data-root DIR``: prints the per-class table and the summary."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from ..segmenter import AlignZegSegmenter
+    from .datasets import build_dataset
+
+    try:
+        dataset = build_dataset(args.dataset, args.data_root, split=args.split, seen_classes=args.seen, train=False)
+        segmenter = AlignZegSegmenter.from_pretrained(args.model, device=args.device)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"alignzeg-eval: error: {err}", file=sys.stderr)
+        return 2
+    result = evaluate(segmenter, dataset, bias_correction=not args.no_bias_correction, limit=args.limit,
+                      progress=not args.quiet)
+    print(result.table())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result.to_dict(), f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The training parts of GEPC: synthetic (virtual) proposal features and negative proposal selection.
+
+- Feature Expansion Strategy (FES): pick pairs of matched proposals whose classes differ, mix their
+  embeddings Manifold-Mixup-style, ``z = normalize(lam * e_i + (1 - lam) * e_j)`` with
+  ``lam ~ Beta(alpha, alpha)``, and train ``classifier.classify(z)`` toward the soft target that puts
+  ``lam`` on class i and ``1 - lam`` on class j (the matching mix of the two prototypes).
+- Background Diversity Strategy (BDS): for each seen class g present in the image, rank all N proposals
+  by their loss for g (the matching cost column ``cost[:, g]``: class CE + mask BCE + dice) and take the
+  K with the *largest* loss (the proposals least like g). A proposal in that top-K for **every** seen
+  class of the image, and not matched to any ground-truth mask, is a negative proposal: it is trained
+  toward the background prototypes with full weight instead of the ``eos_coef`` down-weight.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["select_negative_proposals", "sample_mix_pairs", "mix_features", "sample_mix_weights"]
+
+
+def select_negative_proposals(cost: torch.Tensor, matched: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """Negative proposals of one image.
+
+    Args:
+        cost: (N, G) float, the loss of proposal n for the image's seen class g.
+        matched: (N,) bool, proposals matched to a ground-truth mask (never negative).
+        k: top-K per class; ``min(k, N)`` when N < k. Ties are broken toward the lower index.
+
+    Returns:
+        (N,) bool, True for negative proposals. All False when the image has no seen class (G = 0).
+    """
+    if cost.dim() != 2 or matched.shape != cost.shape[:1]:
+        raise ValueError(f"expected cost (N, G) and matched (N,), got {tuple(cost.shape)} and {tuple(matched.shape)}")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    num, classes = cost.shape
+    if classes == 0:
+        return torch.zeros(num, dtype=torch.bool, device=cost.device)
+    # A stable descending sort keeps the lower index first among equal losses.
+    order = torch.sort(cost.detach(), dim=0, descending=True, stable=True).indices[:min(k, num)]  # (K, G)
+    in_topk = torch.zeros_like(cost, dtype=torch.bool)
+    in_topk.scatter_(0, order, True)
+    return in_topk.all(dim=1) & ~matched.bool()
+
+
+def sample_mix_pairs(classes: torch.Tensor, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random pairs of items whose classes differ.
+
+    Args:
+        classes: (S,) int64, the class of each matched proposal.
+        num: how many pairs to draw (with replacement).
+        generator: torch RNG for the draw (default: the global one).
+
+    Returns:
+        (num, 2) int64 indices into ``classes``; (0, 2) when no two items have different classes.
+    """
+    pairs = torch.nonzero(classes[:, None] != classes[None, :], as_tuple=False)
+    pairs = pairs[pairs[:, 0] < pairs[:, 1]]
+    if pairs.shape[0] == 0 or num == 0:
+        return torch.zeros(0, 2, dtype=torch.long, device=classes.device)
+    pick = torch.randint(pairs.shape[0], (num,), generator=generator, device="cpu").to(classes.device)
+    return pairs[pick]
+
+
+def sample_mix_weights(num: int, alpha: float) -> torch.Tensor:
+    """(num,) float mixing weights drawn from Beta(alpha, alpha) with the global torch RNG."""
+    concentration = torch.full((num,), float(alpha))
+    return torch.distributions.Beta(concentration, concentration).sample()
+
+
+def mix_features(embeddings: torch.Tensor, classes: torch.Tensor, pairs: torch.Tensor, lam: torch.Tensor,
+                 num_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic features and their soft targets.
+
+    Args:
+        embeddings: (S, E) float, L2-normalised matched proposal embeddings.
+        classes: (S,) int64 class index of each.
+        pairs: (V, 2) int64 index pairs (i, j) with different classes.
+        lam: (V,) float in [0, 1], the weight of item i.
+        num_columns: C + 1, the classifier's output width (background column last, always 0 in the target).
+
+    Returns:
+        (z, target): (V, E) L2-normalised mixed embeddings and (V, C + 1) float targets that sum to 1.
+    """
+    i, j = pairs[:, 0], pairs[:, 1]
+    lam = lam.to(embeddings.dtype).to(embeddings.device)
+    z = F.normalize(lam[:, None] * embeddings[i] + (1 - lam[:, None]) * embeddings[j], dim=-1)
+    target = torch.zeros(pairs.shape[0], num_columns, dtype=embeddings.dtype, device=embeddings.device)
+    rows = torch.arange(pairs.shape[0], device=embeddings.device)
+    target[rows, classes[i]] += lam
+    target[rows, classes[j]] += 1 - lam
+    return z, target

@@ -1,0 +1,238 @@
+"""AlignZeg's training losses: L = λbc L_bc + λ1 L_ce + λ2 L_mask + λ3 L_vir + λ4 L_reg.
+
+- L_ce: cross-entropy of every proposal over [seen classes + background]; matched proposals target their
+  class (weight 1), unmatched ones the background (weight ``eos_coef``), negative proposals the background
+  (weight ``negative_weight``). Normalised by the sum of weights (Mask2Former's weighted mean).
+- L_mask: for matched pairs, weighted BCE (or sigmoid focal) + dice at mask resolution (``matching.py``),
+  averaged over the matched pairs of the batch.
+- Deep supervision: each earlier decoder layer is matched on its own and adds its L_ce and L_mask.
+- L_vir: soft-target cross-entropy of ``classifier.classify`` on synthetic features (``gepc.py``).
+- L_bc: BCE of the class indicator on detached embeddings; positives ("not a seen class") are the
+  synthetic features and the negative proposals, negatives are the matched (seen) proposals. The
+  embeddings are detached so the indicator does not reshape the proposal space.
+- L_reg: mean squared cosine similarity between distinct background prototypes (keeps them apart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..modeling.model import AlignZegModel, AlignZegOutput
+from .config import TrainConfig
+from .gepc import mix_features, sample_mix_pairs, sample_mix_weights, select_negative_proposals
+from .matching import ImageTargets, build_targets, class_mask_costs, hungarian_match
+
+__all__ = [
+    "sigmoid_bce_loss", "sigmoid_focal_loss", "dice_loss", "classification_loss", "soft_cross_entropy",
+    "background_diversity_loss", "indicator_loss", "AlignZegCriterion", "LayerMatch",
+]
+
+
+def _weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (values * weight).sum(-1) / weight.sum(-1).clamp_min(1e-6)
+
+
+def sigmoid_bce_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-mask weighted BCE. logits, targets: (M, P); weight: (P,) or (M, P). Returns (M,)."""
+    bce = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
+    return _weighted_mean(bce, weight.float().expand_as(bce))
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
+                       alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """Per-mask weighted sigmoid focal loss (RetinaNet's form). Shapes as ``sigmoid_bce_loss``; returns (M,)."""
+    x, t = logits.float(), targets.float()
+    p = torch.sigmoid(x)
+    bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = (alpha * t + (1 - alpha) * (1 - t)) * (1 - p_t) ** gamma * bce
+    return _weighted_mean(loss, weight.float().expand_as(loss))
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-mask weighted dice, ``1 - (2 sum(p t w^2) + 1) / (sum(p w) + sum(t w) + 1)``; returns (M,)."""
+    w = weight.float().expand_as(logits)
+    p = torch.sigmoid(logits.float()) * w
+    t = targets.float() * w
+    return 1.0 - (2.0 * (p * t).sum(-1) + 1.0) / (p.sum(-1) + t.sum(-1) + 1.0)
+
+
+def classification_loss(class_logits: torch.Tensor, target_classes: torch.Tensor,
+                        weights: torch.Tensor) -> torch.Tensor:
+    """Weighted cross-entropy over [classes + background].
+
+    Args:
+        class_logits: (..., C + 1) float.
+        target_classes: (...) int64 in [0, C] (C = background).
+        weights: (...) float per-proposal weights.
+
+    Returns:
+        Scalar: ``sum(w * ce) / sum(w)``.
+    """
+    ce = F.cross_entropy(class_logits.float().flatten(0, -2), target_classes.flatten(), reduction="none")
+    w = weights.float().flatten()
+    return (ce * w).sum() / w.sum().clamp_min(1e-6)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``-sum(target * log_softmax(logits))``; logits, targets: (V, K)."""
+    return -(targets.float() * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+def background_diversity_loss(prototypes: torch.Tensor) -> torch.Tensor:
+    """L_reg: mean of cos(b_i, b_j)^2 over ordered pairs i != j of the (M, E) prototypes; 0 for M = 1."""
+    m = prototypes.shape[0]
+    if m < 2:
+        return prototypes.sum() * 0.0
+    b = F.normalize(prototypes.float(), dim=-1)
+    cos = b @ b.t()
+    off = ~torch.eye(m, dtype=torch.bool, device=b.device)
+    return cos[off].pow(2).mean()
+
+
+def indicator_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean BCE of class-indicator logits (V,) against labels (V,) in {0, 1} (1 = not a seen class)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+@dataclass
+class LayerMatch:
+    """Matching of one decoder layer for a batch: per image, matched (proposal_idx, target_idx) and costs."""
+
+    indices: list[tuple[torch.Tensor, torch.Tensor]]
+    costs: list[torch.Tensor]
+
+
+class AlignZegCriterion:
+    """Computes the total loss of a batch from the model outputs.
+
+    Args:
+        config: the training config (λs, switches, matching costs).
+    """
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def match(self, class_logits: torch.Tensor, mask_logits: torch.Tensor,
+              targets: list[ImageTargets]) -> LayerMatch:
+        """Hungarian matching for every image of one layer's outputs (no gradient)."""
+        cfg = self.config
+        indices, costs = [], []
+        with torch.no_grad():
+            for b, target in enumerate(targets):
+                cost = class_mask_costs(class_logits[b], mask_logits[b].flatten(1), target,
+                                        cfg.cost_class, cfg.cost_mask, cfg.cost_dice)
+                indices.append(hungarian_match(cost))
+                costs.append(cost)
+        return LayerMatch(indices, costs)
+
+    def _mask_loss(self, mask_logits: torch.Tensor, targets: list[ImageTargets], match: LayerMatch) -> torch.Tensor:
+        losses = []
+        for b, (src, tgt) in enumerate(match.indices):
+            if src.numel() == 0:
+                continue
+            logits = mask_logits[b].flatten(1)[src]
+            t, w = targets[b].masks[tgt], targets[b].weight
+            first = (sigmoid_focal_loss if self.config.mask_loss == "focal" else sigmoid_bce_loss)(logits, t, w)
+            losses.append(first + dice_loss(logits, t, w))
+        if not losses:
+            return mask_logits.sum() * 0.0
+        return torch.cat(losses).mean()
+
+    def _class_targets(self, class_logits: torch.Tensor, targets: list[ImageTargets], match: LayerMatch,
+                       negatives: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        b, n, width = class_logits.shape
+        classes = torch.full((b, n), width - 1, dtype=torch.long, device=class_logits.device)
+        weights = torch.full((b, n), self.config.eos_coef, device=class_logits.device)
+        if negatives is not None:
+            weights[negatives] = self.config.negative_weight
+        for i, (src, tgt) in enumerate(match.indices):
+            classes[i, src] = targets[i].classes[tgt]
+            weights[i, src] = 1.0
+        return classes, weights
+
+    def _layer_losses(self, class_logits: torch.Tensor, mask_logits: torch.Tensor, targets: list[ImageTargets],
+                      match: LayerMatch, negatives: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        classes, weights = self._class_targets(class_logits, targets, match, negatives)
+        return classification_loss(class_logits, classes, weights), self._mask_loss(mask_logits, targets, match)
+
+    def negatives(self, match: LayerMatch, num_proposals: int) -> torch.Tensor:
+        """(B, N) bool negative proposals of the batch from the final layer's costs."""
+        rows = []
+        for (src, _), cost in zip(match.indices, match.costs):
+            matched = torch.zeros(num_proposals, dtype=torch.bool, device=cost.device)
+            matched[src] = True
+            rows.append(select_negative_proposals(cost, matched, self.config.negative_topk))
+        return torch.stack(rows)
+
+    def __call__(self, model: AlignZegModel, out: AlignZegOutput, labels: torch.Tensor,
+                 class_embeddings: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss and its terms.
+
+        Args:
+            model: the (unwrapped) model, for ``classifier.classify``, the indicator and the prototypes.
+            out: the model outputs of the batch (with ``aux`` when deep supervision is on).
+            labels: (B, H, W) int64 training-class indices, 255 = ignore.
+            class_embeddings: (C, E) float, the training classes' prototypes.
+
+        Returns:
+            (total, terms): a scalar tensor and a dict of the unweighted terms as floats.
+        """
+        cfg = self.config
+        targets = build_targets(labels, tuple(out.mask_logits.shape[-2:]))
+        match = self.match(out.class_logits, out.mask_logits, targets)
+        use_neg = cfg.negative_proposals and (cfg.lambda_ce > 0 or cfg.class_indicator)
+        negatives = self.negatives(match, out.class_logits.shape[1]) if use_neg else None
+        terms: dict[str, torch.Tensor] = {}
+        total = out.class_logits.sum() * 0.0
+        if cfg.lambda_ce > 0 or cfg.lambda_mask > 0:
+            ce, mask = self._layer_losses(out.class_logits, out.mask_logits, targets, match, negatives)
+            if cfg.deep_supervision:
+                for aux_masks, aux_logits in out.aux:
+                    aux_match = self.match(aux_logits, aux_masks, targets)
+                    aux_ce, aux_mask = self._layer_losses(aux_logits, aux_masks, targets, aux_match, None)
+                    ce, mask = ce + aux_ce, mask + aux_mask
+            terms["ce"], terms["mask"] = ce, mask
+            total = total + cfg.lambda_ce * ce + cfg.lambda_mask * mask
+        matched_emb, matched_cls = self._matched(out.embeddings, targets, match)
+        synthetic = None
+        if cfg.synthetic_features and cfg.num_synthetic > 0:
+            pairs = sample_mix_pairs(matched_cls, cfg.num_synthetic)
+            if pairs.shape[0]:
+                lam = sample_mix_weights(pairs.shape[0], cfg.mixup_alpha)
+                z, soft = mix_features(matched_emb, matched_cls, pairs, lam, out.class_logits.shape[-1])
+                synthetic = z
+                if cfg.lambda_vir > 0:
+                    terms["vir"] = soft_cross_entropy(model.classifier.classify(z, class_embeddings), soft)
+                    total = total + cfg.lambda_vir * terms["vir"]
+        if cfg.class_indicator and cfg.lambda_bc > 0:
+            bc = self._indicator(model, out.embeddings, matched_emb, synthetic, negatives)
+            if bc is not None:
+                terms["bc"] = bc
+                total = total + cfg.lambda_bc * bc
+        if cfg.reg and cfg.lambda_reg > 0:
+            terms["reg"] = background_diversity_loss(model.classifier.bg_prototypes)
+            total = total + cfg.lambda_reg * terms["reg"]
+        return total, {k: float(v.detach()) for k, v in terms.items()}
+
+    @staticmethod
+    def _matched(embeddings: torch.Tensor, targets: list[ImageTargets],
+                 match: LayerMatch) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = [embeddings[b, src] for b, (src, _) in enumerate(match.indices)]
+        cls = [targets[b].classes[tgt] for b, (_, tgt) in enumerate(match.indices)]
+        return torch.cat(emb), torch.cat(cls)
+
+    @staticmethod
+    def _indicator(model: AlignZegModel, embeddings: torch.Tensor, matched: torch.Tensor,
+                   synthetic: torch.Tensor | None, negatives: torch.Tensor | None) -> torch.Tensor | None:
+        positives = [x for x in (synthetic, embeddings[negatives] if negatives is not None else None)
+                     if x is not None and x.shape[0]]
+        if not positives and matched.shape[0] == 0:
+            return None
+        inputs = torch.cat([matched, *positives]).detach()
+        labels = torch.zeros(inputs.shape[0], device=inputs.device)
+        labels[matched.shape[0]:] = 1.0
+        return indicator_loss(model.indicator(inputs), labels)

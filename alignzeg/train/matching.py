@@ -1,0 +1,128 @@
+"""Ground-truth class masks and Hungarian matching of N proposals to them.
+
+Resolution choice: costs and mask losses are computed **at the mask-logit resolution** (input size /
+``mask_stride``, e.g. 64x64 for a 512 crop with ViT-B/16). The label map is turned into per-class
+soft targets by area pooling: a cell's target is the fraction of its valid (non-ignore) pixels that
+belong to the class, and its weight is the fraction of valid pixels (cells made only of ignore pixels
+get weight 0 and count nowhere). No point sampling, so matching is exact and deterministic.
+
+Per-proposal, per-class loss (used as the matching cost and to rank proposals for negative selection)::
+
+    cost[n, g] = cost_class * CE(class_logits[n], class_g) + cost_mask * BCE(mask_n, target_g)
+                 + cost_dice * Dice(mask_n, target_g)
+
+with the weighted BCE and dice of ``losses.py``. The assignment minimises the total cost with scipy's
+``linear_sum_assignment``; with N >= G every ground-truth mask gets exactly one proposal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+__all__ = ["ImageTargets", "build_targets", "pairwise_mask_costs", "class_mask_costs", "hungarian_match"]
+
+
+@dataclass
+class ImageTargets:
+    """Ground truth of one image at mask resolution.
+
+    Attributes:
+        classes: (G,) int64, the training-class index of each present class (sorted ascending).
+        masks: (G, P) float in [0, 1], soft class masks over the P = h * w mask cells.
+        weight: (P,) float in [0, 1], fraction of valid (non-ignore) pixels of each cell.
+    """
+
+    classes: torch.Tensor
+    masks: torch.Tensor
+    weight: torch.Tensor
+
+
+def build_targets(labels: torch.Tensor, size: tuple[int, int], ignore_index: int = 255) -> list[ImageTargets]:
+    """Per-image class masks from label maps.
+
+    Args:
+        labels: (B, H, W) int64 training-class indices, ``ignore_index`` where unlabelled.
+        size: (h, w) of the mask logits; each cell averages the pixels it covers (area pooling).
+        ignore_index: label value that counts nowhere.
+
+    Returns:
+        B ``ImageTargets`` (G may be 0 for an image with no valid pixel).
+    """
+    if labels.dim() != 3:
+        raise ValueError(f"labels must be (B, H, W), got shape {tuple(labels.shape)}")
+    targets = []
+    for label in labels:
+        valid = label != ignore_index
+        classes = torch.unique(label[valid])
+        onehot = (label.unsqueeze(0) == classes.view(-1, 1, 1)).float()  # (G, H, W)
+        pooled = F.adaptive_avg_pool2d(torch.cat([onehot, valid[None].float()]), size)  # (G + 1, h, w)
+        weight = pooled[-1].flatten()
+        masks = pooled[:-1].flatten(1) / weight.clamp_min(1e-6)
+        targets.append(ImageTargets(classes=classes, masks=masks.clamp(0.0, 1.0), weight=weight))
+    return targets
+
+
+def pairwise_mask_costs(mask_logits: torch.Tensor, targets: torch.Tensor,
+                        weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted BCE and dice between every proposal and every target mask.
+
+    Args:
+        mask_logits: (N, P) float logits.
+        targets: (G, P) float in [0, 1].
+        weight: (P,) float cell weights.
+
+    Returns:
+        (bce, dice), each (N, G) float: the same values ``losses.sigmoid_bce_loss`` and
+        ``losses.dice_loss`` give for the pair.
+    """
+    x = mask_logits.float()
+    t = targets.float()
+    w = weight.float()
+    # BCE(x, t) = softplus(x) - x * t, averaged over cells with weights w.
+    bce = (F.softplus(x) @ w[:, None] - (x * w) @ t.t()) / w.sum().clamp_min(1e-6)
+    p = torch.sigmoid(x) * w
+    tw = t * w
+    dice = 1.0 - (2.0 * p @ tw.t() + 1.0) / (p.sum(-1)[:, None] + tw.sum(-1)[None, :] + 1.0)
+    return bce, dice
+
+
+def class_mask_costs(class_logits: torch.Tensor, mask_logits: torch.Tensor, target: ImageTargets,
+                     cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0) -> torch.Tensor:
+    """Per-proposal, per-class loss of one image (see the module docstring).
+
+    Args:
+        class_logits: (N, C + 1) float.
+        mask_logits: (N, P) float.
+        target: the image's ground truth (G classes).
+
+    Returns:
+        (N, G) float cost.
+    """
+    ce = -F.log_softmax(class_logits.float(), dim=-1)[:, target.classes]  # (N, G)
+    bce, dice = pairwise_mask_costs(mask_logits, target.masks, target.weight)
+    return cost_class * ce + cost_mask * bce + cost_dice * dice
+
+
+def hungarian_match(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum-cost one-to-one assignment of proposals (rows) to ground-truth masks (columns).
+
+    Args:
+        cost: (N, G) float, finite.
+
+    Returns:
+        (proposal_idx, target_idx), two (min(N, G),) int64 tensors on ``cost``'s device, sorted by proposal.
+    """
+    if cost.dim() != 2:
+        raise ValueError(f"cost must be (N, G), got shape {tuple(cost.shape)}")
+    array = cost.detach().float().cpu().numpy()
+    if not torch.isfinite(cost).all():
+        raise ValueError("matching cost contains NaN or infinite values")
+    rows, cols = linear_sum_assignment(array)
+    order = rows.argsort()
+    device = cost.device
+    return (torch.as_tensor(rows[order], dtype=torch.long, device=device),
+            torch.as_tensor(cols[order], dtype=torch.long, device=device))

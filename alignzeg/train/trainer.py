@@ -1,0 +1,332 @@
+"""``Trainer``: trains an AlignZeg model on a seen-class dataset and saves an inference-ready folder.
+
+    from alignzeg.train import Trainer, TrainConfig
+    cfg = TrainConfig(preset="tiny", iterations=200, batch_size=8, lr=1e-3)
+    trainer = Trainer(cfg, None, dataset, out_dir="runs/tiny")   # or an AlignZegModel / AlignZegSegmenter
+    segmenter = trainer.train()        # AlignZegSegmenter; runs/tiny/ loads with from_pretrained
+    trainer.history                    # [{"step": 0, "lr": ..., "loss": ..., "ce": ..., ...}, ...]
+
+The dataset follows the protocol of ``alignzeg.train.data``: ``class_names``, ``seen_classes`` and items
+``{"image", "label"}``; when it has ``class_embeddings`` (a fixed (K, E) tensor) those are the prototypes
+and CLIP's text tower is never used. Training uses the seen classes only (inductive): labels of other
+classes become 255.
+
+What the trainer does: AdamW over ``model.trainable_parameters()`` (the frozen CLIP is excluded; the count
+is logged), a poly/cosine/constant learning-rate schedule computed from the step (so the schedule state
+is the step), gradient accumulation, AMP on CUDA, tqdm progress, loss logging every ``log_every`` steps.
+Checkpoints ``out_dir/checkpoints/step_XXXXXX/`` hold ``config.json`` + ``model.safetensors`` (the full
+model) and ``trainer_state.pt`` (optimizer, gradient scaler and step, read back with
+``torch.load(weights_only=True)``; the learning rate and the randomness of a step are functions of the
+step and ``seed``, so nothing else is needed to resume bit-exactly); ``resume="auto"`` picks the latest. At the end the model config gets
+``seen_classes`` and ``out_dir`` receives ``save_pretrained``'s files plus ``train_config.json``.
+
+Distributed: launched under ``torchrun`` (``WORLD_SIZE`` > 1), the trainer joins the env:// process group
+(NCCL on CUDA, gloo on CPU), shards data with ``DistributedSampler`` and wraps the model in DDP;
+``batch_size`` is the global batch (``world_size * grad_accum`` micro-batches). Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+from ..hub import WEIGHTS_NAME, load_state_dict_strict, save_checkpoint
+from ..modeling.model import AlignZegModel
+from ..modeling.text_encoder import VocabularyEncoder
+from ..segmenter import AlignZegSegmenter
+from .config import TrainConfig
+from .data import IGNORE_INDEX, AugmentedView, RandomResizeCrop, ResumableBatchSampler, collate
+from .losses import AlignZegCriterion
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Trainer", "lr_factor", "load_clip_weights"]
+
+STATE_NAME = "trainer_state.pt"
+
+
+def lr_factor(config: TrainConfig, step: int) -> float:
+    """Multiplier of ``config.lr`` at optimizer step ``step`` (0-based): linear warm-up, then the schedule."""
+    if step < config.warmup_iters:
+        return (step + 1) / config.warmup_iters
+    total = max(1, config.iterations - config.warmup_iters)
+    progress = min(1.0, (step - config.warmup_iters) / total)
+    if config.schedule == "poly":
+        return (1.0 - progress) ** config.poly_power
+    if config.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def load_clip_weights(model: AlignZegModel, tag: str) -> None:
+    """Load open_clip's pretrained weights ``tag`` (e.g. ``"openai"``) into the model's frozen CLIP.
+
+    The position embedding is interpolated to the model's input size. Uses open_clip's download/cache
+    (huggingface_hub underneath, so ``HF_HUB_OFFLINE`` applies).
+    """
+    import open_clip
+
+    from ..modeling.clip_backbone import interpolate_pos_embed
+
+    reference = open_clip.create_model(model.config.clip_model, pretrained=tag)
+    state = reference.state_dict()
+    grid = model.config.input_size // model.config.patch_size
+    key = "visual.positional_embedding"
+    state[key] = interpolate_pos_embed(state[key], (grid, grid))
+    model.backbone.clip.load_state_dict(state, strict=True)
+    logger.info("loaded CLIP weights %s/%s", model.config.clip_model, tag)
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """Trains an AlignZeg model.
+
+    Args:
+        config: training settings.
+        model: an ``AlignZegModel`` or ``AlignZegSegmenter`` to train, or ``None`` to build
+            ``config.preset`` (seeded with ``config.seed``; CLIP weights from ``config.clip_pretrained``).
+        dataset: a training dataset (protocol in ``alignzeg.train.data``).
+        out_dir: where checkpoints and the final model go; ``None`` writes nothing.
+        resume: a checkpoint folder to continue from, ``"auto"`` (the latest in ``out_dir``, if any) or ``None``.
+    """
+
+    def __init__(self, config: TrainConfig, model: AlignZegModel | AlignZegSegmenter | None, dataset: Any,
+                 out_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None) -> None:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        self.config = config
+        self.dataset = dataset
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume = resume
+        self.history: list[dict[str, float]] = []
+        self._setup_distributed()
+        self.model = self._build_model(model).to(self.device)
+        self.train_ids, self.class_names = self._training_classes()
+        self.class_embeddings = self._class_embeddings()
+        self.model.config = self.model.config.replace(seen_classes=self.class_names)
+        self.criterion = AlignZegCriterion(config)
+
+    # Setup -------------------------------------------------------------------------------------------
+    def _setup_distributed(self) -> None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1 and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and self.config.device != "cpu" else "gloo"
+            dist.init_process_group(backend=backend, init_method="env://")
+        self.rank, self.world_size = _rank_world()
+        device = self.config.device
+        if device is None:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+    def _build_model(self, model: AlignZegModel | AlignZegSegmenter | None) -> AlignZegModel:
+        if isinstance(model, AlignZegSegmenter):
+            return model.model
+        if isinstance(model, AlignZegModel):
+            return model
+        if model is not None:
+            raise TypeError(f"model must be an AlignZegModel, an AlignZegSegmenter or None, got {type(model).__name__}")
+        cfg = self.config
+        built = AlignZegSegmenter.from_preset(cfg.preset, seed=cfg.seed, config_overrides=cfg.model_overrides,
+                                              device="cpu").model
+        if cfg.clip_pretrained:
+            load_clip_weights(built, cfg.clip_pretrained)
+            built.config = built.config.replace(clip_pretrained=cfg.clip_pretrained)
+        return built
+
+    def _training_classes(self) -> tuple[list[int], tuple[str, ...]]:
+        names = tuple(getattr(self.dataset, "class_names", ()) or ())
+        if not names:
+            raise ValueError("the dataset has no class_names; see alignzeg.train.data for the dataset protocol")
+        if len(names) > 255:
+            raise ValueError(f"at most 255 classes are supported (255 is the ignore label), the dataset has {len(names)}")
+        seen = self.config.seen_classes
+        if seen is None:
+            seen = tuple(getattr(self.dataset, "seen_classes", None) or names)
+        unknown = [s for s in seen if s not in names]
+        if unknown:
+            raise ValueError(f"seen classes {unknown} are not among the dataset's classes {list(names)}")
+        wanted = set(seen)
+        ids = [k for k, n in enumerate(names) if n in wanted]
+        return ids, tuple(names[k] for k in ids)
+
+    def _class_embeddings(self) -> torch.Tensor:
+        fixed = getattr(self.dataset, "class_embeddings", None)
+        dim = self.model.config.embed_dim
+        if fixed is not None:
+            fixed = torch.as_tensor(fixed).float()
+            if fixed.dim() != 2 or fixed.shape != (len(self.dataset.class_names), dim):
+                raise ValueError(f"dataset class_embeddings must be (K={len(self.dataset.class_names)}, {dim}), "
+                                 f"got {tuple(fixed.shape)}")
+            return torch.nn.functional.normalize(fixed[self.train_ids], dim=-1).to(self.device)
+        encoder = VocabularyEncoder(self.model.backbone, self.model.config.templates)
+        with torch.no_grad():
+            return encoder(list(self.class_names)).float().to(self.device)
+
+    def _label_lut(self) -> torch.Tensor:
+        lut = torch.full((256,), IGNORE_INDEX, dtype=torch.long)
+        lut[torch.tensor(self.train_ids)] = torch.arange(len(self.train_ids))
+        return lut
+
+    def _loader(self, start_micro: int, stop_micro: int) -> DataLoader:
+        cfg = self.config
+        micro = cfg.batch_size // (cfg.grad_accum * self.world_size)
+        if micro < 1 or cfg.batch_size % (cfg.grad_accum * self.world_size):
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by grad_accum ({cfg.grad_accum}) x "
+                             f"processes ({self.world_size})")
+        view = AugmentedView(self.dataset, RandomResizeCrop(self.model.config.input_size, cfg.crop_scale, cfg.flip),
+                             self._label_lut())
+        sampler = DistributedSampler(range(len(self.dataset)), num_replicas=self.world_size, rank=self.rank,
+                                     shuffle=True, seed=cfg.seed, drop_last=True)
+        batches = ResumableBatchSampler(sampler, micro, start_micro, stop_micro, cfg.seed)
+        return DataLoader(view, batch_sampler=batches, num_workers=cfg.num_workers, collate_fn=collate,
+                          pin_memory=self.device.type == "cuda")
+
+    def _amp(self) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler | None]:
+        if self.device.type != "cuda" or not self.config.amp:
+            return contextlib.nullcontext(), None
+        if torch.cuda.is_bf16_supported():
+            return torch.autocast("cuda", dtype=torch.bfloat16), None
+        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+
+    # Training ----------------------------------------------------------------------------------------
+    def train(self) -> AlignZegSegmenter:
+        """Run to ``config.iterations`` steps (from the resumed step, if any) and return the trained segmenter."""
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            return self._train()
+
+    def _train(self) -> AlignZegSegmenter:
+        cfg = self.config
+        params = self.model.trainable_parameters()
+        count = sum(p.numel() for p in params if p.requires_grad)
+        logger.info("training %d trainable parameters (frozen: %d); %d seen classes; %d processes", count,
+                    sum(p.numel() for p in self.model.parameters()) - count, len(self.class_names), self.world_size)
+        logger.info("train config: %s", cfg.to_dict())
+        optimizer = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr,
+                                      weight_decay=cfg.weight_decay)
+        autocast, scaler = self._amp()
+        start = self._restore(optimizer, scaler)
+        if self.rank == 0 and self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            cfg.to_json(self.out_dir / "train_config.json")
+        self.model.train()
+        net = self.model
+        if self.world_size > 1:
+            net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                          else None)
+        batches = iter(self._loader(start * cfg.grad_accum, cfg.iterations * cfg.grad_accum))
+        bar = tqdm(range(start, cfg.iterations), disable=not cfg.progress or self.rank != 0, desc="alignzeg-train")
+        for step in bar:
+            record = self._step(step, net, optimizer, scaler, autocast, batches)
+            self.history.append(record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if step % cfg.log_every == 0 or step == cfg.iterations - 1:
+                logger.info("step %d/%d %s", step + 1, cfg.iterations,
+                            " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iterations:
+                self.save_checkpoint(step + 1, optimizer, scaler)
+        return self._finish()
+
+    def _step(self, step: int, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+              scaler: torch.amp.GradScaler | None, autocast: contextlib.AbstractContextManager,
+              batches: Any) -> dict[str, float]:
+        cfg = self.config
+        lr = cfg.lr * lr_factor(cfg, step)
+        # The step's randomness (dropout, synthetic features) depends only on (seed, step, rank): exact resume.
+        torch.manual_seed((cfg.seed * 1_000_003 + step * 7_919 + self.rank) % (2 ** 63 - 1))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            images, labels = next(batches)
+            images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            sync = contextlib.nullcontext()
+            if isinstance(net, DistributedDataParallel) and micro < cfg.grad_accum - 1:
+                sync = net.no_sync()
+            with sync:
+                with autocast:
+                    out = net(images, self.class_embeddings, deep_supervision=cfg.deep_supervision)
+                loss, terms = self.criterion(self.model, out, labels, self.class_embeddings)
+                # Touch every trainable parameter so DDP always sees a gradient for it (adds exactly 0).
+                loss = loss + 0.0 * sum(p.sum() for p in self.model.trainable_parameters() if p.requires_grad)
+                scaled = loss / cfg.grad_accum
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            for k, v in {"loss": float(loss.detach()), **terms}.items():
+                sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.trainable_parameters(), cfg.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        return {"step": float(step), "lr": lr, **sums}
+
+    # Checkpoints -------------------------------------------------------------------------------------
+    def save_checkpoint(self, step: int, optimizer: torch.optim.Optimizer,
+                        scaler: torch.amp.GradScaler | None) -> Path | None:
+        """Write ``out_dir/checkpoints/step_XXXXXX`` (rank 0 only). Returns the folder, or None."""
+        if self.rank != 0 or self.out_dir is None:
+            return None
+        folder = self.out_dir / "checkpoints" / f"step_{step:06d}"
+        save_checkpoint(folder, self.model.config, self.model.state_dict())
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+        }
+        torch.save(state, folder / STATE_NAME)
+        self.config.to_json(folder / "train_config.json")
+        logger.info("saved checkpoint %s", folder)
+        return folder
+
+    def _resume_folder(self) -> Path | None:
+        if self.resume is None:
+            return None
+        if str(self.resume) == "auto":
+            root = self.out_dir / "checkpoints" if self.out_dir is not None else None
+            found = sorted(root.glob("step_*")) if root is not None and root.is_dir() else []
+            return found[-1] if found else None
+        folder = Path(self.resume)
+        if not (folder / STATE_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"{folder} is not a training checkpoint (needs {WEIGHTS_NAME} and {STATE_NAME})")
+        return folder
+
+    def _restore(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> int:
+        folder = self._resume_folder()
+        if folder is None:
+            return 0
+        load_state_dict_strict(self.model, load_file(str(folder / WEIGHTS_NAME), device=str(self.device)))
+        state = torch.load(folder / STATE_NAME, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        logger.info("resumed from %s at step %d", folder, state["step"])
+        return int(state["step"])
+
+    def _finish(self) -> AlignZegSegmenter:
+        segmenter = AlignZegSegmenter(self.model, device=self.device)
+        if self.rank == 0 and self.out_dir is not None:
+            segmenter.save_pretrained(self.out_dir)
+            logger.info("saved the trained model to %s", self.out_dir)
+        return segmenter
