@@ -19,6 +19,9 @@ __all__ = ["ImageInput", "LoadedImage", "load_image", "load_images"]
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 
+_BAND_ELEMENTS = 1 << 22
+"""Floats converted per row band in ``LoadedImage.to_uint8`` (bounds its temporary memory to 16 MiB)."""
+
 
 @dataclass
 class LoadedImage:
@@ -38,8 +41,14 @@ class LoadedImage:
         return int(self.pixels.shape[1]), int(self.pixels.shape[2])
 
     def to_uint8(self) -> np.ndarray:
-        """(H, W, 3) uint8 RGB copy, for drawing overlays."""
-        return (self.pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        """(H, W, 3) uint8 RGB copy, for drawing overlays (converted in row bands: no full-size float temporaries)."""
+        height, width = self.size
+        out = np.empty((height, width, 3), dtype=np.uint8)
+        band = max(1, _BAND_ELEMENTS // max(1, 3 * width))
+        for r0 in range(0, height, band):
+            rows = self.pixels[:, r0:r0 + band].clamp(0, 1).mul_(255).round_().to(torch.uint8)
+            out[r0:r0 + band] = rows.permute(1, 2, 0).numpy()
+        return out
 
 
 def _from_path(path: str | Path) -> LoadedImage:
@@ -62,14 +71,26 @@ def _from_pil(img: Image.Image) -> torch.Tensor:
         array = np.asarray(img, dtype=np.uint16)
         return _from_numpy(array)
     if img.mode in ("I", "F"):
-        array = np.asarray(img).astype(np.float64)
-        top = 65535.0 if array.max(initial=0) > 255 else 255.0
-        return _from_numpy((array / top).clip(0, 1).astype(np.float32))
+        return _from_numpy(_wide_to_unit(np.asarray(img), img.mode))
     if img.mode != "RGB":
         if img.mode == "P" and "transparency" in img.info:
             img = img.convert("RGBA")
         img = img.convert("RGB")
     return _from_numpy(np.asarray(img))
+
+
+def _wide_to_unit(array: np.ndarray, mode: str) -> np.ndarray:
+    """32-bit integer ("I") or float ("F") PIL data -> float32 in [0, 1].
+
+    The bit depth is not recorded in these modes, so the range is inferred: float data already in [0, 1]
+    is kept, data up to 255 is read as 8-bit, anything larger as 16-bit (clipped to 65535).
+    """
+    array = array.astype(np.float64)
+    lo, hi = float(array.min(initial=0)), float(array.max(initial=0))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"PIL image of mode {mode!r} contains NaN or infinite values")
+    top = 1.0 if mode == "F" and hi <= 1.0 else 255.0 if hi <= 255.0 else 65535.0
+    return (array / top).clip(0, 1).astype(np.float32)
 
 
 def _check_size(height: int, width: int, what: str) -> None:
@@ -89,30 +110,35 @@ def _from_numpy(array: np.ndarray) -> torch.Tensor:
         hint = " (it looks CHW: use array.transpose(1, 2, 0))" if array.shape[0] in (1, 3, 4) else ""
         raise ValueError(f"image array must have 1, 3 or 4 channels last, got shape {array.shape}{hint}")
     _check_size(array.shape[0], array.shape[1], f"image array of shape {array.shape}")
-    array = array[:, :, :3] if array.shape[2] == 4 else array
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    pixels = torch.from_numpy(_to_unit_float(array)).permute(2, 0, 1)
-    return pixels.contiguous()
+    scale = _unit_scale(array)
+    # One float32 allocation: each channel is cast straight into the (3, H, W) output, then scaled in place.
+    pixels = torch.empty((3, array.shape[0], array.shape[1]), dtype=torch.float32)
+    out = pixels.numpy()
+    for channel in range(3):
+        out[channel] = array[:, :, channel if array.shape[2] > 1 else 0]
+    if scale != 1.0:
+        np.divide(out, np.float32(scale), out=out)
+    return pixels
 
 
-def _to_unit_float(array: np.ndarray) -> np.ndarray:
+def _unit_scale(array: np.ndarray) -> float:
+    """The divisor that maps ``array`` (HWC, channels 1, 3 or 4) to [0, 1]; validates float data."""
     if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
+        return 255.0
     if array.dtype == np.uint16:
-        return array.astype(np.float32) / 65535.0
+        return 65535.0
     if np.issubdtype(array.dtype, np.integer):
         raise TypeError(f"integer image arrays must be uint8 or uint16, got {array.dtype}")
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError("image array contains NaN or infinite values")
-    lo, hi = float(array.min()), float(array.max())
+    colour = array[:, :, :3]
+    lo, hi = float(colour.min()), float(colour.max())  # NaN propagates through min/max
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"image array contains NaN or infinite values (min {lo}, max {hi})")
     if lo < 0.0 or hi > 1.0:
         raise ValueError(
             f"float images must hold values in [0, 1], got range [{lo:g}, {hi:g}]"
             + ("; divide by 255 for 0..255 data" if hi <= 255.0 and lo >= 0.0 else "")
         )
-    return array
+    return 1.0
 
 
 def _from_tensor(tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -128,12 +154,12 @@ def _from_tensor(tensor: torch.Tensor) -> list[torch.Tensor]:
     _check_size(tensor.shape[2], tensor.shape[3], f"image tensor of shape {tuple(tensor.shape)}")
     tensor = tensor.detach().cpu()
     if tensor.dtype == torch.uint8:
-        tensor = tensor.float() / 255.0
+        tensor = tensor.to(torch.float32).div_(255.0)
     elif tensor.is_floating_point():
         tensor = tensor.float()
-        if not torch.isfinite(tensor).all():
-            raise ValueError("image tensor contains NaN or infinite values")
-        lo, hi = float(tensor.min()), float(tensor.max())
+        lo, hi = (float(v) for v in torch.aminmax(tensor))  # NaN propagates through min/max
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"image tensor contains NaN or infinite values (min {lo}, max {hi})")
         if lo < 0.0 or hi > 1.0:
             raise ValueError(f"float image tensors must hold values in [0, 1], got range [{lo:g}, {hi:g}]")
     else:
@@ -151,6 +177,8 @@ def load_image(image: Any) -> list[LoadedImage]:
         ValueError: bad shape, value range, NaN, or an undecodable file.
         FileNotFoundError: a path that does not exist.
     """
+    if isinstance(image, LoadedImage):
+        return [image]
     if isinstance(image, (str, Path)):
         return [_from_path(image)]
     if isinstance(image, Image.Image):
