@@ -1,0 +1,171 @@
+"""Vocabularies: odd, large, invalid, and precomputed embeddings of the wrong shape."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from alignzeg.modeling.text_encoder import validate_class_names
+
+
+@pytest.fixture(scope="module")
+def image(voc):
+    return voc["rgb"][::4, ::4].copy()  # 94 x 125: one crop, fast
+
+
+# Validation ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("vocabulary", [[], (), iter([])])
+def test_empty_vocabulary_is_refused(tiny_segmenter, image, vocabulary):
+    with pytest.raises(ValueError, match="vocabulary is empty: give at least one class name"):
+        tiny_segmenter.segment(image, vocabulary)
+
+
+def test_bare_string_is_refused_not_split_into_letters(tiny_segmenter, image):
+    with pytest.raises(TypeError, match="got the single string 'cat'"):
+        tiny_segmenter.segment(image, "cat")
+
+
+@pytest.mark.parametrize("names, index, shown", [
+    (["cat", "dog", "cat"], 2, "'cat'"),
+    (["Cat", "dog", " cat "], 2, "' cat '"),
+    (["ﬁsh", "fish"], 1, "'fish'"),  # NFKC: the ligature is the same word
+])
+def test_duplicates_are_refused_naming_both_positions(names, index, shown):
+    with pytest.raises(ValueError, match=f"duplicate class name {re.escape(shown)} at index {index} "
+                                         r"\(same as index 0"):
+        validate_class_names(names)
+
+
+@pytest.mark.parametrize("bad, index", [([""], 0), (["cat", "   "], 1), (["cat", "\t\n"], 1)])
+def test_empty_and_whitespace_names_are_refused(bad, index):
+    with pytest.raises(ValueError, match=f"class name at index {index} is empty or whitespace-only"):
+        validate_class_names(bad)
+
+
+@pytest.mark.parametrize("bad, type_name", [(["cat", None], "NoneType"), (["cat", 3], "int"),
+                                            (["cat", b"dog"], "bytes"), (["cat", ["dog"]], "list")])
+def test_non_string_names_are_refused_with_index_and_type(tiny_segmenter, image, bad, type_name):
+    with pytest.raises(TypeError, match=f"class name at index 1 must be a str, got {type_name}"):
+        tiny_segmenter.segment(image, bad)
+
+
+def test_non_iterable_vocabulary_is_refused():
+    with pytest.raises(TypeError, match="vocabulary must be a list of class names, got int"):
+        validate_class_names(5)
+
+
+def test_order_is_kept_and_numpy_strings_are_accepted():
+    names = np.array(["zebra", "apple", "mango"])
+    assert validate_class_names(names) == ("zebra", "apple", "mango")
+    assert validate_class_names(("b", "a")) == ("b", "a")
+
+
+# Results ---------------------------------------------------------------------------------------------
+def test_one_class_labels_every_pixel_with_it(tiny_segmenter, image):
+    result = tiny_segmenter.segment(image, ["sky"])
+    assert result.class_names == ("sky",)
+    assert (result.label_map == 0).all()
+    assert result.class_probs.shape[0] == 2  # sky + background
+    np.testing.assert_allclose(result.class_probs.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_permuting_the_vocabulary_permutes_the_probabilities(tiny_segmenter, image):
+    """Order is the user's: no sorting or set() anywhere. (Equal up to float rounding: the text tower and
+    the sums see the classes in another order.)"""
+    first = tiny_segmenter.segment(image, ["person", "sofa", "chair"], seen=[False] * 3)
+    second = tiny_segmenter.segment(image, ["chair", "person", "sofa"], seen=[False] * 3)
+    np.testing.assert_allclose(second.class_probs, first.class_probs[[2, 0, 1, 3]], rtol=0, atol=1e-6)
+    remap = np.array([1, 2, 0])  # first's label -> second's label
+    probs = np.stack([first.probability_map(n) for n in first.class_names])
+    ordered = np.sort(probs, axis=0)
+    clear = ordered[-1] - ordered[-2] > 1e-4  # pixels without a near tie
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(second.label_map[clear], remap[first.label_map][clear])
+
+
+def test_large_vocabulary_of_520_classes(tiny_segmenter, image):
+    names = [f"object number {i}" for i in range(520)]
+    embeddings = tiny_segmenter.encode_vocabulary(names)
+    assert tuple(embeddings.shape) == (520, tiny_segmenter.config.embed_dim)
+    np.testing.assert_allclose(embeddings.norm(dim=1).numpy(), 1.0, atol=1e-5)
+    result = tiny_segmenter.segment(image, names)
+    assert result.label_map.shape == image.shape[:2]
+    assert 0 <= result.label_map.min() and result.label_map.max() < 520
+    assert result.class_probs.shape[0] == 521
+
+
+def test_unicode_and_emoji_names_get_distinct_embeddings(tiny_segmenter, image):
+    names = ["chat noir", "猫", "кошка", "🐈", "🐈‍⬛", "café au lait", "Ωmega"]
+    embeddings = tiny_segmenter.encode_vocabulary(names)
+    assert torch.isfinite(embeddings).all()
+    similarity = embeddings @ embeddings.t()
+    off_diagonal = similarity[~torch.eye(len(names), dtype=torch.bool)]
+    assert off_diagonal.max() < 1 - 1e-6  # no two names collapsed onto the same prompt
+    result = tiny_segmenter.segment(image, names)
+    assert result.class_names == tuple(names)
+    assert set(result.pixel_counts()) <= set(names)
+
+
+def test_names_beyond_the_text_context_warn_and_name_the_culprit(tiny_segmenter):
+    long_name = " ".join(["enormous"] * 90)  # ~90 tokens, context is 77
+    with pytest.warns(UserWarning, match=r"1 class name\(s\) exceed the text encoder's context of 77 tokens"
+                                         r".*truncated.*enormous enormous"):
+        embeddings = tiny_segmenter.encode_vocabulary(["cat", long_name])
+    assert tuple(embeddings.shape) == (2, tiny_segmenter.config.embed_dim)
+
+
+def test_names_within_the_context_do_not_warn(tiny_segmenter):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_segmenter.encode_vocabulary(["a " * 60 + "cat", "dog"])  # long but fits
+
+
+def test_vocabulary_embeddings_are_cached_and_reused(tiny_segmenter):
+    first = tiny_segmenter.encode_vocabulary(["kettle", "teapot"])
+    assert tiny_segmenter.encode_vocabulary(["kettle", "teapot"]) is first
+    assert tiny_segmenter.encode_vocabulary(("kettle", "teapot")) is first
+    other = tiny_segmenter.encode_vocabulary(["teapot", "kettle"])
+    assert torch.equal(other, first[[1, 0]])
+
+
+# Precomputed embeddings ------------------------------------------------------------------------------
+def test_precomputed_embeddings_give_the_same_result_as_names(tiny_segmenter, image):
+    names = ["tree", "road", "car"]
+    by_name = tiny_segmenter.segment(image, names, seen=[False, False, False])
+    embeddings = tiny_segmenter.encode_vocabulary(names).numpy().astype(np.float64) * 3.0  # any norm
+    by_vector = tiny_segmenter.segment(image, embeddings, class_names=names)
+    np.testing.assert_allclose(by_vector.class_probs, by_name.class_probs, atol=1e-6)
+    assert by_vector.class_names == tuple(names)
+
+
+@pytest.mark.parametrize("shape", [(3, 32), (3, 65), (64,), (2, 3, 64), (0, 64)])
+def test_embeddings_of_the_wrong_shape_are_refused(tiny_segmenter, image, shape):
+    dim = tiny_segmenter.config.embed_dim
+    with pytest.raises(ValueError, match=re.escape(f"must have shape (C, {dim}) with C >= 1, got {shape}")):
+        tiny_segmenter.segment(image, torch.randn(shape))
+
+
+def test_bad_embedding_values_are_refused(tiny_segmenter, image):
+    dim = tiny_segmenter.config.embed_dim
+    with pytest.raises(TypeError, match="must be floating point, got torch.int64"):
+        tiny_segmenter.segment(image, torch.ones(2, dim, dtype=torch.int64))
+    nan = torch.randn(2, dim)
+    nan[1, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        tiny_segmenter.segment(image, nan)
+    zero = torch.randn(3, dim)
+    zero[2] = 0
+    with pytest.raises(ValueError, match=r"rows \[2\] are all zeros"):
+        tiny_segmenter.segment(image, zero)
+
+
+def test_class_names_must_match_the_embeddings(tiny_segmenter, image):
+    embeddings = torch.randn(3, tiny_segmenter.config.embed_dim)
+    with pytest.raises(ValueError, match="class_names has 2 names for 3 embeddings"):
+        tiny_segmenter.segment(image, embeddings, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="class_names is only for precomputed embeddings"):
+        tiny_segmenter.segment(image, ["a", "b"], class_names=["a", "b"])
