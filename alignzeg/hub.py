@@ -7,6 +7,7 @@ pickle is loaded unless the caller opts in, and then only with ``torch.load(weig
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from functools import partial
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIG_NAME", "WEIGHTS_NAME", "WeightsError", "resolve_checkpoint", "read_weights", "load_state_dict_strict",
-    "save_checkpoint", "clip_fingerprint", "model_card",
+    "save_checkpoint", "clip_fingerprint", "model_card", "card_metadata",
 ]
 
 CONFIG_NAME = "config.json"
@@ -184,17 +185,53 @@ def clip_fingerprint(state: Mapping[str, torch.Tensor], prefix: str = "backbone.
     """SHA-256 over the names, shapes, dtypes and bytes of the CLIP tensors (those under ``prefix``)."""
     digest = hashlib.sha256()
     for name in sorted(k for k in state if k.startswith(prefix)):
-        tensor = state[name].detach().cpu().contiguous()
-        digest.update(f"{name[len(prefix):]}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+        tensor = state[name].detach().cpu().contiguous().reshape(-1)  # 1-D: 0-dim tensors cannot be viewed as bytes
+        digest.update(f"{name[len(prefix):]}|{tuple(state[name].shape)}|{tensor.dtype}|".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 
-def model_card(config: AlignZegConfig, extra: str = "") -> str:
+def card_metadata(config: AlignZegConfig, slim: bool = False) -> dict:
+    """The model card's YAML front matter: Hub fields, training classes, recipe and metrics when known.
+
+    ``recipe`` and ``metrics`` are read from ``config.extra`` (``save_pretrained`` records them there).
+    """
+    from .clip_weights import clip_hub_repo  # clip_weights imports this module
+
+    extra = json.loads(json.dumps(config.extra, default=str))  # plain JSON types only, for YAML
+    alignzeg = {"clip_model": config.clip_model, "clip_pretrained": config.clip_pretrained,
+                "clip_fingerprint": config.clip_fingerprint, "checkpoint": "slim" if slim else "full",
+                "input_size": config.input_size}
+    for key in ("recipe", "metrics"):
+        if extra.get(key) is not None:
+            alignzeg[key] = extra[key]
+    meta = {"library_name": "alignzeg", "pipeline_tag": "image-segmentation",
+            "tags": ["zero-shot-semantic-segmentation", "open-vocabulary", "alignzeg"],
+            "training_classes": list(config.seen_classes), "alignzeg": alignzeg}
+    base = clip_hub_repo(config)
+    if base:
+        meta["base_model"] = base
+    return meta
+
+
+def _metrics_lines(metrics: Mapping | None) -> str:
+    if not metrics:
+        return ""
+    rows = "\n".join(f"| {name} | {value:g} |" if isinstance(value, (int, float)) else f"| {name} | {value} |"
+                     for name, value in metrics.items())
+    return f"\n## Evaluation\n\n| metric | value |\n|---|---|\n{rows}\n"
+
+
+def model_card(config: AlignZegConfig, extra: str = "", slim: bool = False) -> str:
     """The README.md written beside the weights (Hub model card with ``library_name: alignzeg``)."""
+    from huggingface_hub import ModelCardData
+
     seen = ", ".join(config.seen_classes) if config.seen_classes else "none recorded (untrained or unknown)"
-    front = ["---", "library_name: alignzeg", "pipeline_tag: image-segmentation",
-             "tags:", "- zero-shot-semantic-segmentation", "- open-vocabulary", "- alignzeg", "---"]
+    front = "---\n" + ModelCardData(**card_metadata(config, slim)).to_yaml() + "\n---"
+    recipe = config.extra.get("recipe")
+    recipe_line = f"- Training recipe: `{recipe if isinstance(recipe, str) else json.dumps(recipe)}`\n" if recipe else ""
+    slim_line = ("- Slim checkpoint: the CLIP weights are not included; `from_pretrained` fetches them by "
+                 "`clip_pretrained` and checks `clip_fingerprint`\n" if slim else "")
     body = f"""
 # AlignZeg ({config.clip_model})
 
@@ -210,8 +247,8 @@ result = seg.segment("image.jpg", ["cat", "sofa", "wall"])
 - Input size: {config.input_size} px, {config.num_queries} proposals, {config.num_bg_prototypes} background prototypes
 - Seen (training) classes: {seen}
 - Bias correction: threshold {config.pbc_threshold}, factor {config.pbc_factor}
-{extra}"""
-    return "\n".join(front) + "\n" + body
+{recipe_line}{slim_line}{_metrics_lines(config.extra.get("metrics"))}{extra}"""
+    return front + "\n" + body
 
 
 def save_checkpoint(directory: str | os.PathLike, config: AlignZegConfig, state: Mapping[str, torch.Tensor],
@@ -222,5 +259,6 @@ def save_checkpoint(directory: str | os.PathLike, config: AlignZegConfig, state:
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "alignzeg"})
     config.to_json(directory / CONFIG_NAME)
-    (directory / "README.md").write_text(model_card(config, card_extra), encoding="utf-8")
+    slim = not any(k.startswith("backbone.clip.") for k in tensors)
+    (directory / "README.md").write_text(model_card(config, card_extra, slim=slim), encoding="utf-8")
     return directory

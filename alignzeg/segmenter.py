@@ -13,22 +13,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import unicodedata
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .config import AlignZegConfig
+from . import __version__
+from .clip_weights import CLIP_PREFIX, clip_state_from_model, load_clip_weights, normalize_clip_pretrained
 from .hub import (
-    WeightsError, load_state_dict_strict, read_weights, resolve_checkpoint, save_checkpoint,
+    WeightsError, clip_fingerprint, load_state_dict_strict, read_weights, resolve_checkpoint, save_checkpoint,
 )
 from .modeling.model import AlignZegModel
 from .modeling.semantic_map import semantic_probabilities, upsample_labels
 from .modeling.text_encoder import VocabularyEncoder, validate_class_names
 from .preprocess import LoadedImage, load_image, load_images
-from .presets import get_preset_config
+from .presets import get_preset_config, preset_info
 from .result import SegmentationResult
 from .sliding_window import cut_windows, plan_windows, stitch_windows
 
@@ -52,6 +55,58 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 def _key(name: str) -> str:
     return unicodedata.normalize("NFKC", name).strip().casefold()
+
+
+def _check_fingerprint(config: AlignZegConfig, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuse CLIP tensors whose SHA-256 differs from ``config.clip_fingerprint`` (when one is recorded)."""
+    if not config.clip_fingerprint:
+        return
+    found = clip_fingerprint(state, CLIP_PREFIX)
+    if found != config.clip_fingerprint:
+        raise WeightsError(
+            f"CLIP weights from {what} have fingerprint {found}, but this checkpoint's heads were trained "
+            f"with CLIP weights of fingerprint {config.clip_fingerprint} (config.json clip_fingerprint, "
+            f"clip_pretrained={config.clip_pretrained!r}). Pass the CLIP weights it was trained with."
+        )
+
+
+def _saved_dtype(state: Mapping[str, torch.Tensor]) -> torch.dtype:
+    """The floating dtype a checkpoint was saved in (float32 when mixed or none)."""
+    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else torch.float32
+
+
+def _slim_clip_state(config: AlignZegConfig, state: Mapping[str, torch.Tensor], override: Any,
+                     cache_dir: str | None, local_files_only: bool) -> dict[str, torch.Tensor]:
+    """Fetch a slim checkpoint's CLIP tensors (prefixed, in the checkpoint's dtype) and check their fingerprint."""
+    source = normalize_clip_pretrained(override) if override is not None else config.clip_pretrained
+    if not source:
+        raise WeightsError("the checkpoint holds no CLIP weights (slim) and config.json names no clip_pretrained "
+                           "source; pass clip_pretrained='<open_clip tag | hf-hub:org/name | path>'")
+    weights = load_clip_weights(config, source, cache_dir=cache_dir, local_files_only=local_files_only)
+    clip_state = clip_state_from_model(weights, _saved_dtype(state))
+    if not config.clip_fingerprint:
+        logger.warning("slim checkpoint records no clip_fingerprint: cannot check the CLIP weights %s", source)
+    _check_fingerprint(config, clip_state, repr(weights.source))
+    return clip_state
+
+
+def _card_extra(extra: Mapping[str, Any], recipe: Any, metrics: Any) -> dict[str, Any]:
+    """``config.extra`` with ``recipe`` and ``metrics`` recorded (validated: they go into JSON and YAML)."""
+    extra = dict(extra)
+    if recipe is not None:
+        if not isinstance(recipe, (str, Mapping)):
+            raise TypeError(f"recipe must be a recipe name or a mapping of its settings, got {type(recipe).__name__}")
+        extra["recipe"] = recipe if isinstance(recipe, str) else dict(recipe)
+    if metrics is not None:
+        if not isinstance(metrics, Mapping):
+            raise TypeError(f"metrics must map metric names to numbers, got {type(metrics).__name__}")
+        bad = {k: v for k, v in metrics.items()
+               if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float))}
+        if bad:
+            raise ValueError(f"metrics must map names to numbers; offending entries: {bad}")
+        extra["metrics"] = {k: float(v) for k, v in metrics.items()}
+    return extra
 
 
 class AlignZegSegmenter:
@@ -99,23 +154,56 @@ class AlignZegSegmenter:
 
     @classmethod
     def from_preset(cls, name: str, seen_classes: Sequence[str] | None = None, seed: int | None = None,
-                    config_overrides: dict[str, Any] | None = None, **kwargs: Any) -> "AlignZegSegmenter":
-        """An UNTRAINED segmenter of preset ``name`` (see ``alignzeg.list_models()``).
+                    config_overrides: dict[str, Any] | None = None, clip_pretrained: bool | str | os.PathLike = False,
+                    cache_dir: str | None = None, local_files_only: bool = False,
+                    **kwargs: Any) -> "AlignZegSegmenter":
+        """An UNTRAINED segmenter of preset ``name`` (see ``alignzeg.list_models()``), the start of training.
 
-        Its weights are random: use it for tests, timing and as the start of training, not for real
-        segmentation. ``seen_classes`` records the classes it will be trained on (they drive bias correction).
+        Its decoder, heads and prototypes are random: use it for tests, timing and as the start of
+        training, not for real segmentation. ``seen_classes`` records the classes it will be trained on
+        (they drive bias correction).
+
+        Args:
+            clip_pretrained: the frozen CLIP's weights. ``False`` (default): random init. ``True``: the
+                preset's own weights (``openai`` for ``vitb16``/``vitl14``; ``tiny`` has none). A string:
+                an open_clip tag of the preset's architecture (``"laion2b_s34b_b88k"``), ``"hf-hub:org/name"``
+                (an open_clip repo) or a local weights file. The ViT position embedding is interpolated
+                to the preset's input grid and the source is recorded in ``config.clip_pretrained``.
+            cache_dir: huggingface_hub cache folder for the CLIP download (default: its own).
+            local_files_only: never touch the network for the CLIP weights (``HF_HUB_OFFLINE=1`` does the same).
+
+        Raises:
+            ValueError: unknown preset, unknown CLIP tag (the valid ones are listed), missing file.
+            WeightsError: CLIP weights not cached while offline (the message says what to download),
+                unreadable, or of another architecture.
         """
         overrides = dict(config_overrides or {})
         if seen_classes is not None:
             overrides["seen_classes"] = validate_class_names(seen_classes)
-        return cls.from_config(get_preset_config(name, **overrides), seed=seed, **kwargs)
+        config = get_preset_config(name, **overrides)
+        source = normalize_clip_pretrained(clip_pretrained, preset_info(name).clip_tag, name)
+        if source is None:
+            return cls.from_config(config, seed=seed, **kwargs)
+        weights = load_clip_weights(config, source, cache_dir=cache_dir, local_files_only=local_files_only)
+        config = weights.apply_to(config)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = AlignZegModel(config)
+        model.backbone.clip.load_state_dict(weights.state, strict=True)
+        logger.info("loaded CLIP weights %s into preset %s", weights.source, name)
+        return cls(model, **kwargs)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None,
                         device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                         cache_dir: str | None = None, local_files_only: bool = False, allow_pickle: bool = False,
-                        **kwargs: Any) -> "AlignZegSegmenter":
+                        clip_pretrained: str | os.PathLike | None = None, **kwargs: Any) -> "AlignZegSegmenter":
         """Load trained weights from a local folder or a Hugging Face Hub repo.
+
+        A slim checkpoint (saved with ``include_clip=False``) holds no CLIP tensor: its CLIP weights are
+        fetched from ``config.clip_pretrained`` (or ``clip_pretrained``) and must hash to the recorded
+        ``config.clip_fingerprint``.
 
         Args:
             name_or_path: a folder written by ``save_pretrained`` or a Hub repo id (``"org/name"``).
@@ -124,23 +212,88 @@ class AlignZegSegmenter:
             local_files_only: never touch the network (``HF_HUB_OFFLINE=1`` does the same).
             allow_pickle: accept a ``.bin``/``.pt`` pickle when no safetensors file exists
                 (read with ``torch.load(weights_only=True)``).
+            clip_pretrained: for slim checkpoints only, where to take the CLIP weights from instead of
+                the recorded source (an open_clip tag, ``"hf-hub:org/name"`` or a local file).
 
         Raises:
-            WeightsError: the checkpoint is missing, not cached offline, damaged, or does not match.
+            WeightsError: the checkpoint is missing, not cached offline, damaged, does not match, or its
+                CLIP weights' fingerprint differs from the recorded one.
         """
         config_path, weights_path = resolve_checkpoint(name_or_path, revision, cache_dir, local_files_only,
                                                        allow_pickle)
         config = AlignZegConfig.from_json(config_path)
         state = read_weights(weights_path)
+        if any(k.startswith(CLIP_PREFIX) for k in state):
+            if clip_pretrained is not None:
+                raise ValueError(f"{str(name_or_path)!r} is a full checkpoint with its own CLIP weights; "
+                                 "clip_pretrained= is only for slim checkpoints (saved with include_clip=False)")
+            _check_fingerprint(config, state, "model.safetensors of " + repr(str(name_or_path)))
+        else:
+            state = {**state, **_slim_clip_state(config, state, clip_pretrained, cache_dir, local_files_only)}
         model = AlignZegModel(config)
         load_state_dict_strict(model, state)
         return cls(model, device=device, dtype=dtype, **kwargs)
 
-    def save_pretrained(self, directory: str | os.PathLike) -> str:
-        """Write ``config.json``, ``model.safetensors`` (float32 unless the model is in another dtype) and a
-        model card ``README.md``. Returns the folder."""
+    def save_pretrained(self, directory: str | os.PathLike, include_clip: bool = True,
+                        recipe: str | Mapping[str, Any] | None = None,
+                        metrics: Mapping[str, float] | None = None) -> str:
+        """Write ``config.json``, ``model.safetensors`` (in the model's dtype) and a model card ``README.md``.
+
+        Args:
+            directory: the folder (created if needed).
+            include_clip: ``True`` (default): a self-contained checkpoint. ``False``: a slim one without
+                the frozen CLIP tensors (``from_pretrained`` fetches them by ``config.clip_pretrained``).
+            recipe: the training recipe (a name or a mapping), recorded in ``config.extra`` and the card.
+            metrics: evaluation numbers (e.g. ``{"hIoU": 45.1, "mIoU_unseen": 40.2}``), likewise.
+
+        Returns:
+            The folder, as a string. ``config.json`` records ``clip_fingerprint`` either way.
+
+        Raises:
+            ValueError: ``include_clip=False`` for a CLIP that cannot be fetched again (random init).
+        """
         state = self.model.state_dict()
-        return str(save_checkpoint(directory, self.config, state))
+        config = self.config.replace(clip_fingerprint=clip_fingerprint(state, CLIP_PREFIX),
+                                     extra=_card_extra(self.config.extra, recipe, metrics))
+        if not include_clip:
+            if not config.clip_pretrained:
+                raise ValueError("include_clip=False needs CLIP weights that can be fetched again, but this model's "
+                                 "config.clip_pretrained is None (random init); save it with include_clip=True")
+            state = {k: v for k, v in state.items() if not k.startswith(CLIP_PREFIX)}
+        return str(save_checkpoint(directory, config, state))
+
+    def push_to_hub(self, repo_id: str, private: bool = False, revision: str | None = None,
+                    commit_message: str = "Upload AlignZeg model", token: str | bool | None = None,
+                    include_clip: bool = True, recipe: str | Mapping[str, Any] | None = None,
+                    metrics: Mapping[str, float] | None = None, create_pr: bool = False) -> Any:
+        """Upload ``save_pretrained``'s folder to a Hugging Face Hub model repo (created if needed).
+
+        Args:
+            repo_id: ``"user/name"`` or ``"org/name"``.
+            private: create the repo private (an existing repo keeps its visibility).
+            revision: branch to commit to (created from the default branch if missing); ``None``: main.
+            commit_message: the commit's message.
+            token: Hub token; ``None`` uses the logged-in one (``hf auth login``) or ``HF_TOKEN``.
+            include_clip, recipe, metrics: as in ``save_pretrained`` (the card shows recipe and metrics).
+            create_pr: open a pull request instead of committing directly.
+
+        Returns:
+            huggingface_hub's ``CommitInfo`` of the upload.
+        """
+        from huggingface_hub import HfApi
+
+        if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+            raise ValueError(f"repo_id must look like 'user/name', got {repo_id!r}")
+        api = HfApi(token=token, library_name="alignzeg", library_version=__version__)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        with tempfile.TemporaryDirectory(prefix="alignzeg-push-") as folder:
+            self.save_pretrained(folder, include_clip=include_clip, recipe=recipe, metrics=metrics)
+            info = api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="model", revision=revision,
+                                     commit_message=commit_message, create_pr=create_pr)
+        logger.info("uploaded %s to %s", "slim checkpoint" if not include_clip else "checkpoint", repo_id)
+        return info
 
     # Vocabulary --------------------------------------------------------------------------------------
     def encode_vocabulary(self, names: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
