@@ -129,7 +129,7 @@ def test_train_images_hold_seen_classes_only(world):
         _, labels = world.sample("train", index)
         assert world.seen[np.unique(labels)].all()
         item = world.dataset("train", 20)[index]
-        np.testing.assert_array_equal(item["labels"].numpy(), labels)
+        np.testing.assert_array_equal(item["label"].numpy(), labels)
 
 
 def test_test_images_mix_seen_and_unseen(world):
@@ -149,7 +149,7 @@ def test_unseen_cells_in_train_images_are_ignored():
     found = 0
     for index in range(30):
         _, truth = w.sample("train", index)
-        labels = ds[index]["labels"].numpy()
+        labels = ds[index]["label"].numpy()
         unseen = ~w.seen[truth]
         np.testing.assert_array_equal(labels[unseen], IGNORE)
         np.testing.assert_array_equal(labels[~unseen], truth[~unseen])
@@ -162,8 +162,10 @@ def test_dataset_items(world):
     assert len(ds) == 5
     item = ds[4]
     assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.float32
-    assert item["labels"].shape == (64, 64) and item["labels"].dtype == torch.int64
+    assert item["label"].shape == (64, 64) and item["label"].dtype == torch.int64
     assert ds.class_embeddings.shape == (24, 64) and ds.seen.dtype == torch.bool
+    assert ds.seen_classes == tuple(n for n, s in zip(world.class_names, world.seen) if s)
+    assert len(ds.seen_classes) == 18
     with pytest.raises(IndexError):
         ds[5]
 
