@@ -1,0 +1,218 @@
+"""Loaders for the zero-shot benchmarks in their usual on-disk layouts, and a generic folder loader.
+
+Every loader follows the protocol of ``alignzeg.train.data``: items ``{"image": (H, W, 3) uint8,
+"label": (H, W) int64}`` with label values indexing ``class_names`` and 255 = ignore, plus
+``class_names`` and ``seen_classes`` (the standard split of ``splits.py`` unless told otherwise).
+With ``ignore_unseen=True`` (the default for training splits: the inductive setting) pixels of unseen
+classes become 255 as well.
+
+Layouts (``root`` is the folder named first):
+
+- PASCAL VOC 2012: ``VOC2012/{JPEGImages/<id>.jpg, SegmentationClass/<id>.png,
+  ImageSets/Segmentation/<split>.txt}`` (``root`` may also be ``VOCdevkit`` holding ``VOC2012``).
+  Label 0 (background) is ignored, 1..20 -> 0..19, 255 stays.
+  ``label_dir="SegmentationClassAug"`` reads the augmented set.
+- PASCAL Context (59): ``VOC2010/{JPEGImages, SegmentationClassContext, ImageSets/SegmentationContext/
+  <split>.txt}`` (the mmsegmentation conversion). Label 0 is ignored, 1..59 -> 0..58.
+- COCO-Stuff 164k: ``coco_stuff164k/{images/<split>2017/*.jpg, annotations/<split>2017/*.png}`` with
+  either ``<stem>_labelTrainIds.png`` (0..170, the mmsegmentation conversion) or the raw
+  ``stuffthingmaps`` ``<stem>.png`` (COCO id - 1, remapped to 0..170).
+- Folder: ``root/{images/*.jpg|png, labels/<stem>.png, classes.txt}``; ``classes.txt`` holds one class
+  name per line and label value k means line k.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .data import IGNORE_INDEX
+from .splits import COCO_STUFF_RAW_IDS, SPLITS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LabelledImageDataset", "voc_dataset", "context_dataset", "coco_stuff_dataset", "folder_dataset",
+           "build_dataset", "DATASETS"]
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class LabelledImageDataset(Dataset):
+    """Image/label file pairs with a label lookup table.
+
+    Args:
+        images: image paths.
+        labels: label PNG paths, one per image.
+        class_names: the K class names.
+        seen_classes: the seen subset of ``class_names``.
+        lut: (256,) int64 array mapping stored label values to class indices (255 = ignore).
+        ignore_unseen: map pixels of unseen classes to 255 (inductive training).
+    """
+
+    def __init__(self, images: Sequence[Path], labels: Sequence[Path], class_names: Sequence[str],
+                 seen_classes: Sequence[str], lut: np.ndarray, ignore_unseen: bool = False) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} label files")
+        self.images, self.labels = list(images), list(labels)
+        self.class_names = tuple(class_names)
+        unknown = [s for s in seen_classes if s not in self.class_names]
+        if unknown:
+            raise ValueError(f"seen classes {unknown} are not among the classes {list(self.class_names)}")
+        self.seen_classes = tuple(c for c in self.class_names if c in set(seen_classes))
+        self.ignore_unseen = ignore_unseen
+        self.lut = np.asarray(lut, dtype=np.int64).copy()
+        if ignore_unseen:
+            unseen = [k for k, n in enumerate(self.class_names) if n not in set(self.seen_classes)]
+            self.lut[np.isin(self.lut, unseen)] = IGNORE_INDEX
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        with Image.open(self.images[index]) as img:
+            image = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        with Image.open(self.labels[index]) as lab:
+            if lab.mode not in ("P", "L", "I", "I;16"):
+                raise ValueError(f"label {self.labels[index]} has mode {lab.mode}; expected a single-channel PNG")
+            raw = np.asarray(lab)
+        if raw.shape != image.shape[:2]:
+            raise ValueError(f"label {self.labels[index]} is {raw.shape}, its image {self.images[index]} is "
+                             f"{image.shape[:2]}")
+        if raw.max(initial=0) > 255 or raw.min(initial=0) < 0:
+            raise ValueError(f"label {self.labels[index]} has values outside [0, 255]")
+        return {"image": image, "label": self.lut[raw.astype(np.int64)], "name": self.images[index].stem}
+
+
+def _require_dir(path: Path, what: str, layout: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} folder {str(path)!r} does not exist; expected layout: {layout}")
+    return path
+
+
+def _pairs_from_ids(ids: Sequence[str], image_dir: Path, label_dir: Path, image_suffix: str,
+                    label_name: str = "{}.png") -> tuple[list[Path], list[Path]]:
+    images = [image_dir / f"{i}{image_suffix}" for i in ids]
+    labels = [label_dir / label_name.format(i) for i in ids]
+    missing = [str(p) for p in images + labels if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} listed files are missing, e.g. {missing[:3]}")
+    return images, labels
+
+
+def _read_ids(path: Path, layout: str) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"split list {str(path)!r} does not exist; expected layout: {layout}")
+    ids = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"split list {path} is empty")
+    return ids
+
+
+def _reduce_zero_lut(num_classes: int) -> np.ndarray:
+    lut = np.full(256, IGNORE_INDEX, dtype=np.int64)
+    lut[1:num_classes + 1] = np.arange(num_classes)
+    return lut
+
+
+def _voc_like(root: Path, sub: str, label_dir: str, list_dir: str, split: str, name: str,
+              seen_classes: Sequence[str] | None, ignore_unseen: bool | None) -> LabelledImageDataset:
+    layout = f"{sub}/JPEGImages/<id>.jpg, {sub}/{label_dir}/<id>.png, {sub}/ImageSets/{list_dir}/<split>.txt"
+    root = Path(root)
+    _require_dir(root, "dataset root", layout)
+    base = root / sub if (root / sub).is_dir() else root
+    image_dir = _require_dir(base / "JPEGImages", "image", layout)
+    labels = _require_dir(base / label_dir, "label", layout)
+    ids = _read_ids(base / "ImageSets" / list_dir / f"{split}.txt", layout)
+    images, label_paths = _pairs_from_ids(ids, image_dir, labels, ".jpg")
+    spec = SPLITS[name]
+    seen = spec.seen if seen_classes is None else tuple(seen_classes)
+    return LabelledImageDataset(images, label_paths, spec.classes, seen, _reduce_zero_lut(len(spec.classes)),
+                                split.startswith("train") if ignore_unseen is None else ignore_unseen)
+
+
+def voc_dataset(root: str | os.PathLike, split: str = "train", seen_classes: Sequence[str] | None = None,
+                ignore_unseen: bool | None = None, label_dir: str = "SegmentationClass") -> LabelledImageDataset:
+    """PASCAL VOC 2012, 20 classes (background ignored); ``ignore_unseen`` defaults to ``split == "train*"``."""
+    return _voc_like(Path(root), "VOC2012", label_dir, "Segmentation", split, "voc", seen_classes, ignore_unseen)
+
+
+def context_dataset(root: str | os.PathLike, split: str = "train", seen_classes: Sequence[str] | None = None,
+                    ignore_unseen: bool | None = None) -> LabelledImageDataset:
+    """PASCAL Context, 59 classes (label 0 ignored)."""
+    return _voc_like(Path(root), "VOC2010", "SegmentationClassContext", "SegmentationContext", split, "context",
+                     seen_classes, ignore_unseen)
+
+
+def coco_stuff_dataset(root: str | os.PathLike, split: str = "train", seen_classes: Sequence[str] | None = None,
+                       ignore_unseen: bool | None = None) -> LabelledImageDataset:
+    """COCO-Stuff 164k, 171 classes; ``split`` is ``train`` or ``val`` (the 2017 folders)."""
+    layout = "images/<split>2017/*.jpg, annotations/<split>2017/<stem>_labelTrainIds.png (or raw <stem>.png)"
+    root = Path(root)
+    _require_dir(root, "dataset root", layout)
+    folder = split if split.endswith("2017") else f"{split}2017"
+    image_dir = _require_dir(root / "images" / folder, "image", layout)
+    label_dir = _require_dir(root / "annotations" / folder, "label", layout)
+    stems = sorted(p.stem for p in image_dir.glob("*.jpg"))
+    if not stems:
+        raise FileNotFoundError(f"no .jpg images in {image_dir}; expected layout: {layout}")
+    train_ids = (label_dir / f"{stems[0]}_labelTrainIds.png").is_file()
+    images, labels = _pairs_from_ids(stems, image_dir, label_dir, ".jpg",
+                                     "{}_labelTrainIds.png" if train_ids else "{}.png")
+    lut = np.full(256, IGNORE_INDEX, dtype=np.int64)
+    if train_ids:
+        lut[:171] = np.arange(171)
+    else:
+        lut[list(COCO_STUFF_RAW_IDS)] = np.arange(171)
+    spec = SPLITS["coco-stuff"]
+    seen = spec.seen if seen_classes is None else tuple(seen_classes)
+    return LabelledImageDataset(images, labels, spec.classes, seen, lut,
+                                split.startswith("train") if ignore_unseen is None else ignore_unseen)
+
+
+def folder_dataset(root: str | os.PathLike, seen_classes: Sequence[str] | None = None,
+                   ignore_unseen: bool = False, images: str = "images", labels: str = "labels",
+                   classes_file: str = "classes.txt") -> LabelledImageDataset:
+    """Any folder of images + label PNGs + a class-names file; ``seen_classes`` defaults to all classes."""
+    layout = f"{images}/<stem>.jpg|png, {labels}/<stem>.png, {classes_file} (one class name per line)"
+    root = Path(root)
+    _require_dir(root, "dataset root", layout)
+    names_path = root / classes_file
+    if not names_path.is_file():
+        raise FileNotFoundError(f"class-names file {str(names_path)!r} does not exist; expected layout: {layout}")
+    names = [line.strip() for line in names_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not names or len(names) > 255 or len(set(names)) != len(names):
+        raise ValueError(f"{names_path} must list 1..255 distinct class names, got {len(names)} "
+                         f"({len(set(names))} distinct)")
+    image_dir = _require_dir(root / images, "image", layout)
+    label_dir = _require_dir(root / labels, "label", layout)
+    image_paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not image_paths:
+        raise FileNotFoundError(f"no images in {image_dir}; expected layout: {layout}")
+    label_paths = [label_dir / f"{p.stem}.png" for p in image_paths]
+    missing = [str(p) for p in label_paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} images have no label PNG, e.g. {missing[:3]}")
+    lut = np.full(256, IGNORE_INDEX, dtype=np.int64)
+    lut[:len(names)] = np.arange(len(names))
+    return LabelledImageDataset(image_paths, label_paths, names, names if seen_classes is None else seen_classes,
+                                lut, ignore_unseen)
+
+
+DATASETS = {"voc": voc_dataset, "context": context_dataset, "coco-stuff": coco_stuff_dataset,
+            "folder": folder_dataset}
+
+
+def build_dataset(name: str, root: str | os.PathLike, split: str = "train",
+                  seen_classes: Sequence[str] | None = None, train: bool = True) -> LabelledImageDataset:
+    """A dataset by name (``voc``, ``context``, ``coco-stuff``, ``folder``); ``train`` drops unseen pixels."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
+    if name == "folder":
+        return folder_dataset(root, seen_classes=seen_classes, ignore_unseen=train)
+    return DATASETS[name](root, split=split, seen_classes=seen_classes, ignore_unseen=train)

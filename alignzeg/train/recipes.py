@@ -1,0 +1,38 @@
+"""Named training recipes (``alignzeg-train --recipe NAME``): the paper-family settings per benchmark.
+
+Every recipe: the benchmark's standard seen/unseen split (inductive), crops of the preset's input size
+(512 for ViT-B/16, 518 for ViT-L/14), global batch 16, AdamW (lr 2e-4, weight decay 0.01), poly schedule
+(power 0.9), OpenAI CLIP weights, every λ at the ``TrainConfig`` defaults. 80k iterations on COCO-Stuff,
+20k on VOC, 40k on PASCAL Context (the ZegCLIP family's schedules).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import TrainConfig
+
+__all__ = ["RECIPES", "list_recipes", "get_recipe"]
+
+_COMMON: dict[str, Any] = dict(batch_size=16, lr=2e-4, weight_decay=0.01, schedule="poly", poly_power=0.9,
+                               clip_pretrained="openai", lambda_bc=1.0, lambda_ce=2.0, lambda_mask=5.0,
+                               lambda_vir=1.0, lambda_reg=0.1, checkpoint_every=2000, log_every=50)
+_BENCHMARKS = {"coco-stuff": 80_000, "voc": 20_000, "context": 40_000}
+_BACKBONES = {"vitb16": "vitb16", "vitl14": "vitl14"}
+
+RECIPES: dict[str, dict[str, Any]] = {
+    f"{data}-{backbone}": dict(_COMMON, preset=preset, dataset=data, iterations=iters,
+                               model_overrides={"num_queries": 100})
+    for data, iters in _BENCHMARKS.items() for backbone, preset in _BACKBONES.items()
+}
+
+
+def list_recipes() -> list[str]:
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str) -> TrainConfig:
+    """The ``TrainConfig`` of recipe ``name``."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; available recipes: {', '.join(list_recipes())}")
+    return TrainConfig.from_dict(dict(RECIPES[name]))
