@@ -186,3 +186,24 @@ def test_normalize():
     assert normalize_clip_pretrained(None, "openai") is None
     assert normalize_clip_pretrained(True, "openai") == "openai"
     assert normalize_clip_pretrained("hf-hub:org/x", None) == "hf-hub:org/x"
+
+
+def test_hf_hub_repo_over_the_loopback_hub_then_offline(monkeypatch, tmp_path):
+    from hub_server import FakeHub, hub_env, set_offline
+
+    weights = tmp_path / "w.safetensors"
+    state = write_clip(weights, seed=3)
+    hub_cfg = {"model_cfg": tiny_clip_cfg(32), "preprocess_cfg": {}}
+    with FakeHub() as hub:
+        hub_env(monkeypatch, hub.url, tmp_path / "hf")
+        hub.add_file("org/tiny", "main", "open_clip_config.json", json.dumps(hub_cfg).encode())
+        hub.add_file("org/tiny", "main", "open_clip_model.safetensors", weights.read_bytes())
+        seg = AlignZegSegmenter.from_preset("tiny", clip_pretrained="hf-hub:org/tiny", seed=0)
+        assert_loaded(seg, state)
+        fetched = {path for method, path in hub.requests if method == "GET"}
+        assert any(p.endswith("/open_clip_model.safetensors") for p in fetched)
+        assert "/org/tiny/resolve/main/open_clip_config.json" in fetched
+    set_offline(monkeypatch, True)  # the server is gone: huggingface_hub's cache answers
+    again = AlignZegSegmenter.from_preset("tiny", clip_pretrained="hf-hub:org/tiny", seed=0)
+    assert_loaded(again, state)
+    assert again.config.mean == get_preset_config("tiny").mean  # the repo gave no preprocessing

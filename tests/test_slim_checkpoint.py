@@ -144,3 +144,24 @@ def test_slim_without_a_source_needs_clip_pretrained(folders, clip_file, tmp_pat
 
 def test_open_clip_module_is_the_backbone(trained):
     assert isinstance(trained.model.backbone.clip, open_clip.CLIP)
+
+
+def test_slim_checkpoint_and_its_clip_from_the_loopback_hub(monkeypatch, tmp_path, voc):
+    from hub_server import FakeHub, hub_env
+    from test_clip_weights import tiny_clip_cfg
+
+    weights = tmp_path / "clip.safetensors"
+    write_clip(weights, seed=4)
+    with FakeHub() as hub:
+        hub_env(monkeypatch, hub.url, tmp_path / "hf")
+        hub.add_file("org/tiny-clip", "main", "open_clip_config.json",
+                     json.dumps({"model_cfg": tiny_clip_cfg(32)}).encode())
+        hub.add_file("org/tiny-clip", "main", "open_clip_model.safetensors", weights.read_bytes())
+        seg = AlignZegSegmenter.from_preset("tiny", seen_classes=VOC_SEEN, seed=0, clip_pretrained="hf-hub:org/tiny-clip")
+        seg.save_pretrained(tmp_path / "slim", include_clip=False)
+        hub.add_folder("me/alignzeg-tiny", "main", tmp_path / "slim")
+        loaded = AlignZegSegmenter.from_pretrained("me/alignzeg-tiny")
+    assert loaded.config.clip_pretrained == "hf-hub:org/tiny-clip"
+    vocab = ["cat", "sheep", "person"]
+    a, b = seg.segment(voc["rgb"], vocab), loaded.segment(voc["rgb"], vocab)
+    assert np.array_equal(a.label_map, b.label_map) and np.array_equal(a.scores, b.scores)
