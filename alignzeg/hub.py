@@ -18,6 +18,7 @@ import torch
 from huggingface_hub import hf_hub_download as _hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
+    FileMetadataError,
     HFValidationError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
@@ -62,7 +63,7 @@ def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str 
                                     local_files_only=local_files_only))
     except LocalEntryNotFoundError as err:
         why = "HF_HUB_OFFLINE=1 is set" if _offline() else (
-            "local_files_only=True was given" if local_files_only else "the Hub could not be reached")
+            "local_files_only=True was given" if local_files_only else _unreachable_reason(err))
         raise WeightsError(
             f"{filename} of {repo_id!r}{f' (revision {revision!r})' if revision else ''} is not in the local "
             f"Hugging Face cache and {why}. Download it once with network access "
@@ -77,7 +78,25 @@ def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str 
     except HfHubHTTPError as err:
         raise WeightsError(f"downloading {filename} of {repo_id!r} failed: {err}") from err
     except OSError as err:  # broken connection, truncated body, disk errors
-        raise WeightsError(f"downloading {filename} of {repo_id!r} failed: {err}") from err
+        raise WeightsError(
+            f"downloading {filename} of {repo_id!r} failed (connection dropped, body truncated in transit, or a "
+            f"disk error); nothing was cached, try again: {err}"
+        ) from err
+
+
+def _unreachable_reason(err: LocalEntryNotFoundError) -> str:
+    """Why huggingface_hub fell back to a cache that did not have the file: HTTP status, bad endpoint, or network."""
+    from huggingface_hub import constants
+
+    cause = err.__cause__
+    response = getattr(cause, "response", None)
+    if isinstance(cause, HfHubHTTPError) and response is not None:
+        return (f"the Hub at {constants.ENDPOINT} answered HTTP {response.status_code}"
+                + (" (a server error: try again later)" if response.status_code >= 500 else ""))
+    if isinstance(cause, FileMetadataError):
+        return f"the server at {constants.ENDPOINT} did not answer like a Hugging Face Hub (check HF_ENDPOINT): {cause}"
+    detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+    return f"the Hub at {constants.ENDPOINT} could not be reached{detail}"
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike, revision: str | None = None, cache_dir: str | None = None,
