@@ -34,7 +34,7 @@ def to_tensors(item: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"dataset image arrays must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
-        image = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        image = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 255.0
     elif isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise ValueError(f"dataset image tensors must be (3, H, W) float, got {tuple(image.shape)} {image.dtype}")
