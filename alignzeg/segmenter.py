@@ -284,6 +284,7 @@ class AlignZegSegmenter:
 
         if not isinstance(repo_id, str) or repo_id.count("/") != 1:
             raise ValueError(f"repo_id must look like 'user/name', got {repo_id!r}")
+        _card_extra(self.config.extra, recipe, metrics)  # bad recipe/metrics fail before the repo is created
         api = HfApi(token=token, library_name="alignzeg", library_version=__version__)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision is not None:
