@@ -1,0 +1,90 @@
+"""Evaluation: exact metrics on hand-made confusion matrices, evaluate() = the inference path, alignzeg-eval."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignzeg.train.evaluate import ConfusionMatrix, compute_metrics, evaluate, main
+
+LABEL = np.array([[0, 0, 1, 1], [2, 2, 255, 0]])
+PRED = np.array([[0, 1, 1, 1], [2, 0, 2, -1]])
+
+
+def test_confusion_matrix_by_hand():
+    cm = ConfusionMatrix(3)
+    cm.update(PRED, LABEL)
+    # rows: true class; columns: predicted 0, 1, 2, other (-1)
+    assert cm.matrix.tolist() == [[1, 1, 0, 1], [0, 2, 0, 0], [1, 0, 1, 0]]
+    with pytest.raises(ValueError, match=r"label values must be in \[0, 3\) or 255, got range \[0, 7\]"):
+        cm.update(np.zeros((1, 2)), np.array([[0, 7]]))
+    with pytest.raises(ValueError, match="does not match label shape"):
+        cm.update(np.zeros((1, 2)), np.zeros((2, 2)))
+
+
+def test_metrics_by_hand():
+    cm = ConfusionMatrix(3)
+    cm.update(PRED, LABEL)
+    r = compute_metrics(cm.matrix, [True, True, False], ["a", "b", "c"])
+    # IoU0 = 1 / (3 + 2 - 1), IoU1 = 2 / (2 + 3 - 2), IoU2 = 1 / (2 + 1 - 1)
+    assert r.iou.tolist() == pytest.approx([0.25, 2 / 3, 0.5])
+    s, u = (0.25 + 2 / 3) / 2, 0.5
+    assert r.miou_seen == pytest.approx(s) and r.miou_unseen == pytest.approx(u)
+    assert r.hiou == pytest.approx(2 * s * u / (s + u))
+    assert r.miou == pytest.approx((0.25 + 2 / 3 + 0.5) / 3)
+    assert r.pixel_accuracy == pytest.approx(4 / 7)
+    table = r.table()
+    assert "UNSEEN   50.0" in table and "hIoU 47.83" in table
+    assert r.to_dict()["hIoU"] == pytest.approx(2 * s * u / (s + u))
+
+
+def test_absent_classes_are_left_out():
+    # class 2 never appears in labels or predictions: NaN, not a zero in the mean
+    matrix = np.array([[3, 1, 0], [0, 4, 0], [0, 0, 0]])
+    r = compute_metrics(matrix, [True, False, False], ["a", "b", "c"])
+    assert math.isnan(r.iou[2])
+    assert r.miou_seen == pytest.approx(0.75) and r.miou_unseen == pytest.approx(0.8)
+    assert r.hiou == pytest.approx(2 * 0.75 * 0.8 / 1.55)
+    only_seen = compute_metrics(matrix, [True, True, True], ["a", "b", "c"])
+    assert math.isnan(only_seen.miou_unseen) and math.isnan(only_seen.hiou)
+    assert compute_metrics(np.zeros((2, 2), int), [True, False], ["a", "b"]).to_dict()["hIoU"] is None
+    with pytest.raises(ValueError, match="need 3 seen flags and class names, got 2 and 3"):
+        compute_metrics(matrix, [True, False], ["a", "b", "c"])
+
+
+def test_evaluate_runs_the_segment_path(tiny_segmenter, shapes_factory):
+    ds = shapes_factory(num=2)
+    result = evaluate(tiny_segmenter, ds)
+    expected = ConfusionMatrix(4)
+    seen = [n in ds.seen_classes for n in ds.class_names]
+    for item in ds.items:
+        pred = tiny_segmenter.segment(item["image"], ds.class_embeddings, seen=seen, class_names=ds.class_names)
+        expected.update(pred.label_map, item["label"])
+    assert np.array_equal(result.confusion, expected.matrix)
+    assert result.confusion.sum() == sum(int((it["label"] != 255).sum()) for it in ds.items)
+    assert result.seen.tolist() == [True, True, True, False]
+
+
+def test_alignzeg_eval_cli(tiny_checkpoint, tmp_path, capsys):
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("cat\ndog\n")
+    label = np.zeros((32, 40), np.uint8)
+    label[:, 20:] = 1
+    label[:4] = 255
+    Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(root / "images" / "a.jpg")
+    Image.fromarray(label).save(root / "labels" / "a.png")
+    out = tmp_path / "m.json"
+    rc = main([str(tiny_checkpoint), "--dataset", "folder", "--data-root", str(root), "--seen", "cat",
+               "--device", "cpu", "--quiet", "--json", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "mIoU(S)" in printed and "dog" in printed
+    metrics = json.loads(out.read_text())
+    assert [c["class"] for c in metrics["per_class"]] == ["cat", "dog"]
+    assert [c["seen"] for c in metrics["per_class"]] == [True, False]
+    assert main([str(tiny_checkpoint), "--dataset", "voc", "--data-root", str(tmp_path / "nope")]) == 2
+    assert "expected layout" in capsys.readouterr().err
