@@ -79,7 +79,8 @@ def _saved_dtype(state: Mapping[str, torch.Tensor]) -> torch.dtype:
 def _slim_clip_state(config: AlignZegConfig, state: Mapping[str, torch.Tensor], override: Any,
                      cache_dir: str | None, local_files_only: bool) -> dict[str, torch.Tensor]:
     """Fetch a slim checkpoint's CLIP tensors (prefixed, in the checkpoint's dtype) and check their fingerprint."""
-    source = normalize_clip_pretrained(override) if override is not None else config.clip_pretrained
+    recorded = override is None or override is True  # True: the source config.json records
+    source = config.clip_pretrained if recorded else normalize_clip_pretrained(override)
     if not source:
         raise WeightsError("the checkpoint holds no CLIP weights (slim) and config.json names no clip_pretrained "
                            "source; pass clip_pretrained='<open_clip tag | hf-hub:org/name | path>'")
