@@ -26,7 +26,7 @@ def smoke(tmp_path_factory):
     from conftest import ShapesDataset
 
     out = tmp_path_factory.mktemp("smoke")
-    cfg = TrainConfig(**{**FAST, "iterations": 30, "batch_size": 4})
+    cfg = TrainConfig(**{**FAST, "iterations": 30, "batch_size": 4, "schedule": "constant"})
     trainer = Trainer(cfg, None, ShapesDataset(num=16), out_dir=out)
     clip_before = {k: v.clone() for k, v in trainer.model.backbone.state_dict().items()}
     segmenter = trainer.train()
@@ -38,7 +38,7 @@ def test_smoke_run_loss_goes_down(smoke):
     losses = [r["loss"] for r in trainer.history]
     assert len(losses) == 30
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    assert last < 0.75 * first, (first, last)
+    assert last < 0.6 * first, (first, last)  # measured: 21.17 -> 9.97
 
 
 def test_only_the_heads_train(smoke):
