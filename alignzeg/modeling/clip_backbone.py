@@ -125,5 +125,19 @@ class CLIPBackbone(nn.Module):
         return [len(tokenizer.encode(t)) + 2 for t in texts]
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Text embeddings, (T, E) float, L2-normalised, from (T, context_length) tokens."""
-        return self.clip.encode_text(tokens, normalize=True)
+        """Text embeddings, (T, E) float, L2-normalised, from (T, context_length) tokens.
+
+        With CLIP's causal mask and end-token pooling, positions after the last end token cannot change
+        the result, so the batch is cut to its longest prompt (prompts are ~10 of 77 tokens: ~5x less work).
+        """
+        clip = self.clip
+        if clip.attn_mask is None or clip.text_pool_type != "argmax":
+            return clip.encode_text(tokens, normalize=True)
+        length = int(tokens.argmax(dim=-1).max()) + 1  # the end token has the highest id
+        tokens = tokens[:, :length]
+        cast_dtype = clip.transformer.get_cast_dtype()
+        x = clip.token_embedding(tokens).to(cast_dtype) + clip.positional_embedding[:length].to(cast_dtype)
+        x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask[:length, :length]))
+        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        x = clip.text_projection(x) if isinstance(clip.text_projection, nn.Linear) else x @ clip.text_projection
+        return F.normalize(x, dim=-1)
