@@ -34,8 +34,9 @@ class TrainConfig:
         preset: model preset name (``alignzeg.list_models()``), used when no model is given to the trainer.
         model_overrides: ``AlignZegConfig`` fields to change in the preset (``num_queries``,
             ``mutual_refinement``, ``num_bg_prototypes``, ``side_encoder``...).
-        clip_pretrained: open_clip pretrained tag (``"openai"``) loaded into the frozen CLIP of a model
-            built from the preset; ``None`` keeps the random initialisation (tests, timing).
+        clip_pretrained: the frozen CLIP's weights for a model built from the preset, passed to
+            ``AlignZegSegmenter.from_preset(clip_pretrained=...)``: an open_clip tag (``"openai"``),
+            ``"hf-hub:org/name"`` or a local file; ``None`` keeps the random initialisation (tests, timing).
         dataset: dataset name for the CLI (``voc``, ``coco-stuff``, ``context``, ``folder``); unused from Python.
         seen_classes: the training classes; ``None`` takes the dataset's ``seen_classes``.
         inductive: unseen names and pixels are never used in training (only inductive training is implemented).

@@ -51,7 +51,7 @@ from .losses import AlignZegCriterion
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "lr_factor", "load_clip_weights"]
+__all__ = ["Trainer", "lr_factor"]
 
 STATE_NAME = "trainer_state.pt"
 
@@ -67,25 +67,6 @@ def lr_factor(config: TrainConfig, step: int) -> float:
     if config.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return 1.0
-
-
-def load_clip_weights(model: AlignZegModel, tag: str) -> None:
-    """Load open_clip's pretrained weights ``tag`` (e.g. ``"openai"``) into the model's frozen CLIP.
-
-    The position embedding is interpolated to the model's input size. Uses open_clip's download/cache
-    (huggingface_hub underneath, so ``HF_HUB_OFFLINE`` applies).
-    """
-    import open_clip
-
-    from ..modeling.clip_backbone import interpolate_pos_embed
-
-    reference = open_clip.create_model(model.config.clip_model, pretrained=tag)
-    state = reference.state_dict()
-    grid = model.config.input_size // model.config.patch_size
-    key = "visual.positional_embedding"
-    state[key] = interpolate_pos_embed(state[key], (grid, grid))
-    model.backbone.clip.load_state_dict(state, strict=True)
-    logger.info("loaded CLIP weights %s/%s", model.config.clip_model, tag)
 
 
 def _rank_world() -> tuple[int, int]:
@@ -144,12 +125,8 @@ class Trainer:
         if model is not None:
             raise TypeError(f"model must be an AlignZegModel, an AlignZegSegmenter or None, got {type(model).__name__}")
         cfg = self.config
-        built = AlignZegSegmenter.from_preset(cfg.preset, seed=cfg.seed, config_overrides=cfg.model_overrides,
-                                              device="cpu").model
-        if cfg.clip_pretrained:
-            load_clip_weights(built, cfg.clip_pretrained)
-            built.config = built.config.replace(clip_pretrained=cfg.clip_pretrained)
-        return built
+        return AlignZegSegmenter.from_preset(cfg.preset, seed=cfg.seed, config_overrides=cfg.model_overrides,
+                                             clip_pretrained=cfg.clip_pretrained or False, device="cpu").model
 
     def _training_classes(self) -> tuple[list[int], tuple[str, ...]]:
         names = tuple(getattr(self.dataset, "class_names", ()) or ())
