@@ -199,7 +199,10 @@ class AlignZegConfig:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from err
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{path}: {err}") from err
 
     def replace(self, **changes: Any) -> "AlignZegConfig":
         """A copy with some fields changed (the config itself is immutable)."""

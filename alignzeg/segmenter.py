@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import tempfile
-import unicodedata
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -29,7 +28,7 @@ from .hub import (
 )
 from .modeling.model import AlignZegModel
 from .modeling.semantic_map import semantic_probabilities, upsample_labels
-from .modeling.text_encoder import VocabularyEncoder, validate_class_names
+from .modeling.text_encoder import VocabularyEncoder, class_name_key, validate_class_names
 from .preprocess import LoadedImage, load_image, load_images
 from .presets import get_preset_config, preset_info
 from .result import SegmentationResult
@@ -53,8 +52,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def _key(name: str) -> str:
-    return unicodedata.normalize("NFKC", name).strip().casefold()
+_key = class_name_key
 
 
 def _check_fingerprint(config: AlignZegConfig, state: Mapping[str, torch.Tensor], what: str) -> None:
@@ -445,7 +443,7 @@ class AlignZegSegmenter:
         loaded = load_image(image)
         if len(loaded) != 1:
             raise ValueError(f"segment takes one image, got a batch of {len(loaded)}: use segment_batch")
-        return self.segment_batch(loaded[0].pixels[None], vocabulary, seen=seen, bias_correction=bias_correction,
+        return self.segment_batch([loaded[0]], vocabulary, seen=seen, bias_correction=bias_correction,
                                   unlabelled_threshold=unlabelled_threshold, class_names=class_names,
                                   keep_image=keep_image)[0]
 

@@ -19,7 +19,13 @@ from .clip_backbone import CLIPBackbone
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VocabularyEncoder", "validate_class_names"]
+__all__ = ["VocabularyEncoder", "validate_class_names", "class_name_key"]
+
+
+def class_name_key(name: str) -> str:
+    """The form under which two class names count as the same class: NFKC-normalised, stripped and
+    lower-cased the way CLIP's tokenizer lower-cases (``str.lower``, so "Straße" and "strasse" differ)."""
+    return unicodedata.normalize("NFKC", name).strip().lower()
 
 
 def validate_class_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -28,7 +34,7 @@ def validate_class_names(names: Sequence[str]) -> tuple[str, ...]:
     Raises:
         TypeError: ``names`` is a bare string, or an item is not a string.
         ValueError: the vocabulary is empty, has an empty/whitespace-only name, or has duplicates
-            (compared after stripping and case-folding, as CLIP's tokenizer lower-cases).
+            (compared with ``class_name_key``: CLIP's tokenizer lower-cases, so "Cat" and "cat" are one class).
     """
     if isinstance(names, (str, bytes)):
         raise TypeError(f"vocabulary must be a list of class names, got the single string {names!r}")
@@ -44,7 +50,7 @@ def validate_class_names(names: Sequence[str]) -> tuple[str, ...]:
             raise TypeError(f"class name at index {i} must be a str, got {type(name).__name__}: {name!r}")
         if not name.strip():
             raise ValueError(f"class name at index {i} is empty or whitespace-only: {name!r}")
-        key = unicodedata.normalize("NFKC", name).strip().casefold()
+        key = class_name_key(name)
         if key in seen:
             raise ValueError(
                 f"duplicate class name {name!r} at index {i} (same as index {seen[key]}: "
