@@ -1,0 +1,56 @@
+"""Benchmark 1: cost of a full ``segment`` call over the floor, the bare CLIP image encoder.
+
+ViT-B/16 (random init), one 512x512 image, CPU, batch 1, cached vocabulary (the 20 VOC classes).
+Three sides interleaved: the bare ``backbone.encode_image_dense`` forward on a normalised 512x512 tensor,
+``segment`` (decode, MRPE, GEPC, class indicator, PBC, semantic map, upsample, argmax), and ``segment``
+of a model built with ``side_encoder=True``. Target: segment / floor <= 1.15.
+
+    python benchmarks/bench_overhead.py [--reps 3] [--threads N]
+"""
+
+from __future__ import annotations
+
+import torch
+
+import _common as c
+from alignzeg import AlignZegSegmenter
+from alignzeg.train.splits import VOC_CLASSES
+
+
+def main() -> None:
+    args = c.parser(__doc__.splitlines()[0], reps=3).parse_args()
+    c.setup(args)
+    plain = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=VOC_CLASSES[:15])
+    side = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=VOC_CLASSES[:15],
+                                         config_overrides={"side_encoder": True})
+    side.model.backbone.load_state_dict(plain.model.backbone.state_dict())
+    side.vocabulary = plain.vocabulary  # same CLIP text tower: share the cache
+    names = list(VOC_CLASSES)
+    plain.encode_vocabulary(names)
+    image = c.test_image((512, 512))
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+
+    def floor() -> None:
+        with torch.inference_mode():
+            plain.model.backbone.encode_image_dense(plain.model.normalize(pixels))
+
+    times = c.interleaved({
+        "clip_image_encoder": floor,
+        "segment": lambda: plain.segment(image, names, keep_image=False),
+        "segment_side_encoder": lambda: side.segment(image, names, keep_image=False),
+    }, reps=args.reps)
+    med = {k: c.median(v) for k, v in times.items()}
+    ratios = {
+        "segment / floor": c.paired_ratio(times["segment"], times["clip_image_encoder"]),
+        "segment_side_encoder / floor": c.paired_ratio(times["segment_side_encoder"], times["clip_image_encoder"]),
+        "segment_side_encoder / segment": c.paired_ratio(times["segment_side_encoder"], times["segment"]),
+    }
+    print(c.table(["what", "median s"], [[k, v] for k, v in med.items()]))
+    print(c.table(["ratio (median of paired rounds)", "value"], [[k, v] for k, v in ratios.items()]))
+    print(f"target segment / floor <= 1.15: {'met' if ratios['segment / floor'] <= 1.15 else 'NOT met'}")
+    c.save("overhead", args, {"preset": "vitb16", "image": [512, 512], "classes": len(names), "reps": args.reps,
+                              "seconds": times, "median_s": med, "ratios": ratios, "target": "segment / floor <= 1.15"})
+
+
+if __name__ == "__main__":
+    main()
