@@ -276,7 +276,9 @@ def save_checkpoint(directory: str | os.PathLike, config: AlignZegConfig, state:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "library": "alignzeg"})
+    # One metadata key only: safetensors keeps metadata in a hash map whose order varies between calls, and
+    # a checkpoint's bytes should depend on its tensors alone (reproducible hashes on the Hub).
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
     config.to_json(directory / CONFIG_NAME)
     slim = not any(k.startswith("backbone.clip.") for k in tensors)
     (directory / "README.md").write_text(model_card(config, card_extra, slim=slim), encoding="utf-8")

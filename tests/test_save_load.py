@@ -23,6 +23,12 @@ def test_round_trip_is_bit_identical(tiny_segmenter, tiny_checkpoint, voc):
     assert np.array_equal(a.label_map, b.label_map) and np.array_equal(a.scores, b.scores)
 
 
+def test_saving_twice_writes_identical_bytes(tiny_segmenter, tmp_path):
+    blobs = {(tiny_segmenter.save_pretrained(tmp_path / str(i)) and
+              (tmp_path / str(i) / "model.safetensors").read_bytes()) for i in range(4)}
+    assert len(blobs) == 1
+
+
 def test_folder_contents_and_model_card(tiny_checkpoint):
     names = sorted(p.name for p in tiny_checkpoint.iterdir())
     assert names == ["README.md", "config.json", "model.safetensors"]
