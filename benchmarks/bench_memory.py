@@ -2,7 +2,7 @@
 
 Each size runs in a fresh subprocess (ViT-B/16, random init, 20 VOC classes) that reports the peak RSS
 (``VmHWM``) after building the model and after segmenting. Square images are resized to 512 px on their
-short side (one window); the 1024x2048 and 2048x4096 inputs go through the sliding window (5 crops).
+short side (one window); the 1024x2048 and 2048x4096 inputs go through the sliding window (several crops).
 Target: < 3 GB at 2048 px.
 
     python benchmarks/bench_memory.py [--threads N]
