@@ -90,6 +90,14 @@ def _slim_clip_state(config: AlignZegConfig, state: Mapping[str, torch.Tensor], 
     return clip_state
 
 
+def _build_model(config: AlignZegConfig, seed: int | None) -> AlignZegModel:
+    """A randomly initialised model; with ``seed`` reproducible, and the global RNG state is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return AlignZegModel(config)
+
+
 def _card_extra(extra: Mapping[str, Any], recipe: Any, metrics: Any) -> dict[str, Any]:
     """``config.extra`` with ``recipe`` and ``metrics`` recorded (validated: they go into JSON and YAML)."""
     extra = dict(extra)
@@ -145,11 +153,7 @@ class AlignZegSegmenter:
     @classmethod
     def from_config(cls, config: AlignZegConfig, seed: int | None = None, **kwargs: Any) -> "AlignZegSegmenter":
         """A randomly initialised (untrained) segmenter of ``config``; ``seed`` makes the weights reproducible."""
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            model = AlignZegModel(config)
-        return cls(model, **kwargs)
+        return cls(_build_model(config, seed), **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, seen_classes: Sequence[str] | None = None, seed: int | None = None,
@@ -185,10 +189,7 @@ class AlignZegSegmenter:
             return cls.from_config(config, seed=seed, **kwargs)
         weights = load_clip_weights(config, source, cache_dir=cache_dir, local_files_only=local_files_only)
         config = weights.apply_to(config)
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            model = AlignZegModel(config)
+        model = _build_model(config, seed)
         model.backbone.clip.load_state_dict(weights.state, strict=True)
         logger.info("loaded CLIP weights %s into preset %s", weights.source, name)
         return cls(model, **kwargs)
