@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..modeling.model import AlignZegModel, AlignZegOutput
 from .config import TrainConfig
 from .gepc import mix_features, sample_mix_pairs, sample_mix_weights, select_negative_proposals
-from .matching import ImageTargets, build_targets, class_mask_costs, hungarian_match
+from .matching import ImageTargets, batch_class_mask_costs, build_targets, hungarian_match
 
 __all__ = [
     "sigmoid_bce_loss", "sigmoid_focal_loss", "dice_loss", "classification_loss", "soft_cross_entropy",
@@ -122,25 +122,24 @@ class AlignZegCriterion:
         cfg = self.config
         indices, costs = [], []
         with torch.no_grad():
-            for b, target in enumerate(targets):
-                cost = class_mask_costs(class_logits[b], mask_logits[b].flatten(1), target,
-                                        cfg.cost_class, cfg.cost_mask, cfg.cost_dice)
+            for cost in batch_class_mask_costs(class_logits, mask_logits.flatten(2), targets,
+                                               cfg.cost_class, cfg.cost_mask, cfg.cost_dice):
                 indices.append(hungarian_match(cost))
                 costs.append(cost)
         return LayerMatch(indices, costs)
 
     def _mask_loss(self, mask_logits: torch.Tensor, targets: list[ImageTargets], match: LayerMatch) -> torch.Tensor:
-        losses = []
-        for b, (src, tgt) in enumerate(match.indices):
-            if src.numel() == 0:
-                continue
-            logits = mask_logits[b].flatten(1)[src]
-            t, w = targets[b].masks[tgt], targets[b].weight
-            first = (sigmoid_focal_loss if self.config.mask_loss == "focal" else sigmoid_bce_loss)(logits, t, w)
-            losses.append(first + dice_loss(logits, t, w))
-        if not losses:
+        # All matched pairs of the batch in one call (per-pair values as image by image).
+        pairs = [(b, src, tgt) for b, (src, tgt) in enumerate(match.indices) if src.numel()]
+        if not pairs:
             return mask_logits.sum() * 0.0
-        return torch.cat(losses).mean()
+        flat = mask_logits.flatten(2)
+        batch = torch.cat([torch.full_like(src, b) for b, src, _ in pairs])
+        logits = flat[batch, torch.cat([src for _, src, _ in pairs])]
+        t = torch.cat([targets[b].masks[tgt] for b, _, tgt in pairs])
+        w = torch.cat([targets[b].weight.expand(src.numel(), -1) for b, src, _ in pairs])
+        first = (sigmoid_focal_loss if self.config.mask_loss == "focal" else sigmoid_bce_loss)(logits, t, w)
+        return (first + dice_loss(logits, t, w)).mean()
 
     def _class_targets(self, class_logits: torch.Tensor, targets: list[ImageTargets], match: LayerMatch,
                        negatives: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

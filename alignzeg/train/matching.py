@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["ImageTargets", "build_targets", "pairwise_mask_costs", "class_mask_costs", "hungarian_match"]
+__all__ = ["ImageTargets", "build_targets", "pairwise_mask_costs", "class_mask_costs", "batch_class_mask_costs",
+           "hungarian_match"]
 
 
 @dataclass
@@ -54,15 +55,19 @@ def build_targets(labels: torch.Tensor, size: tuple[int, int], ignore_index: int
     """
     if labels.dim() != 3:
         raise ValueError(f"labels must be (B, H, W), got shape {tuple(labels.shape)}")
+    valid = labels != ignore_index
+    # One-hot planes of every class present anywhere in the batch, pooled in one call (each plane is pooled
+    # on its own, so the values are the ones a per-image pooling gives); each image keeps its own classes.
+    present = torch.unique(labels[valid])
+    onehot = (labels.unsqueeze(1) == present.view(1, -1, 1, 1)).float()  # (B, K, H, W)
+    pooled = F.adaptive_avg_pool2d(torch.cat([onehot, valid[:, None].float()], dim=1), size)  # (B, K + 1, h, w)
+    has = onehot.flatten(2).amax(-1).bool()  # (B, K)
     targets = []
-    for label in labels:
-        valid = label != ignore_index
-        classes = torch.unique(label[valid])
-        onehot = (label.unsqueeze(0) == classes.view(-1, 1, 1)).float()  # (G, H, W)
-        pooled = F.adaptive_avg_pool2d(torch.cat([onehot, valid[None].float()]), size)  # (G + 1, h, w)
-        weight = pooled[-1].flatten()
-        masks = pooled[:-1].flatten(1) / weight.clamp_min(1e-6)
-        targets.append(ImageTargets(classes=classes, masks=masks.clamp(0.0, 1.0), weight=weight))
+    for b in range(labels.shape[0]):
+        weight = pooled[b, -1].flatten()
+        keep = has[b]
+        masks = pooled[b, :-1][keep].flatten(1) / weight.clamp_min(1e-6)
+        targets.append(ImageTargets(classes=present[keep], masks=masks.clamp(0.0, 1.0), weight=weight))
     return targets
 
 
@@ -105,6 +110,32 @@ def class_mask_costs(class_logits: torch.Tensor, mask_logits: torch.Tensor, targ
     ce = -F.log_softmax(class_logits.float(), dim=-1)[:, target.classes]  # (N, G)
     bce, dice = pairwise_mask_costs(mask_logits, target.masks, target.weight)
     return cost_class * ce + cost_mask * bce + cost_dice * dice
+
+
+def batch_class_mask_costs(class_logits: torch.Tensor, mask_logits: torch.Tensor, targets: list[ImageTargets],
+                           cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0) -> list[torch.Tensor]:
+    """``class_mask_costs`` of every image of a batch, sharing the element-wise work.
+
+    Args:
+        class_logits: (B, N, C + 1) float.
+        mask_logits: (B, N, P) float.
+        targets: B ``ImageTargets``.
+
+    Returns:
+        B (N, G_b) float costs, equal to ``class_mask_costs(class_logits[b], mask_logits[b], targets[b])``.
+    """
+    ce_all = -F.log_softmax(class_logits.float(), dim=-1)  # (B, N, C + 1)
+    x_all = mask_logits.float()
+    softplus_all, sigmoid_all = F.softplus(x_all), torch.sigmoid(x_all)
+    costs = []
+    for b, target in enumerate(targets):
+        x, t, w = x_all[b], target.masks.float(), target.weight.float()
+        bce = (softplus_all[b] @ w[:, None] - (x * w) @ t.t()) / w.sum().clamp_min(1e-6)
+        p = sigmoid_all[b] * w
+        tw = t * w
+        dice = 1.0 - (2.0 * p @ tw.t() + 1.0) / (p.sum(-1)[:, None] + tw.sum(-1)[None, :] + 1.0)
+        costs.append(cost_class * ce_all[b][:, target.classes] + cost_mask * bce + cost_dice * dice)
+    return costs
 
 
 def hungarian_match(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -171,10 +171,15 @@ def render_texture(appearance: np.ndarray, size: int, phase: float) -> np.ndarra
         size: image side in pixels.
         phase: grating phase in radians.
     """
-    colour, freq, angle, contrast = appearance[:3], appearance[3], appearance[4], appearance[5]
     y, x = np.mgrid[0:size, 0:size] + 0.5
+    return _texture_at(appearance, x, y, phase)
+
+
+def _texture_at(appearance: np.ndarray, x: np.ndarray, y: np.ndarray, phase: float) -> np.ndarray:
+    """``render_texture`` at the pixel centres (x, y) only: (...) coordinates -> (..., 3) float64."""
+    colour, freq, angle, contrast = appearance[:3], appearance[3], appearance[4], appearance[5]
     wave = np.sin(2 * np.pi * freq * (x * np.cos(angle) + y * np.sin(angle)) + phase)
-    return colour[None, None, :] + contrast * wave[..., None]
+    return colour + contrast * wave[..., None]
 
 
 class ZeroShotWorld:
@@ -250,8 +255,9 @@ class ZeroShotWorld:
         cells = voronoi_labels(rng.uniform(0, cfg.image_size, (count, 2)), cfg.image_size)
         image = np.zeros((cfg.image_size, cfg.image_size, 3))
         for k, class_id in enumerate(classes):
-            texture = render_texture(self._jitter(rng, class_id), cfg.image_size, rng.uniform(0, 2 * np.pi))
-            image[cells == k] = texture[cells == k]
+            # The texture is computed at the cell's own pixels only (the same values render_texture gives there).
+            ys, xs = np.nonzero(cells == k)
+            image[ys, xs] = _texture_at(self._jitter(rng, class_id), xs + 0.5, ys + 0.5, rng.uniform(0, 2 * np.pi))
         image += rng.normal(0, cfg.pixel_noise, image.shape)
         return np.clip(image, 0, 1).astype(np.float32), classes[cells]
 

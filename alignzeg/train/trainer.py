@@ -197,7 +197,7 @@ class Trainer:
                     sum(p.numel() for p in self.model.parameters()) - count, len(self.class_names), self.world_size)
         logger.info("train config: %s", cfg.to_dict())
         optimizer = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr,
-                                      weight_decay=cfg.weight_decay)
+                                      weight_decay=cfg.weight_decay, foreach=True)
         autocast, scaler = self._amp()
         start = self._restore(optimizer, scaler)
         if self.rank == 0 and self.out_dir is not None:
@@ -231,6 +231,7 @@ class Trainer:
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
+        trainable = [p for p in self.model.trainable_parameters() if p.requires_grad]
         sums: dict[str, float] = {}
         for micro in range(cfg.grad_accum):
             images, labels = next(batches)
@@ -242,10 +243,17 @@ class Trainer:
                 with autocast:
                     out = net(images, self.class_embeddings, deep_supervision=cfg.deep_supervision)
                 loss, terms = self.criterion(self.model, out, labels, self.class_embeddings)
-                # Touch every trainable parameter so DDP always sees a gradient for it (adds exactly 0).
-                loss = loss + 0.0 * sum(p.sum() for p in self.model.trainable_parameters() if p.requires_grad)
+                if isinstance(net, DistributedDataParallel):
+                    # Touch every trainable parameter so DDP always sees a gradient for it (adds exactly 0).
+                    loss = loss + 0.0 * sum(p.sum() for p in trainable)
                 scaled = loss / cfg.grad_accum
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            if not isinstance(net, DistributedDataParallel):
+                # What the touch gives in one process, without its graph: a zero gradient for every trainable
+                # parameter the loss did not reach (so AdamW treats them the same way with or without DDP).
+                for p in trainable:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
             for k, v in {"loss": float(loss.detach()), **terms}.items():
                 sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
         if scaler is not None:
