@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-side-encoder", action="store_true",
                    help="train on the frozen random CLIP features alone (every row)")
     p.add_argument("--workers", type=int, default=2, help="parallel training processes (one thread each)")
+    p.add_argument("--rows", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="trained variants to run (default: all; +GEPC also gives the full row)")
+    p.add_argument("--diagnose", action="store_true",
+                   help="for +GEPC: the class indicator's ROC AUC on test proposals matched to unseen vs seen "
+                        "regions, and a PBC threshold sweep (printed and stored in the JSON)")
     p.add_argument("--json", type=Path, default=None, help="write the results JSON here")
     p.add_argument("--md", type=Path, default=None,
                    help="put the markdown table between the table markers of this file (created if missing)")
@@ -87,13 +92,79 @@ def run_job(job: dict) -> dict:
                       batch_size=args["batch_size"], lr=args["lr"], crop_scale=(1.0, 1.0), flip=False,
                       progress=False, checkpoint_every=0, seed=job["train_seed"], **variant["train"])
     start = time.time()
-    segmenter = Trainer(cfg, None, world.dataset("train", args["train_images"])).train()
+    trainer = Trainer(cfg, None, world.dataset("train", args["train_images"]))
+    segmenter = trainer.train()
     train_s = time.time() - start
     test = world.dataset("test", args["test_images"])
     rows = {job["variant"]: _metrics(evaluate(segmenter, test, bias_correction=False))}
     if job["variant"] == "+GEPC":
         rows["full"] = _metrics(evaluate(segmenter, test, bias_correction=True))
-    return {"train_seed": job["train_seed"], "rows": rows, "train_s": train_s, "total_s": time.time() - start}
+    result = {"train_seed": job["train_seed"], "rows": rows, "train_s": train_s}
+    if args.get("diagnose"):
+        result["final_terms"] = {k: round(v, 4) for k, v in _mean_terms(trainer.history[-20:]).items()}
+        if job["variant"] == "+GEPC":
+            result["diagnostics"] = diagnose_pbc(segmenter, world, test)
+    result["total_s"] = time.time() - start
+    return result
+
+
+def _mean_terms(history: list[dict]) -> dict[str, float]:
+    keys = [k for k in history[0] if k not in ("step", "lr")]
+    return {k: float(np.mean([h[k] for h in history if k in h])) for k in keys}
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """P(score of a random positive > score of a random negative), ties counted half."""
+    pos, neg = scores[positive], scores[~positive]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).mean()
+    return float(greater + 0.5 * (pos[:, None] == neg[None, :]).mean())
+
+
+def diagnose_pbc(segmenter, world, test, thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)) -> dict:
+    """How well the class indicator tells unseen from seen regions on the test set, and a PBC threshold sweep.
+
+    Each test image's proposals are matched one-to-one to its ground-truth class regions by mask cost only
+    (BCE + dice, Hungarian; no class term, so the matching does not favour either split). A matched proposal
+    is "unseen" when its region's class is unseen. Unmatched proposals are reported separately.
+    """
+    import torch
+
+    from alignzeg.train import evaluate
+    from alignzeg.train.matching import build_targets, hungarian_match, pairwise_mask_costs
+
+    model = segmenter.model.eval()
+    seen = torch.from_numpy(world.seen)
+    scores, unseen, other = [], [], []
+    with torch.no_grad():
+        for i in range(len(test)):
+            item = test[i]
+            out = model(item["image"][None].to(model.device), test.class_embeddings.to(model.device),
+                        deep_supervision=False)
+            target = build_targets(item["label"][None], tuple(out.mask_logits.shape[-2:]))[0]
+            bce, dice = pairwise_mask_costs(out.mask_logits[0].flatten(1).cpu(), target.masks, target.weight)
+            src, tgt = hungarian_match(bce + dice)
+            prob = out.unseen_logits[0].sigmoid().cpu()
+            scores += prob[src].tolist()
+            unseen += (~seen[target.classes[tgt]]).tolist()
+            rest = torch.ones(prob.shape[0], dtype=torch.bool)
+            rest[src] = False
+            other += prob[rest].tolist()
+    scores, unseen = np.array(scores), np.array(unseen, dtype=bool)
+    result = {"indicator_auc": roc_auc(scores, unseen), "mean_score_unseen": float(scores[unseen].mean()),
+              "mean_score_seen": float(scores[~unseen].mean()), "mean_score_unmatched": float(np.mean(other)),
+              "flagged_at_0.5_unseen": float((scores[unseen] > 0.5).mean()),
+              "flagged_at_0.5_seen": float((scores[~unseen] > 0.5).mean()),
+              "matched_unseen": int(unseen.sum()), "matched_seen": int((~unseen).sum()), "sweep": {}}
+    base = model.config
+    try:
+        for t in thresholds:
+            model.config = base.replace(pbc_threshold=t)
+            result["sweep"][str(t)] = _metrics(evaluate(segmenter, test, bias_correction=True))
+    finally:
+        model.config = base
+    return result
 
 
 def aggregate(results: list[dict]) -> list[dict]:
@@ -101,6 +172,8 @@ def aggregate(results: list[dict]) -> list[dict]:
     rows = []
     for name in ROWS:
         values = {k: np.array([r["rows"][name][k] for r in results if name in r["rows"]]) for k in KEYS}
+        if not len(values["hIoU"]):
+            continue  # a row left out with --rows
         row = {"name": name, **{k: round(float(v.mean()), 2) for k, v in values.items()}}
         row["std"] = {k: round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 2) for k, v in values.items()}
         rows.append(row)
@@ -131,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + (argv or sys.argv[1:]))
     jobs = [{"args": vars(args) | {"json": None, "md": None}, "variant": v, "train_seed": s}
-            for s in range(args.seeds) for v in VARIANTS]
+            for s in range(args.seeds) for v in VARIANTS if v in args.rows]
     start = time.time()
     with mp.get_context("spawn").Pool(args.workers) as pool:
         results = []
@@ -140,6 +213,14 @@ def main(argv: list[str] | None = None) -> int:
                   + "; ".join(f"{n}: " + " ".join(f"{k}={v:.1f}" for k, v in m.items())
                               for n, m in res["rows"].items())
                   + f" (train {res['train_s']:.0f}s)", flush=True)
+            if "final_terms" in res:
+                print(f"    final loss terms (mean of last 20 steps): {res['final_terms']}", flush=True)
+            if "diagnostics" in res:
+                d = res["diagnostics"]
+                print("    indicator: " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                               for k, v in d.items() if k != "sweep"), flush=True)
+                for t, m in d["sweep"].items():
+                    print(f"    PBC threshold {t}: " + " ".join(f"{k}={v:.1f}" for k, v in m.items()), flush=True)
             results.append(res)
     rows = aggregate(results)
     table = markdown_table(rows, args.seeds)
@@ -148,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         payload = {"command": command, "seeds": list(range(args.seeds)), "world_seed": args.seed,
                    "split_seed": args.split_seed, "rows": rows, "wall_time_s": round(time.time() - start)}
+        if args.diagnose:
+            payload["runs"] = sorted(results, key=lambda r: (r["train_seed"], list(r["rows"])))
         args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     if args.md is not None:
         write_markdown(args.md, table, command)
