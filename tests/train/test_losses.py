@@ -13,7 +13,9 @@ from alignzeg.train.losses import (
     AlignZegCriterion, background_diversity_loss, classification_loss, dice_loss, indicator_loss,
     sigmoid_bce_loss, sigmoid_focal_loss, soft_cross_entropy,
 )
-from alignzeg.train.matching import build_targets, class_mask_costs, hungarian_match, pairwise_mask_costs
+from alignzeg.train.matching import (
+    batch_class_mask_costs, build_targets, class_mask_costs, hungarian_match, pairwise_mask_costs,
+)
 
 LOG2, LOG3 = math.log(2), math.log(3)
 
@@ -78,6 +80,23 @@ def test_pairwise_costs_equal_the_losses():
         t = targets[g].expand(5, -1)
         torch.testing.assert_close(bce[:, g], sigmoid_bce_loss(logits, t, weight))
         torch.testing.assert_close(dice[:, g], dice_loss(logits, t, weight))
+
+
+def test_batched_targets_and_costs_equal_the_per_image_ones():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (3, 16, 16), generator=gen)
+    labels[0][labels[0] == 2] = 255  # images hold different class sets
+    labels[1, :, :8] = 255
+    labels[2] = 255  # no valid pixel at all
+    batch = build_targets(labels, (4, 4))
+    class_logits, mask_logits = torch.randn(3, 5, 5, generator=gen), torch.randn(3, 5, 16, generator=gen)
+    costs = batch_class_mask_costs(class_logits, mask_logits, batch, 2.0, 5.0, 5.0)
+    for b in range(3):
+        (alone,) = build_targets(labels[b:b + 1], (4, 4))
+        assert torch.equal(batch[b].classes, alone.classes)
+        assert torch.equal(batch[b].masks, alone.masks) and torch.equal(batch[b].weight, alone.weight)
+        assert torch.equal(costs[b], class_mask_costs(class_logits[b], mask_logits[b], alone, 2.0, 5.0, 5.0))
+    assert batch[2].classes.numel() == 0 and costs[2].shape == (5, 0)
 
 
 def test_hungarian_match_by_hand():
@@ -210,3 +229,15 @@ def test_class_targets_weights(model_out):
         assert (classes[b, rest] == 3).all()  # background column of C = 3 classes
         expected = torch.where(negatives[b, rest], torch.tensor(0.7), torch.tensor(0.1))
         torch.testing.assert_close(weights[b, rest], expected)
+
+
+def test_mask_loss_is_the_mean_over_every_matched_pair(model_out):
+    _, out, labels, _ = model_out
+    crit = AlignZegCriterion(TrainConfig())
+    targets = build_targets(labels, tuple(out.mask_logits.shape[-2:]))
+    match = crit.match(out.class_logits, out.mask_logits, targets)
+    per_pair = []
+    for b, (src, tgt) in enumerate(match.indices):
+        logits, t, w = out.mask_logits[b].flatten(1)[src], targets[b].masks[tgt], targets[b].weight
+        per_pair.append(sigmoid_bce_loss(logits, t, w) + dice_loss(logits, t, w))
+    torch.testing.assert_close(crit._mask_loss(out.mask_logits, targets, match), torch.cat(per_pair).mean())
