@@ -71,9 +71,11 @@ class RandomResizeCrop:
         h, w = image.shape[1:]
         ratio = self.size * s / min(h, w)
         nh, nw = max(1, round(h * ratio)), max(1, round(w * ratio))
-        image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False,
-                              antialias=ratio < 1)[0].clamp(0, 1)
-        label = F.interpolate(label[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long()
+        if (nh, nw) != (h, w):  # at the same size both resamplings are the identity
+            image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False,
+                                  antialias=ratio < 1)[0]
+            label = F.interpolate(label[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long()
+        image = image.clamp(0, 1)
         ph, pw = max(0, self.size - nh), max(0, self.size - nw)
         if ph or pw:
             image = F.pad(image, (0, pw, 0, ph), value=0.0)
