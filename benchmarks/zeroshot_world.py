@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="world seed (class appearances, embeddings, images)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the seen/unseen class split")
     p.add_argument("--seeds", type=int, default=3, help="training seeds 0 .. N-1 per row")
-    p.add_argument("--iterations", type=int, default=400, help="optimizer steps per row (same for every row)")
+    p.add_argument("--iterations", type=int, default=2000, help="optimizer steps per row (same for every row)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train-images", type=int, default=4000)
