@@ -34,6 +34,22 @@ DEFAULT_TEMPLATES = (
 """Prompt ensemble used to turn a class name into a text embedding (averaged, then L2-normalised)."""
 
 
+def unknown_fields(cls: type, data: Any, what: str) -> list[str]:
+    """Sorted keys of ``data`` that are not fields of dataclass ``cls``.
+
+    Raises:
+        TypeError: ``data`` is not a dict (``what`` names the config in the message).
+    """
+    if not isinstance(data, dict):
+        raise TypeError(f"{what} must be a JSON object, got {type(data).__name__}")
+    return sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented UTF-8 JSON with a trailing newline."""
+    Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 @dataclass(frozen=True)
 class AlignZegConfig:
     """Architecture and inference settings of one AlignZeg model.
@@ -167,14 +183,12 @@ class AlignZegConfig:
         return data
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AlignZegConfig":
-        if not isinstance(data, dict):
-            raise TypeError(f"config must be a JSON object, got {type(data).__name__}")
+        unknown = unknown_fields(cls, data, "config")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
         version = data.get("format_version", FORMAT_VERSION)
         if isinstance(version, int) and version > FORMAT_VERSION:
             raise ValueError(

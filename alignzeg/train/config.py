@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..config import unknown_fields, write_json
+
 __all__ = ["TrainConfig", "apply_overrides"]
 
 _SCHEDULES = ("poly", "cosine", "constant")
@@ -161,16 +163,14 @@ class TrainConfig:
         return data
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        if not isinstance(data, dict):
-            raise TypeError(f"train config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = unknown_fields(cls, data, "train config")
         if unknown:
-            raise ValueError(f"train config has unknown keys {unknown}; known keys are {sorted(known)}")
+            known = sorted(f.name for f in dataclasses.fields(cls))
+            raise ValueError(f"train config has unknown keys {unknown}; known keys are {known}")
         return cls(**data)
 
     @classmethod
