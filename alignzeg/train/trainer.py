@@ -41,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from ..hub import WEIGHTS_NAME, load_state_dict_strict, save_checkpoint
+from ..hub import WEIGHTS_NAME, clip_fingerprint, load_state_dict_strict, save_checkpoint
 from ..modeling.model import AlignZegModel
 from ..modeling.text_encoder import VocabularyEncoder
 from ..segmenter import AlignZegSegmenter
@@ -274,7 +274,9 @@ class Trainer:
         if self.rank != 0 or self.out_dir is None:
             return None
         folder = self.out_dir / "checkpoints" / f"step_{step:06d}"
-        save_checkpoint(folder, self.model.config, self.model.state_dict())
+        weights = self.model.state_dict()
+        # Like save_pretrained, record the CLIP fingerprint, so a step folder loads with the same check.
+        save_checkpoint(folder, self.model.config.replace(clip_fingerprint=clip_fingerprint(weights)), weights)
         state = {
             "step": step,
             "optimizer": optimizer.state_dict(),

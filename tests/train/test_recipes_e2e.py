@@ -70,3 +70,6 @@ def test_recipe_trains_two_steps_on_its_layout(recipe, tmp_path):
     assert (out / "checkpoints" / "step_000001" / "model.safetensors").is_file()
     segmenter = AlignZegSegmenter.from_pretrained(out, device="cpu")
     assert segmenter.config.seen_classes == SPLITS[config.dataset].seen
+    step = json.loads((out / "checkpoints" / "step_000001" / "config.json").read_text())
+    assert step["clip_fingerprint"] == segmenter.config.clip_fingerprint  # CLIP is frozen: same fingerprint
+    AlignZegSegmenter.from_pretrained(out / "checkpoints" / "step_000001", device="cpu")
