@@ -49,18 +49,15 @@ def bilinear_weights(in_size: int, out_size: int, device: torch.device | None = 
     """The (out_size, in_size) matrix of 1-D bilinear resampling, ``align_corners=False`` semantics.
 
     ``W @ x`` equals ``F.interpolate(x, size=out_size, mode="linear", align_corners=False)`` along one
-    axis (without antialiasing), so a 2-D upsample is ``Wy @ X @ Wx.T`` and can be computed by row bands.
+    axis (without antialiasing), so a 2-D upsample is ``Wy @ X @ Wx.T``. Built from ``linear_taps``, the
+    same taps ``upsample_labels`` interpolates with.
     """
-    scale = in_size / out_size
-    src = ((torch.arange(out_size, dtype=torch.float64, device=device) + 0.5) * scale - 0.5).clamp_min(0)
-    i0 = src.floor().long().clamp(max=in_size - 1)
-    i1 = (i0 + 1).clamp(max=in_size - 1)
-    frac = (src - i0).clamp(0, 1)
-    weights = torch.zeros(out_size, in_size, dtype=torch.float64, device=device)
+    i0, i1, frac = linear_taps(in_size, out_size, device)
+    weights = torch.zeros(out_size, in_size, device=device)
     rows = torch.arange(out_size, device=device)
     weights.index_put_((rows, i0), 1 - frac, accumulate=True)
     weights.index_put_((rows, i1), frac, accumulate=True)
-    return weights.float()
+    return weights
 
 
 def linear_taps(in_size: int, out_size: int, device: torch.device | None = None
