@@ -52,9 +52,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-_key = class_name_key
-
-
 def _check_fingerprint(config: AlignZegConfig, state: Mapping[str, torch.Tensor], what: str) -> None:
     """Refuse CLIP tensors whose SHA-256 differs from ``config.clip_fingerprint`` (when one is recorded)."""
     if not config.clip_fingerprint:
@@ -315,8 +312,8 @@ class AlignZegSegmenter:
                 raise ValueError("class_names is only for precomputed embeddings; the vocabulary already names them")
             names = validate_class_names(vocabulary)
             embeddings = self.encode_vocabulary(names)
-            trained = {_key(n) for n in self.config.seen_classes}
-            default_seen = [_key(n) in trained for n in names]
+            trained = {class_name_key(n) for n in self.config.seen_classes}
+            default_seen = [class_name_key(n) in trained for n in names]
         seen_mask = default_seen if seen is None else self._seen_mask(seen, names)
         return embeddings, names, torch.tensor(seen_mask, dtype=torch.bool)
 
@@ -343,12 +340,12 @@ class AlignZegSegmenter:
             return [bool(s) for s in seen]
         if not all(isinstance(s, str) for s in seen):
             raise TypeError("seen must be a list of class names or a list of booleans, one per class")
-        keys = {_key(n) for n in names}
-        unknown = [s for s in seen if _key(s) not in keys]
+        keys = {class_name_key(n) for n in names}
+        unknown = [s for s in seen if class_name_key(s) not in keys]
         if unknown:
             raise ValueError(f"seen names {unknown} are not in the vocabulary {list(names)}")
-        wanted = {_key(s) for s in seen}
-        return [_key(n) in wanted for n in names]
+        wanted = {class_name_key(s) for s in seen}
+        return [class_name_key(n) in wanted for n in names]
 
     # Inference ---------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
