@@ -34,7 +34,7 @@ from huggingface_hub.errors import (
 from open_clip.factory import load_state_dict as _open_clip_state_dict
 
 from .config import AlignZegConfig
-from .hub import WeightsError, hf_hub_download, load_state_dict_strict
+from .hub import CLIP_PREFIX, WeightsError, hf_hub_download, load_state_dict_strict
 from .modeling.clip_backbone import build_open_clip, interpolate_pos_embed
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ HF_HUB_PREFIX = "hf-hub:"
 HUB_CONFIG_NAME = "open_clip_config.json"
 HUB_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-CLIP_PREFIX = "backbone.clip."
 
 
 @dataclass(frozen=True)

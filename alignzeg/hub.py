@@ -34,9 +34,13 @@ from .config import AlignZegConfig
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CONFIG_NAME", "WEIGHTS_NAME", "WeightsError", "resolve_checkpoint", "read_weights", "load_state_dict_strict",
+    "CLIP_PREFIX", "CONFIG_NAME", "WEIGHTS_NAME", "WeightsError", "resolve_checkpoint", "read_weights",
+    "load_state_dict_strict",
     "save_checkpoint", "clip_fingerprint", "model_card", "card_metadata",
 ]
+
+CLIP_PREFIX = "backbone.clip."
+"""State-dict prefix of the frozen CLIP tensors in an ``AlignZegModel`` (absent from slim checkpoints)."""
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -200,7 +204,7 @@ def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Ten
 
 
 # Writing -------------------------------------------------------------------------------------------------
-def clip_fingerprint(state: Mapping[str, torch.Tensor], prefix: str = "backbone.clip.") -> str:
+def clip_fingerprint(state: Mapping[str, torch.Tensor], prefix: str = CLIP_PREFIX) -> str:
     """SHA-256 over the names, shapes, dtypes and bytes of the CLIP tensors (those under ``prefix``)."""
     digest = hashlib.sha256()
     for name in sorted(k for k in state if k.startswith(prefix)):
@@ -280,6 +284,6 @@ def save_checkpoint(directory: str | os.PathLike, config: AlignZegConfig, state:
     # a checkpoint's bytes should depend on its tensors alone (reproducible hashes on the Hub).
     save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
     config.to_json(directory / CONFIG_NAME)
-    slim = not any(k.startswith("backbone.clip.") for k in tensors)
+    slim = not any(k.startswith(CLIP_PREFIX) for k in tensors)
     (directory / "README.md").write_text(model_card(config, card_extra, slim=slim), encoding="utf-8")
     return directory
