@@ -9,7 +9,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+THREADS = int(os.environ.get("ALIGNZEG_TEST_THREADS", "2"))
+"""torch threads for the whole suite; run it with ALIGNZEG_TEST_THREADS=1 too (results must not depend on it)."""
+torch.set_num_threads(THREADS)
 
 VOC_SEEN = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
             "diningtable", "dog", "horse", "motorbike", "person")

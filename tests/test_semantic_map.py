@@ -44,8 +44,11 @@ def test_chunked_upsample_equals_full_resolution_argmax():
     full = upsample_probabilities(probs, size)
     labels, conf = upsample_labels(probs, size, max_elements=6 * 101 * 4)  # forces many row bands
     best, index = full[:-1].max(0)
-    assert torch.equal(labels.long(), index)
-    assert torch.allclose(conf, best, atol=1e-5)
+    top2 = full[:-1].topk(2, dim=0).values
+    clear = top2[0] - top2[1] > 1e-5  # another computation: an argmax may flip only at a near tie
+    assert clear.float().mean() > 0.99
+    assert torch.equal(labels.long()[clear], index[clear])
+    torch.testing.assert_close(conf, best, rtol=0, atol=1e-5)
 
 
 def test_unlabelled_threshold():
