@@ -5,16 +5,16 @@
     result = seg.segment("photo.jpg", ["cat", "sofa", "wall"])
 """
 
-__version__ = "0.1.0"
-
-from .config import AlignZegConfig  # noqa: E402
-from .hub import WeightsError  # noqa: E402
-from .modeling.bias_correction import proposal_bias_correction  # noqa: E402
-from .presets import list_models  # noqa: E402
-from .result import UNLABELLED, SegmentationResult  # noqa: E402
-from .segmenter import AlignZegSegmenter  # noqa: E402
+from ._version import __version__
+from .config import AlignZegConfig
+from .errors import WeightsError
+from .modeling.bias_correction import proposal_bias_correction
+from .preprocess import ImageInput
+from .presets import list_models
+from .result import UNLABELLED, SegmentationResult
+from .segmenter import AlignZegSegmenter, Vocabulary
 
 __all__ = [
-    "AlignZegSegmenter", "AlignZegConfig", "SegmentationResult", "WeightsError", "UNLABELLED",
-    "list_models", "proposal_bias_correction", "__version__",
+    "AlignZegSegmenter", "AlignZegConfig", "SegmentationResult", "WeightsError", "UNLABELLED", "ImageInput",
+    "Vocabulary", "list_models", "proposal_bias_correction", "__version__",
 ]

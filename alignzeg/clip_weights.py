@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import open_clip
 import torch
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -31,17 +30,15 @@ from huggingface_hub.errors import (
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
 )
-from open_clip.factory import load_state_dict as _open_clip_state_dict
-
 from .config import AlignZegConfig
-from .hub import CLIP_PREFIX, WeightsError, hf_hub_download, load_state_dict_strict
+from .errors import WeightsError
+from .hub import check_finite, hub_download, load_state_dict_strict, not_cached_message
 from .modeling.clip_backbone import build_open_clip, interpolate_pos_embed
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "HF_HUB_PREFIX", "ClipWeights", "normalize_clip_pretrained", "load_clip_weights", "clip_hub_repo",
-    "clip_state_from_model",
 ]
 
 HF_HUB_PREFIX = "hf-hub:"
@@ -119,7 +116,7 @@ def _hub_file(repo_id: str, filenames: tuple[str, ...], cache_dir: str | None, l
     offline_miss: LocalEntryNotFoundError | None = None
     for filename in filenames:
         try:
-            return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=local_files_only))
+            return Path(hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=local_files_only))
         except LocalEntryNotFoundError as err:  # not cached and no network: another candidate may be cached
             offline_miss = offline_miss or err
         except EntryNotFoundError:
@@ -132,24 +129,18 @@ def _hub_file(repo_id: str, filenames: tuple[str, ...], cache_dir: str | None, l
         except (HfHubHTTPError, OSError) as err:
             raise WeightsError(f"{source!r}: downloading {filename} of {repo_id!r} failed: {err}") from err
     if offline_miss is not None:
-        raise WeightsError(_offline_message(repo_id, filenames[0], source, local_files_only)) from offline_miss
+        raise WeightsError(not_cached_message(
+            f"CLIP weights {source!r} ({filenames[0]} of Hub repo {repo_id!r})", repo_id, offline_miss,
+            local_files_only,
+            f"Download them once on a machine with network access: `hf download {repo_id} {filenames[0]}` "
+            "(then copy the cache folder, see HF_HUB_CACHE, if this machine stays offline), or pass "
+            "clip_pretrained='path/to/open_clip_model.safetensors' with a file you already have.")) from offline_miss
     raise WeightsError(f"{source!r}: repository {repo_id!r} has none of the CLIP weight files {list(filenames)}")
 
 
-def _offline_message(repo_id: str, filename: str, source: str, local_files_only: bool) -> str:
-    from huggingface_hub import constants
-
-    why = ("HF_HUB_OFFLINE=1 is set" if constants.HF_HUB_OFFLINE else
-           "local_files_only=True was given" if local_files_only else "the Hub could not be reached")
-    return (
-        f"CLIP weights {source!r} ({filename} of Hub repo {repo_id!r}) are not in the local Hugging Face cache "
-        f"and {why}. Download them once on a machine with network access: `hf download {repo_id} {filename}` "
-        "(then copy the cache folder, see HF_HUB_CACHE, if this machine stays offline), or pass "
-        "clip_pretrained='path/to/open_clip_model.safetensors' with a file you already have."
-    )
-
-
 def _tag_file(arch: str, tag: str, cache_dir: str | None, local_files_only: bool) -> tuple[Path, dict]:
+    import open_clip
+
     if arch not in open_clip.list_models():
         raise ValueError(
             f"clip_pretrained={tag!r} looks like an open_clip tag, but {arch!r} is not an open_clip "
@@ -229,15 +220,17 @@ def _config_changes(config: AlignZegConfig, quick_gelu: bool | None, mean: Any, 
 
 
 def _read_state(path: Path, source: str) -> dict[str, torch.Tensor]:
+    from open_clip.factory import load_state_dict as open_clip_state_dict
+
     try:
-        state = _open_clip_state_dict(str(path), device="cpu", weights_only=True)
+        state = open_clip_state_dict(str(path), device="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - safetensors and torch.load raise many types
         raise WeightsError(f"cannot read CLIP weights {source!r} from {str(path)!r}: {err}. A pickle must "
                            "hold a plain state dict (it is read with weights_only=True); safetensors is preferred."
                            ) from err
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"CLIP weights {source!r} ({str(path)!r}) are not a flat name -> tensor state dict")
-    return dict(state)
+    return check_finite(dict(state), f"CLIP weights {source!r} ({str(path)!r})")
 
 
 def _fit_state(state: dict[str, torch.Tensor], config: AlignZegConfig, source: str) -> dict[str, torch.Tensor]:
@@ -310,16 +303,11 @@ def _locate(config: AlignZegConfig, source: str, cache_dir: str | None,
     return path, source, _config_changes(config, cfg.get("quick_gelu", False), cfg.get("mean"), cfg.get("std"))
 
 
-# Helpers for checkpoints ---------------------------------------------------------------------------------
-def clip_state_from_model(weights: ClipWeights, dtype: torch.dtype | None = None,
-                          prefix: str = CLIP_PREFIX) -> dict[str, torch.Tensor]:
-    """``weights.state`` under the model's key prefix, floating tensors cast to ``dtype`` when given."""
-    return {prefix + k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v)
-            for k, v in weights.state.items()}
-
-
+# Model cards ---------------------------------------------------------------------------------------------
 def clip_hub_repo(config: AlignZegConfig) -> str | None:
     """The Hub repo the config's CLIP weights come from (for a model card's ``base_model``), if known."""
+    import open_clip
+
     source = config.clip_pretrained
     if not source:
         return None

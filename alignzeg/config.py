@@ -8,12 +8,17 @@ the training (seen) class names and the bias-correction settings. Training-only 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping
+
+from .errors import WeightsError
+
+__all__ = ["AlignZegConfig", "FrozenDict", "FORMAT_VERSION", "DEFAULT_TEMPLATES", "check_format_version"]
 
 FORMAT_VERSION = 1
 """Version of the ``config.json`` layout. A file with a higher version is refused with a clear error."""
@@ -33,6 +38,9 @@ DEFAULT_TEMPLATES = (
 )
 """Prompt ensemble used to turn a class name into a text embedding (averaged, then L2-normalised)."""
 
+CLIP_CFG_KEYS = frozenset({"embed_dim", "vision_cfg", "text_cfg", "quick_gelu"})
+"""Keys of ``clip_cfg`` that the backbone passes on to ``open_clip.CLIP`` (anything else would be ignored)."""
+
 
 def unknown_fields(cls: type, data: Any, what: str) -> list[str]:
     """Sorted keys of ``data`` that are not fields of dataclass ``cls``.
@@ -50,6 +58,152 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def check_format_version(version: Any, what: str = "config") -> None:
+    """Refuse a ``format_version`` that is not an int in ``1..FORMAT_VERSION`` (the one definition of the check).
+
+    Raises:
+        TypeError: not an integer. ValueError: out of range (newer files: upgrade alignzeg).
+    """
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise TypeError(f"{what} format_version must be an integer, got {type(version).__name__} {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{what} format_version {version} is newer than this alignzeg supports ({FORMAT_VERSION}); "
+                         "upgrade alignzeg to load this checkpoint")
+    if version < 1:
+        raise ValueError(f"{what} format_version {version} is not supported by this alignzeg "
+                         f"(supports 1..{FORMAT_VERSION})")
+
+
+# Immutable nested values -----------------------------------------------------------------------------
+class FrozenDict(Mapping[str, Any]):
+    """A read-only, hashable mapping; nested dicts and lists inside it are frozen too (dicts -> FrozenDict,
+    lists -> tuples). It compares equal to a dict with the same items; ``to_dict`` gives plain dicts/lists back.
+    """
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, data: Mapping[str, Any] = ()) -> None:
+        object.__setattr__(self, "_data", {k: _freeze(v) for k, v in dict(data).items()})
+        object.__setattr__(self, "_hash", None)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash(frozenset(self._data.items())))
+        return self._hash
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"FrozenDict is read-only: cannot set {name!r}")
+
+    def __repr__(self) -> str:
+        return f"FrozenDict({self._data!r})"
+
+    def __reduce__(self) -> tuple:
+        return (FrozenDict, (self.to_dict(),))
+
+    def __deepcopy__(self, memo: dict) -> "FrozenDict":
+        return self  # immutable
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts and lists (for JSON and for APIs that want a ``dict``)."""
+        return {k: _thaw(v) for k, v in self._data.items()}
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return value if isinstance(value, FrozenDict) else FrozenDict(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, FrozenDict):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+# Field type checks (from the annotations, so a new field is checked as soon as it is declared) ----------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_SCALARS = {"int": (_is_int, "an integer"), "float": (_is_real, "a finite number"),
+            "bool": (lambda v: isinstance(v, bool), "true or false"), "str": (lambda v: isinstance(v, str), "a string")}
+
+
+def _check_field(name: str, annotation: str, value: Any) -> Any:
+    """``value`` checked against ``annotation`` (as written in the dataclass); sequences become tuples.
+
+    Raises:
+        TypeError: naming the field, the expected type and the value.
+    """
+    optional = annotation.endswith(" | None")
+    kind = annotation[: -len(" | None")] if optional else annotation
+    if optional and value is None:
+        return None
+    if kind.startswith("tuple["):
+        item = kind[len("tuple["):].split(",")[0].strip()
+        check, what = _SCALARS[item]
+        if not isinstance(value, (list, tuple)) or not all(check(v) for v in value):
+            raise TypeError(f"config {name} must be a list of {what.split(' ', 1)[1]}s, got "
+                            f"{type(value).__name__} {value!r}")
+        return tuple(value)
+    if kind.startswith(("dict[", "Mapping[")):
+        if not isinstance(value, Mapping):
+            raise TypeError(f"config {name} must be a JSON object, got {type(value).__name__} {value!r}")
+        return FrozenDict(value)
+    check, what = _SCALARS[kind]
+    if not check(value):
+        raise TypeError(f"config {name} must be {what}{' or null' if optional else ''}, "
+                        f"got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_clip_cfg(clip_cfg: Mapping[str, Any]) -> None:
+    """Refuse keys open_clip would not accept (or that alignzeg would silently drop), and wrong shapes."""
+    for key in ("embed_dim", "vision_cfg", "text_cfg"):
+        if key not in clip_cfg:
+            raise ValueError(f"clip_cfg lacks {key!r}; it holds {sorted(clip_cfg)}")
+    unknown = sorted(set(clip_cfg) - CLIP_CFG_KEYS)
+    if unknown:
+        raise ValueError(f"clip_cfg has unknown keys {unknown}; allowed: {sorted(CLIP_CFG_KEYS)}")
+    if not _is_int(clip_cfg["embed_dim"]) or clip_cfg["embed_dim"] < 1:
+        raise TypeError(f"clip_cfg embed_dim must be a positive integer, got {clip_cfg['embed_dim']!r}")
+    if not isinstance(clip_cfg.get("quick_gelu", False), bool):
+        raise TypeError(f"clip_cfg quick_gelu must be true or false, got {clip_cfg['quick_gelu']!r}")
+    towers = _open_clip_tower_fields()
+    for tower, allowed in towers.items():
+        sub = clip_cfg[tower]
+        if not isinstance(sub, Mapping):
+            raise TypeError(f"clip_cfg {tower} must be a JSON object, got {type(sub).__name__} {sub!r}")
+        unknown = sorted(set(sub) - allowed)
+        if unknown:
+            raise ValueError(f"clip_cfg {tower} has keys open_clip does not accept: {unknown}")
+
+
+def _open_clip_tower_fields() -> dict[str, frozenset[str]]:
+    """Field names of open_clip's ``CLIPVisionCfg`` and ``CLIPTextCfg`` (open_clip imported here, lazily)."""
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+
+    return {"vision_cfg": frozenset(f.name for f in dataclasses.fields(CLIPVisionCfg)),
+            "text_cfg": frozenset(f.name for f in dataclasses.fields(CLIPTextCfg))}
+
+
 @dataclass(frozen=True)
 class AlignZegConfig:
     """Architecture and inference settings of one AlignZeg model.
@@ -57,7 +211,8 @@ class AlignZegConfig:
     Attributes:
         clip_model: open_clip architecture name (``"ViT-B-16"``) or a local name for ``clip_cfg``.
         clip_cfg: keyword arguments of ``open_clip.CLIP`` (``embed_dim``, ``vision_cfg``, ``text_cfg``,
-            ``quick_gelu``). ``vision_cfg["image_size"]`` equals ``input_size``: the position embeddings
+            ``quick_gelu``; the tower keys are checked against open_clip's ``CLIPVisionCfg``/``CLIPTextCfg``),
+            held as a read-only ``FrozenDict``. ``vision_cfg["image_size"]`` equals ``input_size``: the position embeddings
             are stored already interpolated to the segmentation resolution.
         clip_pretrained: where the CLIP weights came from (open_clip tag, ``hf-hub:`` id, file name),
             or ``None`` for random initialisation. Provenance only, unless the checkpoint is slim.
@@ -84,10 +239,15 @@ class AlignZegConfig:
         pbc_threshold: proposals whose unseen score is above this are flagged by the class indicator.
         pbc_factor: flagged proposals' seen-class probabilities are multiplied by this (0 removes them).
         format_version: layout version of this file.
+        extra: free-form provenance (``recipe``, ``metrics``), held as a read-only ``FrozenDict``.
+
+    The config is immutable all the way down (nested mappings are ``FrozenDict``, sequences tuples), so
+    configs hash and compare like values; ``replace`` makes a changed copy and ``to_dict`` gives plain
+    dicts and lists.
     """
 
     clip_model: str
-    clip_cfg: dict[str, Any]
+    clip_cfg: Mapping[str, Any]
     clip_pretrained: str | None = None
     clip_fingerprint: str | None = None
     input_size: int = 512
@@ -110,21 +270,17 @@ class AlignZegConfig:
     pbc_threshold: float = 0.5
     pbc_factor: float = 0.0
     format_version: int = FORMAT_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=FrozenDict)
 
     def __post_init__(self) -> None:
-        # Lists from JSON become tuples, so configs compare and hash the same however they were made.
-        for name in ("mean", "std", "templates", "seen_classes"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "clip_cfg", copy.deepcopy(dict(self.clip_cfg)))
+        # Types are checked first; lists become tuples and mappings FrozenDicts, so configs compare and
+        # hash the same however they were made, and nothing inside can be edited in place.
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _check_field(f.name, str(f.type), getattr(self, f.name)))
         self._validate()
 
     def _validate(self) -> None:
-        if self.format_version > FORMAT_VERSION or self.format_version < 1:
-            raise ValueError(
-                f"config format_version {self.format_version} is not supported by this alignzeg "
-                f"(supports 1..{FORMAT_VERSION}); upgrade alignzeg to load this checkpoint"
-            )
+        check_format_version(self.format_version)
         for name in ("input_size", "window_stride", "decoder_dim", "num_queries", "num_decoder_layers",
                      "num_heads", "mask_upsample", "num_bg_prototypes", "indicator_hidden", "max_long_side"):
             value = getattr(self, name)
@@ -140,13 +296,15 @@ class AlignZegConfig:
             raise ValueError(f"mean/std must be 3 numbers with std > 0, got mean={self.mean}, std={self.std}")
         if not self.templates or any(t.count("{}") != 1 for t in self.templates):
             raise ValueError(f"each prompt template needs exactly one '{{}}', got {self.templates!r}")
+        if self.logit_scale <= 0:
+            raise ValueError(f"config logit_scale must be positive, got {self.logit_scale!r}")
+        if not self.clip_model:
+            raise ValueError("config clip_model must not be empty")
         if not 0.0 <= self.pbc_threshold <= 1.0:
             raise ValueError(f"pbc_threshold must be in [0, 1], got {self.pbc_threshold}")
         if not 0.0 <= self.pbc_factor <= 1.0:
             raise ValueError(f"pbc_factor must be in [0, 1], got {self.pbc_factor}")
-        for key in ("embed_dim", "vision_cfg", "text_cfg"):
-            if key not in self.clip_cfg:
-                raise ValueError(f"clip_cfg lacks {key!r}; it holds {sorted(self.clip_cfg)}")
+        _check_clip_cfg(self.clip_cfg)
         image_size = self.clip_cfg["vision_cfg"].get("image_size")
         if image_size != self.input_size:
             raise ValueError(f"clip_cfg vision image_size {image_size} must equal input_size {self.input_size}")
@@ -177,46 +335,53 @@ class AlignZegConfig:
 
     # Serialisation -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        for name in ("mean", "std", "templates", "seen_classes"):
-            data[name] = list(data[name])
-        return data
+        """Plain JSON types: dicts, lists, strings, numbers (``FrozenDict``s and tuples converted back)."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def to_json(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AlignZegConfig":
+        """A config from ``to_dict``'s output: every field must be present, no other key is allowed.
+
+        Raises:
+            TypeError: ``data`` is not a dict, or a field has the wrong type (the message names it).
+            ValueError: a missing or unknown key, an unsupported ``format_version``, a bad value.
+        """
         unknown = unknown_fields(cls, data, "config")
-        known = {f.name for f in dataclasses.fields(cls)}
-        version = data.get("format_version", FORMAT_VERSION)
-        if isinstance(version, int) and version > FORMAT_VERSION:
-            raise ValueError(
-                f"config format_version {version} is newer than this alignzeg supports ({FORMAT_VERSION}); "
-                "upgrade alignzeg to load this checkpoint"
-            )
+        if "format_version" in data:
+            check_format_version(data["format_version"])  # before the other checks: a newer file says so
+        known = [f.name for f in dataclasses.fields(cls)]
         if unknown:
             raise ValueError(
                 f"config has unknown fields {unknown}; known fields are {sorted(known)}. "
                 "It may come from a newer alignzeg, or have been edited by hand."
             )
-        missing = sorted(f.name for f in dataclasses.fields(cls)
-                         if f.name in ("clip_model", "clip_cfg") and f.name not in data)
+        missing = [name for name in known if name not in data]
         if missing:
-            raise ValueError(f"config lacks required fields {missing}")
+            raise ValueError(f"config lacks required fields {missing} (a config.json written by save_pretrained "
+                             "holds every field; missing ones are not filled with defaults)")
         return cls(**data)
 
     @classmethod
     def from_json(cls, path: str | Path) -> "AlignZegConfig":
-        text = Path(path).read_text(encoding="utf-8")
+        """Read ``config.json``.
+
+        Raises:
+            WeightsError: the file is missing, not JSON, or any problem ``from_dict`` finds; the message
+                starts with the file's path and names the key.
+        """
         try:
-            data = json.loads(text)
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            raise WeightsError(f"{path}: cannot read the config: {err}") from err
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
+            raise WeightsError(f"{path} is not valid JSON: {err}") from err
         try:
             return cls.from_dict(data)
         except (TypeError, ValueError) as err:
-            raise type(err)(f"{path}: {err}") from err
+            raise WeightsError(f"{path}: {err}") from err
 
     def replace(self, **changes: Any) -> "AlignZegConfig":
         """A copy with some fields changed (the config itself is immutable)."""

@@ -6,13 +6,13 @@ pickle is loaded unless the caller opts in, and then only with ``torch.load(weig
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
+import socket
 from functools import partial
 from pathlib import Path
 from typing import Iterable, Mapping
+from urllib.parse import urlsplit
 
 import torch
 from huggingface_hub import hf_hub_download as _hf_hub_download
@@ -26,53 +26,138 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from . import __version__
-from .config import AlignZegConfig
+from ._version import __version__
+from .errors import WeightsError
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CLIP_PREFIX", "CONFIG_NAME", "WEIGHTS_NAME", "WeightsError", "resolve_checkpoint", "read_weights",
-    "load_state_dict_strict",
-    "save_checkpoint", "clip_fingerprint", "model_card", "card_metadata",
+    "CONFIG_NAME", "WEIGHTS_NAME", "WeightsError", "hub_download", "resolve_checkpoint", "read_weights",
+    "check_finite", "load_state_dict_strict", "not_cached_message", "HUB_CONNECT_TIMEOUT",
 ]
-
-CLIP_PREFIX = "backbone.clip."
-"""State-dict prefix of the frozen CLIP tensors in an ``AlignZegModel`` (absent from slim checkpoints)."""
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PICKLE_NAMES = ("pytorch_model.bin", "model.pt", "model.pth", "model.bin")
 
-hf_hub_download = partial(_hf_hub_download, library_name="alignzeg", library_version=__version__)
+HUB_CONNECT_TIMEOUT = float(os.environ.get("ALIGNZEG_HUB_CONNECT_TIMEOUT", "3"))
+"""Seconds the reachability probe waits for a TCP connection to the Hub (env ``ALIGNZEG_HUB_CONNECT_TIMEOUT``).
+
+Before a download that may touch the network, alignzeg resolves the Hub's host name and opens one TCP
+connection to it. A name that does not resolve, a refused connection or an unreachable network fails at
+once (the cache is still used when it holds the file): these do not pass with waiting, so they are not
+retried. A probe that times out, and everything after the probe (HTTP 5xx, 429, read timeouts), is left
+to huggingface_hub's own bounded backoff: at most 5 retries, waits of 1, 2, 4, 8, 8 s, each attempt
+bounded by ``HF_HUB_ETAG_TIMEOUT`` / ``HF_HUB_DOWNLOAD_TIMEOUT`` (10 s by default). The probe is skipped
+when a proxy is configured (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``): only the proxy can reach the Hub then.
+"""
+
+_hf_hub_download_with_agent = partial(_hf_hub_download, library_name="alignzeg", library_version=__version__)
 
 
-class WeightsError(RuntimeError):
-    """A checkpoint that cannot be found, read or matched to the model; the message says which and why."""
-
-
-# Resolving where the files are ---------------------------------------------------------------------------
+# Reaching the Hub ---------------------------------------------------------------------------------------
 def _offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)
 
 
+class _HubUnreachable(LocalEntryNotFoundError):
+    """The Hub's host does not resolve or refuses connections, and the cache does not hold the file."""
+
+
+def _proxy_configured() -> bool:
+    return any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
+                                                 "ALL_PROXY", "all_proxy"))
+
+
+def hub_unreachable(endpoint: str, timeout: float | None = None) -> str | None:
+    """Why ``endpoint`` cannot be reached now in a way that waiting will not fix, or ``None``.
+
+    ``None`` also when the probe timed out (that can pass: huggingface_hub's backoff handles it) and when
+    a proxy is configured. See ``HUB_CONNECT_TIMEOUT``.
+    """
+    if _proxy_configured():
+        return None
+    parts = urlsplit(endpoint)
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    if not host:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        return f"its host name {host!r} does not resolve: {err}"
+    errors = []
+    for family, kind, proto, _, address in infos:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(HUB_CONNECT_TIMEOUT if timeout is None else timeout)
+                sock.connect(address)
+                return None
+        except (socket.timeout, TimeoutError):
+            return None  # may pass: leave it to huggingface_hub's bounded retries
+        except OSError as err:  # refused, network or host unreachable
+            errors.append(f"{address[0]} port {address[1]}: {err.strerror or err}")
+    return "connection failed (" + "; ".join(errors) + ")" if errors else None
+
+
+def hub_download(repo_id: str, filename: str, *, revision: str | None = None, cache_dir: str | None = None,
+                 local_files_only: bool = False) -> str:
+    """``huggingface_hub.hf_hub_download`` (with alignzeg's user agent) that fails fast when the Hub cannot
+    be reached at all: the cached copy is used if there is one, else ``LocalEntryNotFoundError`` at once.
+    """
+    kwargs = dict(revision=revision, cache_dir=cache_dir)
+    if not local_files_only and not _offline():
+        from huggingface_hub import constants
+
+        reason = hub_unreachable(constants.ENDPOINT)
+        if reason is not None:
+            try:
+                return _hf_hub_download_with_agent(repo_id, filename, local_files_only=True, **kwargs)
+            except LocalEntryNotFoundError:
+                raise _HubUnreachable(reason) from None
+    return _hf_hub_download_with_agent(repo_id, filename, local_files_only=local_files_only, **kwargs)
+
+
+def not_cached_message(what: str, repo_id: str, err: LocalEntryNotFoundError, local_files_only: bool,
+                       fix: str) -> str:
+    """The one message for a file that is not cached and cannot be downloaded now: what, why, and ``fix``."""
+    why = "HF_HUB_OFFLINE=1 is set" if _offline() else (
+        "local_files_only=True was given" if local_files_only else _unreachable_reason(err))
+    return f"{what} is not in the local Hugging Face cache and {why}. {fix}"
+
+
+def _unreachable_reason(err: LocalEntryNotFoundError) -> str:
+    """Why huggingface_hub fell back to a cache that did not have the file: HTTP status, bad endpoint, or network."""
+    from huggingface_hub import constants
+
+    if isinstance(err, _HubUnreachable):
+        return f"the Hub at {constants.ENDPOINT} could not be reached: {err}"
+    cause = err.__cause__
+    response = getattr(cause, "response", None)
+    if isinstance(cause, HfHubHTTPError) and response is not None:
+        return (f"the Hub at {constants.ENDPOINT} answered HTTP {response.status_code}"
+                + (" (a server error: try again later)" if response.status_code >= 500 else ""))
+    if isinstance(cause, FileMetadataError):
+        return f"the server at {constants.ENDPOINT} did not answer like a Hugging Face Hub (check HF_ENDPOINT): {cause}"
+    detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+    return f"the Hub at {constants.ENDPOINT} could not be reached{detail}"
+
+
+# Resolving where the files are ---------------------------------------------------------------------------
 def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str | None,
               local_files_only: bool) -> Path:
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
-                                    local_files_only=local_files_only))
+        return Path(hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
+                                 local_files_only=local_files_only))
     except LocalEntryNotFoundError as err:
-        why = "HF_HUB_OFFLINE=1 is set" if _offline() else (
-            "local_files_only=True was given" if local_files_only else _unreachable_reason(err))
-        raise WeightsError(
-            f"{filename} of {repo_id!r}{f' (revision {revision!r})' if revision else ''} is not in the local "
-            f"Hugging Face cache and {why}. Download it once with network access "
-            f"(`hf download {repo_id}`, or call from_pretrained online), or pass a local folder."
-        ) from err
+        what = f"{filename} of {repo_id!r}{f' (revision {revision!r})' if revision else ''}"
+        raise WeightsError(not_cached_message(
+            what, repo_id, err, local_files_only,
+            f"Download it once with network access (`hf download {repo_id}`, or call from_pretrained online), "
+            "or pass a local folder.")) from err
     except RepositoryNotFoundError as err:
         raise WeightsError(f"no repository {repo_id!r} on the Hub (or it is private: log in with `hf auth login`)") from err
     except RevisionNotFoundError as err:
@@ -88,19 +173,13 @@ def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str 
         ) from err
 
 
-def _unreachable_reason(err: LocalEntryNotFoundError) -> str:
-    """Why huggingface_hub fell back to a cache that did not have the file: HTTP status, bad endpoint, or network."""
-    from huggingface_hub import constants
+_URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://", "hf://")
 
-    cause = err.__cause__
-    response = getattr(cause, "response", None)
-    if isinstance(cause, HfHubHTTPError) and response is not None:
-        return (f"the Hub at {constants.ENDPOINT} answered HTTP {response.status_code}"
-                + (" (a server error: try again later)" if response.status_code >= 500 else ""))
-    if isinstance(cause, FileMetadataError):
-        return f"the server at {constants.ENDPOINT} did not answer like a Hugging Face Hub (check HF_ENDPOINT): {cause}"
-    detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
-    return f"the Hub at {constants.ENDPOINT} could not be reached{detail}"
+
+def refuse_url(value: str, what: str) -> None:
+    """Raise ``ValueError`` for a URL where a local path (or repo id) belongs: alignzeg downloads nothing by URL."""
+    if value.lower().startswith(_URL_SCHEMES):
+        raise ValueError(f"{what} {value!r} is a URL; URLs are not supported, download it first and pass the local path")
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike, revision: str | None = None, cache_dir: str | None = None,
@@ -111,6 +190,11 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, revision: str | None = N
         (config path, weights path); the weights are ``model.safetensors``, or a pickle file only when
         ``allow_pickle`` is set and no safetensors file exists.
     """
+    if isinstance(name_or_path, str):
+        refuse_url(name_or_path, "from_pretrained:")
+    elif not isinstance(name_or_path, os.PathLike):
+        raise TypeError(f"name_or_path must be a folder path or a Hub repo id, got {type(name_or_path).__name__} "
+                        f"{name_or_path!r}")
     path = Path(name_or_path)
     if path.is_dir():
         return path / CONFIG_NAME, _local_weights(path, allow_pickle)
@@ -155,14 +239,29 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
             raise WeightsError(f"cannot read pickle checkpoint {str(path)!r} with weights_only=True: {err}") from err
         if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise WeightsError(f"{str(path)!r} does not hold a flat name -> tensor state dict")
-        return dict(state)
+        return check_finite(dict(state), repr(str(path)))
     try:
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise WeightsError(
             f"{str(path)!r} is not a readable safetensors file (truncated or corrupt download?): {err}. "
             "Delete it and download again."
         ) from err
+    return check_finite(state, repr(str(path)))
+
+
+def check_finite(state: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
+    """``state`` itself, after checking that every floating tensor is finite.
+
+    Raises:
+        WeightsError: naming ``what`` and the tensors holding NaN or infinite values.
+    """
+    bad = [name for name, tensor in state.items()
+           if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise WeightsError(f"{what} holds NaN or infinite values in {len(bad)} tensor(s): {_list(bad)}; "
+                           "the file is damaged or the training diverged")
+    return state
 
 
 def _list(names: Iterable[str], limit: int = 8) -> str:
@@ -170,20 +269,14 @@ def _list(names: Iterable[str], limit: int = 8) -> str:
     return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
-                           ignore_missing_prefix: str | None = None) -> None:
+def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Load ``state`` into ``model`` exactly: same keys, same shapes, floating tensors for floating slots.
-
-    Args:
-        ignore_missing_prefix: keys under this prefix may be absent (a slim checkpoint's CLIP tensors,
-            loaded separately).
 
     Raises:
         WeightsError: naming the missing keys, unexpected keys, or shape/dtype mismatches.
     """
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state
-               and not (ignore_missing_prefix and k.startswith(ignore_missing_prefix))]
+    missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     problems = []
     if missing:
@@ -200,90 +293,4 @@ def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Ten
         problems.append(f"dtype mismatches: {_list(wrong_dtype)}")
     if problems:
         raise WeightsError("checkpoint does not match the model architecture in config.json: " + "; ".join(problems))
-    model.load_state_dict(state, strict=ignore_missing_prefix is None)
-
-
-# Writing -------------------------------------------------------------------------------------------------
-def clip_fingerprint(state: Mapping[str, torch.Tensor], prefix: str = CLIP_PREFIX) -> str:
-    """SHA-256 over the names, shapes, dtypes and bytes of the CLIP tensors (those under ``prefix``)."""
-    digest = hashlib.sha256()
-    for name in sorted(k for k in state if k.startswith(prefix)):
-        tensor = state[name].detach().cpu().contiguous().reshape(-1)  # 1-D: 0-dim tensors cannot be viewed as bytes
-        digest.update(f"{name[len(prefix):]}|{tuple(state[name].shape)}|{tensor.dtype}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
-def card_metadata(config: AlignZegConfig, slim: bool = False) -> dict:
-    """The model card's YAML front matter: Hub fields, training classes, recipe and metrics when known.
-
-    ``recipe`` and ``metrics`` are read from ``config.extra`` (``save_pretrained`` records them there).
-    """
-    from .clip_weights import clip_hub_repo  # clip_weights imports this module
-
-    extra = json.loads(json.dumps(config.extra, default=str))  # plain JSON types only, for YAML
-    alignzeg = {"clip_model": config.clip_model, "clip_pretrained": config.clip_pretrained,
-                "clip_fingerprint": config.clip_fingerprint, "checkpoint": "slim" if slim else "full",
-                "input_size": config.input_size}
-    for key in ("recipe", "metrics"):
-        if extra.get(key) is not None:
-            alignzeg[key] = extra[key]
-    meta = {"library_name": "alignzeg", "pipeline_tag": "image-segmentation",
-            "tags": ["zero-shot-semantic-segmentation", "open-vocabulary", "alignzeg"],
-            "training_classes": list(config.seen_classes), "alignzeg": alignzeg}
-    base = clip_hub_repo(config)
-    if base:
-        meta["base_model"] = base
-    return meta
-
-
-def _metrics_lines(metrics: Mapping | None) -> str:
-    if not metrics:
-        return ""
-    rows = "\n".join(f"| {name} | {value:g} |" if isinstance(value, (int, float)) else f"| {name} | {value} |"
-                     for name, value in metrics.items())
-    return f"\n## Evaluation\n\n| metric | value |\n|---|---|\n{rows}\n"
-
-
-def model_card(config: AlignZegConfig, extra: str = "", slim: bool = False) -> str:
-    """The README.md written beside the weights (Hub model card with ``library_name: alignzeg``)."""
-    from huggingface_hub import ModelCardData
-
-    seen = ", ".join(config.seen_classes) if config.seen_classes else "none recorded (untrained or unknown)"
-    front = "---\n" + ModelCardData(**card_metadata(config, slim)).to_yaml() + "\n---"
-    recipe = config.extra.get("recipe")
-    recipe_line = f"- Training recipe: `{recipe if isinstance(recipe, str) else json.dumps(recipe)}`\n" if recipe else ""
-    slim_line = ("- Slim checkpoint: the CLIP weights are not included; `from_pretrained` fetches them by "
-                 "`clip_pretrained` and checks `clip_fingerprint`\n" if slim else "")
-    body = f"""
-# AlignZeg ({config.clip_model})
-
-Zero-shot semantic segmentation with [alignzeg](https://arxiv.org/abs/2404.05667).
-
-```python
-from alignzeg import AlignZegSegmenter
-seg = AlignZegSegmenter.from_pretrained("<this repo or folder>")
-result = seg.segment("image.jpg", ["cat", "sofa", "wall"])
-```
-
-- CLIP backbone: `{config.clip_model}` (weights: `{config.clip_pretrained or 'random init'}`)
-- Input size: {config.input_size} px, {config.num_queries} proposals, {config.num_bg_prototypes} background prototypes
-- Seen (training) classes: {seen}
-- Bias correction: threshold {config.pbc_threshold}, factor {config.pbc_factor}
-{recipe_line}{slim_line}{_metrics_lines(config.extra.get("metrics"))}{extra}"""
-    return front + "\n" + body
-
-
-def save_checkpoint(directory: str | os.PathLike, config: AlignZegConfig, state: Mapping[str, torch.Tensor],
-                    card_extra: str = "") -> Path:
-    """Write ``config.json``, ``model.safetensors`` and ``README.md`` into ``directory`` (created if needed)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    # One metadata key only: safetensors keeps metadata in a hash map whose order varies between calls, and
-    # a checkpoint's bytes should depend on its tensors alone (reproducible hashes on the Hub).
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-    config.to_json(directory / CONFIG_NAME)
-    slim = not any(k.startswith(CLIP_PREFIX) for k in tensors)
-    (directory / "README.md").write_text(model_card(config, card_extra, slim=slim), encoding="utf-8")
-    return directory
+    model.load_state_dict(state, strict=True)

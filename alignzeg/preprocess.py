@@ -3,10 +3,16 @@
 Accepted: a path, a PIL image (any mode: gray, RGBA, palette, 16-bit, CMYK; EXIF orientation honoured),
 an HWC numpy array (uint8, uint16, or float in [0, 1]; 1, 3 or 4 channels; or HW gray), and a CHW/BCHW
 torch tensor (float in [0, 1] or uint8). Anything else gets a ``TypeError``/``ValueError`` that names it.
+
+Files and PIL images are checked against a pixel limit (``MAX_PIXELS``, or the ``max_pixels`` argument)
+*before* they are decoded: a small file that declares a huge image (a decompression bomb) is refused
+from its header, in microseconds, with a ``ValueError`` naming its size.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -15,9 +21,19 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageInput", "LoadedImage", "load_image", "load_images"]
+__all__ = ["ImageInput", "LoadedImage", "MAX_PIXELS", "load_image", "load_images"]
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, torch.Tensor]
+"""What ``segment`` accepts: a file path, a PIL image, an HWC numpy array or a CHW/BCHW torch tensor."""
+
+MAX_PIXELS = 100_000_000
+"""Default limit on the pixel count (H x W) of an image file or PIL image, checked before decoding.
+
+100 megapixels (e.g. 12,000 x 8,000) decode to ~300 MB of uint8 RGB and ~1.2 GB as float32. Raise it per
+segmenter with ``AlignZegSegmenter(max_pixels=...)`` or per call of ``load_image``; ``None`` means no
+limit. PIL refuses images above twice its own ``PIL.Image.MAX_IMAGE_PIXELS`` (~179 MP) when opening
+them; raise that too for larger images.
+"""
 
 _BAND_ELEMENTS = 1 << 22
 """Floats converted per row band in ``LoadedImage.to_uint8`` (bounds its temporary memory to 16 MiB)."""
@@ -51,21 +67,47 @@ class LoadedImage:
         return out
 
 
-def _from_path(path: str | Path) -> LoadedImage:
+_URL_SCHEMES = ("http://", "https://", "ftp://", "s3://", "gs://", "data:")
+
+
+def _check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
+    """Refuse an image of more than ``max_pixels`` pixels (from its header: nothing is decoded yet)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise ValueError(
+            f"{what} is {width} x {height} = {width * height:,} pixels, above the limit of {max_pixels:,} "
+            "(a decompression bomb, or an image larger than expected); pass max_pixels= to raise the limit"
+        )
+
+
+def _from_path(path: str | os.PathLike, max_pixels: int | None) -> LoadedImage:
+    text = os.fspath(path)
+    if isinstance(text, str) and text.lower().startswith(_URL_SCHEMES):
+        raise ValueError(f"image {text!r} is a URL; URLs are not supported, download it first and pass the file path")
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"image path {str(path)!r} is a directory, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {str(path)!r}")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return LoadedImage(_from_pil(img), name=path.name)
+        with warnings.catch_warnings():
+            # PIL warns above MAX_IMAGE_PIXELS and raises above twice that; alignzeg applies its own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                _check_pixels(img.width, img.height, max_pixels, f"image {str(path)!r}")
+                img.load()
+                return LoadedImage(_from_pil(img, max_pixels), name=path.name)
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"image {str(path)!r} is too large to decode: {err}. PIL refuses images above "
+                         f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels; raise PIL.Image.MAX_IMAGE_PIXELS and max_pixels= "
+                         "if you trust the file") from err
     except UnidentifiedImageError as err:
         raise ValueError(f"{str(path)!r} is not an image file PIL can read") from err
     except (OSError, SyntaxError) as err:
         raise ValueError(f"cannot decode image {str(path)!r} (truncated or corrupt?): {err}") from err
 
 
-def _from_pil(img: Image.Image) -> torch.Tensor:
+def _from_pil(img: Image.Image, max_pixels: int | None = MAX_PIXELS) -> torch.Tensor:
+    _check_pixels(img.width, img.height, max_pixels, f"PIL image ({img.mode})")
     img = ImageOps.exif_transpose(img) or img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         array = np.asarray(img, dtype=np.uint16)
@@ -169,20 +211,24 @@ def _from_tensor(tensor: torch.Tensor) -> list[torch.Tensor]:
     return [t.contiguous() for t in tensor]
 
 
-def load_image(image: Any) -> list[LoadedImage]:
+def load_image(image: ImageInput, max_pixels: int | None = MAX_PIXELS) -> list[LoadedImage]:
     """Decode one input; a BCHW tensor gives B images, everything else one.
+
+    Args:
+        image: see ``ImageInput``.
+        max_pixels: files and PIL images with more pixels are refused before decoding; ``None``: no limit.
 
     Raises:
         TypeError: an unsupported type or dtype.
-        ValueError: bad shape, value range, NaN, or an undecodable file.
-        FileNotFoundError: a path that does not exist.
+        ValueError: bad shape, value range, NaN, an undecodable file, a URL, or more than ``max_pixels`` pixels.
+        FileNotFoundError: a path that does not exist. IsADirectoryError: a path to a folder.
     """
     if isinstance(image, LoadedImage):
         return [image]
-    if isinstance(image, (str, Path)):
-        return [_from_path(image)]
+    if isinstance(image, (str, os.PathLike)):
+        return [_from_path(image, max_pixels)]
     if isinstance(image, Image.Image):
-        return [LoadedImage(_from_pil(image))]
+        return [LoadedImage(_from_pil(image, max_pixels))]
     if isinstance(image, np.ndarray):
         return [LoadedImage(_from_numpy(image))]
     if isinstance(image, torch.Tensor):
@@ -193,11 +239,13 @@ def load_image(image: Any) -> list[LoadedImage]:
     )
 
 
-def load_images(images: Sequence[Any]) -> list[LoadedImage]:
-    """Decode a list of inputs (each may itself be a BCHW batch)."""
-    if isinstance(images, (str, Path, Image.Image, np.ndarray, torch.Tensor)):
-        return load_image(images)
+def load_images(images: Sequence[ImageInput] | ImageInput, max_pixels: int | None = MAX_PIXELS) -> list[LoadedImage]:
+    """Decode a list of inputs (each may itself be a BCHW batch); ``max_pixels`` as in ``load_image``."""
+    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray, torch.Tensor, LoadedImage)):
+        return load_image(images, max_pixels)
+    if not isinstance(images, (Sequence, set, frozenset)) and not hasattr(images, "__iter__"):
+        raise TypeError(f"images must be a list of images, got {type(images).__name__}")
     images = list(images)
     if not images:
         raise ValueError("image batch is empty")
-    return [loaded for image in images for loaded in load_image(image)]
+    return [loaded for image in images for loaded in load_image(image, max_pixels)]

@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["SegmentationResult", "UNLABELLED"]
+from .modeling.semantic_map import UNLABELLED
 
-UNLABELLED = -1
-"""``label_map`` value of pixels left unlabelled (only with ``unlabelled_threshold``)."""
+__all__ = ["SegmentationResult", "UNLABELLED"]
 
 
 @dataclass(frozen=True)

@@ -14,103 +14,49 @@ import contextlib
 import logging
 import os
 import tempfile
-from typing import Any, Mapping, Sequence
+from numbers import Real
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import checkpoint
+from ._version import __version__
+from .clip_weights import load_clip_weights, normalize_clip_pretrained
 from .config import AlignZegConfig
-from . import __version__
-from .clip_weights import CLIP_PREFIX, clip_state_from_model, load_clip_weights, normalize_clip_pretrained
-from .hub import (
-    WeightsError, clip_fingerprint, load_state_dict_strict, read_weights, resolve_checkpoint, save_checkpoint,
-)
+from .device import autocast_dtype, resolve_device
+from .errors import WeightsError
 from .modeling.model import AlignZegModel
 from .modeling.semantic_map import semantic_probabilities, upsample_labels
 from .modeling.text_encoder import VocabularyEncoder, class_name_key, validate_class_names
-from .preprocess import LoadedImage, load_image, load_images
+from .preprocess import MAX_PIXELS, ImageInput, LoadedImage, load_image, load_images
 from .presets import get_preset_config, preset_info
 from .result import SegmentationResult
 from .sliding_window import cut_windows, plan_windows, stitch_windows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AlignZegSegmenter", "resolve_device"]
+__all__ = ["AlignZegSegmenter", "ImageInput", "Vocabulary", "WeightsError", "resolve_device"]
+
+Vocabulary = Union[Sequence[str], torch.Tensor, np.ndarray]
+"""A vocabulary: class names (a list or tuple, in label order), or precomputed (C, E) class embeddings."""
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` picks CUDA when available, else the CPU. A CUDA request without CUDA raises ``ValueError``."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"invalid device {device!r}: {err}") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use device='cpu'")
-    return device
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
-def _check_fingerprint(config: AlignZegConfig, state: Mapping[str, torch.Tensor], what: str) -> None:
-    """Refuse CLIP tensors whose SHA-256 differs from ``config.clip_fingerprint`` (when one is recorded)."""
-    if not config.clip_fingerprint:
-        return
-    found = clip_fingerprint(state, CLIP_PREFIX)
-    if found != config.clip_fingerprint:
-        raise WeightsError(
-            f"CLIP weights from {what} have fingerprint {found}, but this checkpoint's heads were trained "
-            f"with CLIP weights of fingerprint {config.clip_fingerprint} (config.json clip_fingerprint, "
-            f"clip_pretrained={config.clip_pretrained!r}). Pass the CLIP weights it was trained with."
-        )
-
-
-def _saved_dtype(state: Mapping[str, torch.Tensor]) -> torch.dtype:
-    """The floating dtype a checkpoint was saved in (float32 when mixed or none)."""
-    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
-    return dtypes.pop() if len(dtypes) == 1 else torch.float32
-
-
-def _slim_clip_state(config: AlignZegConfig, state: Mapping[str, torch.Tensor], override: Any,
-                     cache_dir: str | None, local_files_only: bool) -> dict[str, torch.Tensor]:
-    """Fetch a slim checkpoint's CLIP tensors (prefixed, in the checkpoint's dtype) and check their fingerprint."""
-    recorded = override is None or override is True  # True: the source config.json records
-    source = config.clip_pretrained if recorded else normalize_clip_pretrained(override)
-    if not source:
-        raise WeightsError("the checkpoint holds no CLIP weights (slim) and config.json names no clip_pretrained "
-                           "source; pass clip_pretrained='<open_clip tag | hf-hub:org/name | path>'")
-    weights = load_clip_weights(config, source, cache_dir=cache_dir, local_files_only=local_files_only)
-    clip_state = clip_state_from_model(weights, _saved_dtype(state))
-    if not config.clip_fingerprint:
-        logger.warning("slim checkpoint records no clip_fingerprint: cannot check the CLIP weights %s", source)
-    _check_fingerprint(config, clip_state, repr(weights.source))
-    return clip_state
-
-
-def _build_model(config: AlignZegConfig, seed: int | None) -> AlignZegModel:
-    """A randomly initialised model; with ``seed`` reproducible, and the global RNG state is left untouched."""
-    with torch.random.fork_rng(devices=[]):
-        if seed is not None:
-            torch.manual_seed(seed)
-        return AlignZegModel(config)
-
-
-def _card_extra(extra: Mapping[str, Any], recipe: Any, metrics: Any) -> dict[str, Any]:
-    """``config.extra`` with ``recipe`` and ``metrics`` recorded (validated: they go into JSON and YAML)."""
-    extra = dict(extra)
-    if recipe is not None:
-        if not isinstance(recipe, (str, Mapping)):
-            raise TypeError(f"recipe must be a recipe name or a mapping of its settings, got {type(recipe).__name__}")
-        extra["recipe"] = recipe if isinstance(recipe, str) else dict(recipe)
-    if metrics is not None:
-        if not isinstance(metrics, Mapping):
-            raise TypeError(f"metrics must map metric names to numbers, got {type(metrics).__name__}")
-        bad = {k: v for k, v in metrics.items()
-               if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, (int, float))}
-        if bad:
-            raise ValueError(f"metrics must map names to numbers; offending entries: {bad}")
-        extra["metrics"] = {k: float(v) for k, v in metrics.items()}
-    return extra
+def _check_threshold(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+        raise TypeError(f"unlabelled_threshold must be a number in [0, 1] or None, got {type(value).__name__} {value!r}")
+    if not 0.0 <= float(value) <= 1.0:  # NaN fails too
+        raise ValueError(f"unlabelled_threshold must be in [0, 1] or None, got {value!r}")
+    return float(value)
 
 
 class AlignZegSegmenter:
@@ -123,24 +69,31 @@ class AlignZegSegmenter:
             (fp16 where bf16 is unsupported) unless ``autocast=False``.
         batch_size: crops per forward pass.
         autocast: use mixed precision on CUDA.
-        progress: show a progress bar over crops.
+        progress: show progress bars over crops and over the text encoding of large vocabularies.
+        max_pixels: image files and PIL images with more pixels are refused before decoding
+            (default ``alignzeg.preprocess.MAX_PIXELS``, 100 MP); ``None``: no limit.
     """
 
     def __init__(self, model: AlignZegModel, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, batch_size: int = 8, autocast: bool = True,
-                 progress: bool = False) -> None:
+                 progress: bool = False, max_pixels: int | None = MAX_PIXELS) -> None:
         if not isinstance(model, AlignZegModel):
             raise TypeError(f"model must be an AlignZegModel, got {type(model).__name__}")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if max_pixels is not None and (not isinstance(max_pixels, int) or isinstance(max_pixels, bool)
+                                       or max_pixels < 1):
+            raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
         if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"dtype must be torch.float32, float16 or bfloat16, got {dtype}")
         self.device = resolve_device(device)
         self.model = model.to(device=self.device, dtype=dtype).eval()
         self.batch_size = batch_size
-        self.autocast = autocast
-        self.progress = progress
-        self.vocabulary = VocabularyEncoder(self.model.backbone, self.config.templates)
+        self.autocast = _check_bool("autocast", autocast)
+        self.progress = _check_bool("progress", progress)
+        self.max_pixels = max_pixels
+        self.vocabulary = VocabularyEncoder(self.model.backbone, self.config.templates,
+                                            progress=lambda: self.progress)
 
     # Construction ------------------------------------------------------------------------------------
     @property
@@ -150,7 +103,7 @@ class AlignZegSegmenter:
     @classmethod
     def from_config(cls, config: AlignZegConfig, seed: int | None = None, **kwargs: Any) -> "AlignZegSegmenter":
         """A randomly initialised (untrained) segmenter of ``config``; ``seed`` makes the weights reproducible."""
-        return cls(_build_model(config, seed), **kwargs)
+        return cls(checkpoint.build_model(config, seed), **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, seen_classes: Sequence[str] | None = None, seed: int | None = None,
@@ -177,6 +130,8 @@ class AlignZegSegmenter:
             WeightsError: CLIP weights not cached while offline (the message says what to download),
                 unreadable, or of another architecture.
         """
+        if config_overrides is not None and not isinstance(config_overrides, Mapping):
+            raise TypeError(f"config_overrides must be a mapping of config fields, got {type(config_overrides).__name__}")
         overrides = dict(config_overrides or {})
         if seen_classes is not None:
             overrides["seen_classes"] = validate_class_names(seen_classes)
@@ -186,7 +141,7 @@ class AlignZegSegmenter:
             return cls.from_config(config, seed=seed, **kwargs)
         weights = load_clip_weights(config, source, cache_dir=cache_dir, local_files_only=local_files_only)
         config = weights.apply_to(config)
-        model = _build_model(config, seed)
+        model = checkpoint.build_model(config, seed)
         model.backbone.clip.load_state_dict(weights.state, strict=True)
         logger.info("loaded CLIP weights %s into preset %s", weights.source, name)
         return cls(model, **kwargs)
@@ -213,22 +168,15 @@ class AlignZegSegmenter:
                 the recorded source (an open_clip tag, ``"hf-hub:org/name"`` or a local file).
 
         Raises:
-            WeightsError: the checkpoint is missing, not cached offline, damaged, does not match, or its
-                CLIP weights' fingerprint differs from the recorded one.
+            WeightsError: the checkpoint is missing, not cached offline, damaged, holds NaN/inf tensors
+                (named), does not match, its config.json has a problem (the message names the file and the
+                key), or its CLIP weights' fingerprint differs from the recorded one. An unreachable Hub
+                (name resolution, refused connection) fails at once; see ``alignzeg.hub.HUB_CONNECT_TIMEOUT``.
+            ValueError: a URL (download it first).
         """
-        config_path, weights_path = resolve_checkpoint(name_or_path, revision, cache_dir, local_files_only,
-                                                       allow_pickle)
-        config = AlignZegConfig.from_json(config_path)
-        state = read_weights(weights_path)
-        if any(k.startswith(CLIP_PREFIX) for k in state):
-            if clip_pretrained is not None:
-                raise ValueError(f"{str(name_or_path)!r} is a full checkpoint with its own CLIP weights; "
-                                 "clip_pretrained= is only for slim checkpoints (saved with include_clip=False)")
-            _check_fingerprint(config, state, "model.safetensors of " + repr(str(name_or_path)))
-        else:
-            state = {**state, **_slim_clip_state(config, state, clip_pretrained, cache_dir, local_files_only)}
-        model = AlignZegModel(config)
-        load_state_dict_strict(model, state)
+        model = checkpoint.load_model(name_or_path, revision=revision, cache_dir=cache_dir,
+                                      local_files_only=local_files_only, allow_pickle=allow_pickle,
+                                      clip_pretrained=clip_pretrained)
         return cls(model, device=device, dtype=dtype, **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike, include_clip: bool = True,
@@ -249,15 +197,8 @@ class AlignZegSegmenter:
         Raises:
             ValueError: ``include_clip=False`` for a CLIP that cannot be fetched again (random init).
         """
-        state = self.model.state_dict()
-        config = self.config.replace(clip_fingerprint=clip_fingerprint(state, CLIP_PREFIX),
-                                     extra=_card_extra(self.config.extra, recipe, metrics))
-        if not include_clip:
-            if not config.clip_pretrained:
-                raise ValueError("include_clip=False needs CLIP weights that can be fetched again, but this model's "
-                                 "config.clip_pretrained is None (random init); save it with include_clip=True")
-            state = {k: v for k, v in state.items() if not k.startswith(CLIP_PREFIX)}
-        return str(save_checkpoint(directory, config, state))
+        return str(checkpoint.save_model(self.model, directory, include_clip=include_clip, recipe=recipe,
+                                         metrics=metrics))
 
     def push_to_hub(self, repo_id: str, private: bool = False, revision: str | None = None,
                     commit_message: str = "Upload AlignZeg model", token: str | bool | None = None,
@@ -281,7 +222,7 @@ class AlignZegSegmenter:
 
         if not isinstance(repo_id, str) or repo_id.count("/") != 1:
             raise ValueError(f"repo_id must look like 'user/name', got {repo_id!r}")
-        _card_extra(self.config.extra, recipe, metrics)  # bad recipe/metrics fail before the repo is created
+        checkpoint.card_extra(self.config.extra, recipe, metrics)  # bad recipe/metrics fail before the repo is created
         api = HfApi(token=token, library_name="alignzeg", library_version=__version__)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision is not None:
@@ -295,10 +236,13 @@ class AlignZegSegmenter:
 
     # Vocabulary --------------------------------------------------------------------------------------
     def encode_vocabulary(self, names: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
-        """Class prototypes, (C, E) float32 L2-normalised on ``self.device``; cached per vocabulary."""
+        """Class prototypes, (C, E) float32 L2-normalised on ``self.device``; cached per vocabulary.
+
+        Returns a new tensor on every call (a copy of the cached one): editing it changes no later result.
+        """
         return self.vocabulary(names, templates)
 
-    def _vocabulary(self, vocabulary: Any, class_names: Sequence[str] | None,
+    def _vocabulary(self, vocabulary: Vocabulary, class_names: Sequence[str] | None,
                     seen: Sequence[Any] | None) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor]:
         if isinstance(vocabulary, (torch.Tensor, np.ndarray)):
             embeddings = self._check_embeddings(torch.as_tensor(vocabulary))
@@ -311,7 +255,7 @@ class AlignZegSegmenter:
             if class_names is not None:
                 raise ValueError("class_names is only for precomputed embeddings; the vocabulary already names them")
             names = validate_class_names(vocabulary)
-            embeddings = self.encode_vocabulary(names)
+            embeddings = self.vocabulary.cached(names)  # read-only use: no copy
             trained = {class_name_key(n) for n in self.config.seen_classes}
             default_seen = [class_name_key(n) in trained for n in names]
         seen_mask = default_seen if seen is None else self._seen_mask(seen, names)
@@ -333,13 +277,17 @@ class AlignZegSegmenter:
 
     @staticmethod
     def _seen_mask(seen: Sequence[Any], names: tuple[str, ...]) -> list[bool]:
+        if isinstance(seen, (str, bytes)) or not isinstance(seen, (Sequence, np.ndarray)):
+            raise TypeError("seen must be a list of class names or a list of booleans, one per class, "
+                            f"got {type(seen).__name__} {seen!r}")
         seen = list(seen)
         if all(isinstance(s, (bool, np.bool_)) for s in seen) and seen:
             if len(seen) != len(names):
                 raise ValueError(f"seen has {len(seen)} flags for {len(names)} classes")
             return [bool(s) for s in seen]
         if not all(isinstance(s, str) for s in seen):
-            raise TypeError("seen must be a list of class names or a list of booleans, one per class")
+            raise TypeError("seen must be a list of class names or a list of booleans, one per class, "
+                            f"got {seen!r}")
         keys = {class_name_key(n) for n in names}
         unknown = [s for s in seen if class_name_key(s) not in keys]
         if unknown:
@@ -351,8 +299,7 @@ class AlignZegSegmenter:
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type != "cuda" or not self.autocast:
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast("cuda", dtype=autocast_dtype())
 
     def predict_torch(self, crops: torch.Tensor, class_embeddings: torch.Tensor, seen_mask: torch.Tensor,
                       bias_correction: bool = True) -> torch.Tensor:
@@ -393,24 +340,18 @@ class AlignZegSegmenter:
             offset += len(plan.origins)
         return maps
 
-    def segment_batch(self, images: Sequence[Any], vocabulary: Any, *, seen: Sequence[Any] | None = None,
-                      bias_correction: bool = True, unlabelled_threshold: float | None = None,
-                      class_names: Sequence[str] | None = None, keep_image: bool = True) -> list[SegmentationResult]:
-        """Segment several images with one vocabulary; all their crops share forward passes.
-
-        Args: as ``segment``; ``images`` is a list of inputs (a BCHW tensor counts as B images).
-
-        Returns:
-            One ``SegmentationResult`` per image, in input order.
-        """
-        if unlabelled_threshold is not None and not 0.0 <= float(unlabelled_threshold) <= 1.0:
-            raise ValueError(f"unlabelled_threshold must be in [0, 1] or None, got {unlabelled_threshold!r}")
+    def _segment(self, images: list[LoadedImage], vocabulary: Vocabulary, seen: Sequence[Any] | None,
+                 bias_correction: Any, unlabelled_threshold: Any, class_names: Sequence[str] | None,
+                 keep_image: Any) -> list[SegmentationResult]:
+        """``segment_batch`` on decoded images: options validated first, then one run over all crops."""
+        bias_correction = _check_bool("bias_correction", bias_correction)
+        keep_image = _check_bool("keep_image", keep_image)
+        threshold = _check_threshold(unlabelled_threshold)
         embeddings, names, seen_mask = self._vocabulary(vocabulary, class_names, seen)
-        loaded = load_images(images)
-        maps = self._run(loaded, embeddings, seen_mask, bias_correction)
+        maps = self._run(images, embeddings, seen_mask, bias_correction)
         results = []
-        for img, probs in zip(loaded, maps):
-            labels, confidence = upsample_labels(probs, img.size, unlabelled_threshold)
+        for img, probs in zip(images, maps):
+            labels, confidence = upsample_labels(probs, img.size, threshold)
             results.append(SegmentationResult(
                 label_map=labels.numpy(), scores=confidence.numpy(), class_names=names,
                 class_probs=probs.numpy(), seen=seen_mask.numpy(), bias_correction=bias_correction,
@@ -418,37 +359,56 @@ class AlignZegSegmenter:
             ))
         return results
 
-    def segment(self, image: Any, vocabulary: Any, *, seen: Sequence[Any] | None = None,
-                bias_correction: bool = True, unlabelled_threshold: float | None = None,
-                class_names: Sequence[str] | None = None, keep_image: bool = True) -> SegmentationResult:
+    def segment_batch(self, images: Sequence[ImageInput], vocabulary: Vocabulary, *,
+                      seen: Sequence[str] | Sequence[bool] | None = None, bias_correction: bool = True,
+                      unlabelled_threshold: float | None = None, class_names: Sequence[str] | None = None,
+                      keep_image: bool = True) -> list[SegmentationResult]:
+        """Segment several images with one vocabulary; all their crops share forward passes.
+
+        Args: as ``segment``; ``images`` is a list of inputs (a BCHW tensor counts as B images).
+
+        Returns:
+            One ``SegmentationResult`` per image, in input order.
+        """
+        return self._segment(load_images(images, self.max_pixels), vocabulary, seen, bias_correction,
+                             unlabelled_threshold, class_names, keep_image)
+
+    def segment(self, image: ImageInput, vocabulary: Vocabulary, *,
+                seen: Sequence[str] | Sequence[bool] | None = None, bias_correction: bool = True,
+                unlabelled_threshold: float | None = None, class_names: Sequence[str] | None = None,
+                keep_image: bool = True) -> SegmentationResult:
         """Segment one image.
 
         Args:
             image: path, PIL image, HWC numpy array (uint8/uint16/float in [0, 1]) or CHW tensor in [0, 1].
-            vocabulary: class names (order kept; duplicates are refused), or precomputed class embeddings
-                (C, E) as a tensor/array (then ``class_names`` may name them).
+                Files and PIL images above ``max_pixels`` are refused before decoding; a URL or a folder
+                is refused with a message that says so.
+            vocabulary: class names as a list or tuple (order kept and used as label indices; duplicates,
+                empty names, sets, dicts, generators and a bare string are refused), or precomputed class
+                embeddings (C, E) as a tensor/array (then ``class_names`` may name them).
             seen: which vocabulary entries are seen (training) classes for bias correction, as names or
                 one bool per class; default: the names in the checkpoint's ``config.seen_classes``
                 (none for embeddings).
-            bias_correction: apply Proposal-based Bias Correction (PBC).
-            unlabelled_threshold: pixels whose best class probability is below this get -1; ``None``
-                (default) labels every pixel.
-            keep_image: keep a uint8 copy of the image in the result, for ``overlay()``.
+            bias_correction: apply Proposal-based Bias Correction (PBC); must be a bool.
+            unlabelled_threshold: pixels whose best class probability is below this number in [0, 1] get
+                -1; ``None`` (default) labels every pixel.
+            keep_image: keep a uint8 copy of the image in the result, for ``overlay()``; must be a bool.
 
         Returns:
             SegmentationResult with ``label_map`` (H, W) int32 at the input's size.
+
+        Raises:
+            TypeError: an option of the wrong type (the message names it and the value).
+            ValueError: an option out of range, a bad vocabulary, or an image that cannot be used.
         """
-        loaded = load_image(image)
+        loaded = load_image(image, self.max_pixels)  # decoded once, here
         if len(loaded) != 1:
             raise ValueError(f"segment takes one image, got a batch of {len(loaded)}: use segment_batch")
-        return self.segment_batch([loaded[0]], vocabulary, seen=seen, bias_correction=bias_correction,
-                                  unlabelled_threshold=unlabelled_threshold, class_names=class_names,
-                                  keep_image=keep_image)[0]
+        return self._segment(loaded, vocabulary, seen, bias_correction, unlabelled_threshold, class_names,
+                             keep_image)[0]
 
     def __repr__(self) -> str:
         cfg = self.config
         return (f"AlignZegSegmenter(clip={cfg.clip_model!r}, input_size={cfg.input_size}, "
                 f"queries={cfg.num_queries}, seen_classes={len(cfg.seen_classes)}, device={str(self.device)!r})")
 
-
-__all__ += ["WeightsError"]

@@ -22,7 +22,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def tiny_clip_cfg(image_size: int) -> dict:
-    cfg = copy.deepcopy(get_preset_config("tiny").clip_cfg)
+    cfg = get_preset_config("tiny").clip_cfg.to_dict()
     cfg["vision_cfg"]["image_size"] = image_size
     return cfg
 

@@ -85,9 +85,14 @@ def test_threads_share_one_cached_embedding_per_vocabulary():
         barrier.wait()
         return segmenter.encode_vocabulary(["kettle", "teapot", "mug"])
 
+    calls = []
+    encode_once = segmenter.vocabulary._encode
+    segmenter.vocabulary._encode = lambda *args: calls.append(args) or encode_once(*args)
     with ThreadPoolExecutor(THREADS) as pool:
         embeddings = list(pool.map(encode, range(THREADS)))
-    assert all(e is embeddings[0] for e in embeddings)  # encoded once, under the cache lock
+    assert len(calls) == 1  # encoded once, under the cache lock
+    assert all(torch.equal(e, embeddings[0]) for e in embeddings)
+    assert len({e.data_ptr() for e in embeddings}) == THREADS  # each caller got its own copy
     assert segmenter.vocabulary.cache_size() == 1
 
 

@@ -190,9 +190,23 @@ def test_damaged_file_on_the_hub_is_reported_with_its_cache_path(hub, cache, tin
 
 def test_unreachable_hub_without_cache_is_reported(hub, cache, no_backoff):
     hub.stop()
+    port = hub.url.rsplit(":", 1)[1]
     with pytest.raises(WeightsError, match=rf"not in the local Hugging Face cache and the Hub at {hub.url} "
-                                           r"could not be reached \(ConnectError"):
+                                           rf"could not be reached: connection failed \(127.0.0.1 port {port}: "
+                                           r"Connection refused\)"):
         AlignZegSegmenter.from_pretrained(REPO)
+
+
+def test_refused_connection_fails_within_seconds_without_retries(hub, cache):
+    # No no_backoff here: huggingface_hub would sleep 1 + 2 + 4 + 8 + 8 s between retries of a refused
+    # connection; a closed port does not open by waiting, so alignzeg does not retry it. Generous bound:
+    # a behaviour check, not a benchmark.
+    hub.stop()
+    start = time.perf_counter()
+    with pytest.raises(WeightsError, match="could not be reached: connection failed"):
+        AlignZegSegmenter.from_pretrained(REPO)
+    assert time.perf_counter() - start < 10.0
+    assert hub.requests == []
 
 
 def test_endpoint_that_is_not_a_hub_is_reported(hub, cache, no_backoff):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from alignzeg import AlignZegSegmenter
 from alignzeg.preprocess import LoadedImage, load_image, load_images
 
 VOCAB = ["cat", "dog", "sofa"]
@@ -282,8 +283,15 @@ def test_truncated_file_is_refused(tmp_path, voc, fmt):
 
 
 def test_directory_is_not_an_image(tmp_path):
-    with pytest.raises(FileNotFoundError, match="image file not found"):
+    with pytest.raises(IsADirectoryError, match=f"image path {re.escape(repr(str(tmp_path)))} is a directory"):
         load_image(tmp_path)
+
+
+@pytest.mark.parametrize("url", ["https://example.com/cat.jpg", "http://host/a.png", "HTTPS://X/y.png"])
+def test_url_is_refused_with_a_clear_message(url):
+    with pytest.raises(ValueError, match=f"image {re.escape(repr(url))} is a URL; URLs are not supported, "
+                                         "download it first"):
+        load_image(url)
 
 
 # Extreme sizes through the whole segmenter -----------------------------------------------------------
@@ -329,3 +337,45 @@ def test_very_large_image_runs_with_bounded_memory(tiny_segmenter):
     assert result.label_map.shape == (height, width)
     # Measured 755 MiB (bound 831); before the preprocess fixes 1016 MiB (full-size float temporaries).
     assert growth < float_image + outputs + 350, f"peak RSS grew by {growth:.0f} MiB"
+
+
+# Decompression bombs: the pixel limit is checked from the header, before decoding ------------------------
+def _png_header_only(width: int, height: int) -> bytes:
+    """A ~70-byte PNG whose header declares ``width`` x ``height`` RGB pixels (its data is empty)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_file_declaring_more_pixels_than_the_limit_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header_only(11_000, 11_000))  # below PIL's own error limit: PIL would decode it
+    with pytest.raises(ValueError, match=r"bomb.png' is 11000 x 11000 = 121,000,000 pixels, above the limit of "
+                                         r"100,000,000 .*pass max_pixels= to raise the limit"):
+        load_image(path)
+
+
+def test_pil_decompression_bomb_error_becomes_a_value_error(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_header_only(50_000, 50_000))
+    with pytest.raises(ValueError, match=r"huge.png' is too large to decode: .*2500000000 pixels"):
+        load_image(path, max_pixels=None)
+
+
+def test_pixel_limit_is_configurable_per_call_and_per_segmenter(tiny_segmenter, tmp_path):
+    path = tmp_path / "small.png"
+    Image.fromarray(np.zeros((40, 30, 3), dtype=np.uint8)).save(path)
+    assert load_image(path, max_pixels=1200)[0].size == (40, 30)
+    with pytest.raises(ValueError, match=r"is 30 x 40 = 1,200 pixels, above the limit of 1,199"):
+        load_image(path, max_pixels=1199)
+    with pytest.raises(ValueError, match=r"PIL image \(RGB\) is 30 x 40 = 1,200 pixels, above the limit of 1,000"):
+        load_image(Image.open(path), max_pixels=1000)
+    strict = AlignZegSegmenter(tiny_segmenter.model, max_pixels=1000)
+    with pytest.raises(ValueError, match="above the limit of 1,000"):
+        strict.segment(path, ["cat"])
+    assert strict.segment(np.zeros((40, 30, 3), dtype=np.uint8), ["cat"]).size == (40, 30)  # arrays: in memory already

@@ -118,7 +118,7 @@ def test_recipe_and_metrics_from_config_extra(api):
 
 
 def test_vitb16_card_names_its_clip_base_model():
-    from alignzeg.hub import card_metadata
+    from alignzeg.checkpoint import card_metadata
     from alignzeg.presets import get_preset_config
 
     meta = card_metadata(get_preset_config("vitb16", clip_pretrained="openai"))

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alignzeg import AlignZegSegmenter, WeightsError
-from alignzeg.hub import clip_fingerprint
+from alignzeg.checkpoint import clip_fingerprint
 
 
 def test_round_trip_is_bit_identical(tiny_segmenter, tiny_checkpoint, voc):

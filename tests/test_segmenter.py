@@ -132,10 +132,21 @@ def test_probability_map_matches_scores(tiny_segmenter, voc):
 
 
 def test_text_embeddings_are_cached(tiny_segmenter):
+    tiny_segmenter.vocabulary.cache_clear()
     first = tiny_segmenter.encode_vocabulary(["zebra", "okapi"])
     again = tiny_segmenter.encode_vocabulary(["zebra", "okapi"])
-    assert again is first
+    assert torch.equal(again, first) and tiny_segmenter.vocabulary.cache_size() == 1
     assert torch.allclose(first.norm(dim=1), torch.ones(2))
+
+
+def test_encode_vocabulary_hands_out_a_copy_edits_do_not_leak_into_the_cache(tiny_segmenter, voc):
+    names = ["person", "chair", "sofa"]
+    before = tiny_segmenter.segment(voc["rgb"], names)
+    handed_out = tiny_segmenter.encode_vocabulary(names)
+    handed_out.zero_()  # the caller edits what it was given
+    assert torch.allclose(tiny_segmenter.encode_vocabulary(names).norm(dim=1), torch.ones(3))
+    after = tiny_segmenter.segment(voc["rgb"], names)
+    np.testing.assert_array_equal(after.class_probs, before.class_probs)  # same code path, same inputs
 
 
 def test_cuda_request_without_cuda_is_refused():

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alignzeg import AlignZegSegmenter, WeightsError
-from alignzeg.hub import clip_fingerprint
+from alignzeg.checkpoint import clip_fingerprint
 from test_clip_weights import write_clip  # tests/ is on sys.path (pytest rootdir import)
 
 CLIP = "backbone.clip."

@@ -18,9 +18,22 @@ def image(voc):
 
 
 # Validation ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("vocabulary", [[], (), iter([])])
+@pytest.mark.parametrize("vocabulary", [[], ()])
 def test_empty_vocabulary_is_refused(tiny_segmenter, image, vocabulary):
     with pytest.raises(ValueError, match="vocabulary is empty: give at least one class name"):
+        tiny_segmenter.segment(image, vocabulary)
+
+
+@pytest.mark.parametrize("vocabulary,shown", [
+    ({"cat", "dog"}, r"got set \{'(cat|dog)', '(cat|dog)'\}: it has no order"),
+    ({"cat": 0, "dog": 1}, r"got dict \{'cat': 0, 'dog': 1\}: it has no order"),
+    ((n for n in ["cat", "dog"]), r"got generator <generator object"),
+    (iter([]), r"got list_iterator <list_iterator object"),
+    (5, r"got int 5; pass a list or tuple"),
+])
+def test_unordered_or_one_shot_vocabulary_is_refused(tiny_segmenter, image, vocabulary, shown):
+    with pytest.raises(TypeError, match=r"vocabulary must be an ordered sequence \(list or tuple\) of class names, "
+                                        + shown):
         tiny_segmenter.segment(image, vocabulary)
 
 
@@ -54,7 +67,7 @@ def test_non_string_names_are_refused_with_index_and_type(tiny_segmenter, image,
 
 
 def test_non_iterable_vocabulary_is_refused():
-    with pytest.raises(TypeError, match="vocabulary must be a list of class names, got int"):
+    with pytest.raises(TypeError, match="vocabulary must be an ordered sequence .* got int 5"):
         validate_class_names(5)
 
 
@@ -125,9 +138,12 @@ def test_names_within_the_context_do_not_warn(tiny_segmenter):
 
 
 def test_vocabulary_embeddings_are_cached_and_reused(tiny_segmenter):
+    tiny_segmenter.vocabulary.cache_clear()
     first = tiny_segmenter.encode_vocabulary(["kettle", "teapot"])
-    assert tiny_segmenter.encode_vocabulary(["kettle", "teapot"]) is first
-    assert tiny_segmenter.encode_vocabulary(("kettle", "teapot")) is first
+    cached = tiny_segmenter.vocabulary.cached(["kettle", "teapot"])
+    assert tiny_segmenter.vocabulary.cached(("kettle", "teapot")) is cached  # one cache entry, reused
+    assert tiny_segmenter.vocabulary.cache_size() == 1
+    assert torch.equal(tiny_segmenter.encode_vocabulary(("kettle", "teapot")), first)  # a copy of the same tensor
     other = tiny_segmenter.encode_vocabulary(["teapot", "kettle"])
     torch.testing.assert_close(other, first[[1, 0]], rtol=0, atol=1e-6)  # another batch of prompts
 

@@ -1,4 +1,4 @@
-"""Damaged or mismatched checkpoints: every failure is a WeightsError/ValueError that says what and where."""
+"""Damaged or mismatched checkpoints: every failure is a WeightsError that says what and where."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from alignzeg import AlignZegSegmenter
+from alignzeg.config import FORMAT_VERSION
 from alignzeg.hub import WeightsError
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
@@ -133,42 +134,98 @@ def test_half_precision_head_tensor_is_cast_exactly(tiny_segmenter, ckpt):
     assert torch.equal(loaded.model.state_dict()["classifier.bg_prototypes"], half.float())
 
 
-# config.json -----------------------------------------------------------------------------------------
+# config.json: every problem is a WeightsError naming the file and the key -------------------------------
+def _config_error(ckpt, pattern: str):
+    return pytest.raises(WeightsError, match=re.escape(str(ckpt / CONFIG)) + ": " + pattern)
+
+
 def test_newer_format_version_is_refused(ckpt):
     _edit_config(ckpt, lambda d: d.update(format_version=99))
-    with pytest.raises(ValueError, match="config format_version 99 is newer than this alignzeg supports "
-                                         r"\(1\); upgrade alignzeg"):
+    with _config_error(ckpt, f"config format_version 99 is newer than this alignzeg supports "
+                             rf"\({FORMAT_VERSION}\); upgrade alignzeg"):
         AlignZegSegmenter.from_pretrained(ckpt)
 
 
 @pytest.mark.parametrize("version", [0, -1])
 def test_invalid_format_version_is_refused(ckpt, version):
     _edit_config(ckpt, lambda d: d.update(format_version=version))
-    with pytest.raises(ValueError, match=f"format_version {version} is not supported"):
+    with _config_error(ckpt, f"config format_version {version} is not supported"):
+        AlignZegSegmenter.from_pretrained(ckpt)
+
+
+@pytest.mark.parametrize("version", ["1", 1.0, None, True])
+def test_format_version_of_the_wrong_type_is_refused(ckpt, version):
+    _edit_config(ckpt, lambda d: d.update(format_version=version))
+    with _config_error(ckpt, f"config format_version must be an integer, got {type(version).__name__} "
+                             + re.escape(repr(version))):
         AlignZegSegmenter.from_pretrained(ckpt)
 
 
 def test_unknown_config_fields_are_named(ckpt):
     _edit_config(ckpt, lambda d: d.update(surprise=1, another_one="x"))
-    with pytest.raises(ValueError, match=re.escape("config has unknown fields ['another_one', 'surprise']")):
+    with _config_error(ckpt, re.escape("config has unknown fields ['another_one', 'surprise']")):
         AlignZegSegmenter.from_pretrained(ckpt)
 
 
-def test_config_missing_required_fields(ckpt):
-    _edit_config(ckpt, lambda d: d.pop("clip_cfg"))
-    with pytest.raises(ValueError, match=re.escape("config lacks required fields ['clip_cfg']")):
+@pytest.mark.parametrize("key", ["clip_cfg", "templates", "seen_classes", "pbc_threshold", "extra"])
+def test_config_missing_keys_are_errors_not_defaults(ckpt, key):
+    _edit_config(ckpt, lambda d: d.pop(key))
+    with _config_error(ckpt, re.escape(f"config lacks required fields ['{key}']")):
+        AlignZegSegmenter.from_pretrained(ckpt)
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("templates", "a photo of a {}.", "config templates must be a list of strings, got str 'a photo of a {}.'"),
+    ("seen_classes", "cat", "config seen_classes must be a list of strings, got str 'cat'"),
+    ("mean", [0.5, "0.5", 0.5], "config mean must be a list of finite numbers, got list [0.5, '0.5', 0.5]"),
+    ("input_size", "64", "config input_size must be an integer, got str '64'"),
+    ("pbc_threshold", "0.5", "config pbc_threshold must be a finite number, got str '0.5'"),
+    ("mutual_refinement", 1, "config mutual_refinement must be true or false, got int 1"),
+    ("clip_pretrained", 3, "config clip_pretrained must be a string or null, got int 3"),
+    ("clip_cfg", [1], "config clip_cfg must be a JSON object, got list [1]"),
+])
+def test_config_values_of_the_wrong_type_are_named(ckpt, key, value, expected):
+    _edit_config(ckpt, lambda d: d.update({key: value}))
+    with _config_error(ckpt, re.escape(expected)):
+        AlignZegSegmenter.from_pretrained(ckpt)
+
+
+@pytest.mark.parametrize("where,key,expected", [
+    ((), "surprise", "clip_cfg has unknown keys ['surprise']"),
+    (("vision_cfg",), "patch_sise", "clip_cfg vision_cfg has keys open_clip does not accept: ['patch_sise']"),
+    (("text_cfg",), "hieght", "clip_cfg text_cfg has keys open_clip does not accept: ['hieght']"),
+])
+def test_unknown_keys_in_the_nested_clip_config_are_named(ckpt, where, key, expected):
+    def edit(data):
+        target = data["clip_cfg"]
+        for name in where:
+            target = target[name]
+        target[key] = 1
+    _edit_config(ckpt, edit)
+    with _config_error(ckpt, re.escape(expected)):
         AlignZegSegmenter.from_pretrained(ckpt)
 
 
 def test_config_that_is_not_json(ckpt):
     (ckpt / CONFIG).write_text("{ this is not json")
-    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+    with pytest.raises(WeightsError, match=re.escape(str(ckpt / CONFIG)) + " is not valid JSON"):
         AlignZegSegmenter.from_pretrained(ckpt)
 
 
 def test_config_that_is_not_an_object(ckpt):
     (ckpt / CONFIG).write_text("[1, 2]")
-    with pytest.raises(TypeError, match="config must be a JSON object, got list"):
+    with _config_error(ckpt, "config must be a JSON object, got list"):
+        AlignZegSegmenter.from_pretrained(ckpt)
+
+
+# Non-finite weights ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_at_load_naming_the_tensor(ckpt, bad):
+    def edit(state):
+        state["classifier.bg_prototypes"][0, 0] = bad
+    _edit_state(ckpt, edit)
+    with pytest.raises(WeightsError, match=re.escape(repr(str(ckpt / WEIGHTS))) + r" holds NaN or infinite values "
+                                           r"in 1 tensor\(s\): classifier\.bg_prototypes;"):
         AlignZegSegmenter.from_pretrained(ckpt)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -36,6 +35,8 @@ class VisualFeatures:
 
 def build_open_clip(config: AlignZegConfig) -> nn.Module:
     """A randomly initialised ``open_clip.CLIP`` with the architecture of ``config.clip_cfg``."""
+    import open_clip  # imported here, not at package import: it pulls in timm and torchvision (seconds)
+
     cfg = dict(config.clip_cfg)
     return open_clip.CLIP(
         embed_dim=cfg["embed_dim"],
@@ -117,11 +118,14 @@ class CLIPBackbone(nn.Module):
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """CLIP BPE tokens, (T, context_length) int64 (open_clip's tokenizer; truncates at the context)."""
+        import open_clip
+
         return open_clip.tokenize(texts, context_length=self.context_length)
 
     def token_lengths(self, texts: list[str]) -> list[int]:
         """Number of BPE tokens of each text including start/end tokens, before any truncation."""
-        tokenizer = open_clip.tokenizer._tokenizer
+        from open_clip.tokenizer import _tokenizer as tokenizer
+
         return [len(tokenizer.encode(t)) + 2 for t in texts]
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:

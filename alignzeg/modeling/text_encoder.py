@@ -11,9 +11,11 @@ import threading
 import unicodedata
 import warnings
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from .clip_backbone import CLIPBackbone
 
@@ -28,20 +30,26 @@ def class_name_key(name: str) -> str:
     return unicodedata.normalize("NFKC", name).strip().lower()
 
 
-def validate_class_names(names: Sequence[str]) -> tuple[str, ...]:
-    """Check a vocabulary and return it as a tuple, order kept.
+def validate_class_names(names: Sequence[str], what: str = "vocabulary") -> tuple[str, ...]:
+    """Check a vocabulary and return it as a tuple, order kept (the order gives the label indices).
 
     Raises:
-        TypeError: ``names`` is a bare string, or an item is not a string.
+        TypeError: ``names`` is not an ordered sequence (a bare string, a set, a dict, a generator...), or
+            an item is not a string.
         ValueError: the vocabulary is empty, has an empty/whitespace-only name, or has duplicates
             (compared with ``class_name_key``: CLIP's tokenizer lower-cases, so "Cat" and "cat" are one class).
     """
     if isinstance(names, (str, bytes)):
-        raise TypeError(f"vocabulary must be a list of class names, got the single string {names!r}")
-    try:
-        names = tuple(names)
-    except TypeError as err:
-        raise TypeError(f"vocabulary must be a list of class names, got {type(names).__name__}") from err
+        raise TypeError(f"{what} must be a list of class names, got the single string {names!r}")
+    if type(names).__name__ == "ndarray" and getattr(names, "ndim", 0) == 1 and names.dtype.kind == "U":
+        names = names.tolist()  # a 1-D numpy array of strings is ordered too
+    if not isinstance(names, Sequence):
+        hint = (": it has no order, so label indices would change from run to run; pass a list"
+                if isinstance(names, (set, frozenset, dict)) else "; pass a list or tuple")
+        shown = repr(names) if len(repr(names)) <= 200 else repr(names)[:200] + "..."
+        raise TypeError(f"{what} must be an ordered sequence (list or tuple) of class names, "
+                        f"got {type(names).__name__} {shown}{hint}")
+    names = tuple(names)
     if not names:
         raise ValueError("vocabulary is empty: give at least one class name")
     seen: dict[str, int] = {}
@@ -68,14 +76,17 @@ class VocabularyEncoder:
         templates: prompt templates, each with one ``{}``.
         max_cache: number of vocabularies kept (least recently used dropped first).
         batch_size: prompts encoded per text-tower forward.
+        progress: called before each encoding; when it returns True, a vocabulary of more than one
+            batch of prompts shows a tqdm progress bar.
     """
 
     def __init__(self, backbone: CLIPBackbone, templates: Sequence[str], max_cache: int = 32,
-                 batch_size: int = 256) -> None:
+                 batch_size: int = 256, progress: Callable[[], bool] | None = None) -> None:
         self.backbone = backbone
         self.templates = tuple(templates)
         self.max_cache = max_cache
         self.batch_size = batch_size
+        self.progress = progress or (lambda: False)
         self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -83,9 +94,13 @@ class VocabularyEncoder:
         """Class prototypes for ``names``.
 
         Returns:
-            (C, E) float32 on the backbone's device, rows L2-normalised, row i for ``names[i]``.
-            The tensor is shared with the cache: treat it as read-only.
+            (C, E) float32 on the backbone's device, rows L2-normalised, row i for ``names[i]``: a copy
+            of the cached tensor, so the caller may edit it without changing later results.
         """
+        return self.cached(names, templates).clone()
+
+    def cached(self, names: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
+        """``__call__`` without the copy: the tensor shared with the cache, for callers that only read it."""
         names = validate_class_names(names)
         templates = self.templates if templates is None else tuple(templates)
         device = next(self.backbone.parameters()).device
@@ -125,7 +140,9 @@ class VocabularyEncoder:
         prompts = [t.format(n) for n in names for t in templates]  # class-major: (C * T)
         device = next(self.backbone.parameters()).device
         chunks = []
-        for start in range(0, len(prompts), self.batch_size):
+        starts = range(0, len(prompts), self.batch_size)
+        show = len(starts) > 1 and bool(self.progress())
+        for start in tqdm(starts, disable=not show, desc="alignzeg text", unit="batch"):
             tokens = self.backbone.tokenize(prompts[start:start + self.batch_size]).to(device)
             chunks.append(self.backbone.encode_text(tokens).float())
         per_prompt = torch.cat(chunks).view(len(names), len(templates), -1)

@@ -41,7 +41,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from ..hub import WEIGHTS_NAME, clip_fingerprint, load_state_dict_strict, save_checkpoint
+from ..checkpoint import clip_fingerprint, save_checkpoint
+from ..device import autocast_dtype
+from ..hub import WEIGHTS_NAME, load_state_dict_strict
 from ..modeling.model import AlignZegModel
 from ..modeling.text_encoder import VocabularyEncoder
 from ..segmenter import AlignZegSegmenter
@@ -179,9 +181,8 @@ class Trainer:
     def _amp(self) -> tuple[contextlib.AbstractContextManager, torch.amp.GradScaler | None]:
         if self.device.type != "cuda" or not self.config.amp:
             return contextlib.nullcontext(), None
-        if torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16), None
-        return torch.autocast("cuda", dtype=torch.float16), torch.amp.GradScaler("cuda")
+        dtype = autocast_dtype()
+        return torch.autocast("cuda", dtype=dtype), (torch.amp.GradScaler("cuda") if dtype == torch.float16 else None)
 
     # Training ----------------------------------------------------------------------------------------
     def train(self) -> AlignZegSegmenter:
