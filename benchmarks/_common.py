@@ -58,6 +58,16 @@ def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -
     return times
 
 
+def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """Floating-point operations of one call of ``fn`` (torch.utils.flop_counter: matmuls, convolutions,
+    attention; elementwise work is not counted), run under ``torch.inference_mode``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return int(counter.get_total_flops())
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 

