@@ -23,16 +23,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HFValidationError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-)
 from .config import AlignZegConfig
 from .errors import WeightsError
-from .hub import check_finite, hub_download, load_state_dict_strict, not_cached_message
+from .hub import HubUnreachable, check_finite, hub_download, load_state_dict_strict, not_cached_message
 from .modeling.clip_backbone import build_open_clip, interpolate_pos_embed
 
 logger = logging.getLogger(__name__)
@@ -113,11 +106,15 @@ def _looks_like_path(value: str) -> bool:
 def _hub_file(repo_id: str, filenames: tuple[str, ...], cache_dir: str | None, local_files_only: bool,
               source: str) -> Path:
     """The first of ``filenames`` that ``repo_id`` holds, from the Hub or huggingface_hub's cache."""
-    offline_miss: LocalEntryNotFoundError | None = None
+    from huggingface_hub.errors import (
+        EntryNotFoundError, HFValidationError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+    )
+
+    offline_miss: Exception | None = None
     for filename in filenames:
         try:
             return Path(hub_download(repo_id, filename, cache_dir=cache_dir, local_files_only=local_files_only))
-        except LocalEntryNotFoundError as err:  # not cached and no network: another candidate may be cached
+        except (LocalEntryNotFoundError, HubUnreachable) as err:  # not cached, no network: another may be cached
             offline_miss = offline_miss or err
         except EntryNotFoundError:
             continue

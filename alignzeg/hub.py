@@ -15,16 +15,6 @@ from typing import Iterable, Mapping
 from urllib.parse import urlsplit
 
 import torch
-from huggingface_hub import hf_hub_download as _hf_hub_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    FileMetadataError,
-    HFValidationError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -35,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIG_NAME", "WEIGHTS_NAME", "WeightsError", "hub_download", "resolve_checkpoint", "read_weights",
-    "check_finite", "load_state_dict_strict", "not_cached_message", "HUB_CONNECT_TIMEOUT",
+    "check_finite", "load_state_dict_strict", "not_cached_message", "HUB_CONNECT_TIMEOUT", "HubUnreachable",
 ]
 
 CONFIG_NAME = "config.json"
@@ -54,9 +44,6 @@ bounded by ``HF_HUB_ETAG_TIMEOUT`` / ``HF_HUB_DOWNLOAD_TIMEOUT`` (10 s by defaul
 when a proxy is configured (``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY``): only the proxy can reach the Hub then.
 """
 
-_hf_hub_download_with_agent = partial(_hf_hub_download, library_name="alignzeg", library_version=__version__)
-
-
 # Reaching the Hub ---------------------------------------------------------------------------------------
 def _offline() -> bool:
     from huggingface_hub import constants
@@ -64,7 +51,7 @@ def _offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-class _HubUnreachable(LocalEntryNotFoundError):
+class HubUnreachable(Exception):
     """The Hub's host does not resolve or refuses connections, and the cache does not hold the file."""
 
 
@@ -106,34 +93,38 @@ def hub_unreachable(endpoint: str, timeout: float | None = None) -> str | None:
 def hub_download(repo_id: str, filename: str, *, revision: str | None = None, cache_dir: str | None = None,
                  local_files_only: bool = False) -> str:
     """``huggingface_hub.hf_hub_download`` (with alignzeg's user agent) that fails fast when the Hub cannot
-    be reached at all: the cached copy is used if there is one, else ``LocalEntryNotFoundError`` at once.
-    """
-    kwargs = dict(revision=revision, cache_dir=cache_dir)
-    if not local_files_only and not _offline():
-        from huggingface_hub import constants
+    be reached at all: the cached copy is used if there is one, else ``HubUnreachable`` at once.
 
+    huggingface_hub is imported here, not when alignzeg is imported.
+    """
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    download = partial(hf_hub_download, repo_id, filename, revision=revision, cache_dir=cache_dir,
+                       library_name="alignzeg", library_version=__version__)
+    if not local_files_only and not _offline():
         reason = hub_unreachable(constants.ENDPOINT)
         if reason is not None:
             try:
-                return _hf_hub_download_with_agent(repo_id, filename, local_files_only=True, **kwargs)
+                return download(local_files_only=True)
             except LocalEntryNotFoundError:
-                raise _HubUnreachable(reason) from None
-    return _hf_hub_download_with_agent(repo_id, filename, local_files_only=local_files_only, **kwargs)
+                raise HubUnreachable(reason) from None
+    return download(local_files_only=local_files_only)
 
 
-def not_cached_message(what: str, repo_id: str, err: LocalEntryNotFoundError, local_files_only: bool,
-                       fix: str) -> str:
+def not_cached_message(what: str, repo_id: str, err: Exception, local_files_only: bool, fix: str) -> str:
     """The one message for a file that is not cached and cannot be downloaded now: what, why, and ``fix``."""
     why = "HF_HUB_OFFLINE=1 is set" if _offline() else (
         "local_files_only=True was given" if local_files_only else _unreachable_reason(err))
     return f"{what} is not in the local Hugging Face cache and {why}. {fix}"
 
 
-def _unreachable_reason(err: LocalEntryNotFoundError) -> str:
+def _unreachable_reason(err: Exception) -> str:
     """Why huggingface_hub fell back to a cache that did not have the file: HTTP status, bad endpoint, or network."""
     from huggingface_hub import constants
+    from huggingface_hub.errors import FileMetadataError, HfHubHTTPError
 
-    if isinstance(err, _HubUnreachable):
+    if isinstance(err, HubUnreachable):
         return f"the Hub at {constants.ENDPOINT} could not be reached: {err}"
     cause = err.__cause__
     response = getattr(cause, "response", None)
@@ -149,10 +140,14 @@ def _unreachable_reason(err: LocalEntryNotFoundError) -> str:
 # Resolving where the files are ---------------------------------------------------------------------------
 def _download(repo_id: str, filename: str, revision: str | None, cache_dir: str | None,
               local_files_only: bool) -> Path:
+    from huggingface_hub.errors import (
+        EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+    )
+
     try:
         return Path(hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
                                  local_files_only=local_files_only))
-    except LocalEntryNotFoundError as err:
+    except (LocalEntryNotFoundError, HubUnreachable) as err:
         what = f"{filename} of {repo_id!r}{f' (revision {revision!r})' if revision else ''}"
         raise WeightsError(not_cached_message(
             what, repo_id, err, local_files_only,
@@ -201,6 +196,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, revision: str | None = N
     if path.exists():
         raise WeightsError(f"{str(path)!r} is a file; from_pretrained takes a folder or a Hub repo id")
     repo_id = str(name_or_path)
+    from huggingface_hub.errors import HFValidationError
+
     try:
         config_path = _download(repo_id, CONFIG_NAME, revision, cache_dir, local_files_only)
     except HFValidationError as err:

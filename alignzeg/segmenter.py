@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint
 from ._version import __version__
+from .checkpoint import build_model, card_extra, load_model, save_model
 from .clip_weights import load_clip_weights, normalize_clip_pretrained
 from .config import AlignZegConfig
 from .device import autocast_dtype, resolve_device
@@ -103,7 +103,7 @@ class AlignZegSegmenter:
     @classmethod
     def from_config(cls, config: AlignZegConfig, seed: int | None = None, **kwargs: Any) -> "AlignZegSegmenter":
         """A randomly initialised (untrained) segmenter of ``config``; ``seed`` makes the weights reproducible."""
-        return cls(checkpoint.build_model(config, seed), **kwargs)
+        return cls(build_model(config, seed), **kwargs)
 
     @classmethod
     def from_preset(cls, name: str, seen_classes: Sequence[str] | None = None, seed: int | None = None,
@@ -141,7 +141,7 @@ class AlignZegSegmenter:
             return cls.from_config(config, seed=seed, **kwargs)
         weights = load_clip_weights(config, source, cache_dir=cache_dir, local_files_only=local_files_only)
         config = weights.apply_to(config)
-        model = checkpoint.build_model(config, seed)
+        model = build_model(config, seed)
         model.backbone.clip.load_state_dict(weights.state, strict=True)
         logger.info("loaded CLIP weights %s into preset %s", weights.source, name)
         return cls(model, **kwargs)
@@ -174,9 +174,8 @@ class AlignZegSegmenter:
                 (name resolution, refused connection) fails at once; see ``alignzeg.hub.HUB_CONNECT_TIMEOUT``.
             ValueError: a URL (download it first).
         """
-        model = checkpoint.load_model(name_or_path, revision=revision, cache_dir=cache_dir,
-                                      local_files_only=local_files_only, allow_pickle=allow_pickle,
-                                      clip_pretrained=clip_pretrained)
+        model = load_model(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                           allow_pickle=allow_pickle, clip_pretrained=clip_pretrained)
         return cls(model, device=device, dtype=dtype, **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike, include_clip: bool = True,
@@ -197,8 +196,7 @@ class AlignZegSegmenter:
         Raises:
             ValueError: ``include_clip=False`` for a CLIP that cannot be fetched again (random init).
         """
-        return str(checkpoint.save_model(self.model, directory, include_clip=include_clip, recipe=recipe,
-                                         metrics=metrics))
+        return str(save_model(self.model, directory, include_clip=include_clip, recipe=recipe, metrics=metrics))
 
     def push_to_hub(self, repo_id: str, private: bool = False, revision: str | None = None,
                     commit_message: str = "Upload AlignZeg model", token: str | bool | None = None,
@@ -222,7 +220,7 @@ class AlignZegSegmenter:
 
         if not isinstance(repo_id, str) or repo_id.count("/") != 1:
             raise ValueError(f"repo_id must look like 'user/name', got {repo_id!r}")
-        checkpoint.card_extra(self.config.extra, recipe, metrics)  # bad recipe/metrics fail before the repo is created
+        card_extra(self.config.extra, recipe, metrics)  # bad recipe/metrics fail before the repo is created
         api = HfApi(token=token, library_name="alignzeg", library_version=__version__)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision is not None:

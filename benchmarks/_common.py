@@ -60,7 +60,8 @@ def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -
 
 def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     """Floating-point operations of one call of ``fn`` (torch.utils.flop_counter: matmuls, convolutions,
-    attention; elementwise work is not counted), run under ``torch.inference_mode``."""
+    attention; elementwise work is not counted), run under ``torch.inference_mode``. Parameters that require
+    grad trip the counter's module hooks under inference mode: call ``model.requires_grad_(False)`` first."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:

@@ -34,6 +34,8 @@ def main() -> None:
                                          config_overrides={"side_encoder": True})
     side.model.backbone.load_state_dict(plain.model.backbone.state_dict())
     side.vocabulary = plain.vocabulary  # same CLIP text tower: share the cache
+    for model in (plain.model, side.model):  # inference only; FlopCounterMode's module hooks need this
+        model.requires_grad_(False)
     names = list(c.coco_stuff_names())
     plain.encode_vocabulary(names)
     image = c.test_image((512, 512))

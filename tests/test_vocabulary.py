@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from alignzeg import AlignZegSegmenter
 from alignzeg.modeling.text_encoder import validate_class_names
 
 
@@ -185,3 +186,15 @@ def test_class_names_must_match_the_embeddings(tiny_segmenter, image):
         tiny_segmenter.segment(image, embeddings, class_names=["a", "b"])
     with pytest.raises(ValueError, match="class_names is only for precomputed embeddings"):
         tiny_segmenter.segment(image, ["a", "b"], class_names=["a", "b"])
+
+
+def test_large_vocabulary_shows_a_text_progress_bar_only_when_progress_is_on(tiny_segmenter, capsys):
+    quiet = AlignZegSegmenter(tiny_segmenter.model, progress=False)
+    loud = AlignZegSegmenter(tiny_segmenter.model, progress=True)
+    names = [f"thing {i}" for i in range(200)]  # 200 names x 2 templates = 400 prompts: 2 batches of 256
+    quiet.encode_vocabulary(names)
+    assert "alignzeg text" not in capsys.readouterr().err
+    loud.encode_vocabulary(names)
+    assert "alignzeg text" in capsys.readouterr().err
+    loud.encode_vocabulary(["cat", "dog"])  # one batch: no bar
+    assert "alignzeg text" not in capsys.readouterr().err
