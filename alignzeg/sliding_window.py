@@ -101,6 +101,8 @@ def stitch_windows(window_maps: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
     """
     n, channels, side, _ = window_maps.shape
     cell = plan.cell
+    if n == 1:  # one window (any image whose short side is resized to the crop and long side fits): no overlap
+        return window_maps[0, :, : plan.resized[0] // cell, : plan.resized[1] // cell]
     total = torch.zeros(channels, plan.padded[0] // cell, plan.padded[1] // cell,
                         dtype=window_maps.dtype, device=window_maps.device)
     count = torch.zeros(1, *total.shape[1:], dtype=window_maps.dtype, device=window_maps.device)

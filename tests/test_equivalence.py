@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from alignzeg.modeling.semantic_map import candidate_classes, semantic_probabilities, upsample_labels
-from alignzeg.sliding_window import cut_windows, plan_windows
+from alignzeg.sliding_window import cut_windows, plan_windows, stitch_windows
 from compare import assert_same_segmentation
 
 
@@ -185,3 +185,14 @@ def test_segment_batch_independent_of_batch_size(tiny_segmenter, voc):
         seg.batch_size = old
     for a, b in zip(one, many):
         assert_same_segmentation(a, b)
+
+
+def test_one_window_stitch_matches_the_naive_stitch(tiny_segmenter):
+    plan = plan_windows((64, 70), tiny_segmenter.config)  # wider than the crop: two windows
+    square = plan_windows((64, 64), tiny_segmenter.config)
+    assert len(square.origins) == 1 and len(plan.origins) > 1
+    g = torch.Generator().manual_seed(0)
+    for p in (square, plan):
+        side = p.crop // p.cell
+        maps = torch.rand(len(p.origins), 5, side, side, generator=g)
+        torch.testing.assert_close(stitch_windows(maps, p), _naive_stitch(maps, p), rtol=0, atol=1e-6)
