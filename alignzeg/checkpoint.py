@@ -22,7 +22,7 @@ from .clip_weights import clip_hub_repo, load_clip_weights, normalize_clip_pretr
 from .config import AlignZegConfig
 from .errors import WeightsError
 from .hub import CONFIG_NAME, WEIGHTS_NAME, load_state_dict_strict, read_weights, resolve_checkpoint
-from .modeling.model import AlignZegModel
+from .modeling.model import CLIP_PREFIX, AlignZegModel
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +30,6 @@ __all__ = [
     "CLIP_PREFIX", "build_model", "card_extra", "card_metadata", "clip_fingerprint", "load_model", "model_card",
     "save_checkpoint", "save_model",
 ]
-
-CLIP_PREFIX = "backbone.clip."
-"""State-dict prefix of the frozen CLIP tensors in an ``AlignZegModel`` (absent from slim checkpoints)."""
 
 
 # Building and fingerprinting -----------------------------------------------------------------------------
@@ -233,6 +230,6 @@ result = seg.segment("image.jpg", ["cat", "sofa", "wall"])
 - CLIP backbone: `{config.clip_model}` (weights: `{config.clip_pretrained or 'random init'}`)
 - Input size: {config.input_size} px, {config.num_queries} proposals, {config.num_bg_prototypes} background prototypes
 - Seen (training) classes: {seen}
-- Bias correction: threshold {config.pbc_threshold}, factor {config.pbc_factor}
+- Bias correction: threshold {config.pbc_threshold}, seen-score offset {config.seen_score_offset}, class indicator trained: {'yes' if config.indicator_trained else 'no (PBC off by default)'}
 {recipe_line}{slim_line}{_metrics_lines(extra.get("metrics"))}"""
     return front + "\n" + body

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import warnings
 from numbers import Real
 from typing import Any, Mapping, Sequence, Union
 
@@ -43,10 +44,17 @@ Vocabulary = Union[Sequence[str], torch.Tensor, np.ndarray]
 """A vocabulary: class names (a list or tuple, in label order), or precomputed (C, E) class embeddings."""
 
 
-def _check_bool(name: str, value: Any) -> bool:
+def _check_bool(name: str, value: Any, allow_none: bool = False) -> bool | None:
+    if allow_none and value is None:
+        return None
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+        what = "True, False or None (auto)" if allow_none else "True or False"
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
     return bool(value)
+
+
+_UNTRAINED_INDICATOR = ("this model's class indicator was never trained (config.indicator_trained is False), "
+                        "so its unseen scores are arbitrary and PBC could suppress every seen class")
 
 
 def _check_threshold(value: Any) -> float | None:
@@ -294,31 +302,54 @@ class AlignZegSegmenter:
         return [class_name_key(n) in wanted for n in names]
 
     # Inference ---------------------------------------------------------------------------------------
+    def _resolve_bias_correction(self, bias_correction: bool | None, seen_mask: torch.Tensor) -> bool:
+        """Whether PBC runs: ``None`` (auto) means "if the class indicator was trained".
+
+        Auto on a model whose ``config.indicator_trained`` is False turns PBC off, with a warning when the
+        vocabulary mixes seen and unseen classes (otherwise PBC would be the identity anyway).
+
+        Raises:
+            TypeError: ``bias_correction`` is not None or a bool.
+            ValueError: ``bias_correction=True`` on a model whose indicator was not trained.
+        """
+        bias_correction = _check_bool("bias_correction", bias_correction, allow_none=True)
+        trained = self.config.indicator_trained
+        if bias_correction is None:
+            if not trained and bool(seen_mask.any()) and not bool(seen_mask.all()):
+                warnings.warn(_UNTRAINED_INDICATOR + "; bias correction (PBC) is off for this call. Pass "
+                              "bias_correction=False to silence this.", UserWarning, stacklevel=4)
+            return trained
+        if bias_correction and not trained:
+            raise ValueError("bias_correction=True needs a trained class indicator: " + _UNTRAINED_INDICATOR
+                             + ". Leave bias_correction=None (auto) or pass False.")
+        return bool(bias_correction)
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type != "cuda" or not self.autocast:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=autocast_dtype())
 
     def predict_torch(self, crops: torch.Tensor, class_embeddings: torch.Tensor, seen_mask: torch.Tensor,
-                      bias_correction: bool = True) -> torch.Tensor:
+                      bias_correction: bool | None = None) -> torch.Tensor:
         """The torch twin of ``segment`` for ready-made crops.
 
         Args:
             crops: (B, 3, S, S) float RGB in [0, 1], S = ``config.input_size``, on any device.
             class_embeddings: (C, E) float, L2-normalised.
             seen_mask: (C,) bool.
-            bias_correction: apply PBC.
+            bias_correction: apply PBC; ``None`` (auto): when ``config.indicator_trained``, as in ``segment``.
 
         Returns:
             (B, C + 1, S / mask_stride, S / mask_stride) float32 probabilities (channel C: background).
         """
         cfg = self.config
+        bias_correction = self._resolve_bias_correction(bias_correction, seen_mask)
         weight_dtype = next(self.model.extractor.parameters()).dtype
         with torch.inference_mode(), self._autocast():
             out = self.model(crops.to(self.device, weight_dtype), class_embeddings.to(self.device, weight_dtype),
                              deep_supervision=False)
             return semantic_probabilities(out.class_logits, out.mask_logits, out.unseen_logits, seen_mask,
-                                          bias_correction, cfg.pbc_threshold, cfg.pbc_factor)
+                                          bias_correction, cfg.pbc_threshold, cfg.seen_score_offset)
 
     def _run(self, images: list[LoadedImage], embeddings: torch.Tensor, seen_mask: torch.Tensor,
              bias_correction: bool) -> list[torch.Tensor]:
@@ -342,10 +373,11 @@ class AlignZegSegmenter:
                  bias_correction: Any, unlabelled_threshold: Any, class_names: Sequence[str] | None,
                  keep_image: Any) -> list[SegmentationResult]:
         """``segment_batch`` on decoded images: options validated first, then one run over all crops."""
-        bias_correction = _check_bool("bias_correction", bias_correction)
+        bias_correction = _check_bool("bias_correction", bias_correction, allow_none=True)
         keep_image = _check_bool("keep_image", keep_image)
         threshold = _check_threshold(unlabelled_threshold)
         embeddings, names, seen_mask = self._vocabulary(vocabulary, class_names, seen)
+        bias_correction = self._resolve_bias_correction(bias_correction, seen_mask)
         maps = self._run(images, embeddings, seen_mask, bias_correction)
         results = []
         for img, probs in zip(images, maps):
@@ -358,7 +390,7 @@ class AlignZegSegmenter:
         return results
 
     def segment_batch(self, images: Sequence[ImageInput], vocabulary: Vocabulary, *,
-                      seen: Sequence[str] | Sequence[bool] | None = None, bias_correction: bool = True,
+                      seen: Sequence[str] | Sequence[bool] | None = None, bias_correction: bool | None = None,
                       unlabelled_threshold: float | None = None, class_names: Sequence[str] | None = None,
                       keep_image: bool = True) -> list[SegmentationResult]:
         """Segment several images with one vocabulary; all their crops share forward passes.
@@ -372,7 +404,7 @@ class AlignZegSegmenter:
                              unlabelled_threshold, class_names, keep_image)
 
     def segment(self, image: ImageInput, vocabulary: Vocabulary, *,
-                seen: Sequence[str] | Sequence[bool] | None = None, bias_correction: bool = True,
+                seen: Sequence[str] | Sequence[bool] | None = None, bias_correction: bool | None = None,
                 unlabelled_threshold: float | None = None, class_names: Sequence[str] | None = None,
                 keep_image: bool = True) -> SegmentationResult:
         """Segment one image.
@@ -387,7 +419,11 @@ class AlignZegSegmenter:
             seen: which vocabulary entries are seen (training) classes for bias correction, as names or
                 one bool per class; default: the names in the checkpoint's ``config.seen_classes``
                 (none for embeddings).
-            bias_correction: apply Proposal-based Bias Correction (PBC); must be a bool.
+            bias_correction: apply Proposal-based Bias Correction (PBC). ``None`` (default, auto): on when
+                the checkpoint's class indicator was trained (``config.indicator_trained``), else off with a
+                warning (when the vocabulary mixes seen and unseen classes). ``True`` on a model whose
+                indicator was not trained raises ``ValueError``. The result's ``bias_correction`` says
+                whether PBC was applied.
             unlabelled_threshold: pixels whose best class probability is below this number in [0, 1] get
                 -1; ``None`` (default) labels every pixel.
             keep_image: keep a uint8 copy of the image in the result, for ``overlay()``; must be a bool.

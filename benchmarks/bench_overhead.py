@@ -29,9 +29,9 @@ from alignzeg.train.splits import VOC_CLASSES
 def main() -> None:
     args = c.parser(__doc__.splitlines()[0], reps=5).parse_args()
     c.setup(args)
-    plain = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=VOC_CLASSES[:15])
-    side = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=VOC_CLASSES[:15],
-                                         config_overrides={"side_encoder": True})
+    plain = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=VOC_CLASSES[:15],
+                                          config_overrides={"side_encoder": False})
+    side = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=VOC_CLASSES[:15])
     side.model.backbone.load_state_dict(plain.model.backbone.state_dict())
     side.vocabulary = plain.vocabulary  # same CLIP text tower: share the cache
     for model in (plain.model, side.model):  # inference only; FlopCounterMode's module hooks need this

@@ -146,6 +146,21 @@ def test_newer_format_version_is_refused(ckpt):
         AlignZegSegmenter.from_pretrained(ckpt)
 
 
+def test_format_version_1_is_refused_saying_what_changed(ckpt):
+    """No checkpoint of format 1 was published, so there is no migration: the error says what changed."""
+    def to_v1(d):
+        d.update(format_version=1, pbc_factor=0.0)
+        for name in ("clip_prompt_tokens", "clip_prompt_depth", "side_fusion_stride", "clip_grounding",
+                     "bg_temperature", "seen_score_offset", "indicator_trained"):
+            d.pop(name)
+
+    _edit_config(ckpt, to_v1)
+    with _config_error(ckpt, r"config format_version 1 is no longer supported \(this alignzeg reads "
+                                         r"2\): format 2 \(issue 12\) replaced the multiplicative PBC "
+                                         r"\(pbc_factor, removed\) by a masked softmax.*No migration exists"):
+        AlignZegSegmenter.from_pretrained(ckpt)
+
+
 @pytest.mark.parametrize("version", [0, -1])
 def test_invalid_format_version_is_refused(ckpt, version):
     _edit_config(ckpt, lambda d: d.update(format_version=version))
