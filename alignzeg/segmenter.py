@@ -29,6 +29,7 @@ from .hub import (
 from .modeling.model import AlignZegModel
 from .modeling.semantic_map import semantic_probabilities, upsample_labels
 from .modeling.text_encoder import VocabularyEncoder, class_name_key, validate_class_names
+from .names import seen_flags
 from .preprocess import LoadedImage, load_image, load_images
 from .presets import get_preset_config, preset_info
 from .result import SegmentationResult
@@ -333,19 +334,7 @@ class AlignZegSegmenter:
 
     @staticmethod
     def _seen_mask(seen: Sequence[Any], names: tuple[str, ...]) -> list[bool]:
-        seen = list(seen)
-        if all(isinstance(s, (bool, np.bool_)) for s in seen) and seen:
-            if len(seen) != len(names):
-                raise ValueError(f"seen has {len(seen)} flags for {len(names)} classes")
-            return [bool(s) for s in seen]
-        if not all(isinstance(s, str) for s in seen):
-            raise TypeError("seen must be a list of class names or a list of booleans, one per class")
-        keys = {class_name_key(n) for n in names}
-        unknown = [s for s in seen if class_name_key(s) not in keys]
-        if unknown:
-            raise ValueError(f"seen names {unknown} are not in the vocabulary {list(names)}")
-        wanted = {class_name_key(s) for s in seen}
-        return [class_name_key(n) in wanted for n in names]
+        return seen_flags(seen, names)
 
     # Inference ---------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -444,6 +433,19 @@ class AlignZegSegmenter:
         return self.segment_batch([loaded[0]], vocabulary, seen=seen, bias_correction=bias_correction,
                                   unlabelled_threshold=unlabelled_threshold, class_names=class_names,
                                   keep_image=keep_image)[0]
+
+    def export_onnx(self, path: str | os.PathLike, **kwargs: Any) -> str:
+        """Write the image path as one ONNX graph for onnxruntime (dynamic batch and class count).
+
+        A thin wrapper over ``alignzeg.onnx.export.export_onnx`` (see it and docs/onnx.md for
+        ``opset``, ``vocabulary``, ``seen`` and ``dynamo``); run the file with ``alignzeg.onnx.OnnxSegmenter``.
+
+        Returns:
+            The path written.
+        """
+        from .onnx.export import export_onnx
+
+        return export_onnx(self, path, **kwargs)
 
     def __repr__(self) -> str:
         cfg = self.config

@@ -8,56 +8,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import unicodedata
 import warnings
 from collections import OrderedDict
 from typing import Sequence
 
 import torch
 
+from ..names import class_name_key, validate_class_names
 from .clip_backbone import CLIPBackbone
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["VocabularyEncoder", "validate_class_names", "class_name_key"]
-
-
-def class_name_key(name: str) -> str:
-    """The form under which two class names count as the same class: NFKC-normalised, stripped and
-    lower-cased the way CLIP's tokenizer lower-cases (``str.lower``, so "Straße" and "strasse" differ)."""
-    return unicodedata.normalize("NFKC", name).strip().lower()
-
-
-def validate_class_names(names: Sequence[str]) -> tuple[str, ...]:
-    """Check a vocabulary and return it as a tuple, order kept.
-
-    Raises:
-        TypeError: ``names`` is a bare string, or an item is not a string.
-        ValueError: the vocabulary is empty, has an empty/whitespace-only name, or has duplicates
-            (compared with ``class_name_key``: CLIP's tokenizer lower-cases, so "Cat" and "cat" are one class).
-    """
-    if isinstance(names, (str, bytes)):
-        raise TypeError(f"vocabulary must be a list of class names, got the single string {names!r}")
-    try:
-        names = tuple(names)
-    except TypeError as err:
-        raise TypeError(f"vocabulary must be a list of class names, got {type(names).__name__}") from err
-    if not names:
-        raise ValueError("vocabulary is empty: give at least one class name")
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if not isinstance(name, str):
-            raise TypeError(f"class name at index {i} must be a str, got {type(name).__name__}: {name!r}")
-        if not name.strip():
-            raise ValueError(f"class name at index {i} is empty or whitespace-only: {name!r}")
-        key = class_name_key(name)
-        if key in seen:
-            raise ValueError(
-                f"duplicate class name {name!r} at index {i} (same as index {seen[key]}: "
-                f"{names[seen[key]]!r}); each class must appear once so label indices are unambiguous"
-            )
-        seen[key] = i
-    return names
 
 
 class VocabularyEncoder:

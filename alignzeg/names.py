@@ -1,0 +1,73 @@
+"""Class-name rules without torch: when two names are one class, and what a valid vocabulary is.
+
+Shared by the segmenter (``alignzeg.modeling.text_encoder``) and the torch-free ONNX runtime.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["class_name_key", "validate_class_names", "seen_flags"]
+
+
+def class_name_key(name: str) -> str:
+    """The form under which two class names count as the same class: NFKC-normalised, stripped and
+    lower-cased the way CLIP's tokenizer lower-cases (``str.lower``, so "Straße" and "strasse" differ)."""
+    return unicodedata.normalize("NFKC", name).strip().lower()
+
+
+def validate_class_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Check a vocabulary and return it as a tuple, order kept.
+
+    Raises:
+        TypeError: ``names`` is a bare string, or an item is not a string.
+        ValueError: the vocabulary is empty, has an empty/whitespace-only name, or has duplicates
+            (compared with ``class_name_key``: CLIP's tokenizer lower-cases, so "Cat" and "cat" are one class).
+    """
+    if isinstance(names, (str, bytes)):
+        raise TypeError(f"vocabulary must be a list of class names, got the single string {names!r}")
+    try:
+        names = tuple(names)
+    except TypeError as err:
+        raise TypeError(f"vocabulary must be a list of class names, got {type(names).__name__}") from err
+    if not names:
+        raise ValueError("vocabulary is empty: give at least one class name")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise TypeError(f"class name at index {i} must be a str, got {type(name).__name__}: {name!r}")
+        if not name.strip():
+            raise ValueError(f"class name at index {i} is empty or whitespace-only: {name!r}")
+        key = class_name_key(name)
+        if key in seen:
+            raise ValueError(
+                f"duplicate class name {name!r} at index {i} (same as index {seen[key]}: "
+                f"{names[seen[key]]!r}); each class must appear once so label indices are unambiguous"
+            )
+        seen[key] = i
+    return names
+
+
+def seen_flags(seen: Sequence[Any], names: Sequence[str]) -> list[bool]:
+    """One flag per vocabulary entry from ``seen``: one bool per class, or the seen names (``class_name_key``).
+
+    Raises:
+        ValueError: a flag list of the wrong length, or names not in the vocabulary (they are listed).
+        TypeError: a mix of types, or neither names nor bools.
+    """
+    seen = list(seen)
+    if seen and all(isinstance(s, (bool, np.bool_)) for s in seen):
+        if len(seen) != len(names):
+            raise ValueError(f"seen has {len(seen)} flags for {len(names)} classes")
+        return [bool(s) for s in seen]
+    if not all(isinstance(s, str) for s in seen):
+        raise TypeError("seen must be a list of class names or a list of booleans, one per class")
+    keys = {class_name_key(n) for n in names}
+    unknown = [s for s in seen if class_name_key(s) not in keys]
+    if unknown:
+        raise ValueError(f"seen names {unknown} are not in the vocabulary {list(names)}")
+    wanted = {class_name_key(s) for s in seen}
+    return [class_name_key(n) in wanted for n in names]
