@@ -182,6 +182,8 @@ def test_saved_exported_and_run_without_torch(tiny_checkpoint, loaded, voc, tmp_
         result = seg.segment(np.load({str(tmp_path / 'image.npy')!r}), {NAMES!r})
         np.save({str(tmp_path / 'labels.npy')!r}, result.label_map)
         np.save({str(tmp_path / 'probs.npy')!r}, result.class_probs)
+        np.save({str(tmp_path / 'wall.npy')!r}, result.probability_map("wall"))
+        result.overlay().save({str(tmp_path / 'overlay.png')!r})
         assert not any(m.split(".")[0] in ("torch", "open_clip") for m in sys.modules), "torch was imported"
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
@@ -191,3 +193,5 @@ def test_saved_exported_and_run_without_torch(tiny_checkpoint, loaded, voc, tmp_
     assert_allclose(np.load(tmp_path / "probs.npy"), expected.class_probs, rtol=0, atol=ATOL)
     got = type("R", (), {"label_map": np.load(tmp_path / "labels.npy")})
     _assert_labels_match_up_to_ties(expected, got)
+    assert_allclose(np.load(tmp_path / "wall.npy"), expected.probability_map("wall"), rtol=0, atol=ATOL)
+    assert (tmp_path / "overlay.png").stat().st_size > 0

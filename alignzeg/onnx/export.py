@@ -26,6 +26,7 @@ import copy
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -161,7 +162,10 @@ def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OP
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX form
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # Tracing warns at every Python branch on a tensor; the ones in the graph are shape checks on
+            # fixed sizes and PBC's "no seen / all seen" shortcut, which the runtime handles (see docs/onnx.md).
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             _export(graph, _example_inputs(graph.model), path, opset, dynamo)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

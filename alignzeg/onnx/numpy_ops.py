@@ -14,7 +14,7 @@ from ..result import UNLABELLED
 from ..window_plan import WindowPlan
 
 __all__ = ["resize_bilinear", "cut_windows", "stitch_windows", "linear_taps", "candidate_classes",
-           "upsample_labels"]
+           "upsample_labels", "upsample_plane"]
 
 def resize_bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of (3, H, W) float32 to (3, h, w), antialiased when shrinking, clipped to [0, 1].
@@ -69,6 +69,21 @@ def linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np
     return i0, i1, np.clip(src - i0, 0, 1).astype(np.float32)
 
 
+def _lerp(stack: np.ndarray, rows: tuple[np.ndarray, ...], cols: tuple[np.ndarray, ...]) -> np.ndarray:
+    """(K, h, w) -> (K, len(rows[0]), len(cols[0])): linear taps along the rows, then along the columns."""
+    (y0, y1, fy), (x0, x1, fx) = rows, cols
+    top, bottom = stack[:, y0], stack[:, y1]
+    mid = top + fy[:, None] * (bottom - top)
+    left, right = mid[:, :, x0], mid[:, :, x1]
+    return left + fx * (right - left)
+
+
+def upsample_plane(plane: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsample of one (h, w) map to (H, W) float32, ``align_corners=False`` (no antialias)."""
+    stack = plane[None].astype(np.float32, copy=False)
+    return _lerp(stack, linear_taps(plane.shape[0], out_size[0]), linear_taps(plane.shape[1], out_size[1]))[0]
+
+
 def candidate_classes(probs: np.ndarray, slack: float = 1e-6) -> np.ndarray:
     """Indices (ascending) of the classes of (K, h, w) ``probs`` that can be the bilinear argmax somewhere.
 
@@ -103,10 +118,7 @@ def upsample_labels(probs: np.ndarray, out_size: tuple[int, int], unlabelled_thr
     band = max(1, min(height, max_elements // max(1, classes.shape[0] * width)))
     for r0 in range(0, height, band):
         r1 = min(height, r0 + band)
-        top, bottom = classes[:, y0[r0:r1]], classes[:, y1[r0:r1]]
-        rows = top + fy[r0:r1, None] * (bottom - top)  # (K', r, w)
-        left, right = rows[:, :, x0], rows[:, :, x1]
-        part = left + fx * (right - left)  # (K', r, W)
+        part = _lerp(classes, (y0[r0:r1], y1[r0:r1], fy[r0:r1]), (x0, x1, fx))  # (K', r, W)
         index = part.argmax(axis=0)
         best = np.take_along_axis(part, index[None], axis=0)[0]
         index = keep[index]
