@@ -85,7 +85,7 @@ def test_metadata_and_dynamic_axes(loaded, onnx_path):
     assert [op.version for op in model.opset_import if op.domain in ("", "ai.onnx")] == [17]
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     assert dims == {"crops": ["batch", 3, 64, 64], "class_embeddings": ["classes", 64], "seen_mask": ["classes"]}
-    names, embeddings, _ = read_vocabulary(meta)
+    names, embeddings = read_vocabulary(meta)
     assert names == tuple(NAMES)
     np.testing.assert_array_equal(embeddings, loaded.encode_vocabulary(NAMES).numpy())  # stored bit-exactly
 

@@ -37,6 +37,7 @@ from torch import nn
 from .. import __version__
 from ..modeling.model import AlignZegModel
 from ..modeling.semantic_map import semantic_probabilities
+from ..names import validate_class_names
 from .metadata import (
     INPUT_NAMES, KEY_CONFIG, KEY_EXPORTER, KEY_FORMAT, KEY_OPSET, KEY_VERSION, KEY_VOCABULARY, ONNX_FORMAT,
     OUTPUT_NAME,
@@ -88,23 +89,23 @@ def _cpu_float32(model: AlignZegModel) -> AlignZegModel:
     return copy.deepcopy(model).to("cpu", torch.float32)
 
 
-def _encode_vocabulary(names: Sequence[str], embeddings: torch.Tensor, seen: Sequence[bool]) -> str:
-    """JSON with the names, the seen flags and the (C, E) float32 embeddings as base64 (exact round trip)."""
+def _encode_vocabulary(names: Sequence[str], embeddings: torch.Tensor) -> str:
+    """JSON with the names and the (C, E) float32 embeddings as base64 (exact round trip)."""
     array = np.ascontiguousarray(embeddings.detach().cpu().float().numpy(), dtype="<f4")
-    return json.dumps({"names": list(names), "seen": [bool(s) for s in seen], "shape": list(array.shape),
+    return json.dumps({"names": list(names), "shape": list(array.shape),
                        "embeddings": base64.b64encode(array.tobytes()).decode("ascii")}, ensure_ascii=False)
 
 
-def _export(graph: nn.Module, inputs: tuple[torch.Tensor, ...], path: str, opset: int, dynamo: bool) -> None:
+def _export(graph: nn.Module, inputs: tuple[torch.Tensor, ...], path: str, opset: int) -> None:
+    """TorchScript-tracing export with dynamic batch and class axes.
+
+    The ``torch.export``-based exporter (``dynamo=True``) refuses this model: PBC's "no seen / all seen"
+    shortcut is Python control flow on tensor values (a data-dependent guard). Tracing records the branch of
+    the trace inputs (mixed seen/unseen: the correction path); the runtime maps the shortcut's cases to an
+    all-False seen mask, for which that path is the identity as well.
+    """
     dynamic = {"crops": {0: "batch"}, "class_embeddings": {0: "classes"}, "seen_mask": {0: "classes"},
                OUTPUT_NAME: {0: "batch", 1: "classes_plus_background"}}
-    if dynamo:
-        batch, classes = torch.export.Dim("batch", min=1), torch.export.Dim("classes", min=1)
-        shapes = {"crops": {0: batch}, "class_embeddings": {0: classes}, "seen_mask": {0: classes}}
-        program = torch.onnx.export(graph, inputs, dynamo=True, opset_version=opset, input_names=list(INPUT_NAMES),
-                                    output_names=[OUTPUT_NAME], dynamic_shapes=shapes)
-        program.save(path)
-        return
     torch.onnx.export(graph, inputs, path, dynamo=False, opset_version=opset, input_names=list(INPUT_NAMES),
                       output_names=[OUTPUT_NAME], dynamic_axes=dynamic, do_constant_folding=True)
 
@@ -121,8 +122,7 @@ def _write_metadata(path: str, metadata: dict[str, str]) -> None:
 
 
 def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OPSET,
-                vocabulary: Sequence[str] | None = None, seen: Sequence[Any] | None = None,
-                dynamo: bool = False) -> str:
+                vocabulary: Sequence[str] | None = None) -> str:
     """Write the segmenter's image path as one ONNX graph with dynamic batch and class count.
 
     Args:
@@ -130,11 +130,8 @@ def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OP
         path: the ``.onnx`` file to write (its folder must exist).
         opset: ONNX opset version (17 is the tested one).
         vocabulary: class names whose embeddings are computed now and stored in the file's metadata, so the
-            runtime can segment with these names (any subset, any order) without a text tower.
-        seen: seen flags or names for ``vocabulary`` (as in ``segment``); default: the checkpoint's
-            ``config.seen_classes``.
-        dynamo: use the ``torch.export``-based exporter instead of the TorchScript one. The default
-            (TorchScript tracing) is the tested path; see docs/onnx.md.
+            runtime can segment with these names (any subset, any order) without a text tower. Which of
+            them are seen classes follows ``config.seen_classes`` at run time, as in ``segment``.
 
     Returns:
         The path written, as a string.
@@ -153,11 +150,11 @@ def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OP
     if not Path(path).parent.is_dir():
         raise ValueError(f"the folder of {path!r} does not exist")
     metadata = {KEY_FORMAT: str(ONNX_FORMAT), KEY_VERSION: __version__, KEY_OPSET: str(opset),
-                KEY_EXPORTER: "dynamo" if dynamo else "torchscript",
+                KEY_EXPORTER: "torchscript",
                 KEY_CONFIG: json.dumps(segmenter.config.to_dict(), ensure_ascii=False)}
     if vocabulary is not None:
-        embeddings, names, seen_mask = segmenter._vocabulary(vocabulary, None, seen)
-        metadata[KEY_VOCABULARY] = _encode_vocabulary(names, embeddings, seen_mask.tolist())
+        names = validate_class_names(vocabulary)
+        metadata[KEY_VOCABULARY] = _encode_vocabulary(names, segmenter.encode_vocabulary(names))
     graph = ProbabilityGraph(_cpu_float32(segmenter.model)).eval()
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX form
@@ -166,9 +163,9 @@ def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OP
             # Tracing warns at every Python branch on a tensor; the ones in the graph are shape checks on
             # fixed sizes and PBC's "no seen / all seen" shortcut, which the runtime handles (see docs/onnx.md).
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            _export(graph, _example_inputs(graph.model), path, opset, dynamo)
+            _export(graph, _example_inputs(graph.model), path, opset)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     _write_metadata(path, metadata)
-    logger.info("exported %s (opset %d, %s exporter)", path, opset, metadata[KEY_EXPORTER])
+    logger.info("exported %s (opset %d)", path, opset)
     return path

@@ -27,8 +27,8 @@ KEY_CONFIG = "alignzeg.config"
 KEY_VOCABULARY = "alignzeg.vocabulary"
 
 
-def read_vocabulary(metadata: Mapping[str, str]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray] | None:
-    """The vocabulary stored by ``export_onnx(vocabulary=...)``: names, (C, E) float32 embeddings, (C,) seen flags.
+def read_vocabulary(metadata: Mapping[str, str]) -> tuple[tuple[str, ...], np.ndarray] | None:
+    """The vocabulary stored by ``export_onnx(vocabulary=...)``: the names and their (C, E) float32 embeddings.
 
     Returns ``None`` when the file stores none.
     """
@@ -37,4 +37,4 @@ def read_vocabulary(metadata: Mapping[str, str]) -> tuple[tuple[str, ...], np.nd
         return None
     data: dict[str, Any] = json.loads(text)
     embeddings = np.frombuffer(base64.b64decode(data["embeddings"]), dtype="<f4").reshape(data["shape"])
-    return tuple(data["names"]), embeddings.astype(np.float32), np.asarray(data["seen"], dtype=bool)
+    return tuple(data["names"]), embeddings.astype(np.float32)
