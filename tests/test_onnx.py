@@ -163,6 +163,18 @@ def test_bad_inputs_name_the_value(loaded, runtime, tmp_path, voc):
         loaded.export_onnx(tmp_path / "missing" / "x.onnx")
 
 
+def test_foreign_file_and_cli_errors(onnx_path, tmp_path, capsys):
+    model = onnx.load(str(onnx_path))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "plain.onnx"))
+    with pytest.raises(ValueError, match="not written by alignzeg's export_onnx"):
+        OnnxSegmenter.load(tmp_path / "plain.onnx")
+    with pytest.raises(FileNotFoundError, match="nothing.onnx"):
+        OnnxSegmenter.load(tmp_path / "nothing.onnx")
+    assert main(["export", "--model", str(tmp_path / "no_model"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "no_model" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_saved_exported_and_run_without_torch(tiny_checkpoint, loaded, voc, tmp_path):
     """CLI export of a saved checkpoint, then a subprocess in which importing torch (or open_clip) fails."""
