@@ -1,16 +1,21 @@
-"""Class-name rules without torch: when two names are one class, and what a valid vocabulary is.
+"""Vocabulary rules without torch: when two names are one class, what a valid vocabulary is, which
+entries are seen classes, and whether bias correction runs.
 
-Shared by the segmenter (``alignzeg.modeling.text_encoder``) and the torch-free ONNX runtime.
+Shared by the segmenter and the torch-free ONNX runtime (``alignzeg.onnx.runtime``).
 """
 
 from __future__ import annotations
 
 import unicodedata
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["class_name_key", "validate_class_names", "seen_flags"]
+__all__ = ["class_name_key", "validate_class_names", "seen_flags", "resolve_bias_correction"]
+
+_UNTRAINED_INDICATOR = ("this model's class indicator was never trained (config.indicator_trained is False), "
+                        "so its unseen scores are arbitrary and PBC could suppress every seen class")
 
 
 def class_name_key(name: str) -> str:
@@ -71,3 +76,33 @@ def seen_flags(seen: Sequence[Any], names: Sequence[str]) -> list[bool]:
         raise ValueError(f"seen names {unknown} are not in the vocabulary {list(names)}")
     wanted = {class_name_key(s) for s in seen}
     return [class_name_key(n) in wanted for n in names]
+
+
+def resolve_bias_correction(bias_correction: bool | None, indicator_trained: bool, seen: Sequence[bool],
+                            stacklevel: int = 2) -> bool:
+    """Whether PBC runs: ``None`` (auto) means "if the class indicator was trained".
+
+    Auto on a model whose ``config.indicator_trained`` is False turns PBC off, with a warning when the
+    vocabulary mixes seen and unseen classes (otherwise PBC would be the identity anyway).
+
+    Args:
+        bias_correction: the caller's choice: True, False or None (auto).
+        indicator_trained: ``config.indicator_trained``.
+        seen: one flag per vocabulary entry.
+        stacklevel: passed to ``warnings.warn`` (counted from this function).
+
+    Raises:
+        TypeError: ``bias_correction`` is not None or a bool.
+        ValueError: ``bias_correction=True`` on a model whose indicator was not trained.
+    """
+    if bias_correction is not None and not isinstance(bias_correction, (bool, np.bool_)):
+        raise TypeError(f"bias_correction must be True, False or None (auto), got {bias_correction!r}")
+    if bias_correction is None:
+        if not indicator_trained and any(seen) and not all(seen):
+            warnings.warn(_UNTRAINED_INDICATOR + "; bias correction (PBC) is off for this call. Pass "
+                          "bias_correction=False to silence this.", UserWarning, stacklevel=stacklevel + 1)
+        return bool(indicator_trained)
+    if bias_correction and not indicator_trained:
+        raise ValueError("bias_correction=True needs a trained class indicator: " + _UNTRAINED_INDICATOR
+                         + ". Leave bias_correction=None (auto) or pass False.")
+    return bool(bias_correction)

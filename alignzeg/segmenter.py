@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import tempfile
-import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -30,7 +29,7 @@ from .hub import (
 from .modeling.model import AlignZegModel
 from .modeling.semantic_map import semantic_probabilities, upsample_labels
 from .modeling.text_encoder import VocabularyEncoder, class_name_key, validate_class_names
-from .names import seen_flags
+from .names import resolve_bias_correction, seen_flags
 from .preprocess import LoadedImage, load_image, load_images
 from .presets import get_preset_config, preset_info
 from .result import SegmentationResult
@@ -53,9 +52,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use device='cpu'")
     return device
 
-
-_UNTRAINED_INDICATOR = ("this model's class indicator was never trained (config.indicator_trained is False), "
-                        "so its unseen scores are arbitrary and PBC could suppress every seen class")
 
 
 def _check_fingerprint(config: AlignZegConfig, state: Mapping[str, torch.Tensor], what: str) -> None:
@@ -343,27 +339,9 @@ class AlignZegSegmenter:
 
     # Inference ---------------------------------------------------------------------------------------
     def _resolve_bias_correction(self, bias_correction: bool | None, seen_mask: torch.Tensor) -> bool:
-        """Whether PBC runs: ``None`` (auto) means "if the class indicator was trained".
-
-        Auto on a model whose ``config.indicator_trained`` is False turns PBC off, with a warning when the
-        vocabulary mixes seen and unseen classes (otherwise PBC would be the identity anyway).
-
-        Raises:
-            TypeError: ``bias_correction`` is not None or a bool.
-            ValueError: ``bias_correction=True`` on a model whose indicator was not trained.
-        """
-        if bias_correction is not None and not isinstance(bias_correction, (bool, np.bool_)):
-            raise TypeError(f"bias_correction must be True, False or None (auto), got {bias_correction!r}")
-        trained = self.config.indicator_trained
-        if bias_correction is None:
-            if not trained and bool(seen_mask.any()) and not bool(seen_mask.all()):
-                warnings.warn(_UNTRAINED_INDICATOR + "; bias correction (PBC) is off for this call. Pass "
-                              "bias_correction=False to silence this.", UserWarning, stacklevel=3)
-            return trained
-        if bias_correction and not trained:
-            raise ValueError("bias_correction=True needs a trained class indicator: " + _UNTRAINED_INDICATOR
-                             + ". Leave bias_correction=None (auto) or pass False.")
-        return bool(bias_correction)
+        """Whether PBC runs (``alignzeg.names.resolve_bias_correction``: ``None`` = if the indicator was trained)."""
+        return resolve_bias_correction(bias_correction, self.config.indicator_trained, seen_mask.tolist(),
+                                       stacklevel=3)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type != "cuda" or not self.autocast:

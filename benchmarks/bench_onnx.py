@@ -1,6 +1,6 @@
 """Benchmark: ``segment`` in PyTorch vs the exported graph on ONNX Runtime (``alignzeg.onnx``), CPU.
 
-ViT-B/16 (random init), 512x512 photos (one window each), the 20 VOC classes (cached in torch, stored in
+ViT-B/16 (random init; the preset's full architecture, PBC on), 512x512 photos (one window each), the 20 VOC classes (cached in torch, stored in
 the ONNX file), equal intra-op thread counts. Speed: the two sides interleaved over a few images in one
 process (images/s, and the median per-round ratio). Peak memory: each side in a fresh subprocess that
 loads its model and segments the same images (``VmHWM``); the ONNX child blocks ``import torch``.
@@ -48,7 +48,8 @@ else:
     import torch
     torch.set_num_threads({threads})
     from alignzeg import AlignZegSegmenter
-    seg = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=names[:15])
+    seg = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=names[:15],
+                                        config_overrides={{"indicator_trained": True}})
     seg.encode_vocabulary(names)
 loaded = hwm()
 for image in images:
@@ -81,7 +82,8 @@ def main() -> None:
     threads = args.threads or 2
     torch.set_num_threads(threads)
     names = list(VOC_CLASSES)
-    seg = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=names[:15])
+    seg = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=names[:15],
+                                        config_overrides={"indicator_trained": True})  # so PBC runs on both sides
     images = _images(args.images)
     with tempfile.TemporaryDirectory(prefix="alignzeg-bench-onnx-") as folder:
         path = str(Path(folder) / "vitb16.onnx")

@@ -23,14 +23,23 @@ from alignzeg.onnx.export import export_onnx
 from alignzeg.onnx.metadata import KEY_CONFIG, KEY_OPSET, KEY_VERSION, read_vocabulary
 from alignzeg.onnx.numpy_ops import resize_bilinear, upsample_labels
 from alignzeg.onnx.runtime import OnnxSegmenter, load_pixels
+from conftest import VOC_SEEN
 
 ATOL = 1e-4
 NAMES = ["person", "chair", "diningtable", "bottle", "wall", "window", "sheep", "sofa"]
 
 
 @pytest.fixture(scope="module")
-def loaded(tiny_checkpoint):
-    return AlignZegSegmenter.from_pretrained(tiny_checkpoint, device="cpu")
+def checkpoint(tmp_path_factory):
+    """A saved tiny model whose class indicator counts as trained (so PBC runs), with ZegCLIP's offset on."""
+    seg = AlignZegSegmenter.from_preset("tiny", seen_classes=VOC_SEEN, seed=0,
+                                        config_overrides={"indicator_trained": True, "seen_score_offset": 0.2})
+    return seg.save_pretrained(tmp_path_factory.mktemp("onnx_ckpt"))
+
+
+@pytest.fixture(scope="module")
+def loaded(checkpoint):
+    return AlignZegSegmenter.from_pretrained(checkpoint, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +172,21 @@ def test_bad_inputs_name_the_value(loaded, runtime, tmp_path, voc):
         loaded.export_onnx(tmp_path / "missing" / "x.onnx")
 
 
+def test_untrained_indicator_follows_segment(tiny_checkpoint, voc, tmp_path):
+    """Auto PBC is off (with segment's warning) for a model whose indicator was not trained; True is refused."""
+    seg = AlignZegSegmenter.from_pretrained(tiny_checkpoint, device="cpu")
+    runtime = OnnxSegmenter.load(seg.export_onnx(tmp_path / "untrained.onnx", vocabulary=NAMES), threads=2)
+    with pytest.warns(UserWarning, match=r"class indicator was never trained .*PBC\) is off"):
+        auto = runtime.segment(voc["rgb"], NAMES)
+    assert auto.bias_correction is False
+    assert_allclose(auto.class_probs, seg.segment(voc["rgb"], NAMES, bias_correction=False).class_probs,
+                    rtol=0, atol=ATOL)
+    with pytest.raises(ValueError, match="bias_correction=True needs a trained class indicator"):
+        runtime.segment(voc["rgb"], NAMES, bias_correction=True)
+    with pytest.raises(TypeError, match="got 'yes'"):
+        runtime.segment(voc["rgb"], NAMES, bias_correction="yes")
+
+
 def test_foreign_file_and_cli_errors(onnx_path, tmp_path, capsys):
     model = onnx.load(str(onnx_path))
     del model.metadata_props[:]
@@ -176,10 +200,10 @@ def test_foreign_file_and_cli_errors(onnx_path, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_saved_exported_and_run_without_torch(tiny_checkpoint, loaded, voc, tmp_path):
+def test_saved_exported_and_run_without_torch(checkpoint, loaded, voc, tmp_path):
     """CLI export of a saved checkpoint, then a subprocess in which importing torch (or open_clip) fails."""
     path = tmp_path / "cli.onnx"
-    assert main(["export", "--model", str(tiny_checkpoint), "--out", str(path), "--classes", ",".join(NAMES)]) == 0
+    assert main(["export", "--model", str(checkpoint), "--out", str(path), "--classes", ",".join(NAMES)]) == 0
     np.save(tmp_path / "image.npy", voc["rgb"])
     script = textwrap.dedent(f"""
         import sys

@@ -70,7 +70,7 @@ class ProbabilityGraph(nn.Module):
         cfg = self.model.config
         out = self.model(crops, class_embeddings, deep_supervision=False)
         return semantic_probabilities(out.class_logits, out.mask_logits, out.unseen_logits, seen_mask,
-                                      True, cfg.pbc_threshold, cfg.pbc_factor)
+                                      True, cfg.pbc_threshold, cfg.seen_score_offset)
 
 
 def _example_inputs(model: AlignZegModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..config import AlignZegConfig
-from ..names import class_name_key, seen_flags, validate_class_names
+from ..names import class_name_key, resolve_bias_correction, seen_flags, validate_class_names
 from ..result import SegmentationResult
 from ..window_plan import plan_windows
 from .metadata import INPUT_NAMES, KEY_CONFIG, KEY_FORMAT, ONNX_FORMAT, OUTPUT_NAME, read_vocabulary
@@ -196,7 +196,7 @@ class OnnxSegmenter:
         return self.session.run([OUTPUT_NAME], feeds)[0]
 
     def segment(self, image: Any, vocabulary: Any = None, *, seen: Sequence[Any] | None = None,
-                bias_correction: bool = True, unlabelled_threshold: float | None = None,
+                bias_correction: bool | None = None, unlabelled_threshold: float | None = None,
                 class_names: Sequence[str] | None = None, keep_image: bool = True) -> SegmentationResult:
         """Segment one image, as ``AlignZegSegmenter.segment`` does.
 
@@ -204,20 +204,20 @@ class OnnxSegmenter:
             image: path, PIL image, or HWC numpy array (uint8/uint16/float in [0, 1]).
             vocabulary: class names stored in the file at export (any subset, any order; ``None``: all of
                 them), or (C, E) class embeddings as a numpy array (then ``class_names`` may name them).
-            seen, bias_correction, unlabelled_threshold, keep_image: as in ``AlignZegSegmenter.segment``.
+            seen, bias_correction, unlabelled_threshold, keep_image: as in ``AlignZegSegmenter.segment``
+                (``bias_correction=None``: on when the exported model's class indicator was trained).
 
         Returns:
             SegmentationResult with ``label_map`` (H, W) int32 at the input's size.
         """
-        if not isinstance(bias_correction, bool):
-            raise TypeError(f"bias_correction must be a bool, got {bias_correction!r}")
         if unlabelled_threshold is not None and not 0.0 <= float(unlabelled_threshold) <= 1.0:
             raise ValueError(f"unlabelled_threshold must be in [0, 1] or None, got {unlabelled_threshold!r}")
         embeddings, names, default_seen = self._vocabulary(vocabulary, class_names)
-        seen_flags = np.asarray(default_seen if seen is None else seen_flags(seen, names), dtype=bool)
-        # PBC is the identity without seen classes or without unseen ones: the graph gets an all-False mask.
-        active = bias_correction and seen_flags.any() and not seen_flags.all()
-        graph_seen = seen_flags if active else np.zeros_like(seen_flags)
+        flags = np.asarray(default_seen if seen is None else seen_flags(seen, names), dtype=bool)
+        bias_correction = resolve_bias_correction(bias_correction, self.config.indicator_trained, flags.tolist())
+        # PBC is a plain softmax without seen classes or without unseen ones: the graph gets an all-False mask.
+        active = bias_correction and flags.any() and not flags.all()
+        graph_seen = flags if active else np.zeros_like(flags)
         pixels = load_pixels(image)
         plan = plan_windows(pixels.shape[1:], self.config)
         crops = cut_windows(pixels, plan, np.asarray(self.config.mean, dtype=np.float32))
@@ -227,7 +227,7 @@ class OnnxSegmenter:
         labels, confidence = upsample_labels(probs, plan.image_size, unlabelled_threshold)
         kept = np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0) if keep_image else None
         return SegmentationResult(label_map=labels, scores=confidence, class_names=names, class_probs=probs,
-                                  seen=seen_flags, bias_correction=bias_correction, image=kept)
+                                  seen=flags, bias_correction=bias_correction, image=kept)
 
     def __repr__(self) -> str:
         cfg = self.config
