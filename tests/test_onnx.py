@@ -164,6 +164,12 @@ def test_bad_inputs_name_the_value(loaded, runtime, tmp_path, voc):
         runtime.segment(voc["rgb"], np.ones((2, 5), dtype=np.float32))
     with pytest.raises(TypeError, match="got Tensor"):
         load_pixels(torch.zeros(3, 8, 8))
+    from PIL import Image
+
+    Image.new("RGB", (1200, 1000)).save(tmp_path / "big.png")
+    with pytest.raises(ValueError, match=r"big.png' is 1200 x 1000 = 1,200,000 pixels, above the limit of 1,000,000"):
+        load_pixels(tmp_path / "big.png", max_pixels=1_000_000)
+    assert load_pixels(tmp_path / "big.png").shape == (3, 1000, 1200)
     with pytest.raises(ValueError, match=r"opset must be an integer >= 17 .*got 11"):
         export_onnx(loaded, tmp_path / "x.onnx", opset=11)
     with pytest.raises(TypeError, match="AlignZegSegmenter, got str"):

@@ -30,7 +30,16 @@ from .numpy_ops import cut_windows, stitch_windows, upsample_labels
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxSegmenter", "load_pixels"]
+__all__ = ["OnnxSegmenter", "load_pixels", "MAX_PIXELS"]
+
+MAX_PIXELS = 100_000_000
+"""Images (files and PIL images) with more pixels are refused from their header, before decoding."""
+
+
+def _check_pixels(img: Image.Image, max_pixels: int | None, what: str) -> None:
+    if max_pixels is not None and img.width * img.height > max_pixels:
+        raise ValueError(f"{what} is {img.width} x {img.height} = {img.width * img.height:,} pixels, above the "
+                         f"limit of {max_pixels:,}; pass max_pixels= to raise it")
 
 
 def _pil_to_array(img: Image.Image) -> np.ndarray:
@@ -66,12 +75,14 @@ def _array_to_pixels(array: np.ndarray) -> np.ndarray:
     return pixels
 
 
-def load_pixels(image: Any) -> np.ndarray:
+def load_pixels(image: Any, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
     """A path, PIL image or HWC numpy array -> (3, H, W) float32 RGB in [0, 1] (EXIF orientation applied).
+
+    Files and PIL images of more than ``max_pixels`` pixels (``None``: no limit) are refused before decoding.
 
     Raises:
         TypeError: another input type (torch tensors belong to ``AlignZegSegmenter``) or dtype.
-        ValueError: bad shape or value range, or a file PIL cannot decode.
+        ValueError: bad shape or value range, too many pixels, or a file PIL cannot decode.
         FileNotFoundError: a path that does not exist.
     """
     if isinstance(image, (str, os.PathLike)):
@@ -80,11 +91,13 @@ def load_pixels(image: Any) -> np.ndarray:
             raise FileNotFoundError(f"image file not found: {str(path)!r}")
         try:
             with Image.open(path) as img:
+                _check_pixels(img, max_pixels, f"image {str(path)!r}")
                 img.load()
                 return _array_to_pixels(_pil_to_array(img))
-        except (OSError, SyntaxError) as err:
+        except (OSError, SyntaxError, Image.DecompressionBombError) as err:
             raise ValueError(f"cannot decode image {str(path)!r}: {err}") from err
     if isinstance(image, Image.Image):
+        _check_pixels(image, max_pixels, f"PIL image ({image.mode})")
         return _array_to_pixels(_pil_to_array(image))
     if isinstance(image, np.ndarray):
         return _array_to_pixels(image)
@@ -113,9 +126,10 @@ class OnnxSegmenter:
     Args:
         session: an ``onnxruntime.InferenceSession`` of a file written by ``export_onnx``.
         batch_size: crops per graph run.
+        max_pixels: image files and PIL images with more pixels are refused before decoding (``None``: no limit).
     """
 
-    def __init__(self, session: Any, batch_size: int = 8) -> None:
+    def __init__(self, session: Any, batch_size: int = 8, max_pixels: int | None = MAX_PIXELS) -> None:
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         metadata = session.get_modelmeta().custom_metadata_map
@@ -126,6 +140,7 @@ class OnnxSegmenter:
             raise ValueError(f"ONNX file format {version} is newer than this alignzeg supports ({ONNX_FORMAT})")
         self.session = session
         self.batch_size = batch_size
+        self.max_pixels = max_pixels
         self.config = AlignZegConfig.from_dict(json.loads(metadata[KEY_CONFIG]))
         self.metadata = dict(metadata)
         stored = read_vocabulary(metadata)
@@ -134,14 +149,14 @@ class OnnxSegmenter:
 
     @classmethod
     def load(cls, path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int | None = None,
-             batch_size: int = 8) -> "OnnxSegmenter":
+             batch_size: int = 8, max_pixels: int | None = MAX_PIXELS) -> "OnnxSegmenter":
         """Open an exported file.
 
         Args:
             path: the ``.onnx`` file.
             providers: onnxruntime execution providers (default: ``["CPUExecutionProvider"]``).
             threads: intra-op threads (default: onnxruntime's choice, one per core).
-            batch_size: crops per graph run.
+            batch_size, max_pixels: as in the constructor.
         """
         import onnxruntime as ort
 
@@ -153,7 +168,7 @@ class OnnxSegmenter:
                 raise ValueError(f"threads must be a positive integer, got {threads!r}")
             options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
-        return cls(session, batch_size=batch_size)
+        return cls(session, batch_size=batch_size, max_pixels=max_pixels)
 
     # Vocabulary --------------------------------------------------------------------------------------
     def _vocabulary(self, vocabulary: Any, class_names: Sequence[str] | None
@@ -218,7 +233,7 @@ class OnnxSegmenter:
         # PBC is a plain softmax without seen classes or without unseen ones: the graph gets an all-False mask.
         active = bias_correction and flags.any() and not flags.all()
         graph_seen = flags if active else np.zeros_like(flags)
-        pixels = load_pixels(image)
+        pixels = load_pixels(image, self.max_pixels)
         plan = plan_windows(pixels.shape[1:], self.config)
         crops = cut_windows(pixels, plan, np.asarray(self.config.mean, dtype=np.float32))
         outputs = [self.predict(crops[i:i + self.batch_size], embeddings, graph_seen)
