@@ -3,18 +3,52 @@
     from alignzeg import AlignZegSegmenter
     seg = AlignZegSegmenter.from_pretrained("org/name")   # or a local folder
     result = seg.segment("photo.jpg", ["cat", "sofa", "wall"])
+
+The public names are imported on first use (PEP 562), so ``import alignzeg`` is cheap and the torch-free
+parts (``alignzeg.onnx.runtime``, ``alignzeg.config``, ``alignzeg.result``) import without PyTorch.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
-from .config import AlignZegConfig
-from .errors import WeightsError
-from .modeling.bias_correction import proposal_bias_correction
-from .preprocess import ImageInput
-from .presets import list_models
-from .result import UNLABELLED, SegmentationResult
-from .segmenter import AlignZegSegmenter, Vocabulary
+
+_LAZY = {
+    "AlignZegSegmenter": ".segmenter",
+    "Vocabulary": ".segmenter",
+    "AlignZegConfig": ".config",
+    "SegmentationResult": ".result",
+    "UNLABELLED": ".result",
+    "WeightsError": ".errors",
+    "ImageInput": ".preprocess",
+    "list_models": ".presets",
+    "proposal_bias_correction": ".modeling.bias_correction",
+}
 
 __all__ = [
     "AlignZegSegmenter", "AlignZegConfig", "SegmentationResult", "WeightsError", "UNLABELLED", "ImageInput",
     "Vocabulary", "list_models", "proposal_bias_correction", "__version__",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import AlignZegConfig
+    from .errors import WeightsError
+    from .modeling.bias_correction import proposal_bias_correction
+    from .preprocess import ImageInput
+    from .presets import list_models
+    from .result import UNLABELLED, SegmentationResult
+    from .segmenter import AlignZegSegmenter, Vocabulary
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'alignzeg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -3,6 +3,7 @@
     alignzeg segment street.jpg --classes road,tree,car --model DIR_OR_REPO --out overlay.png [--json]
     alignzeg demo --out demo.png
     alignzeg models
+    alignzeg export --model DIR_OR_REPO --out model.onnx [--classes road,tree,car]
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_common(demo)
 
     sub.add_parser("models", help="list the model presets")
+
+    export = sub.add_parser("export", help="write the model as one ONNX graph for onnxruntime (see docs/onnx.md)")
+    export.add_argument("--model", required=True, help="folder written by save_pretrained, or a Hub repo id")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--classes", type=_parse_classes, default=None,
+                        help="comma-separated class names whose embeddings are stored in the file")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
     return parser
 
 
@@ -106,6 +115,16 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     _report(_segment(segmenter, args.image or str(example_image_path()), args), args)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from . import AlignZegSegmenter
+
+    segmenter = AlignZegSegmenter.from_pretrained(args.model, revision=args.revision, device="cpu")
+    path = segmenter.export_onnx(args.out, opset=args.opset, vocabulary=args.classes)
+    stored = f" with {len(args.classes)} stored classes" if args.classes else ""
+    print(f"ONNX graph written to {path}{stored}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``alignzeg`` console script. Returns the exit code."""
     args = _build_parser().parse_args(argv)
@@ -117,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:8s} {preset_info(name).description}")
         return 0
     try:
+        if args.command == "export":
+            return _cmd_export(args)
         (_cmd_segment if args.command == "segment" else _cmd_demo)(args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
         print(f"alignzeg: error: {err}", file=sys.stderr)

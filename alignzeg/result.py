@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .modeling.semantic_map import UNLABELLED
-
 __all__ = ["SegmentationResult", "UNLABELLED"]
+
+UNLABELLED = -1
+"""Label value of pixels whose best class probability is below the ``unlabelled_threshold``."""
 
 
 @dataclass(frozen=True)
@@ -76,16 +77,11 @@ class SegmentationResult:
 
     def probability_map(self, name: str) -> np.ndarray:
         """(H, W) float32 probability of class ``name`` at every pixel (bilinear upsample)."""
-        import torch
-
-        from .modeling.semantic_map import bilinear_weights
+        from .onnx.numpy_ops import upsample_plane  # numpy only: results of the torch-free runtime use it too
 
         if name not in self.class_names:
             raise KeyError(f"{name!r} is not in the vocabulary {list(self.class_names)}")
-        low = torch.from_numpy(self.class_probs[self.class_names.index(name)])
-        wy = bilinear_weights(low.shape[0], self.size[0])
-        wx = bilinear_weights(low.shape[1], self.size[1])
-        return (wy @ low @ wx.t()).numpy()
+        return upsample_plane(self.class_probs[self.class_names.index(name)], self.size)
 
     def overlay(self, alpha: float = 0.5, legend: bool = True, image: Any = None) -> Image.Image:
         """A PIL image: class colours over the input, with a legend of the classes present."""

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import tempfile
-import warnings
 from numbers import Real
 from typing import Any, Mapping, Sequence, Union
 
@@ -31,6 +30,7 @@ from .errors import WeightsError
 from .modeling.model import AlignZegModel
 from .modeling.semantic_map import semantic_probabilities, upsample_labels
 from .modeling.text_encoder import VocabularyEncoder, class_name_key, validate_class_names
+from .names import resolve_bias_correction, seen_flags
 from .preprocess import MAX_PIXELS, ImageInput, LoadedImage, load_image, load_images
 from .presets import get_preset_config, preset_info
 from .result import SegmentationResult
@@ -52,9 +52,6 @@ def _check_bool(name: str, value: Any, allow_none: bool = False) -> bool | None:
         raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
     return bool(value)
 
-
-_UNTRAINED_INDICATOR = ("this model's class indicator was never trained (config.indicator_trained is False), "
-                        "so its unseen scores are arbitrary and PBC could suppress every seen class")
 
 
 def _check_threshold(value: Any) -> float | None:
@@ -286,43 +283,13 @@ class AlignZegSegmenter:
         if isinstance(seen, (str, bytes)) or not isinstance(seen, (Sequence, np.ndarray)):
             raise TypeError("seen must be a list of class names or a list of booleans, one per class, "
                             f"got {type(seen).__name__} {seen!r}")
-        seen = list(seen)
-        if all(isinstance(s, (bool, np.bool_)) for s in seen) and seen:
-            if len(seen) != len(names):
-                raise ValueError(f"seen has {len(seen)} flags for {len(names)} classes")
-            return [bool(s) for s in seen]
-        if not all(isinstance(s, str) for s in seen):
-            raise TypeError("seen must be a list of class names or a list of booleans, one per class, "
-                            f"got {seen!r}")
-        keys = {class_name_key(n) for n in names}
-        unknown = [s for s in seen if class_name_key(s) not in keys]
-        if unknown:
-            raise ValueError(f"seen names {unknown} are not in the vocabulary {list(names)}")
-        wanted = {class_name_key(s) for s in seen}
-        return [class_name_key(n) in wanted for n in names]
+        return seen_flags(seen, names)
 
     # Inference ---------------------------------------------------------------------------------------
     def _resolve_bias_correction(self, bias_correction: bool | None, seen_mask: torch.Tensor) -> bool:
-        """Whether PBC runs: ``None`` (auto) means "if the class indicator was trained".
-
-        Auto on a model whose ``config.indicator_trained`` is False turns PBC off, with a warning when the
-        vocabulary mixes seen and unseen classes (otherwise PBC would be the identity anyway).
-
-        Raises:
-            TypeError: ``bias_correction`` is not None or a bool.
-            ValueError: ``bias_correction=True`` on a model whose indicator was not trained.
-        """
-        bias_correction = _check_bool("bias_correction", bias_correction, allow_none=True)
-        trained = self.config.indicator_trained
-        if bias_correction is None:
-            if not trained and bool(seen_mask.any()) and not bool(seen_mask.all()):
-                warnings.warn(_UNTRAINED_INDICATOR + "; bias correction (PBC) is off for this call. Pass "
-                              "bias_correction=False to silence this.", UserWarning, stacklevel=4)
-            return trained
-        if bias_correction and not trained:
-            raise ValueError("bias_correction=True needs a trained class indicator: " + _UNTRAINED_INDICATOR
-                             + ". Leave bias_correction=None (auto) or pass False.")
-        return bool(bias_correction)
+        """Whether PBC runs (``alignzeg.names.resolve_bias_correction``: ``None`` = if the indicator was trained)."""
+        return resolve_bias_correction(bias_correction, self.config.indicator_trained, seen_mask.tolist(),
+                                       stacklevel=4)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type != "cuda" or not self.autocast:
@@ -440,6 +407,19 @@ class AlignZegSegmenter:
             raise ValueError(f"segment takes one image, got a batch of {len(loaded)}: use segment_batch")
         return self._segment(loaded, vocabulary, seen, bias_correction, unlabelled_threshold, class_names,
                              keep_image)[0]
+
+    def export_onnx(self, path: str | os.PathLike, **kwargs: Any) -> str:
+        """Write the image path as one ONNX graph for onnxruntime (dynamic batch and class count).
+
+        A thin wrapper over ``alignzeg.onnx.export.export_onnx`` (see it and docs/onnx.md for
+        ``opset``, ``vocabulary``, ``seen`` and ``dynamo``); run the file with ``alignzeg.onnx.OnnxSegmenter``.
+
+        Returns:
+            The path written.
+        """
+        from .onnx.export import export_onnx
+
+        return export_onnx(self, path, **kwargs)
 
     def __repr__(self) -> str:
         cfg = self.config

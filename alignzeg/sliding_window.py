@@ -8,61 +8,12 @@ windows overlap. All coordinates are (row, column) = (y, x), top-left origin.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from .config import AlignZegConfig
+from .window_plan import WindowPlan, num_windows, plan_windows
 
-__all__ = ["WindowPlan", "plan_windows", "cut_windows", "stitch_windows"]
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """Where one image's crops come from.
-
-    Attributes:
-        image_size: (H, W) of the original image.
-        resized: (h, w) after resizing, multiples of ``cell``.
-        padded: (h, w) after padding to at least one crop, multiples of ``cell``.
-        origins: top-left (y, x) of each crop in padded pixels, multiples of ``cell``.
-        crop: side of the square crop in pixels.
-        cell: pixels per low-resolution output cell (the mask stride).
-    """
-
-    image_size: tuple[int, int]
-    resized: tuple[int, int]
-    padded: tuple[int, int]
-    origins: tuple[tuple[int, int], ...]
-    crop: int
-    cell: int
-
-
-def _axis_origins(length: int, crop: int, stride: int) -> list[int]:
-    if length <= crop:
-        return [0]
-    origins = list(range(0, length - crop, stride))
-    return origins + [length - crop]
-
-
-def _round_to(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
-
-
-def plan_windows(image_size: tuple[int, int], config: AlignZegConfig) -> WindowPlan:
-    """Plan the crops of an (H, W) image for a model with ``config``."""
-    height, width = image_size
-    crop, cell = config.input_size, config.mask_stride
-    scale = crop / min(height, width)
-    if max(height, width) * scale > config.max_long_side:
-        scale = config.max_long_side / max(height, width)
-    resized = (_round_to(height * scale, cell), _round_to(width * scale, cell))
-    padded = (max(resized[0], crop), max(resized[1], crop))
-    stride = max(cell, config.window_stride // cell * cell)
-    origins = tuple((y, x) for y in _axis_origins(padded[0], crop, stride)
-                    for x in _axis_origins(padded[1], crop, stride))
-    return WindowPlan((height, width), resized, padded, origins, crop, cell)
+__all__ = ["WindowPlan", "plan_windows", "num_windows", "cut_windows", "stitch_windows"]
 
 
 def cut_windows(pixels: torch.Tensor, plan: WindowPlan, fill: torch.Tensor) -> torch.Tensor:
@@ -112,9 +63,3 @@ def stitch_windows(window_maps: torch.Tensor, plan: WindowPlan) -> torch.Tensor:
         count[:, y:y + side, x:x + side] += 1
     stitched = total / count
     return stitched[:, : plan.resized[0] // cell, : plan.resized[1] // cell]
-
-
-def num_windows(image_size: tuple[int, int], config: AlignZegConfig) -> int:
-    """How many crops an (H, W) image needs (for batching and progress)."""
-    return len(plan_windows(image_size, config).origins)
-

@@ -52,7 +52,8 @@ def mask_pooled_features(features: torch.Tensor, mask_logits: torch.Tensor) -> t
     Returns:
         (B, N, E) float, not normalised (an all-zero mask gives zeros).
     """
-    weights = F.adaptive_avg_pool2d(mask_logits.sigmoid(), features.shape[-2:]).to(features.dtype)
+    grid = [int(s) for s in features.shape[-2:]]  # plain ints: ONNX export needs a constant pooling size
+    weights = F.adaptive_avg_pool2d(mask_logits.sigmoid(), grid).to(features.dtype)
     pooled = torch.einsum("bnhw,behw->bne", weights, features)
     return pooled / weights.sum(dim=(-2, -1)).unsqueeze(-1).clamp_min(1e-6)
 

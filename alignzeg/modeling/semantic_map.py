@@ -11,13 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..result import UNLABELLED
 from .bias_correction import proposal_bias_correction
 
 __all__ = ["semantic_probabilities", "bilinear_weights", "linear_taps", "candidate_classes", "upsample_labels",
            "upsample_probabilities"]
-
-UNLABELLED = -1
-"""Label value of pixels whose best class probability is below the ``unlabelled_threshold``."""
 
 
 def semantic_probabilities(class_logits: torch.Tensor, mask_logits: torch.Tensor, unseen_logits: torch.Tensor,

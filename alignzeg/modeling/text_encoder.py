@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import unicodedata
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -17,55 +16,12 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..names import class_name_key, validate_class_names
 from .clip_backbone import CLIPBackbone
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["VocabularyEncoder", "validate_class_names", "class_name_key"]
-
-
-def class_name_key(name: str) -> str:
-    """The form under which two class names count as the same class: NFKC-normalised, stripped and
-    lower-cased the way CLIP's tokenizer lower-cases (``str.lower``, so "Straße" and "strasse" differ)."""
-    return unicodedata.normalize("NFKC", name).strip().lower()
-
-
-def validate_class_names(names: Sequence[str], what: str = "vocabulary") -> tuple[str, ...]:
-    """Check a vocabulary and return it as a tuple, order kept (the order gives the label indices).
-
-    Raises:
-        TypeError: ``names`` is not an ordered sequence (a bare string, a set, a dict, a generator...), or
-            an item is not a string.
-        ValueError: the vocabulary is empty, has an empty/whitespace-only name, or has duplicates
-            (compared with ``class_name_key``: CLIP's tokenizer lower-cases, so "Cat" and "cat" are one class).
-    """
-    if isinstance(names, (str, bytes)):
-        raise TypeError(f"{what} must be a list of class names, got the single string {names!r}")
-    if type(names).__name__ == "ndarray" and getattr(names, "ndim", 0) == 1 and names.dtype.kind == "U":
-        names = names.tolist()  # a 1-D numpy array of strings is ordered too
-    if not isinstance(names, Sequence):
-        hint = (": it has no order, so label indices would change from run to run; pass a list"
-                if isinstance(names, (set, frozenset, dict)) else "; pass a list or tuple")
-        shown = repr(names) if len(repr(names)) <= 200 else repr(names)[:200] + "..."
-        raise TypeError(f"{what} must be an ordered sequence (list or tuple) of class names, "
-                        f"got {type(names).__name__} {shown}{hint}")
-    names = tuple(names)
-    if not names:
-        raise ValueError("vocabulary is empty: give at least one class name")
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if not isinstance(name, str):
-            raise TypeError(f"class name at index {i} must be a str, got {type(name).__name__}: {name!r}")
-        if not name.strip():
-            raise ValueError(f"class name at index {i} is empty or whitespace-only: {name!r}")
-        key = class_name_key(name)
-        if key in seen:
-            raise ValueError(
-                f"duplicate class name {name!r} at index {i} (same as index {seen[key]}: "
-                f"{names[seen[key]]!r}); each class must appear once so label indices are unambiguous"
-            )
-        seen[key] = i
-    return names
 
 
 class VocabularyEncoder:

@@ -1,0 +1,171 @@
+"""Export the segmenter's image path as one ONNX graph (needs torch; the runtime side does not).
+
+The graph computes what ``AlignZegSegmenter.predict_torch`` computes for a batch of ready-made crops:
+normalisation, the frozen CLIP image tower, MRPE, GEPC, the class indicator, Proposal-based Bias
+Correction and the semantic map at mask resolution.
+
+Inputs:
+    crops: (B, 3, S, S) float32 RGB in [0, 1], S = ``config.input_size``; B dynamic.
+    class_embeddings: (C, E) float32, L2-normalised class prototypes; C dynamic.
+    seen_mask: (C,) bool, which classes are seen (training) classes. Bias correction is switched off by
+        passing an all-False mask: PBC is the identity when the vocabulary holds no seen class.
+
+Output:
+    probabilities: (B, C + 1, S / mask_stride, S / mask_stride) float32, summing to 1 over the channels
+        (channel C: background).
+
+The file's ``metadata_props`` hold the model config (``alignzeg.config``), the alignzeg version, the
+opset, the exporter and, optionally, a precomputed vocabulary (``alignzeg.vocabulary``) so that class
+names can be used without a text tower at run time.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..modeling.model import AlignZegModel
+from ..modeling.semantic_map import semantic_probabilities
+from ..names import validate_class_names
+from .metadata import (
+    INPUT_NAMES, KEY_CONFIG, KEY_EXPORTER, KEY_FORMAT, KEY_OPSET, KEY_VERSION, KEY_VOCABULARY, ONNX_FORMAT,
+    OUTPUT_NAME,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["export_onnx", "ProbabilityGraph", "DEFAULT_OPSET"]
+
+DEFAULT_OPSET = 17
+"""ONNX opset of the exported graph (LayerNormalization is native from 17; onnxruntime >= 1.14 runs it)."""
+
+
+class ProbabilityGraph(nn.Module):
+    """The exported computation: crops + class embeddings + seen mask -> low-resolution probabilities.
+
+    It calls the model's ``forward`` and ``semantic_probabilities`` exactly as ``predict_torch`` does,
+    with bias correction on and the config's PBC settings (baked into the graph as constants).
+
+    Args:
+        model: the network, in eval mode, float32.
+    """
+
+    def __init__(self, model: AlignZegModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, crops: torch.Tensor, class_embeddings: torch.Tensor, seen_mask: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) float, (C, E) float, (C,) bool -> (B, C + 1, h, w) float32 probabilities."""
+        cfg = self.model.config
+        out = self.model(crops, class_embeddings, deep_supervision=False)
+        return semantic_probabilities(out.class_logits, out.mask_logits, out.unseen_logits, seen_mask,
+                                      True, cfg.pbc_threshold, cfg.seen_score_offset)
+
+
+def _example_inputs(model: AlignZegModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Trace inputs: 2 crops, 3 classes of which one is seen (so the bias-correction path is the one traced)."""
+    cfg = model.config
+    gen = torch.Generator().manual_seed(0)
+    crops = torch.rand(2, 3, cfg.input_size, cfg.input_size, generator=gen)
+    embeddings = torch.nn.functional.normalize(torch.randn(3, cfg.embed_dim, generator=gen), dim=-1)
+    return crops, embeddings, torch.tensor([True, False, False])
+
+
+def _cpu_float32(model: AlignZegModel) -> AlignZegModel:
+    """The model itself when it is already float32 on the CPU, else a float32 CPU copy (the original is kept)."""
+    if model.device.type == "cpu" and all(p.dtype == torch.float32 for p in model.parameters()):
+        return model
+    return copy.deepcopy(model).to("cpu", torch.float32)
+
+
+def _encode_vocabulary(names: Sequence[str], embeddings: torch.Tensor) -> str:
+    """JSON with the names and the (C, E) float32 embeddings as base64 (exact round trip)."""
+    array = np.ascontiguousarray(embeddings.detach().cpu().float().numpy(), dtype="<f4")
+    return json.dumps({"names": list(names), "shape": list(array.shape),
+                       "embeddings": base64.b64encode(array.tobytes()).decode("ascii")}, ensure_ascii=False)
+
+
+def _export(graph: nn.Module, inputs: tuple[torch.Tensor, ...], path: str, opset: int) -> None:
+    """TorchScript-tracing export with dynamic batch and class axes.
+
+    The ``torch.export``-based exporter (``dynamo=True``) refuses this model: PBC's "no seen / all seen"
+    shortcut is Python control flow on tensor values (a data-dependent guard). Tracing records the branch of
+    the trace inputs (mixed seen/unseen: the correction path); the runtime maps the shortcut's cases to an
+    all-False seen mask, for which that path is the identity as well.
+    """
+    dynamic = {"crops": {0: "batch"}, "class_embeddings": {0: "classes"}, "seen_mask": {0: "classes"},
+               OUTPUT_NAME: {0: "batch", 1: "classes_plus_background"}}
+    torch.onnx.export(graph, inputs, path, dynamo=False, opset_version=opset, input_names=list(INPUT_NAMES),
+                      output_names=[OUTPUT_NAME], dynamic_axes=dynamic, do_constant_folding=True)
+
+
+def _write_metadata(path: str, metadata: dict[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load(path)
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, path)
+
+
+def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OPSET,
+                vocabulary: Sequence[str] | None = None) -> str:
+    """Write the segmenter's image path as one ONNX graph with dynamic batch and class count.
+
+    Args:
+        segmenter: an ``AlignZegSegmenter`` (exported in float32 on the CPU; the segmenter is not changed).
+        path: the ``.onnx`` file to write (its folder must exist).
+        opset: ONNX opset version (17 is the tested one).
+        vocabulary: class names whose embeddings are computed now and stored in the file's metadata, so the
+            runtime can segment with these names (any subset, any order) without a text tower. Which of
+            them are seen classes follows ``config.seen_classes`` at run time, as in ``segment``.
+
+    Returns:
+        The path written, as a string.
+
+    Raises:
+        TypeError: ``segmenter`` is not an ``AlignZegSegmenter``.
+        ValueError: bad ``opset``, a missing output folder, or a bad vocabulary.
+    """
+    from ..segmenter import AlignZegSegmenter
+
+    if not isinstance(segmenter, AlignZegSegmenter):
+        raise TypeError(f"segmenter must be an AlignZegSegmenter, got {type(segmenter).__name__}")
+    if not isinstance(opset, int) or isinstance(opset, bool) or opset < 17:
+        raise ValueError(f"opset must be an integer >= 17 (LayerNormalization), got {opset!r}")
+    path = str(path)
+    if not Path(path).parent.is_dir():
+        raise ValueError(f"the folder of {path!r} does not exist")
+    metadata = {KEY_FORMAT: str(ONNX_FORMAT), KEY_VERSION: __version__, KEY_OPSET: str(opset),
+                KEY_EXPORTER: "torchscript",
+                KEY_CONFIG: json.dumps(segmenter.config.to_dict(), ensure_ascii=False)}
+    if vocabulary is not None:
+        names = validate_class_names(vocabulary)
+        metadata[KEY_VOCABULARY] = _encode_vocabulary(names, segmenter.encode_vocabulary(names))
+    graph = ProbabilityGraph(_cpu_float32(segmenter.model)).eval()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX form
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # Tracing warns at every Python branch on a tensor; the ones in the graph are shape checks on
+            # fixed sizes and PBC's "no seen / all seen" shortcut, which the runtime handles (see docs/onnx.md).
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            _export(graph, _example_inputs(graph.model), path, opset)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    _write_metadata(path, metadata)
+    logger.info("exported %s (opset %d)", path, opset)
+    return path

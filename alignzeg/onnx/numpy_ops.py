@@ -1,0 +1,129 @@
+"""numpy twins of the torch inference geometry: resize, pad and cut crops, stitch, upsample + argmax.
+
+Torch-free (numpy + PIL). They follow ``alignzeg.sliding_window`` and ``alignzeg.modeling.semantic_map``
+operation for operation, on the same ``WindowPlan``; results agree with the torch versions to float
+rounding (~1e-6), which is what ``tests/test_onnx.py`` checks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from ..result import UNLABELLED
+from ..window_plan import WindowPlan
+
+__all__ = ["resize_bilinear", "cut_windows", "stitch_windows", "linear_taps", "candidate_classes",
+           "upsample_labels", "upsample_plane"]
+
+def resize_bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (3, H, W) float32 to (3, h, w), antialiased when shrinking, clipped to [0, 1].
+
+    PIL's float ("F" mode) resampling uses the triangle filter that ``F.interpolate(mode="bilinear",
+    antialias=True)`` reproduces; when enlarging both axes it equals plain bilinear (``align_corners=False``).
+    """
+    height, width = size
+    out = np.empty((pixels.shape[0], height, width), dtype=np.float32)
+    for channel, plane in enumerate(pixels):
+        out[channel] = np.asarray(Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
+                                  .resize((width, height), Image.Resampling.BILINEAR))
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def cut_windows(pixels: np.ndarray, plan: WindowPlan, fill: np.ndarray) -> np.ndarray:
+    """Resize, pad with ``fill`` (3,) and cut one (3, H, W) float32 image into (n, 3, crop, crop) crops."""
+    image = pixels if tuple(pixels.shape[1:]) == plan.resized else resize_bilinear(pixels, plan.resized)
+    if plan.padded != plan.resized:
+        canvas = np.empty((3, *plan.padded), dtype=np.float32)
+        canvas[:] = np.asarray(fill, dtype=np.float32)[:, None, None]
+        canvas[:, : plan.resized[0], : plan.resized[1]] = image
+        image = canvas
+    c = plan.crop
+    return np.stack([image[:, y:y + c, x:x + c] for y, x in plan.origins])
+
+
+def stitch_windows(window_maps: np.ndarray, plan: WindowPlan) -> np.ndarray:
+    """Average (n, K, crop/cell, crop/cell) window maps into (K, resized_h/cell, resized_w/cell)."""
+    _, channels, side, _ = window_maps.shape
+    cell = plan.cell
+    total = np.zeros((channels, plan.padded[0] // cell, plan.padded[1] // cell), dtype=np.float32)
+    count = np.zeros((1, *total.shape[1:]), dtype=np.float32)
+    for (y, x), window in zip(plan.origins, window_maps):
+        y, x = y // cell, x // cell
+        total[:, y:y + side, x:x + side] += window
+        count[:, y:y + side, x:x + side] += 1
+    return (total / count)[:, : plan.resized[0] // cell, : plan.resized[1] // cell]
+
+
+def linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source taps of 1-D linear resampling, ``align_corners=False`` (PyTorch's convention, no antialias).
+
+    Returns:
+        i0, i1: (out_size,) int64 source indices; frac: (out_size,) float32 in [0, 1]; sample ``i`` is
+        ``x[i0] + frac * (x[i1] - x[i0])``.
+    """
+    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * np.float32(in_size / out_size) - np.float32(0.5)
+    src = np.maximum(src, np.float32(0))
+    i0 = np.minimum(src.astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    return i0, i1, np.clip(src - i0, 0, 1).astype(np.float32)
+
+
+def _lerp(stack: np.ndarray, rows: tuple[np.ndarray, ...], cols: tuple[np.ndarray, ...]) -> np.ndarray:
+    """(K, h, w) -> (K, len(rows[0]), len(cols[0])): linear taps along the rows, then along the columns."""
+    (y0, y1, fy), (x0, x1, fx) = rows, cols
+    top, bottom = stack[:, y0], stack[:, y1]
+    mid = top + fy[:, None] * (bottom - top)
+    left, right = mid[:, :, x0], mid[:, :, x1]
+    return left + fx * (right - left)
+
+
+def upsample_plane(plane: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """Bilinear upsample of one (h, w) map to (H, W) float32, ``align_corners=False`` (no antialias)."""
+    stack = plane[None].astype(np.float32, copy=False)
+    return _lerp(stack, linear_taps(plane.shape[0], out_size[0]), linear_taps(plane.shape[1], out_size[1]))[0]
+
+
+def candidate_classes(probs: np.ndarray, slack: float = 1e-6) -> np.ndarray:
+    """Indices (ascending) of the classes of (K, h, w) ``probs`` that can be the bilinear argmax somewhere.
+
+    An upsampled pixel is a convex combination of one cell's 4 corners, so a class whose maximum over a
+    cell's corners is below another class's minimum over them loses everywhere in that cell.
+    """
+    padded = np.pad(probs, ((0, 0), (0, 1), (0, 1)), mode="edge")
+    corners = (padded[:, :-1, :-1], padded[:, 1:, :-1], padded[:, :-1, 1:], padded[:, 1:, 1:])
+    cell_max = np.maximum.reduce(corners)
+    floor = np.minimum.reduce(corners).max(axis=0)
+    return np.flatnonzero((cell_max >= floor - slack).reshape(len(probs), -1).any(axis=1))
+
+
+def upsample_labels(probs: np.ndarray, out_size: tuple[int, int], unlabelled_threshold: float | None = None,
+                    max_elements: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinearly upsample (C + 1, h, w) probabilities to ``out_size`` and take the best class per pixel.
+
+    The background channel (last) is never chosen; classes that cannot win are pruned; rows are
+    interpolated in bands of at most ``max_elements`` floats.
+
+    Returns:
+        labels (H, W) int32 in [0, C) or ``UNLABELLED``; confidence (H, W) float32, the chosen class's probability.
+    """
+    height, width = out_size
+    classes = probs[:-1].astype(np.float32, copy=False)
+    keep = candidate_classes(classes)
+    classes = classes[keep]
+    y0, y1, fy = linear_taps(classes.shape[1], height)
+    x0, x1, fx = linear_taps(classes.shape[2], width)
+    labels = np.empty((height, width), dtype=np.int32)
+    confidence = np.empty((height, width), dtype=np.float32)
+    band = max(1, min(height, max_elements // max(1, classes.shape[0] * width)))
+    for r0 in range(0, height, band):
+        r1 = min(height, r0 + band)
+        part = _lerp(classes, (y0[r0:r1], y1[r0:r1], fy[r0:r1]), (x0, x1, fx))  # (K', r, W)
+        index = part.argmax(axis=0)
+        best = np.take_along_axis(part, index[None], axis=0)[0]
+        index = keep[index]
+        if unlabelled_threshold is not None:
+            index = np.where(best < unlabelled_threshold, UNLABELLED, index)
+        labels[r0:r1] = index
+        confidence[r0:r1] = best
+    return labels, confidence

@@ -1,0 +1,239 @@
+"""ONNX export (issue 15): the graph equals ``predict_torch``, the torch-free runtime equals ``segment``.
+
+One tiny checkpoint is saved, loaded and exported once for the module. Tolerance for the graph against
+PyTorch: max abs 1e-4 on probabilities (measured ~5e-7; the two run different kernels).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from numpy.testing import assert_allclose
+
+from alignzeg import AlignZegSegmenter
+from alignzeg.cli import main
+from alignzeg.modeling.semantic_map import upsample_probabilities
+from alignzeg.onnx.export import export_onnx
+from alignzeg.onnx.metadata import KEY_CONFIG, KEY_OPSET, KEY_VERSION, read_vocabulary
+from alignzeg.onnx.numpy_ops import resize_bilinear, upsample_labels
+from alignzeg.onnx.runtime import OnnxSegmenter, load_pixels
+from conftest import VOC_SEEN
+
+ATOL = 1e-4
+NAMES = ["person", "chair", "diningtable", "bottle", "wall", "window", "sheep", "sofa"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A saved tiny model whose class indicator counts as trained (so PBC runs), with ZegCLIP's offset on."""
+    seg = AlignZegSegmenter.from_preset("tiny", seen_classes=VOC_SEEN, seed=0,
+                                        config_overrides={"indicator_trained": True, "seen_score_offset": 0.2})
+    return seg.save_pretrained(tmp_path_factory.mktemp("onnx_ckpt"))
+
+
+@pytest.fixture(scope="module")
+def loaded(checkpoint):
+    return AlignZegSegmenter.from_pretrained(checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def onnx_path(loaded, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    loaded.export_onnx(path, vocabulary=NAMES)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runtime(onnx_path):
+    return OnnxSegmenter.load(onnx_path, threads=2)
+
+
+def _inputs(batch, classes, seed):
+    gen = torch.Generator().manual_seed(seed)
+    crops = torch.rand(batch, 3, 64, 64, generator=gen)
+    embeddings = torch.nn.functional.normalize(torch.randn(classes, 64, generator=gen), dim=-1)
+    seen = torch.zeros(classes, dtype=torch.bool)
+    seen[::2] = True  # mixed, so bias correction has something to do
+    return crops, embeddings, seen
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("classes", [2, 20, 171])
+def test_graph_equals_predict_torch(loaded, runtime, batch, classes):
+    crops, embeddings, seen = _inputs(batch, classes, seed=batch * 1000 + classes)
+    for bias_correction in (True, False):
+        expected = loaded.predict_torch(crops, embeddings, seen, bias_correction=bias_correction).numpy()
+        graph_seen = seen.numpy() if bias_correction else np.zeros(classes, dtype=bool)
+        got = runtime.predict(crops.numpy(), embeddings.numpy(), graph_seen)
+        assert got.shape == (batch, classes + 1, 16, 16)
+        assert_allclose(got, expected, rtol=0, atol=ATOL)
+
+
+def test_seen_mask_input_drives_bias_correction(loaded, runtime):
+    """The seen mask is a live input: PBC changes this model's output, and the graph follows it."""
+    crops, embeddings, seen = _inputs(2, 20, seed=7)
+    with_pbc = runtime.predict(crops.numpy(), embeddings.numpy(), seen.numpy())
+    without = runtime.predict(crops.numpy(), embeddings.numpy(), np.zeros(20, dtype=bool))
+    assert np.abs(with_pbc - without).max() > 1e-2
+    flipped = ~seen
+    expected = loaded.predict_torch(crops, embeddings, flipped).numpy()
+    assert_allclose(runtime.predict(crops.numpy(), embeddings.numpy(), flipped.numpy()), expected, rtol=0, atol=ATOL)
+
+
+def test_metadata_and_dynamic_axes(loaded, onnx_path):
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta[KEY_CONFIG]) == loaded.config.to_dict()
+    assert meta[KEY_OPSET] == "17" and meta[KEY_VERSION] == "0.1.0"
+    assert [op.version for op in model.opset_import if op.domain in ("", "ai.onnx")] == [17]
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    assert dims == {"crops": ["batch", 3, 64, 64], "class_embeddings": ["classes", 64], "seen_mask": ["classes"]}
+    names, embeddings = read_vocabulary(meta)
+    assert names == tuple(NAMES)
+    np.testing.assert_array_equal(embeddings, loaded.encode_vocabulary(NAMES).numpy())  # stored bit-exactly
+
+
+def _assert_labels_match_up_to_ties(expected, got):
+    """Label maps equal except at pixels where torch's two best classes tie within ATOL (and those are few)."""
+    probs = upsample_probabilities(torch.from_numpy(expected.class_probs), expected.size).numpy()
+    ys, xs = np.nonzero(expected.label_map != got.label_map)
+    gap = np.abs(probs[expected.label_map[ys, xs], ys, xs] - probs[got.label_map[ys, xs], ys, xs])
+    assert (gap <= ATOL).all(), f"{(gap > ATOL).sum()} mismatching pixels are not ties (gap up to {gap.max()})"
+    assert len(ys) <= 1e-3 * expected.label_map.size
+
+
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_runtime_equals_segment_on_voc_photo(loaded, runtime, voc, bias_correction):
+    expected = loaded.segment(voc["rgb"], NAMES, bias_correction=bias_correction)
+    got = runtime.segment(voc["rgb"], NAMES, bias_correction=bias_correction)
+    assert got.class_names == tuple(NAMES) and got.size == (375, 500)
+    np.testing.assert_array_equal(got.seen, expected.seen)
+    assert_allclose(got.class_probs, expected.class_probs, rtol=0, atol=ATOL)
+    _assert_labels_match_up_to_ties(expected, got)
+    assert_allclose(got.scores, expected.scores, rtol=0, atol=ATOL)
+    np.testing.assert_array_equal(got.image, voc["rgb"])
+
+
+def test_runtime_subset_order_embeddings_and_threshold(loaded, runtime, voc):
+    subset = ["sofa", "wall", "Person"]  # a reordered subset of the stored names, matched like segment does
+    expected = loaded.segment(voc["rgb"], subset, unlabelled_threshold=0.3)
+    got = runtime.segment(voc["rgb"], subset, unlabelled_threshold=0.3)
+    assert_allclose(got.class_probs, expected.class_probs, rtol=0, atol=ATOL)
+    _assert_labels_match_up_to_ties(expected, got)
+    assert (got.label_map == -1).any() and got.seen.tolist() == [False, False, True]
+    embeddings = loaded.encode_vocabulary(["cat", "dog"]).numpy() * 3.0  # not unit norm: normalised as in segment
+    by_vectors = runtime.segment(voc["rgb"], embeddings, class_names=["cat", "dog"])
+    assert_allclose(by_vectors.class_probs, loaded.segment(voc["rgb"], embeddings).class_probs, rtol=0, atol=ATOL)
+
+
+def test_larger_and_smaller_images_use_the_same_windows(loaded, runtime, voc):
+    from PIL import Image
+
+    wide = np.asarray(Image.fromarray(voc["rgb"]).resize((900, 250)))  # several windows, downscaled
+    tiny = voc["rgb"][:40, :30]  # upscaled and padded
+    for image in (wide, tiny):
+        assert_allclose(runtime.segment(image, NAMES).class_probs, loaded.segment(image, NAMES).class_probs,
+                        rtol=0, atol=ATOL)
+
+
+def test_numpy_ops_equal_torch():
+    gen = np.random.default_rng(0)
+    pixels = gen.random((3, 37, 53), dtype=np.float32)
+    for size in ((64, 90), (20, 31), (64, 24)):  # up, down, mixed (antialiased like torch)
+        antialias = size[0] < 37 or size[1] < 53
+        ref = torch.nn.functional.interpolate(torch.from_numpy(pixels)[None], size=size, mode="bilinear",
+                                              align_corners=False, antialias=antialias)[0].clamp(0, 1)
+        assert_allclose(resize_bilinear(pixels, size), ref.numpy(), rtol=0, atol=1e-5)
+    probs = gen.dirichlet(np.ones(6), size=(9, 13)).transpose(2, 0, 1).astype(np.float32)
+    labels, confidence = upsample_labels(probs, (70, 101), max_elements=5000)
+    full = upsample_probabilities(torch.from_numpy(probs), (70, 101)).numpy()[:-1]
+    assert_allclose(confidence, full.max(axis=0), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(labels, full.argmax(axis=0))
+
+
+def test_bad_inputs_name_the_value(loaded, runtime, tmp_path, voc):
+    with pytest.raises(ValueError, match=r"\['giraffe'\] are not in the vocabulary stored"):
+        runtime.segment(voc["rgb"], ["wall", "giraffe"])
+    with pytest.raises(ValueError, match=r"shape \(C, 64\).*\(2, 5\)"):
+        runtime.segment(voc["rgb"], np.ones((2, 5), dtype=np.float32))
+    with pytest.raises(TypeError, match="got Tensor"):
+        load_pixels(torch.zeros(3, 8, 8))
+    from PIL import Image
+
+    Image.new("RGB", (1200, 1000)).save(tmp_path / "big.png")
+    with pytest.raises(ValueError, match=r"big.png' is 1200 x 1000 = 1,200,000 pixels, above the limit of 1,000,000"):
+        load_pixels(tmp_path / "big.png", max_pixels=1_000_000)
+    assert load_pixels(tmp_path / "big.png").shape == (3, 1000, 1200)
+    with pytest.raises(ValueError, match=r"opset must be an integer >= 17 .*got 11"):
+        export_onnx(loaded, tmp_path / "x.onnx", opset=11)
+    with pytest.raises(TypeError, match="AlignZegSegmenter, got str"):
+        export_onnx("model", tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="the folder of .*missing.* does not exist"):
+        loaded.export_onnx(tmp_path / "missing" / "x.onnx")
+
+
+def test_untrained_indicator_follows_segment(tiny_checkpoint, voc, tmp_path):
+    """Auto PBC is off (with segment's warning) for a model whose indicator was not trained; True is refused."""
+    seg = AlignZegSegmenter.from_pretrained(tiny_checkpoint, device="cpu")
+    runtime = OnnxSegmenter.load(seg.export_onnx(tmp_path / "untrained.onnx", vocabulary=NAMES), threads=2)
+    with pytest.warns(UserWarning, match=r"class indicator was never trained .*PBC\) is off"):
+        auto = runtime.segment(voc["rgb"], NAMES)
+    assert auto.bias_correction is False
+    assert_allclose(auto.class_probs, seg.segment(voc["rgb"], NAMES, bias_correction=False).class_probs,
+                    rtol=0, atol=ATOL)
+    with pytest.raises(ValueError, match="bias_correction=True needs a trained class indicator"):
+        runtime.segment(voc["rgb"], NAMES, bias_correction=True)
+    with pytest.raises(TypeError, match="got str 'yes'"):
+        runtime.segment(voc["rgb"], NAMES, bias_correction="yes")
+
+
+def test_foreign_file_and_cli_errors(onnx_path, tmp_path, capsys):
+    model = onnx.load(str(onnx_path))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "plain.onnx"))
+    with pytest.raises(ValueError, match="not written by alignzeg's export_onnx"):
+        OnnxSegmenter.load(tmp_path / "plain.onnx")
+    with pytest.raises(FileNotFoundError, match="nothing.onnx"):
+        OnnxSegmenter.load(tmp_path / "nothing.onnx")
+    assert main(["export", "--model", str(tmp_path / "no_model"), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "no_model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_saved_exported_and_run_without_torch(checkpoint, loaded, voc, tmp_path):
+    """CLI export of a saved checkpoint, then a subprocess in which importing torch (or open_clip) fails."""
+    path = tmp_path / "cli.onnx"
+    assert main(["export", "--model", str(checkpoint), "--out", str(path), "--classes", ",".join(NAMES)]) == 0
+    np.save(tmp_path / "image.npy", voc["rgb"])
+    script = textwrap.dedent(f"""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "open_clip", "torchvision"):
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        from alignzeg.onnx.runtime import OnnxSegmenter
+        seg = OnnxSegmenter.load({str(path)!r}, threads=2)
+        result = seg.segment(np.load({str(tmp_path / 'image.npy')!r}), {NAMES!r})
+        np.save({str(tmp_path / 'labels.npy')!r}, result.label_map)
+        np.save({str(tmp_path / 'probs.npy')!r}, result.class_probs)
+        np.save({str(tmp_path / 'wall.npy')!r}, result.probability_map("wall"))
+        result.overlay().save({str(tmp_path / 'overlay.png')!r})
+        assert not any(m.split(".")[0] in ("torch", "open_clip") for m in sys.modules), "torch was imported"
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = loaded.segment(voc["rgb"], NAMES)
+    assert_allclose(np.load(tmp_path / "probs.npy"), expected.class_probs, rtol=0, atol=ATOL)
+    got = type("R", (), {"label_map": np.load(tmp_path / "labels.npy")})
+    _assert_labels_match_up_to_ties(expected, got)
+    assert_allclose(np.load(tmp_path / "wall.npy"), expected.probability_map("wall"), rtol=0, atol=ATOL)
+    assert (tmp_path / "overlay.png").stat().st_size > 0
