@@ -11,8 +11,9 @@
   toward the background prototypes with full weight instead of the ``eos_coef`` down-weight.
 - The class indicator's positives (``off_prototype_features``): a *separate* set of synthetic features
   that stand for unseen classes. A mix ``u`` of two matched proposals of different seen classes a, b is
-  rotated by an angle theta toward a random direction ``d`` orthogonal to ``u`` and to both prototypes
-  t_a, t_b: ``z = cos(theta) u + sin(theta) d``. So ``cos(z, t_a) = cos(theta) cos(u, t_a)`` (the same for
+  rotated by an angle theta toward a direction ``d`` orthogonal to ``u`` and to both prototypes t_a, t_b
+  (the trainer draws ``d`` as a random combination of the batch's matched proposal embeddings, so it
+  stays in the span where proposal embeddings live): ``z = cos(theta) u + sin(theta) d``. So ``cos(z, t_a) = cos(theta) cos(u, t_a)`` (the same for
   t_b): z lies off the seen prototypes by construction, where L_vir's mixes lie between them (and are
   trained toward them). Background and negative proposals are never positives: in inductive training
   they include the unseen objects of the training images (labelled "ignore"), and an indicator trained
@@ -122,7 +123,8 @@ def off_prototype_features(embeddings: torch.Tensor, classes: torch.Tensor, prot
         pairs: (V, 2) int64 index pairs with different classes (``sample_mix_pairs``).
         lam: (V,) float in [0, 1], the weight of item i.
         theta: (V,) float, the rotation in radians, in (0, pi / 2].
-        noise: (V, E) float directions to orthogonalise; default: standard normal (global torch RNG).
+        noise: (V, E) float directions to orthogonalise; default: standard normal (global torch RNG). A row
+            that lies (numerically) in span{u, t_a, t_b} is replaced by a standard normal direction.
 
     Returns:
         (V, E) float, L2-normalised; ``cos(z, t) = cos(theta) * cos(u, t)`` for both source prototypes t.
@@ -143,6 +145,11 @@ def off_prototype_features(embeddings: torch.Tensor, classes: torch.Tensor, prot
         basis.append(F.normalize(v, dim=-1))
     for b in basis:
         d = d - (d * b).sum(-1, keepdim=True) * b
+    # Where ``noise`` lies in span{u, t_a, t_b} nothing is left of it: a random orthogonal direction instead.
+    spare = torch.randn(d.shape).to(d)
+    for b in basis:
+        spare = spare - (spare * b).sum(-1, keepdim=True) * b
+    d = torch.where(d.norm(dim=-1, keepdim=True) > 1e-4 * noise.norm(dim=-1, keepdim=True).clamp_min(1e-12), d, spare)
     d = F.normalize(d, dim=-1)
     theta = theta.to(u)[:, None]
     return F.normalize(torch.cos(theta) * u + torch.sin(theta) * d, dim=-1)

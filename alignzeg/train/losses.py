@@ -265,4 +265,7 @@ class AlignZegCriterion:
             return matched.new_zeros(0, matched.shape[1])
         lam = sample_mix_weights(pairs.shape[0], cfg.mixup_alpha)
         theta = sample_angles(pairs.shape[0], *cfg.indicator_angle)
-        return off_prototype_features(matched, classes, class_embeddings, pairs, lam, theta)
+        # Rotation directions from the span of the batch's real proposal embeddings (random combinations),
+        # so the positives stay where proposal embeddings live instead of in arbitrary directions.
+        noise = torch.randn(pairs.shape[0], matched.shape[0]).to(matched) @ matched
+        return off_prototype_features(matched, classes, class_embeddings, pairs, lam, theta, noise)

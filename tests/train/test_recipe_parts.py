@@ -242,6 +242,12 @@ def test_off_prototype_features_shrink_the_cosine_to_both_prototypes():
     for side in (0, 1):
         t = protos[classes[pairs[:, side]]]
         torch.testing.assert_close((z * t).sum(-1), torch.cos(theta) * (u * t).sum(-1), rtol=1e-5, atol=1e-6)
+    # a direction with nothing outside span{u, t_a, t_b} (here: u itself) falls back to a random one
+    torch.manual_seed(1)  # (seed 0 would redraw the prototypes' own numbers, which lie in the span)
+    z = off_prototype_features(emb, classes, protos, pairs, lam, theta, noise=u.clone())
+    torch.testing.assert_close((z * u).sum(-1), torch.cos(theta))
+    t = protos[classes[pairs[:, 0]]]
+    torch.testing.assert_close((z * t).sum(-1), torch.cos(theta) * (u * t).sum(-1), rtol=1e-5, atol=1e-6)
 
 
 def test_indicator_positives_exclude_background_unmatched_and_negative_proposals():
