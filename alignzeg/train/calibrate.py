@@ -17,7 +17,6 @@ file moved over the old one, every other key unchanged), so ``from_pretrained`` 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -55,18 +54,6 @@ class CalibrationResult:
     grid: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _has_offset(config: AlignZegConfig) -> bool:
-    return "seen_score_offset" in {f.name for f in dataclasses.fields(config)}
-
-
-def _settings(config: AlignZegConfig, threshold: float, offset: float) -> AlignZegConfig:
-    if _has_offset(config):
-        return config.replace(pbc_threshold=threshold, seen_score_offset=offset)
-    if offset != 0:
-        raise ValueError(f"this model config has no seen_score_offset; offsets must be (0.0,), got {offset}")
-    return config.replace(pbc_threshold=threshold)
-
-
 def check_calibration_split(calib_split: str, eval_split: str | None) -> None:
     """Refuse a calibration split named ``test`` or equal to the evaluation split.
 
@@ -100,8 +87,9 @@ def calibrate(segmenter: Any, dataset: Any, thresholds: Sequence[float] = DEFAUL
         progress: show progress bars.
 
     Raises:
-        ValueError: empty or out-of-range grids, an untrained indicator, or a split without seen or
-            unseen classes (hIoU undefined everywhere).
+        ValueError: empty or out-of-range grids, an untrained indicator (``config.indicator_trained`` False:
+            PBC, and with it the offset, never runs on such a model), or a split without seen or unseen
+            classes (hIoU undefined everywhere).
     """
     thresholds, offsets = [float(t) for t in thresholds], [float(o) for o in offsets]
     if not thresholds or not offsets:
@@ -115,7 +103,7 @@ def calibrate(segmenter: Any, dataset: Any, thresholds: Sequence[float] = DEFAUL
     try:
         for threshold in thresholds:
             for offset in offsets:
-                segmenter.model.config = _settings(original, threshold, offset)
+                segmenter.model.config = original.replace(pbc_threshold=threshold, seen_score_offset=offset)
                 r = evaluate(segmenter, dataset, bias_correction=True, limit=limit, progress=progress)
                 grid.append({"threshold": threshold, "offset": offset, "mIoU(S)": r.miou_seen,
                              "mIoU(U)": r.miou_unseen, "hIoU": r.hiou})
@@ -141,8 +129,7 @@ def write_calibration(folder: str | os.PathLike, result: CalibrationResult) -> P
         raise FileNotFoundError(f"{str(path)!r} does not exist: calibration is written into a local checkpoint folder")
     data = json.loads(path.read_text(encoding="utf-8"))
     data["pbc_threshold"] = result.pbc_threshold
-    if "seen_score_offset" in data or result.seen_score_offset != 0:
-        data["seen_score_offset"] = result.seen_score_offset
+    data["seen_score_offset"] = result.seen_score_offset
     AlignZegConfig.from_dict(dict(data))  # refuse to write a config that would not load
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write_json(tmp, data)

@@ -217,13 +217,13 @@ def background_prototype_usage(segmenter: Any, dataset: Any, temperature: float 
     Args:
         segmenter: an ``AlignZegSegmenter``.
         dataset: a protocol dataset.
-        temperature: default: the model's ``bg_temperature`` (0, the hard maximum, for configs without it).
+        temperature: default: the model's ``bg_temperature``.
         only_background: count only proposals whose most probable column is background; ``False`` counts all.
         limit: use only the first ``limit`` images.
         progress: show a progress bar.
     """
     if temperature is None:
-        temperature = float(getattr(segmenter.config, "bg_temperature", 0.0))
+        temperature = float(segmenter.config.bg_temperature)
     prototypes = segmenter.model.classifier.bg_prototypes.detach().float().cpu()
     chosen = []
     for out, _, _ in _forward(segmenter, dataset, limit, progress):

@@ -148,28 +148,31 @@ def _image_array(image: Any) -> Any:
     return image
 
 
-def resolve_bias_correction(config: Any, bias_correction: bool | str = "auto") -> bool:
-    """Whether to apply PBC for a model config: ``"auto"`` follows ``config.indicator_trained``.
+def resolve_bias_correction(config: Any, bias_correction: bool | str | None = None) -> bool:
+    """Whether to apply PBC for a model config: ``None`` / ``"auto"`` follow ``config.indicator_trained``.
+
+    The same rule as ``AlignZegSegmenter.segment``; resolved once here so that an evaluation logs one
+    warning, not one per image.
 
     Raises:
         ValueError: ``bias_correction=True`` for a model whose class indicator was not trained, or a value
-            other than True, False and ``"auto"``.
+            other than True, False, None and ``"auto"``.
     """
-    trained = bool(getattr(config, "indicator_trained", True))  # configs before the field: as trained
-    if bias_correction == "auto" and not isinstance(bias_correction, bool):
+    trained = bool(config.indicator_trained)
+    if bias_correction is None or (isinstance(bias_correction, str) and bias_correction == "auto"):
         if not trained:
             logger.warning("bias correction is off: this model's class indicator was not trained "
                            "(config.indicator_trained is False)")
         return trained
     if not isinstance(bias_correction, bool):
-        raise ValueError(f"bias_correction must be True, False or 'auto', got {bias_correction!r}")
+        raise ValueError(f"bias_correction must be True, False, None or 'auto', got {bias_correction!r}")
     if bias_correction and not trained:
         raise ValueError("bias_correction=True needs a trained class indicator, but this model's "
                          "config.indicator_trained is False; use 'auto' or False")
     return bias_correction
 
 
-def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str = "auto", limit: int | None = None,
+def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = None, limit: int | None = None,
              progress: bool = False) -> EvalResult:
     """Evaluate a segmenter on a dataset through ``AlignZegSegmenter.segment``.
 
@@ -177,8 +180,8 @@ def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str = "auto",
         segmenter: an ``AlignZegSegmenter``.
         dataset: a protocol dataset (``alignzeg.train.data``) built for evaluation (unseen pixels kept).
             Its ``class_embeddings`` are used as the vocabulary when present, else its ``class_names``.
-        bias_correction: apply PBC (the paper's setting); ``"auto"``: when the class indicator was trained
-            (``resolve_bias_correction``).
+        bias_correction: apply PBC (the paper's setting); ``None`` or ``"auto"`` (default): when the class
+            indicator was trained, as ``segment`` (``resolve_bias_correction``).
         limit: evaluate only the first ``limit`` images.
         progress: show a progress bar.
 
@@ -245,9 +248,8 @@ def _run_calibration(args: argparse.Namespace, segmenter: Any) -> None:
     calib = build_dataset(args.dataset, args.data_root, split=args.calib_split, seen_classes=args.seen, train=False)
     result = calibrate(segmenter, calib, *grids, limit=args.calib_limit, progress=not args.quiet)
     path = write_calibration(args.model, result)
-    segmenter.model.config = segmenter.config.replace(
-        pbc_threshold=result.pbc_threshold,
-        **({"seen_score_offset": result.seen_score_offset} if hasattr(segmenter.config, "seen_score_offset") else {}))
+    segmenter.model.config = segmenter.config.replace(pbc_threshold=result.pbc_threshold,
+                                                      seen_score_offset=result.seen_score_offset)
     print(f"calibrated on {args.calib_split!r}: pbc_threshold {result.pbc_threshold:g}, seen_score_offset "
           f"{result.seen_score_offset:g} (hIoU {100 * result.hiou:.2f}); written to {path}")
 

@@ -32,7 +32,6 @@ Distributed: launched under ``torchrun`` (``WORLD_SIZE`` > 1), the trainer joins
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -106,15 +105,11 @@ class Trainer:
         self.model = self._build_model(model).to(self.device)
         self.train_ids, self.class_names = self._training_classes()
         self.class_embeddings = self._class_embeddings()
-        self.model.config = self.model.config.replace(seen_classes=self.class_names, **self._indicator_flag())
+        self.model.config = self.model.config.replace(
+            seen_classes=self.class_names, indicator_trained=bool(config.class_indicator and config.lambda_bc > 0))
         self.criterion = AlignZegCriterion(config)
 
     # Setup -------------------------------------------------------------------------------------------
-    def _indicator_flag(self) -> dict[str, bool]:
-        """``{"indicator_trained": ...}`` for the model config (empty for a config without that field)."""
-        if "indicator_trained" not in {f.name for f in dataclasses.fields(self.model.config)}:
-            return {}
-        return {"indicator_trained": bool(self.config.class_indicator and self.config.lambda_bc > 0)}
 
     def _setup_distributed(self) -> None:
         world = int(os.environ.get("WORLD_SIZE", "1"))

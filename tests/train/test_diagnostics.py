@@ -59,6 +59,10 @@ def test_indicator_auc_and_background_usage_on_a_tiny_model(tiny_segmenter, shap
     assert flat.auc == 0.5 and flat.mean_seen == pytest.approx(1 / (1 + math.exp(5)))  # all tied
     monkeypatch.setattr(model.indicator, "forward", original)
     usage = background_prototype_usage(tiny_segmenter, ds, only_background=False)
-    assert usage.num_proposals == 3 * tiny_segmenter.config.num_queries
-    assert usage.wins.sum() == pytest.approx(1.0) and usage.wins.shape == (tiny_segmenter.config.num_bg_prototypes,)
-    np.testing.assert_allclose(usage.responsibility, usage.wins)  # temperature 0: the one-hot winner
+    cfg = tiny_segmenter.config
+    assert usage.num_proposals == 3 * cfg.num_queries and usage.temperature == cfg.bg_temperature > 0
+    assert usage.wins.sum() == pytest.approx(1.0) and usage.wins.shape == (cfg.num_bg_prototypes,)
+    assert usage.responsibility.sum() == pytest.approx(1.0) and (usage.responsibility > 0).all()
+    hard = background_prototype_usage(tiny_segmenter, ds, temperature=0.0, only_background=False)
+    np.testing.assert_array_equal(hard.wins, usage.wins)
+    np.testing.assert_array_equal(hard.responsibility, hard.wins)  # temperature 0: the one-hot winner

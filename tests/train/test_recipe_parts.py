@@ -31,17 +31,18 @@ def test_parameter_groups_put_embeddings_norms_biases_prototypes_and_scale_at_ze
     groups = parameter_groups(model, model.trainable_parameters(), weight_decay=0.05)
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
     decayed, free = set(groups[0]["names"]), set(groups[1]["names"])
-    for name in ("extractor.query_embed", "extractor.query_pos", "extractor.visual_pos", "classifier.bg_prototypes",
+    for name in ("backbone.prompts.tokens",  # the deep visual prompts (trained; CLIP itself is not)
+                 "extractor.query_embed", "extractor.query_pos", "extractor.visual_pos", "classifier.bg_prototypes",
                  "classifier.log_logit_scale", "extractor.input_proj.1.weight",  # LayerNorm gain
-                 "extractor.side.net.1.weight",  # GroupNorm gain
+                 "extractor.side.stages.0.1.weight",  # the learnable encoder's norm gain
                  "extractor.layers.0.q_cross.attn.in_proj_bias", "classifier.embed.1.bias"):
         assert name in free, name
-    for name in ("extractor.input_proj.0.weight", "extractor.side.net.0.weight",  # Linear and Conv kernels
+    for name in ("extractor.input_proj.0.weight", "extractor.side.stages.0.0.weight",  # Linear and Conv kernels
                  "extractor.layers.0.q_cross.attn.in_proj_weight", "classifier.embed.1.weight",  # inside "embed"
                  "indicator.net.0.weight"):
         assert name in decayed, name
     # every trainable parameter is in exactly one group, and nothing of the frozen CLIP is
-    names = [n for n, _ in model.named_parameters() if not n.startswith("backbone.")]
+    names = [n for n, _ in model.named_parameters() if not n.startswith("backbone.clip.")]
     assert sorted(decayed | free) == sorted(names) and not decayed & free
     every = {id(p) for g in groups for p in g["params"]}
     assert every == {id(p) for p in model.trainable_parameters()}
@@ -69,6 +70,14 @@ def test_trainer_optimizer_uses_the_groups(tmp_path):
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
     expected = parameter_groups(trainer.model, trainer.model.trainable_parameters(), 0.1)
     assert [g["names"] for g in groups] == [g["names"] for g in expected]
+    # the class indicator was trained (class_indicator and lambda_bc > 0): the saved config says so
+    assert json.loads((tmp_path / "config.json").read_text())["indicator_trained"] is True
+    assert AlignZegSegmenter.from_pretrained(tmp_path, device="cpu").config.indicator_trained is True
+    for off in (dict(class_indicator=False), dict(lambda_bc=0.0)):
+        assert Trainer(cfg.replace(**off), None, ShapesDataset(num=4)).model.config.indicator_trained is False
+    # fine-tuning a model whose indicator was trained, without training it: the flag goes back to False
+    seg = AlignZegSegmenter.from_pretrained(tmp_path, device="cpu")
+    assert Trainer(cfg.replace(class_indicator=False), seg, ShapesDataset(num=4)).model.config.indicator_trained is False
 
 
 # Recipes and the config ------------------------------------------------------------------------------
@@ -78,6 +87,8 @@ def test_recipes_carry_the_peers_settings():
         assert (cfg.warmup_iters, cfg.grad_clip, cfg.photometric, cfg.class_cost, cfg.no_decay) == (
             1500, 0.01, True, "prob", True), name
         assert cfg.data == ({"label_dir": "auto"} if cfg.dataset == "voc" else {}), name
+        tokens = {"voc": 10, "coco-stuff": 100, "context": 50}[cfg.dataset]
+        assert cfg.model_overrides == {"num_queries": 100, "clip_prompt_tokens": tokens}, name
     assert TrainConfig().class_cost == "prob"
     with pytest.raises(ValueError, match="class_cost must be one of .*got 'nll'"):
         TrainConfig(class_cost="nll")
