@@ -75,7 +75,9 @@ class TrainConfig:
         class_cost: the class term of the matching cost: ``"prob"`` (``-p``, Mask2Former / ZegCLIP) or
             ``"logprob"`` (``-log p``, unbounded). Negative proposals are always ranked by the loss (``-log p``).
         indicator_angle: (low, high) degrees. The class indicator's positives are synthetic features rotated
-            off the seen prototypes by an angle drawn from this range (``gepc.off_prototype_features``).
+            off the seen prototypes by an angle drawn from this range (``gepc.off_prototype_features``);
+            ``(0, 0)`` makes them plain mixes of two seen proposals (the paper's virtual features, drawn
+            apart from L_vir's).
         data: extra keyword arguments of the dataset loader (``build_dataset(..., **data)``), e.g.
             ``{"label_dir": "SegmentationClassAug"}``; set from the CLI with ``--set data.label_dir=...``.
         num_workers: DataLoader workers.
@@ -168,8 +170,8 @@ class TrainConfig:
         if self.class_cost not in _CLASS_COSTS:
             raise ValueError(f"train config class_cost must be one of {_CLASS_COSTS}, got {self.class_cost!r}")
         lo, hi = self.indicator_angle if len(self.indicator_angle) == 2 else (1.0, 0.0)
-        if not 0.0 < lo <= hi <= 90.0:
-            raise ValueError(f"train config indicator_angle must be (low, high) degrees with 0 < low <= high <= 90, "
+        if not 0.0 <= lo <= hi <= 90.0:
+            raise ValueError(f"train config indicator_angle must be (low, high) degrees with 0 <= low <= high <= 90, "
                              f"got {self.indicator_angle}")
         if self.mixup_alpha <= 0:
             raise ValueError(f"train config mixup_alpha must be > 0, got {self.mixup_alpha!r}")

@@ -122,7 +122,7 @@ def off_prototype_features(embeddings: torch.Tensor, classes: torch.Tensor, prot
         prototypes: (C, E) float, L2-normalised seen-class prototypes.
         pairs: (V, 2) int64 index pairs with different classes (``sample_mix_pairs``).
         lam: (V,) float in [0, 1], the weight of item i.
-        theta: (V,) float, the rotation in radians, in (0, pi / 2].
+        theta: (V,) float, the rotation in radians, in [0, pi / 2] (0 returns the mix ``u`` itself).
         noise: (V, E) float directions to orthogonalise; default: standard normal (global torch RNG). A row
             that lies (numerically) in span{u, t_a, t_b} is replaced by a standard normal direction.
 

@@ -92,8 +92,9 @@ def test_recipes_carry_the_peers_settings():
     assert TrainConfig().class_cost == "prob"
     with pytest.raises(ValueError, match="class_cost must be one of .*got 'nll'"):
         TrainConfig(class_cost="nll")
-    with pytest.raises(ValueError, match=r"indicator_angle must be .*got \(0.0, 30.0\)"):
-        TrainConfig(indicator_angle=(0, 30))
+    with pytest.raises(ValueError, match=r"indicator_angle must be .*got \(40.0, 30.0\)"):
+        TrainConfig(indicator_angle=(40, 30))
+    assert TrainConfig(indicator_angle=(0, 0)).indicator_angle == (0.0, 0.0)  # plain mixes
     cfg = apply_overrides(TrainConfig(), ["data.label_dir=SegmentationClassAug", "data.images=img"])
     assert cfg.data == {"label_dir": "SegmentationClassAug", "images": "img"}
     with pytest.raises(ValueError, match="names no data key"):
@@ -250,6 +251,8 @@ def test_off_prototype_features_shrink_the_cosine_to_both_prototypes():
     u = F.normalize(lam[:, None] * emb[pairs[:, 0]] + (1 - lam[:, None]) * emb[pairs[:, 1]], dim=-1)
     torch.testing.assert_close(z.norm(dim=-1), torch.ones(3))
     torch.testing.assert_close((z * u).sum(-1), torch.cos(theta))  # rotated by exactly theta off the mix
+    plain = off_prototype_features(emb, classes, protos, pairs, lam, torch.zeros(3), noise=torch.randn(3, 16))
+    torch.testing.assert_close(plain, u)  # angle 0: the mix itself
     for side in (0, 1):
         t = protos[classes[pairs[:, side]]]
         torch.testing.assert_close((z * t).sum(-1), torch.cos(theta) * (u * t).sum(-1), rtol=1e-5, atol=1e-6)
