@@ -4,6 +4,7 @@
     alignzeg-train --recipe voc-vitb16 --data-root data/VOCdevkit --out runs/voc
     alignzeg-train --config cfg.json --set lr=1e-4 --set model_overrides.num_queries=50 \\
         --dataset folder --data-root data/mine --out runs/mine
+    alignzeg-train --recipe voc-vitb16 --set data.label_dir=SegmentationClassAug --data-root data/VOCdevkit ...
     torchrun --nproc_per_node 8 -m alignzeg.train.cli --recipe coco-stuff-vitb16 ...
 
 The fully resolved config is logged at the start and saved as ``train_config.json`` in ``--out``.
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logger.info("resolved train config:\n%s", json.dumps(config.to_dict(), indent=2))
         dataset = build_dataset(dataset_name, args.data_root, split=args.split,
-                                seen_classes=config.seen_classes, train=True)
+                                seen_classes=config.seen_classes, train=True, **config.data)
         trainer = Trainer(config, None, dataset, out_dir=args.out, resume=args.resume)
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"alignzeg-train: error: {err}", file=sys.stderr)
