@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from .preprocess import LoadedImage, load_image, load_images
 from .presets import get_preset_config, preset_info
 from .result import SegmentationResult
 from .sliding_window import cut_windows, plan_windows, stitch_windows
+from .streaming import ImageError, segment_iter
 
 logger = logging.getLogger(__name__)
 
@@ -417,6 +418,17 @@ class AlignZegSegmenter:
                 image=img.to_uint8() if keep_image else None,
             ))
         return results
+
+    def segment_iter(self, images: Iterable[Any], vocabulary: Any, *, prefetch: int = 4, workers: int = 2,
+                     on_error: str = "raise", **options: Any) -> Iterator[SegmentationResult | ImageError]:
+        """Segment a stream of images lazily, in input order, decoding the next ones on background threads.
+
+        Memory stays bounded (``prefetch`` decoded images wait at most). ``on_error="return"`` yields an
+        ``alignzeg.streaming.ImageError`` for an image that cannot be read or decoded instead of raising.
+        ``options``: those of ``segment``. See ``alignzeg.streaming.segment_iter``.
+        """
+        return segment_iter(self, images, vocabulary, prefetch=prefetch, workers=workers, on_error=on_error,
+                            **options)
 
     def segment(self, image: Any, vocabulary: Any, *, seen: Sequence[Any] | None = None,
                 bias_correction: bool = True, unlabelled_threshold: float | None = None,
