@@ -76,6 +76,11 @@ def decode_ahead(images: Iterable[Any], prefetch: int = 4,
     """
     _check_positive("prefetch", prefetch)
     _check_positive("workers", workers)
+    return _decode_stream(images, prefetch, workers)
+
+
+def _decode_stream(images: Iterable[Any], prefetch: int,
+                   workers: int) -> Iterator[tuple[int, Any, LoadedImage | BaseException]]:
     sources = enumerate(images)
     window: collections.deque[tuple[int, Any, Future]] = collections.deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alignzeg-decode") as pool:
@@ -129,7 +134,12 @@ def segment_iter(segmenter: "AlignZegSegmenter", images: Iterable[Any], vocabula
     _check_positive("workers", workers)
     options = dict(seen=seen, bias_correction=bias_correction, unlabelled_threshold=unlabelled_threshold,
                    class_names=class_names, keep_image=keep_image)
-    for index, source, decoded in decode_ahead(images, prefetch, workers):
+    return _segment_stream(segmenter, decode_ahead(images, prefetch, workers), vocabulary, on_error, options)
+
+
+def _segment_stream(segmenter: "AlignZegSegmenter", decoded_stream: Iterator[tuple[int, Any, Any]],
+                    vocabulary: Any, on_error: str, options: dict[str, Any]) -> Iterator[SegmentationResult | ImageError]:
+    for index, source, decoded in decoded_stream:
         if isinstance(decoded, BaseException):
             if on_error == "raise":
                 raise decoded
