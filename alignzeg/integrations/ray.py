@@ -46,7 +46,8 @@ class SegmentBatch:
         vocabulary: class names, in order.
         column: the column holding the images: (H, W, C) uint8 arrays (``ray.data.read_images``) or paths.
         device: passed to ``from_pretrained``; ``None``: CUDA when the actor has a GPU, else the CPU.
-        keep_input: keep the image column in the output (default: drop it, the label map replaces it).
+        keep_input: keep an image column that holds arrays (default: drop it, the label map replaces it);
+            a column of paths is always kept.
         segment_options: passed to ``segment_batch`` (``bias_correction``, ``unlabelled_threshold``, ``seen``).
     """
 
@@ -71,7 +72,8 @@ class SegmentBatch:
                            "pass column=... to segment_dataset")
         images = [_as_input(item) for item in batch[self.column]]
         results = self.segmenter.segment_batch(images, self.vocabulary, keep_image=False, **self.options)
-        out = {k: v for k, v in batch.items() if k != self.column or self.keep_input}
+        drop = not self.keep_input and not all(isinstance(image, str) for image in images)  # paths are kept
+        out = {k: v for k, v in batch.items() if k != self.column or not drop}
         out["label_map"] = [r.label_map for r in results]
         return out
 
@@ -102,7 +104,8 @@ def segment_dataset(ds: "ray.data.Dataset", model: ModelSource, vocabulary: Sequ
         num_gpus, num_cpus: resources per actor; with ``num_gpus > 0`` the segmenter picks CUDA.
         batch_size: rows per ``map_batches`` call (images of one call share forward passes).
         device: force a device in the actors (default: CUDA when the actor has a GPU, else the CPU).
-        keep_input: keep the image column (default: drop it to save object-store memory).
+        keep_input: keep an image column of arrays (default: drop it to save object-store memory); a
+            column of paths is always kept.
         segment_options: ``bias_correction``, ``unlabelled_threshold``, ``seen`` (as ``segment``).
 
     Returns:
