@@ -10,11 +10,12 @@ segmenter can serve several threads.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 import contextlib
 import logging
 import os
 import tempfile
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -348,6 +349,17 @@ class AlignZegSegmenter:
         wanted = {class_name_key(s) for s in seen}
         return [class_name_key(n) in wanted for n in names]
 
+    def segment_iter(self, images: Iterable[Any], vocabulary: Any, *, prefetch: int = 4, workers: int = 2,
+                     on_error: str = "raise", **options: Any) -> Iterator[SegmentationResult | ImageError]:
+        """Segment a stream of images lazily, in input order, decoding the next ones on background threads.
+
+        Memory stays bounded (``prefetch`` decoded images wait at most). ``on_error="return"`` yields an
+        ``alignzeg.streaming.ImageError`` for an image that cannot be read or decoded instead of raising.
+        ``options``: those of ``segment``. See ``alignzeg.streaming.segment_iter``.
+        """
+        return segment_iter(self, images, vocabulary, prefetch=prefetch, workers=workers, on_error=on_error,
+                            **options)
+
     # Inference ---------------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type != "cuda" or not self.autocast:
@@ -418,17 +430,6 @@ class AlignZegSegmenter:
                 image=img.to_uint8() if keep_image else None,
             ))
         return results
-
-    def segment_iter(self, images: Iterable[Any], vocabulary: Any, *, prefetch: int = 4, workers: int = 2,
-                     on_error: str = "raise", **options: Any) -> Iterator[SegmentationResult | ImageError]:
-        """Segment a stream of images lazily, in input order, decoding the next ones on background threads.
-
-        Memory stays bounded (``prefetch`` decoded images wait at most). ``on_error="return"`` yields an
-        ``alignzeg.streaming.ImageError`` for an image that cannot be read or decoded instead of raising.
-        ``options``: those of ``segment``. See ``alignzeg.streaming.segment_iter``.
-        """
-        return segment_iter(self, images, vocabulary, prefetch=prefetch, workers=workers, on_error=on_error,
-                            **options)
 
     def segment(self, image: Any, vocabulary: Any, *, seen: Sequence[Any] | None = None,
                 bias_correction: bool = True, unlabelled_threshold: float | None = None,

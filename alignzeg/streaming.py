@@ -54,21 +54,22 @@ class ImageError:
         return f"{type(self.error).__name__}: {self.error}"
 
 
-def _decode(image: Any) -> LoadedImage:
-    loaded = load_image(image)
+def _decode(image: Any, **limits: Any) -> LoadedImage:
+    loaded = load_image(image, **limits)
     if len(loaded) != 1:
         raise ValueError(f"segment_iter takes one image per item, got a batch of {len(loaded)} (split the BCHW tensor)")
     return loaded[0]
 
 
-def decode_ahead(images: Iterable[Any], prefetch: int = 4,
-                 workers: int = 2) -> Iterator[tuple[int, Any, LoadedImage | BaseException]]:
+def decode_ahead(images: Iterable[Any], prefetch: int = 4, workers: int = 2,
+                 **limits: Any) -> Iterator[tuple[int, Any, LoadedImage | BaseException]]:
     """Decode ``images`` on ``workers`` threads, at most ``prefetch`` ahead of the consumer, in input order.
 
     Args:
         images: any iterable of image inputs (paths, PIL images, arrays, CHW tensors); read lazily.
         prefetch: how many images may be decoded (or decoding) ahead of the one being consumed (>= 1).
         workers: decoding threads (>= 1).
+        limits: passed to ``load_image`` (the pixel limit ``max_pixels`` where the decoder has one).
 
     Yields:
         ``(index, source, decoded)`` where ``decoded`` is a ``LoadedImage`` ((3, H, W) float32 in [0, 1]) or
@@ -76,21 +77,21 @@ def decode_ahead(images: Iterable[Any], prefetch: int = 4,
     """
     _check_positive("prefetch", prefetch)
     _check_positive("workers", workers)
-    return _decode_stream(images, prefetch, workers)
+    return _decode_stream(images, prefetch, workers, limits)
 
 
-def _decode_stream(images: Iterable[Any], prefetch: int,
-                   workers: int) -> Iterator[tuple[int, Any, LoadedImage | BaseException]]:
+def _decode_stream(images: Iterable[Any], prefetch: int, workers: int,
+                   limits: dict[str, Any]) -> Iterator[tuple[int, Any, LoadedImage | BaseException]]:
     sources = enumerate(images)
     window: collections.deque[tuple[int, Any, Future]] = collections.deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alignzeg-decode") as pool:
         try:
             for index, source in itertools.islice(sources, prefetch):
-                window.append((index, source, pool.submit(_decode, source)))
+                window.append((index, source, pool.submit(_decode, source, **limits)))
             while window:
                 index, source, future = window.popleft()
                 for nxt, nxt_source in itertools.islice(sources, 1):  # refill: keep ``prefetch`` in flight
-                    window.append((nxt, nxt_source, pool.submit(_decode, nxt_source)))
+                    window.append((nxt, nxt_source, pool.submit(_decode, nxt_source, **limits)))
                 try:
                     decoded: LoadedImage | BaseException = future.result()
                 except Exception as err:  # noqa: BLE001 - handed to the consumer, who raises or records it
@@ -134,7 +135,10 @@ def segment_iter(segmenter: "AlignZegSegmenter", images: Iterable[Any], vocabula
     _check_positive("workers", workers)
     options = dict(seen=seen, bias_correction=bias_correction, unlabelled_threshold=unlabelled_threshold,
                    class_names=class_names, keep_image=keep_image)
-    return _segment_stream(segmenter, decode_ahead(images, prefetch, workers), vocabulary, on_error, options)
+    # A segmenter with a pixel limit (``max_pixels``) has its images checked against it before decoding.
+    limits = {"max_pixels": segmenter.max_pixels} if hasattr(segmenter, "max_pixels") else {}
+    return _segment_stream(segmenter, decode_ahead(images, prefetch, workers, **limits), vocabulary, on_error,
+                           options)
 
 
 def _segment_stream(segmenter: "AlignZegSegmenter", decoded_stream: Iterator[tuple[int, Any, Any]],
