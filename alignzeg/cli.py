@@ -147,9 +147,12 @@ def _check_segment_mode(args: argparse.Namespace) -> None:
     if not args.inputs and not args.manifest:
         raise ValueError("segment needs at least one INPUT (image, folder, glob) or --manifest FILE")
     if args.out_dir is None:
-        many = args.manifest or len(args.inputs) > 1 or not Path(args.inputs[0]).is_file()
-        if many:
-            raise ValueError(f"several images ({' '.join(args.inputs + args.manifest)}) need --out-dir DIR")
+        first = args.inputs[0] if args.inputs else ""
+        if args.manifest or len(args.inputs) > 1 or Path(first).is_dir() or set("*?[") & set(first):
+            given = " ".join(args.inputs + [f"--manifest {m}" for m in args.manifest])
+            raise ValueError(f"several images, a folder, a glob or a manifest ({given}) need --out-dir DIR")
+        if not Path(first).exists():
+            raise FileNotFoundError(f"image file not found: {first!r}")
         extras = [o for o, v in (("--overlay", args.overlay), ("--resume", args.resume), ("--shard", args.shard)) if v]
     else:
         extras = [o for o, v in (("--out", args.out), ("--labels-out", args.labels_out), ("--json", args.json)) if v]

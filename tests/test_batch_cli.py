@@ -5,9 +5,11 @@ import ast
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -110,17 +112,31 @@ def test_missing_inputs_are_named(tiny_checkpoint, tmp_path, capsys):
     assert "manifest not found" in capsys.readouterr().err
 
 
-def test_a_corrupt_image_is_recorded_and_the_rest_succeed(tiny_checkpoint, tmp_path, capsys):
-    root = _make_tree(tmp_path / "in", ["a.png", "c.png"])
-    (root / "b.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+def _png_header_only(width: int, height: int) -> bytes:
+    """A 57-byte PNG that declares width x height RGB pixels and holds none (a decompression bomb's header)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def test_bad_images_are_recorded_and_the_rest_succeed(tiny_checkpoint, tmp_path, capsys):
+    root = _make_tree(tmp_path / "in", ["a.png", "e.png"])
+    (root / "b.jpg").write_bytes(b"\xff\xd8 not really a jpeg")  # unreadable
+    (root / "c.png").write_bytes(_png_header_only(20_000, 20_000))  # too large: 400 Mpx declared
+    nan = np.full((8, 8), np.nan, dtype=np.float32)
+    Image.fromarray(nan, mode="F").save(root / "d.tif")  # a float image holding NaN: no usable pixels
     out = tmp_path / "out"
     assert _run([root, "--out-dir", out], tiny_checkpoint) == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[-1] == f"alignzeg: 1 of 3 images failed; see {out / 'errors.jsonl'}"
-    errors = _records(out / "errors.jsonl")
-    assert [e["input"] for e in errors] == ["b.jpg"] and "b.jpg" in errors[0]["error"]
-    assert [r["input"] for r in _records(out / "results.jsonl")] == ["a.png", "c.png"]
-    assert not (out / "labels" / "b.png").exists()
+    assert lines[-1] == f"alignzeg: 3 of 5 images failed; see {out / 'errors.jsonl'}"
+    errors = {e["input"]: e["error"] for e in _records(out / "errors.jsonl")}
+    assert sorted(errors) == ["b.jpg", "c.png", "d.tif"]
+    assert "b.jpg" in errors["b.jpg"] and "NaN" in errors["d.tif"]
+    assert "pixels" in errors["c.png"]  # the pixel count is refused before decoding
+    assert [r["input"] for r in _records(out / "results.jsonl")] == ["a.png", "e.png"]
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["a.png", "e.png"]
 
 
 def _comparable(path: Path):
@@ -240,6 +256,8 @@ def test_bad_out_dir_fails_before_the_model_is_loaded(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["{tree}"], "need --out-dir DIR"),
+    (["{tree}/*.png"], "need --out-dir DIR"),
+    (["{tmp}/missing.jpg"], "image file not found: '{tmp}/missing.jpg'"),
     (["{tree}/a/cat.jpg", "{tree}/top.png"], "need --out-dir DIR"),
     (["{tree}/a/cat.jpg", "--overlay"], "--overlay cannot be used without --out-dir"),
     (["{tree}", "--out-dir", "{tmp}/o", "--json"], "--json cannot be used with --out-dir"),
@@ -248,7 +266,7 @@ def test_bad_out_dir_fails_before_the_model_is_loaded(tmp_path, capsys):
 def test_one_image_and_many_images_options_do_not_mix(args, message, tree, tmp_path, capsys):
     args = [a.format(tree=tree, tmp=tmp_path) for a in args]
     assert main(["segment", *args, "--classes", "a", "--model", str(tmp_path / "none")]) == 2
-    assert message in capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
 
 
 def test_cli_module_imports_only_the_standard_library_at_top_level():
