@@ -189,15 +189,17 @@ def _segment_many(args: argparse.Namespace) -> int:
         images = select_shard(images, *args.shard)
     model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
     settings = {"classes": list(args.classes), "model": model, "revision": args.revision,
-                "bias_correction": not args.no_bias_correction, "unlabelled_threshold": args.unlabelled_threshold,
+                "no_bias_correction": args.no_bias_correction, "unlabelled_threshold": args.unlabelled_threshold,
                 "overlay": args.overlay}
+    # --no-bias-correction turns PBC off; otherwise the segmenter's default applies.
+    options = {"bias_correction": False} if args.no_bias_correction else {}
     segmenter = _load_segmenter(args, progress=not args.no_progress)
     segmenter.encode_vocabulary(args.classes)  # once, up front (with a bar for large vocabularies)
     segmenter.progress = False  # one bar over images instead of one per image
     summary = run_batch(segmenter, images, args.classes, args.out_dir, settings=settings, overlay=args.overlay,
                         resume=args.resume, shard=args.shard, progress=not args.no_progress,
                         prefetch=args.prefetch, workers=args.workers,
-                        bias_correction=not args.no_bias_correction, unlabelled_threshold=args.unlabelled_threshold)
+                        unlabelled_threshold=args.unlabelled_threshold, **options)
     logs = log_names(args.shard)
     skipped = f", {summary.skipped} already done (--resume)" if summary.skipped else ""
     print(f"alignzeg: segmented {summary.done} of {len(images)} images{skipped} into {args.out_dir} "

@@ -15,11 +15,12 @@ Each image goes through ``AlignZegSegmenter.segment_batch([image], ...)``, the c
 from __future__ import annotations
 
 import collections
+import inspect
 import itertools
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from .preprocess import LoadedImage, load_image
 from .result import SegmentationResult
@@ -103,38 +104,41 @@ def _decode_stream(images: Iterable[Any], prefetch: int, workers: int,
                 future.cancel()
 
 
-def segment_iter(segmenter: "AlignZegSegmenter", images: Iterable[Any], vocabulary: Any, *,
-                 seen: Sequence[Any] | None = None, bias_correction: bool = True,
-                 unlabelled_threshold: float | None = None, class_names: Sequence[str] | None = None,
-                 keep_image: bool = True, prefetch: int = 4, workers: int = 2,
-                 on_error: str = "raise") -> Iterator[SegmentationResult | ImageError]:
+def segment_iter(segmenter: "AlignZegSegmenter", images: Iterable[Any], vocabulary: Any, *, prefetch: int = 4,
+                 workers: int = 2, on_error: str = "raise", **options: Any) -> Iterator[SegmentationResult | ImageError]:
     """Segment a stream of images with one vocabulary, yielding results in input order.
 
     Args:
         segmenter: the ``AlignZegSegmenter``.
         images: any iterable of image inputs (see ``segment``); each item is one image (a BCHW tensor item
             is refused: split it). Read lazily.
-        vocabulary, seen, bias_correction, unlabelled_threshold, class_names, keep_image: as ``segment``.
+        vocabulary: as ``segment``.
         prefetch: images decoded ahead of the model (the memory bound: ``prefetch`` decoded images).
         workers: decoding threads.
         on_error: what to do with an image that cannot be read or decoded (missing, not an image,
             truncated, refused by the decoder's checks): ``"raise"`` (default) raises its exception;
             ``"return"`` yields an ``ImageError`` in its place and goes on. Errors of the vocabulary, the
             options or the model are not per-image: they always raise.
+        options: the keyword options of ``segment`` (``seen``, ``bias_correction``, ``unlabelled_threshold``,
+            ``class_names``, ``keep_image``), passed unchanged to ``segment_batch`` for every image; those not
+            given keep ``segment``'s defaults.
 
     Yields:
         One ``SegmentationResult`` per input (or ``ImageError`` with ``on_error="return"``), in input order.
 
     Raises:
         ValueError: bad ``on_error``, ``prefetch`` or ``workers`` (at the call); a bad vocabulary or option
-            when the first image is segmented.
+            value when the first image is segmented.
+        TypeError: an option ``segment`` does not have (at the call).
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     _check_positive("prefetch", prefetch)
     _check_positive("workers", workers)
-    options = dict(seen=seen, bias_correction=bias_correction, unlabelled_threshold=unlabelled_threshold,
-                   class_names=class_names, keep_image=keep_image)
+    accepted = set(inspect.signature(segmenter.segment_batch).parameters) - {"images", "vocabulary"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(f"segment_iter got unknown options {unknown}; segment's options are {sorted(accepted)}")
     # A segmenter with a pixel limit (``max_pixels``) has its images checked against it before decoding.
     limits = {"max_pixels": segmenter.max_pixels} if hasattr(segmenter, "max_pixels") else {}
     return _segment_stream(segmenter, decode_ahead(images, prefetch, workers, **limits), vocabulary, on_error,

@@ -93,6 +93,11 @@ def test_bad_options_are_refused_at_the_call(tiny_segmenter, kwargs, match):
         tiny_segmenter.segment_iter([], CLASSES, **kwargs)
 
 
+def test_unknown_options_are_refused_at_the_call(tiny_segmenter):
+    with pytest.raises(TypeError, match=r"unknown options \['treshold'\]"):
+        tiny_segmenter.segment_iter([], CLASSES, treshold=0.5)
+
+
 def test_a_batch_tensor_item_is_refused(tiny_segmenter):
     import torch
 
