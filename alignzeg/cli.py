@@ -1,13 +1,13 @@
 """The ``alignzeg`` command line.
 
     alignzeg segment street.jpg --classes road,tree,car --model DIR_OR_REPO --out overlay.png [--json]
-    alignzeg segment photos/ more/*.jpg --manifest list.txt --classes road,tree --model M --out-dir DIR \
+    alignzeg segment photos/ more/*.jpg --manifest list.txt --classes road,tree --model M --out-dir DIR \\
         [--overlay] [--resume] [--shard I/N] [--no-progress]
     alignzeg demo --out demo.png
     alignzeg models
 
-Top-level imports are the standard library only, so ``alignzeg --help`` does not pay for torch; the
-commands import the package when they run. Output paths are checked before any model is loaded.
+This module's top-level imports are the standard library only; the commands import torch and the model
+when they run, and check every output path before any model is loaded.
 """
 
 from __future__ import annotations
