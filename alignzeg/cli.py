@@ -1,9 +1,14 @@
 """The ``alignzeg`` command line.
 
     alignzeg segment street.jpg --classes road,tree,car --model DIR_OR_REPO --out overlay.png [--json]
+    alignzeg segment photos/ more/*.jpg --manifest list.txt --classes road,tree --model M --out-dir DIR \\
+        [--overlay] [--resume] [--shard I/N] [--no-progress]
     alignzeg demo --out demo.png
     alignzeg models
     alignzeg export --model DIR_OR_REPO --out model.onnx [--classes road,tree,car]
+
+This module's top-level imports are the standard library only; the commands import torch and the model
+when they run, and check every output path before any model is loaded.
 """
 
 from __future__ import annotations
@@ -40,11 +45,29 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    seg = sub.add_parser("segment", help="segment an image with your own class names")
-    seg.add_argument("image", help="image file")
+    seg = sub.add_parser(
+        "segment", help="segment images with your own class names",
+        description="One image: --out/--labels-out/--json as below. Many images: give files, folders "
+                    "(searched recursively), glob patterns or --manifest files, and --out-dir DIR. DIR gets "
+                    "labels/<name>.png (16-bit, class index + 1, 0 = unlabelled), overlays/<name>.png with "
+                    "--overlay, results.jsonl and errors.jsonl; <name> is the input's path relative to the "
+                    "common folder of the inputs, suffix replaced by .png. Exit status 1 when an image failed.")
+    seg.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or glob patterns")
+    seg.add_argument("--manifest", action="append", default=[], metavar="FILE",
+                     help="text file with one input per line (relative to the file's folder; # comments)")
     seg.add_argument("--classes", required=True, type=_parse_classes, help="comma-separated class names, in order")
     seg.add_argument("--model", required=True, help="folder written by save_pretrained, or a Hub repo id")
     seg.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    many = seg.add_argument_group("many images")
+    many.add_argument("--out-dir", default=None, metavar="DIR", help="write label maps and results.jsonl here")
+    many.add_argument("--overlay", action="store_true", help="also write overlays/<name>.png")
+    many.add_argument("--resume", action="store_true",
+                      help="skip images whose outputs are complete; append to results.jsonl")
+    many.add_argument("--shard", default=None, metavar="I/N", type=_parse_shard,
+                      help="segment only shard I of N (1-based; by a hash of the name), e.g. one per process")
+    many.add_argument("--prefetch", type=_positive_int, default=4, help="images decoded ahead (default 4)")
+    many.add_argument("--workers", type=_positive_int, default=2, help="decoding threads (default 2)")
+    seg.add_argument("--batch-size", type=_positive_int, default=8, help="crops per forward pass (default 8)")
     _add_common(seg)
 
     demo = sub.add_parser("demo", help="segment the bundled example photo with an UNTRAINED tiny model")
@@ -64,6 +87,25 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    from .batch import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="write the overlay PNG here")
     p.add_argument("--labels-out", default=None, help="write the label map here as a 16-bit PNG (value = index + 1)")
@@ -72,6 +114,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-bias-correction", action="store_true", help="turn off Proposal-based Bias Correction")
     p.add_argument("--unlabelled-threshold", type=float, default=None,
                    help="leave pixels whose best class probability is below this unlabelled (-1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _report(result, args: argparse.Namespace) -> None:
@@ -96,11 +139,85 @@ def _segment(segmenter, image: str, args: argparse.Namespace):
                              unlabelled_threshold=args.unlabelled_threshold)
 
 
-def _cmd_segment(args: argparse.Namespace) -> None:
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Check every output path before any model is loaded (``ValueError`` naming the path)."""
+    from .batch import check_output_dir, check_output_file
+
+    if args.out:
+        check_output_file(args.out, "--out")
+    if args.labels_out:
+        check_output_file(args.labels_out, "--labels-out", formats=("PNG", "TIFF"))  # 16-bit label maps
+    if getattr(args, "out_dir", None):
+        check_output_dir(args.out_dir)
+
+
+def _check_segment_mode(args: argparse.Namespace) -> None:
+    """One image (``--out``/``--labels-out``/``--json``) or many (``--out-dir``); refuse a mix."""
+    if not args.inputs and not args.manifest:
+        raise ValueError("segment needs at least one INPUT (image, folder, glob) or --manifest FILE")
+    if args.out_dir is None:
+        first = args.inputs[0] if args.inputs else ""
+        if args.manifest or len(args.inputs) > 1 or Path(first).is_dir() or set("*?[") & set(first):
+            given = " ".join(args.inputs + [f"--manifest {m}" for m in args.manifest])
+            raise ValueError(f"several images, a folder, a glob or a manifest ({given}) need --out-dir DIR")
+        if not Path(first).exists():
+            raise FileNotFoundError(f"image file not found: {first!r}")
+        extras = [o for o, v in (("--overlay", args.overlay), ("--resume", args.resume), ("--shard", args.shard)) if v]
+    else:
+        extras = [o for o, v in (("--out", args.out), ("--labels-out", args.labels_out), ("--json", args.json)) if v]
+    if extras:
+        raise ValueError(f"{', '.join(extras)} cannot be used {'without' if args.out_dir is None else 'with'} "
+                         "--out-dir (--out/--labels-out/--json are for one image; --overlay/--resume/--shard "
+                         "for --out-dir)")
+
+
+def _load_segmenter(args: argparse.Namespace, progress: bool):
     from . import AlignZegSegmenter
 
-    segmenter = AlignZegSegmenter.from_pretrained(args.model, revision=args.revision, device=args.device)
-    _report(_segment(segmenter, args.image, args), args)
+    return AlignZegSegmenter.from_pretrained(args.model, revision=args.revision, device=args.device,
+                                             batch_size=args.batch_size, progress=progress)
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    _check_segment_mode(args)
+    if args.out_dir is None:
+        _check_outputs(args)
+        segmenter = _load_segmenter(args, progress=not args.no_progress)  # bars over windows / vocabulary
+        _report(_segment(segmenter, args.inputs[0], args), args)
+        return 0
+    return _segment_many(args)
+
+
+def _segment_many(args: argparse.Namespace) -> int:
+    from .batch import check_unique_outputs, collect_inputs, log_names, run_batch, select_shard
+
+    _check_outputs(args)
+    images = collect_inputs(args.inputs, args.manifest, exclude=args.out_dir)
+    check_unique_outputs(images)  # over all inputs, so that every shard agrees
+    if args.shard is not None:
+        images = select_shard(images, *args.shard)
+    model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
+    settings = {"classes": list(args.classes), "model": model, "revision": args.revision,
+                "no_bias_correction": args.no_bias_correction, "unlabelled_threshold": args.unlabelled_threshold,
+                "overlay": args.overlay}
+    # --no-bias-correction turns PBC off; otherwise the segmenter's default applies.
+    options = {"bias_correction": False} if args.no_bias_correction else {}
+    segmenter = _load_segmenter(args, progress=not args.no_progress)
+    segmenter.encode_vocabulary(args.classes)  # once, up front (with a bar for large vocabularies)
+    segmenter.progress = False  # one bar over images instead of one per image
+    summary = run_batch(segmenter, images, args.classes, args.out_dir, settings=settings, overlay=args.overlay,
+                        resume=args.resume, shard=args.shard, progress=not args.no_progress,
+                        prefetch=args.prefetch, workers=args.workers,
+                        unlabelled_threshold=args.unlabelled_threshold, **options)
+    logs = log_names(args.shard)
+    skipped = f", {summary.skipped} already done (--resume)" if summary.skipped else ""
+    print(f"alignzeg: segmented {summary.done} of {len(images)} images{skipped} into {args.out_dir} "
+          f"({logs['results']})", file=sys.stderr)
+    if summary.failed:
+        print(f"alignzeg: {summary.failed} of {len(images)} images failed; see "
+              f"{Path(args.out_dir) / logs['errors']}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -138,7 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "export":
             return _cmd_export(args)
-        (_cmd_segment if args.command == "segment" else _cmd_demo)(args)
+        if args.command == "segment":
+            return _cmd_segment(args)
+        _check_outputs(args)
+        _cmd_demo(args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
         print(f"alignzeg: error: {err}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ segmenter can serve several threads.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 import contextlib
 import logging
 import os
@@ -35,6 +36,7 @@ from .preprocess import MAX_PIXELS, ImageInput, LoadedImage, load_image, load_im
 from .presets import get_preset_config, preset_info
 from .result import SegmentationResult
 from .sliding_window import cut_windows, plan_windows, stitch_windows
+from .streaming import ImageError, segment_iter
 
 logger = logging.getLogger(__name__)
 
@@ -284,6 +286,17 @@ class AlignZegSegmenter:
             raise TypeError("seen must be a list of class names or a list of booleans, one per class, "
                             f"got {type(seen).__name__} {seen!r}")
         return seen_flags(seen, names)
+
+    def segment_iter(self, images: Iterable[Any], vocabulary: Any, *, prefetch: int = 4, workers: int = 2,
+                     on_error: str = "raise", **options: Any) -> Iterator[SegmentationResult | ImageError]:
+        """Segment a stream of images lazily, in input order, decoding the next ones on background threads.
+
+        Memory stays bounded (``prefetch`` decoded images wait at most). ``on_error="return"`` yields an
+        ``alignzeg.streaming.ImageError`` for an image that cannot be read or decoded instead of raising.
+        ``options``: those of ``segment``. See ``alignzeg.streaming.segment_iter``.
+        """
+        return segment_iter(self, images, vocabulary, prefetch=prefetch, workers=workers, on_error=on_error,
+                            **options)
 
     # Inference ---------------------------------------------------------------------------------------
     def _resolve_bias_correction(self, bias_correction: bool | None, seen_mask: torch.Tensor) -> bool:

@@ -1,0 +1,430 @@
+"""Segment many images into a folder: input discovery, sharding, crash-safe outputs, resume.
+
+The engine of ``alignzeg segment INPUT... --out-dir DIR`` (the CLI parses arguments and calls
+``collect_inputs`` then ``run_batch``). Layout of ``DIR``::
+
+    labels/<name>.png      label map, 16-bit PNG, value = class index + 1 (0 = unlabelled)
+    overlays/<name>.png    colour overlay (with --overlay)
+    results.jsonl          one JSON line per segmented image
+    errors.jsonl           one JSON line per image that could not be read or decoded (this run)
+    run.json               classes, model and options of the run (--resume refuses other settings)
+
+``<name>`` is the input's path relative to the common root of the input arguments, with the image
+suffix replaced by ``.png`` (``photos/a/cat.jpg`` -> ``labels/a/cat.png``). With ``--shard I/N`` the three
+log files get the suffix ``-I-of-N`` (``results-2-of-3.jsonl``) so N processes can share one ``DIR``.
+
+Crash safety: every file is written under a temporary name in its folder and moved into place with
+``os.replace`` (atomic on POSIX and Windows), and an image's ``results.jsonl`` line is appended only after
+its files are in place. A killed run therefore leaves complete files or none, and at most a partial last
+line, which ``--resume`` cuts off before it appends.
+
+This module imports only the standard library at import time (the CLI's ``--help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import itertools
+import json
+import logging
+import os
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "IMAGE_SUFFIXES", "InputImage", "BatchSummary", "collect_inputs", "parse_shard", "select_shard",
+    "check_output_file", "check_output_dir", "run_batch",
+]
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                            ".ppm", ".pgm", ".pbm", ".pnm"})
+"""Suffixes (any case) picked up when walking folders and expanding globs. Files named explicitly are
+taken whatever their suffix."""
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One input image.
+
+    Attributes:
+        path: absolute path of the file.
+        name: its path relative to the common root of the input arguments, POSIX separators
+            (``"a/cat.jpg"``); names the outputs and identifies the image in ``results.jsonl``.
+    """
+
+    path: str
+    name: str
+
+    @property
+    def stem(self) -> str:
+        """``name`` without its suffix (``"a/cat"``); outputs are ``<stem>.png``."""
+        return str(Path(self.name).with_suffix("").as_posix())
+
+
+@dataclass
+class BatchSummary:
+    """What ``run_batch`` did: images segmented, skipped (complete from an earlier run), failed."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+
+# Inputs ------------------------------------------------------------------------------------------------
+def collect_inputs(arguments: Sequence[str], manifests: Sequence[str] = (),
+                   exclude: str | os.PathLike | None = None) -> list[InputImage]:
+    """Expand files, folders, globs and manifests into a sorted list of unique images.
+
+    Args:
+        arguments: image files (any suffix), folders (walked recursively for ``IMAGE_SUFFIXES``) and
+            glob patterns (``"data/**/*.jpg"``, recursive ``**`` allowed; matched folders are walked).
+        manifests: text files listing one input per line (files, folders or globs as above); blank lines
+            and lines starting with ``#`` are skipped; relative entries are relative to the manifest's folder.
+        exclude: a folder whose files are never inputs (the output folder, when it lies inside an input).
+
+    Returns:
+        ``InputImage`` list sorted by ``name``; names are relative to the deepest folder that contains every
+        argument's root (a folder argument's root is itself, a file's its folder, a glob's the folder before
+        its first wildcard), so two ``cat.jpg`` in different folders get different names.
+
+    Raises:
+        FileNotFoundError: a file, folder or manifest that does not exist, or a glob that matches nothing.
+        ValueError: no image at all, or inputs on different drives (no common root).
+    """
+    skip = os.path.abspath(exclude) if exclude is not None else None
+    groups: list[tuple[str, list[str]]] = []  # (root folder, absolute files)
+    for argument in arguments:
+        groups.append(_expand(argument, os.getcwd(), skip))
+    for manifest in manifests:
+        for entry in _read_manifest(manifest):
+            groups.append(_expand(entry, os.path.dirname(os.path.abspath(manifest)), skip))
+    files = {path: None for _, paths in groups for path in paths}  # unique, order kept
+    if not files:
+        raise ValueError(f"no image found in {list(arguments) + [f'--manifest {m}' for m in manifests]} "
+                         f"(folders are searched for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    try:
+        root = os.path.commonpath([root for root, paths in groups if paths])
+    except ValueError as err:
+        raise ValueError(f"inputs have no common folder (different drives?): {err}") from err
+    images = [InputImage(path, Path(os.path.relpath(path, root)).as_posix()) for path in files]
+    return sorted(images, key=lambda image: image.name)
+
+
+def _expand(argument: str, base: str, skip: str | None) -> tuple[str, list[str]]:
+    """One argument -> (its root folder, the absolute image paths it names)."""
+    path = os.path.normpath(os.path.join(base, os.path.expanduser(argument)))
+    if os.path.isdir(path):
+        return path, _walk(path, skip)
+    if os.path.isfile(path):
+        return os.path.dirname(path), [path]
+    if _GLOB_CHARS & set(argument):
+        matches = sorted(glob.glob(path, recursive=True))
+        files = [m for m in matches if os.path.isfile(m)]
+        for folder in (m for m in matches if os.path.isdir(m)):
+            files += _walk(folder, skip)
+        if not files:
+            raise FileNotFoundError(f"the pattern {argument!r} matches no file")
+        return _glob_root(path), [os.path.abspath(f) for f in files if not _inside(f, skip)]
+    raise FileNotFoundError(f"input not found: {argument!r} (not a file, a folder or a glob pattern)")
+
+
+def _walk(folder: str, skip: str | None) -> list[str]:
+    found = []
+    for parent, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _inside(os.path.join(parent, d), skip))
+        found += [os.path.join(parent, n) for n in sorted(names) if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
+    return found
+
+
+def _inside(path: str, folder: str | None) -> bool:
+    if folder is None:
+        return False
+    path = os.path.abspath(path)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _glob_root(pattern: str) -> str:
+    """The folder before the first path component holding a wildcard."""
+    fixed = list(itertools.takewhile(lambda part: not (_GLOB_CHARS & set(part)), Path(pattern).parts))
+    return str(Path(*fixed)) if fixed else os.getcwd()
+
+
+def _read_manifest(manifest: str) -> list[str]:
+    try:
+        with open(manifest, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"manifest not found: {manifest!r}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read manifest {manifest!r}: {err}") from err
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def check_unique_outputs(images: Sequence[InputImage]) -> None:
+    """Refuse two inputs that would write the same output (``a/cat.jpg`` and ``a/cat.png``)."""
+    seen: dict[str, str] = {}
+    for image in images:
+        other = seen.setdefault(image.stem, image.name)
+        if other != image.name:
+            raise ValueError(f"inputs {other!r} and {image.name!r} would both write {image.stem + '.png'!r}; "
+                             "rename one or segment them in separate runs")
+
+
+# Shards ------------------------------------------------------------------------------------------------
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/3"`` -> ``(2, 3)``: shard 2 of 3 (1-based)."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like I/N (e.g. 2/3), got {text!r}") from None
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"--shard I/N needs 1 <= I <= N, got {text!r}")
+    return index, count
+
+
+def select_shard(images: Sequence[InputImage], index: int, count: int) -> list[InputImage]:
+    """The images of shard ``index`` (1-based) of ``count``: those whose CRC-32 of ``name`` is
+    ``index - 1`` modulo ``count``. Every image lands in exactly one shard, and an image's shard does not
+    depend on the other inputs, so adding images to a folder never moves the ones already done."""
+    return [image for image in images if zlib.crc32(image.name.encode("utf-8")) % count == index - 1]
+
+
+# Output paths ------------------------------------------------------------------------------------------
+def check_output_file(path: str, option: str, formats: Sequence[str] | None = None) -> None:
+    """Check, before any inference, that an image can be written at ``path`` (creating its folder).
+
+    Args:
+        path: the output file.
+        option: the option's name for messages (``"--out"``).
+        formats: PIL format names allowed (``("PNG", "TIFF")`` for 16-bit label maps); ``None``: any PIL
+            can write.
+
+    Raises:
+        ValueError: an extension PIL cannot write (or not one of ``formats``), a folder in its place, a
+            parent that cannot be created or written to; the message names the path.
+    """
+    from PIL import Image
+
+    Image.init()
+    suffix = os.path.splitext(path)[1].lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE or (formats is not None and fmt not in formats):
+        allowed = (" or ".join(f for f in formats) if formats else "an image format PIL can write (.png, .jpg...)")
+        raise ValueError(f"{option} {path!r}: cannot write {suffix or 'files without an extension'!r} "
+                         f"here; use {allowed}")
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path!r} is a folder, not a file name")
+    _check_writable_dir(os.path.dirname(os.path.abspath(path)), f"{option} {path!r}: its folder")
+
+
+def check_output_dir(path: str, option: str = "--out-dir") -> None:
+    """Create ``path`` if needed and check that files can be written in it.
+
+    Raises:
+        ValueError: it is a file, or cannot be created or written to; the message names the path.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{option} {path!r} exists and is not a folder")
+    _check_writable_dir(os.path.abspath(path), f"{option} {path!r}")
+
+
+def _check_writable_dir(folder: str, what: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"{what} cannot be created or written to: {err.strerror or err}") from None
+
+
+def write_atomic(path: str, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp)`` on a temporary name in ``path``'s folder, then ``os.replace`` it onto ``path``."""
+    folder, name = os.path.split(path)
+    os.makedirs(folder or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder or ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _save_png(image: Any, path: str) -> None:
+    write_atomic(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+# The log files -----------------------------------------------------------------------------------------
+def read_log(path: str) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file, cutting off (in the file too) a partial or damaged tail left by a kill.
+
+    Returns:
+        The records before the first line that is incomplete (no newline) or not a JSON object.
+    """
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        data = f.read()
+    records, good = [], 0
+    for line in data.splitlines(keepends=True):
+        try:
+            record = json.loads(line) if line.endswith(b"\n") else None
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            break
+        records.append(record)
+        good += len(line)
+    if good < len(data):
+        logger.warning("%s: dropping a partial last line (%d bytes) left by an interrupted run", path, len(data) - good)
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return records
+
+
+def _write_lines(path: str, records: Iterable[dict[str, Any]]) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(_json_line(r) for r in records)
+
+    write_atomic(path, write)
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+# The run -----------------------------------------------------------------------------------------------
+def log_names(shard: tuple[int, int] | None) -> dict[str, str]:
+    """File names of the logs: ``results.jsonl``... or ``results-2-of-3.jsonl``... for a shard."""
+    tag = "" if shard is None else f"-{shard[0]}-of-{shard[1]}"
+    return {"results": f"results{tag}.jsonl", "errors": f"errors{tag}.jsonl", "run": f"run{tag}.json"}
+
+
+def _outputs(image: InputImage, overlay: bool) -> dict[str, str]:
+    out = {"labels": f"labels/{image.stem}.png"}
+    if overlay:
+        out["overlay"] = f"overlays/{image.stem}.png"
+    return out
+
+
+def prepare_run(out_dir: str, settings: dict[str, Any], resume: bool, overlay: bool,
+                shard: tuple[int, int] | None = None) -> set[str]:
+    """Set up ``out_dir``'s logs; return the names of the images already complete (with ``resume``).
+
+    Without ``resume`` the logs start empty. With it, ``run.json`` must hold the same ``settings``; the
+    results kept are those whose output files all exist (others are dropped from the log and redone).
+
+    Raises:
+        ValueError: ``resume`` with other settings than the run being resumed (the message lists them).
+    """
+    names = log_names(shard)
+    results_path, run_path = (os.path.join(out_dir, names[k]) for k in ("results", "run"))
+    done: set[str] = set()
+    if resume and os.path.exists(run_path):
+        with open(run_path, encoding="utf-8") as f:
+            before = json.load(f)
+        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        if changed:
+            raise ValueError(f"--resume: {run_path} was written with other settings "
+                             f"({', '.join(f'{k}: {before.get(k)!r} -> {settings.get(k)!r}' for k in changed)}); "
+                             "use another --out-dir or drop --resume")
+    if resume:
+        records = read_log(results_path)
+        kept = []
+        for record in records:
+            if record.get("input") not in done and _complete(out_dir, record, overlay):
+                done.add(record["input"])
+                kept.append(record)
+        if len(kept) < len(records):
+            _write_lines(results_path, kept)
+    else:
+        _write_lines(results_path, [])
+    _write_lines(os.path.join(out_dir, names["errors"]), [])
+    write_atomic(run_path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8"))
+    return done
+
+
+def _complete(out_dir: str, record: dict[str, Any], overlay: bool) -> bool:
+    files = [record.get("labels")] + ([record.get("overlay")] if overlay else [])
+    return all(isinstance(f, str) and os.path.isfile(os.path.join(out_dir, f)) for f in files)
+
+
+def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[str], out_dir: str, *,
+              settings: dict[str, Any], overlay: bool = False, resume: bool = False,
+              shard: tuple[int, int] | None = None, progress: bool = True, prefetch: int = 4, workers: int = 2,
+              **options: Any) -> BatchSummary:
+    """Segment ``images`` into ``out_dir`` (layout in the module docstring), streaming with ``segment_iter``.
+
+    Args:
+        segmenter: an ``AlignZegSegmenter``.
+        images: from ``collect_inputs`` (and ``select_shard``).
+        classes: the vocabulary.
+        out_dir: the output folder (checked with ``check_output_dir`` first).
+        settings: what ``run.json`` records (classes, model, options); ``resume`` refuses other settings.
+        overlay: also write colour overlays.
+        resume: skip images whose outputs are complete, append to ``results.jsonl``.
+        shard: ``(I, N)`` when this is one of N shards (names the log files).
+        progress: show a tqdm bar (images, images/s).
+        prefetch, workers: decoding look-ahead and threads (``segment_iter``).
+        options: passed to ``segment_iter`` (``bias_correction``, ``unlabelled_threshold``).
+
+    Returns:
+        ``BatchSummary``. Images that cannot be read or decoded are listed in ``errors.jsonl`` and counted
+        as failed; they do not stop the run.
+    """
+    from PIL import Image
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .streaming import ImageError
+
+    done = prepare_run(out_dir, settings, resume, overlay, shard)
+    todo = [image for image in images if image.name not in done]
+    summary = BatchSummary(skipped=len(images) - len(todo))
+    names = log_names(shard)
+    results_log = open(os.path.join(out_dir, names["results"]), "a", encoding="utf-8")
+    errors_log = open(os.path.join(out_dir, names["errors"]), "a", encoding="utf-8")
+    stream = segmenter.segment_iter((image.path for image in todo), classes, keep_image=overlay,
+                                    prefetch=prefetch, workers=workers, on_error="return", **options)
+    with results_log, errors_log, logging_redirect_tqdm(), \
+            tqdm(total=len(todo), unit="img", desc="alignzeg", disable=not progress, dynamic_ncols=True) as bar:
+        for image in todo:
+            start = time.perf_counter()
+            result = next(stream)
+            seconds = time.perf_counter() - start
+            if isinstance(result, ImageError):
+                errors_log.write(_json_line({"input": image.name, "path": image.path, "error": result.message}))
+                errors_log.flush()
+                summary.failed += 1
+                bar.set_postfix(failed=summary.failed)
+            else:
+                record = _write_outputs(result, image, out_dir, overlay, Image)
+                record["seconds"] = round(seconds, 4)
+                results_log.write(_json_line(record))
+                results_log.flush()
+                summary.done += 1
+            bar.update(1)
+    return summary
+
+
+def _write_outputs(result: Any, image: InputImage, out_dir: str, overlay: bool, Image: Any) -> dict[str, Any]:
+    """Write one image's files (atomically) and return its ``results.jsonl`` record (without seconds)."""
+    files = _outputs(image, overlay)
+    _save_png(Image.fromarray((result.label_map + 1).astype("uint16")), os.path.join(out_dir, files["labels"]))
+    if overlay:
+        _save_png(result.overlay(), os.path.join(out_dir, files["overlay"]))
+    height, width = result.size
+    return {"input": image.name, "path": image.path, **files, "height": int(height), "width": int(width),
+            "pixel_counts": result.pixel_counts(include_zero=True)}
