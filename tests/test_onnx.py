@@ -12,6 +12,7 @@ import textwrap
 
 import numpy as np
 import onnx
+import alignzeg
 import pytest
 import torch
 from numpy.testing import assert_allclose
@@ -90,7 +91,7 @@ def test_metadata_and_dynamic_axes(loaded, onnx_path):
     model = onnx.load(str(onnx_path), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta[KEY_CONFIG]) == loaded.config.to_dict()
-    assert meta[KEY_OPSET] == "17" and meta[KEY_VERSION] == "0.1.0"
+    assert meta[KEY_OPSET] == "17" and meta[KEY_VERSION] == alignzeg.__version__
     assert [op.version for op in model.opset_import if op.domain in ("", "ai.onnx")] == [17]
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
     assert dims == {"crops": ["batch", 3, 64, 64], "class_embeddings": ["classes", 64], "seen_mask": ["classes"]}
