@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                    "without PBC)")
     p.add_argument("--workers", type=int, default=2, help="parallel processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--thread-check", action="store_true",
+                   help="repeat one run with one more thread and report how far its numbers move")
     p.add_argument("--diagnose", action="store_true",
                    help="class indicator ROC AUC on test proposals (full, +GEPC models) in the JSON")
     p.add_argument("--quick", action="store_true", help=f"tiny budget to check the pipeline: {QUICK}")
@@ -127,12 +129,15 @@ def run_job(job: dict) -> dict:
     trainer = Trainer(cfg, None, WorldDataset(world, "train", job["train_images"]))
     segmenter = trainer.train()
     train_s = time.time() - start
+    config = segmenter.model.config
+    if cfg.class_indicator and not getattr(config, "indicator_trained", True):  # trainers before issue 12t
+        segmenter.model.config = config.replace(indicator_trained=True)
     test = WorldDataset(world, "test", job["test_images"])
     rows = {job["variant"]: _metrics(evaluate(segmenter, test, bias_correction=variant_uses_pbc(job["variant"])))}
     if job.get("also_gepc"):
         rows["+GEPC"] = _metrics(evaluate(segmenter, test, bias_correction=False))
     result = {"world": job["world"], "seed": job["seed"], "variant": job["variant"], "rows": rows,
-              "train_s": round(train_s, 1)}
+              "threads": job["threads"], "thread_check": bool(job.get("thread_check")), "train_s": round(train_s, 1)}
     if job.get("diagnose") and variant_uses_pbc(job["variant"]):
         result["indicator_auc"] = indicator_auc(segmenter, world, test)
     result["total_s"] = round(time.time() - start, 1)
@@ -283,7 +288,12 @@ def write_markdown(path: Path, table: str, command: str) -> None:
 
 # Driver --------------------------------------------------------------------------------------------------
 def plan(args: argparse.Namespace, clips: dict[int, str]) -> list[dict]:
-    """One job per (world, seed, trained variant); +GEPC rides on full unless --separate-gepc."""
+    """One job per (world, seed, trained variant); +GEPC rides on full unless --separate-gepc.
+
+    Jobs are ordered so that a run stopped early still has paired rows: seed by seed, world by world, every
+    row of one (world, seed) before the next; with ``--thread-check`` one more run repeats the first
+    (world, seed) of "full" (or the first row) with ``--threads + 1`` threads.
+    """
     from alignzeg.train.variants import VARIANTS
 
     wanted = [r for r in args.rows.split(",") if r]
@@ -295,8 +305,59 @@ def plan(args: argparse.Namespace, clips: dict[int, str]) -> list[dict]:
     trained = [r for r in rows if not (reuse and r == "+GEPC")]
     common = {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images", "test_images",
                                             "threads", "diagnose")}
-    return [dict(common, world=w, seed=s, variant=v, clip=clips[w], also_gepc=reuse and v == "full")
-            for w in _ints(args.worlds) for s in _ints(args.seeds, count_ok=True) for v in trained]
+    jobs = [dict(common, world=w, seed=s, variant=v, clip=clips[w], also_gepc=reuse and v == "full")
+            for s in _ints(args.seeds, count_ok=True) for w in _ints(args.worlds) for v in trained]
+    if args.thread_check and jobs:
+        first = next((j for j in jobs if j["variant"] == "full"), jobs[0])
+        jobs.insert(1, dict(first, threads=args.threads + 1, thread_check=True))
+    return jobs
+
+
+def _summary(res: dict, start: float) -> str:
+    return (f"[{time.time() - start:6.0f}s] world {res['world']} seed {res['seed']}"
+            + (f" ({res['threads']} threads)" if res.get("thread_check") else "") + ": "
+            + "; ".join(f"{n}: " + " ".join(f"{k}={v:.1f}" for k, v in m.items()) for n, m in res["rows"].items())
+            + (f" AUC={res['indicator_auc']:.3f}" if "indicator_auc" in res else "") + f" (train {res['train_s']:.0f}s)")
+
+
+def thread_check(results: list[dict]) -> dict | None:
+    """How far the same run moves with another thread count: the differences of every metric."""
+    extra = [r for r in results if r.get("thread_check")]
+    if not extra:
+        return None
+    other = extra[0]
+    base = next((r for r in results if not r.get("thread_check") and (r["world"], r["seed"], r["variant"])
+                 == (other["world"], other["seed"], other["variant"])), None)
+    if base is None:
+        return None
+    return {"world": other["world"], "seed": other["seed"], "variant": other["variant"],
+            "threads": [base["threads"], other["threads"]],
+            "difference": {row: {k: round(other["rows"][row][k] - base["rows"][row][k], 2) for k in KEYS}
+                           for row in base["rows"]}}
+
+
+def report(args: argparse.Namespace, command: str, clip_info: list[dict], results: list[dict], wall: float,
+           jobs_planned: int) -> str:
+    """Aggregate, and write the JSON/markdown (called after every run, so a stopped run keeps its results)."""
+    main_runs = [r for r in results if not r.get("thread_check")]
+    rows, diffs = aggregate(main_runs)
+    auc = [r["indicator_auc"] for r in main_runs if "indicator_auc" in r and r["variant"] == "full"]
+    goals = targets(rows, diffs, auc)
+    table = markdown(rows, diffs, goals, len({(r["world"], r["seed"]) for r in main_runs}))
+    if args.json is not None:
+        payload = {"command": command, "worlds": _ints(args.worlds), "seeds": _ints(args.seeds, count_ok=True),
+                   "complete": len(results) == jobs_planned, "runs_done": len(results), "runs_planned": jobs_planned,
+                   "settings": {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images",
+                                                             "test_images", "clip_steps", "clip_batch", "workers",
+                                                             "threads", "separate_gepc")},
+                   "mini_clip": clip_info, "rows": rows, "paired_differences": diffs, "targets": goals,
+                   "indicator_auc_full": auc, "thread_check": thread_check(results),
+                   "runs": sorted(results, key=lambda r: (r["world"], r["seed"], r["variant"], r["threads"])),
+                   "wall_time_s": round(wall)}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    if args.md is not None and rows:
+        write_markdown(args.md, table, command)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,42 +368,25 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + (argv or sys.argv[1:]))
     start = time.time()
-    worlds = _ints(args.worlds)
     args.clip_dir.mkdir(parents=True, exist_ok=True)
     clip_jobs = [{"world": w, "clip_steps": args.clip_steps, "clip_batch": args.clip_batch, "threads": args.threads,
                   "path": str(args.clip_dir / f"world{w}_steps{args.clip_steps}_batch{args.clip_batch}.safetensors")}
-                 for w in worlds]
+                 for w in _ints(args.worlds)]
     with mp.get_context("spawn").Pool(args.workers) as pool:
         clip_info = pool.map(pretrain_job, clip_jobs)
         for c in clip_info:
-            print(f"[{time.time() - start:6.0f}s] world {c['world']} mini-CLIP (pre-training {c['pretrain_s']}s): zero-shot "
-                  f"top-1 {c['zero_shot_top1']}", flush=True)
+            print(f"[{time.time() - start:6.0f}s] world {c['world']} mini-CLIP (pre-training {c['pretrain_s']}s): "
+                  f"zero-shot top-1 {c['zero_shot_top1']}", flush=True)
         jobs = plan(args, {c["world"]: c["path"] for c in clip_info})
         results = []
-        for res in pool.imap_unordered(run_job, jobs):
-            print(f"[{time.time() - start:6.0f}s] world {res['world']} seed {res['seed']}: "
-                  + "; ".join(f"{n}: " + " ".join(f"{k}={v:.1f}" for k, v in m.items()) for n, m in res["rows"].items())
-                  + (f" AUC={res['indicator_auc']:.3f}" if "indicator_auc" in res else "")
-                  + f" (train {res['train_s']:.0f}s)", flush=True)
+        for res in pool.imap(run_job, jobs):
+            print(_summary(res, start), flush=True)
             results.append(res)
-    rows, diffs = aggregate(results)
-    auc = [r["indicator_auc"] for r in results if "indicator_auc" in r and r["variant"] == "full"]
-    goals = targets(rows, diffs, auc)
-    table = markdown(rows, diffs, goals, len({(r["world"], r["seed"]) for r in results}))
+            table = report(args, command, clip_info, results, time.time() - start, len(jobs))
     print(table)
-    wall = round(time.time() - start)
-    print(f"total wall time {wall}s")
-    if args.json is not None:
-        payload = {"command": command, "worlds": worlds, "seeds": _ints(args.seeds, count_ok=True),
-                   "settings": {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images",
-                                                             "test_images", "clip_steps", "clip_batch", "workers",
-                                                             "threads", "separate_gepc")},
-                   "mini_clip": clip_info, "rows": rows, "paired_differences": diffs, "targets": goals,
-                   "indicator_auc_full": auc, "runs": sorted(results, key=lambda r: (r["world"], r["seed"], r["variant"])),
-                   "wall_time_s": wall}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    if args.md is not None:
-        write_markdown(args.md, table, command)
+    if thread_check(results):
+        print("thread check:", json.dumps(thread_check(results)))
+    print(f"total wall time {time.time() - start:.0f}s")
     return 0
 
 
