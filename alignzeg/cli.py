@@ -87,7 +87,7 @@ def _report(result, args: argparse.Namespace) -> None:
 
 
 def _segment(segmenter, image: str, args: argparse.Namespace):
-    return segmenter.segment(image, args.classes, bias_correction=not args.no_bias_correction,
+    return segmenter.segment(image, args.classes, bias_correction=False if args.no_bias_correction else None,
                              unlabelled_threshold=args.unlabelled_threshold)
 
 

@@ -11,12 +11,23 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
-"""Version of the ``config.json`` layout. A file with a higher version is refused with a clear error."""
+FORMAT_VERSION = 2
+"""Version of the ``config.json`` layout. A file with another version is refused with a clear error."""
+
+FORMAT_CHANGES = {
+    1: "format 2 (issue 12) replaced the multiplicative PBC (pbc_factor, removed) by a masked softmax over "
+       "logits (seen_score_offset), and added deep visual prompts (clip_prompt_tokens, clip_prompt_depth), "
+       "the learnable encoder fused into the mask features (side_encoder on, side_fusion_stride), "
+       "CLIP-grounded proposal classification (clip_grounding), soft background prototypes (bg_temperature) "
+       "and indicator_trained; the weights of a format-1 checkpoint do not fit this architecture. "
+       "No migration exists (none was published): train the model again with this alignzeg",
+}
+"""Why each older ``format_version`` is refused: what changed since (there is no migration)."""
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -50,6 +61,36 @@ def write_json(path: str | Path, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def check_format_version(version: Any) -> None:
+    """Refuse a ``config.json`` layout other than ``FORMAT_VERSION``, saying why.
+
+    Raises:
+        ValueError: ``version`` is newer (upgrade alignzeg), older (what changed: ``FORMAT_CHANGES``) or invalid.
+    """
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise ValueError(
+            f"config format_version {version} is newer than this alignzeg supports ({FORMAT_VERSION}); "
+            "upgrade alignzeg to load this checkpoint"
+        )
+    if version in FORMAT_CHANGES and not isinstance(version, bool):
+        raise ValueError(f"config format_version {version} is no longer supported (this alignzeg reads "
+                         f"{FORMAT_VERSION}): {FORMAT_CHANGES[version]}")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise ValueError(f"config format_version {version!r} is not supported by this alignzeg "
+                         f"(it reads format_version {FORMAT_VERSION})")
+
+
+def side_fusion_upsample(patch_size: int, fusion_stride: int) -> int:
+    """The ``mask_upsample`` that puts the masks at ``fusion_stride`` for a ViT of ``patch_size``.
+
+    ``patch_size / fusion_stride`` rounded to a power of two (at least 1), since the learnable encoder
+    halves the resolution at each stage: 16 -> 8 gives 2, 16 -> 4 gives 4, 14 -> 8 gives 2 (stride 7),
+    8 -> 8 gives 1.
+    """
+    ratio = max(1.0, patch_size / fusion_stride)
+    return 2 ** round(math.log2(ratio))
+
+
 @dataclass(frozen=True)
 class AlignZegConfig:
     """Architecture and inference settings of one AlignZeg model.
@@ -74,15 +115,28 @@ class AlignZegConfig:
         num_heads: attention heads in the decoder.
         mutual_refinement: MRPE's reverse direction (features attend to queries). ``False`` gives the
             one-way decoder of ZegCLIP-style baselines.
-        side_encoder: fuse a small learnable conv encoder with the frozen CLIP patch features.
+        side_encoder: the learnable conv encoder of MRPE: its stride-``patch`` features are added to the
+            CLIP tokens and its finer stages reach the mask features (``side_fusion_stride``).
         mask_upsample: the per-pixel features are upsampled by this factor before the mask dot product,
-            so masks have stride ``patch_size / mask_upsample``.
+            so masks have stride ``patch_size / mask_upsample``. With ``side_encoder`` it must be
+            ``side_fusion_upsample(patch_size, side_fusion_stride)`` (masks at the fusion stride).
         num_bg_prototypes: M, the learnable background prototypes of GEPC (1 gives the baseline).
         logit_scale: initial inverse temperature of the cosine classifier (learnable).
         indicator_hidden: hidden width of the class-indicator MLP.
         seen_classes: the class names the checkpoint was trained on; every other vocabulary name is unseen.
         pbc_threshold: proposals whose unseen score is above this are flagged by the class indicator.
-        pbc_factor: flagged proposals' seen-class probabilities are multiplied by this (0 removes them).
+        clip_prompt_tokens: deep visual prompt tokens per CLIP ViT layer (VPT-deep); 0 = none.
+        clip_prompt_depth: how many leading ViT layers get prompts; ``None`` = every layer.
+        side_fusion_stride: finest stride (8 or 4 pixels) at which the learnable encoder's features are
+            merged into the mask features (needs ``side_encoder``).
+        clip_grounding: combine each proposal's query embedding with CLIP's projected patch features
+            pooled under its mask (a learned per-proposal gate) before the cosine classifier.
+        bg_temperature: background logit = ``t * logsumexp(cos / t)`` over the M background prototypes
+            (a soft maximum that sends gradient to every prototype); 0 = hard max.
+        seen_score_offset: subtracted from the seen-class logits of every proposal by PBC (ZegCLIP's
+            calibration); 0 = none.
+        indicator_trained: the class indicator was trained (set by the Trainer). PBC needs it: on a
+            model without, ``segment`` turns PBC off (with a warning) unless asked for explicitly (error).
         format_version: layout version of this file.
     """
 
@@ -101,14 +155,20 @@ class AlignZegConfig:
     num_decoder_layers: int = 3
     num_heads: int = 8
     mutual_refinement: bool = True
-    side_encoder: bool = False
+    side_encoder: bool = True
     mask_upsample: int = 2
     num_bg_prototypes: int = 10
     logit_scale: float = 1 / 0.07
     indicator_hidden: int = 256
     seen_classes: tuple[str, ...] = ()
     pbc_threshold: float = 0.5
-    pbc_factor: float = 0.0
+    clip_prompt_tokens: int = 10
+    clip_prompt_depth: int | None = None
+    side_fusion_stride: int = 8
+    clip_grounding: bool = True
+    bg_temperature: float = 0.1
+    seen_score_offset: float = 0.0
+    indicator_trained: bool = False
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -120,11 +180,7 @@ class AlignZegConfig:
         self._validate()
 
     def _validate(self) -> None:
-        if self.format_version > FORMAT_VERSION or self.format_version < 1:
-            raise ValueError(
-                f"config format_version {self.format_version} is not supported by this alignzeg "
-                f"(supports 1..{FORMAT_VERSION}); upgrade alignzeg to load this checkpoint"
-            )
+        check_format_version(self.format_version)
         for name in ("input_size", "window_stride", "decoder_dim", "num_queries", "num_decoder_layers",
                      "num_heads", "mask_upsample", "num_bg_prototypes", "indicator_hidden", "max_long_side"):
             value = getattr(self, name)
@@ -142,8 +198,7 @@ class AlignZegConfig:
             raise ValueError(f"each prompt template needs exactly one '{{}}', got {self.templates!r}")
         if not 0.0 <= self.pbc_threshold <= 1.0:
             raise ValueError(f"pbc_threshold must be in [0, 1], got {self.pbc_threshold}")
-        if not 0.0 <= self.pbc_factor <= 1.0:
-            raise ValueError(f"pbc_factor must be in [0, 1], got {self.pbc_factor}")
+        self._validate_issue12_fields()
         for key in ("embed_dim", "vision_cfg", "text_cfg"):
             if key not in self.clip_cfg:
                 raise ValueError(f"clip_cfg lacks {key!r}; it holds {sorted(self.clip_cfg)}")
@@ -155,6 +210,35 @@ class AlignZegConfig:
             raise ValueError(f"input_size {self.input_size} is not a multiple of the patch size {patch}")
         if patch % self.mask_upsample:
             raise ValueError(f"patch size {patch} is not divisible by mask_upsample {self.mask_upsample}")
+        if self.side_encoder:
+            wanted = side_fusion_upsample(patch, self.side_fusion_stride)
+            if self.mask_upsample != wanted:
+                raise ValueError(
+                    f"with side_encoder=True the masks are at side_fusion_stride {self.side_fusion_stride}: "
+                    f"mask_upsample must be {wanted} for patch size {patch}, got {self.mask_upsample}"
+                )
+        depth = self.clip_prompt_depth
+        layers = int(self.clip_cfg["vision_cfg"].get("layers", 12))
+        if depth is not None and depth > layers:
+            raise ValueError(f"clip_prompt_depth {depth} exceeds the {layers} layers of the CLIP image encoder")
+
+    def _validate_issue12_fields(self) -> None:
+        tokens, depth = self.clip_prompt_tokens, self.clip_prompt_depth
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+            raise ValueError(f"config clip_prompt_tokens must be a non-negative integer, got {tokens!r}")
+        if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 1):
+            raise ValueError(f"config clip_prompt_depth must be a positive integer or None, got {depth!r}")
+        if self.side_fusion_stride not in (4, 8) or isinstance(self.side_fusion_stride, bool):
+            raise ValueError(f"config side_fusion_stride must be 8 or 4, got {self.side_fusion_stride!r}")
+        for name in ("side_encoder", "clip_grounding", "mutual_refinement", "indicator_trained"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"config {name} must be true or false, got {getattr(self, name)!r}")
+        t = self.bg_temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t < float("inf"):
+            raise ValueError(f"config bg_temperature must be a finite number >= 0 (0: hard max), got {t!r}")
+        off = self.seen_score_offset
+        if isinstance(off, bool) or not isinstance(off, (int, float)) or off != off or abs(off) == float("inf"):
+            raise ValueError(f"config seen_score_offset must be a finite number, got {off!r}")
 
     # Derived quantities ------------------------------------------------------------------------------
     @property
@@ -189,12 +273,7 @@ class AlignZegConfig:
     def from_dict(cls, data: dict[str, Any]) -> "AlignZegConfig":
         unknown = unknown_fields(cls, data, "config")
         known = {f.name for f in dataclasses.fields(cls)}
-        version = data.get("format_version", FORMAT_VERSION)
-        if isinstance(version, int) and version > FORMAT_VERSION:
-            raise ValueError(
-                f"config format_version {version} is newer than this alignzeg supports ({FORMAT_VERSION}); "
-                "upgrade alignzeg to load this checkpoint"
-            )
+        check_format_version(data.get("format_version", FORMAT_VERSION))
         if unknown:
             raise ValueError(
                 f"config has unknown fields {unknown}; known fields are {sorted(known)}. "

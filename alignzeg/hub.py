@@ -269,7 +269,7 @@ result = seg.segment("image.jpg", ["cat", "sofa", "wall"])
 - CLIP backbone: `{config.clip_model}` (weights: `{config.clip_pretrained or 'random init'}`)
 - Input size: {config.input_size} px, {config.num_queries} proposals, {config.num_bg_prototypes} background prototypes
 - Seen (training) classes: {seen}
-- Bias correction: threshold {config.pbc_threshold}, factor {config.pbc_factor}
+- Bias correction: threshold {config.pbc_threshold}, seen-score offset {config.seen_score_offset}, class indicator trained: {'yes' if config.indicator_trained else 'no (PBC off by default)'}
 {recipe_line}{slim_line}{_metrics_lines(config.extra.get("metrics"))}{extra}"""
     return front + "\n" + body
 

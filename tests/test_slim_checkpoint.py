@@ -74,6 +74,17 @@ def test_slim_load_is_bit_identical_to_full(folders, voc):
     assert slim.config == full.config
 
 
+def test_slim_file_holds_the_deep_prompts_and_reloads_to_identical_outputs(folders, trained, voc):
+    """The prompts are trained parameters outside backbone.clip.: a slim checkpoint keeps them."""
+    slim_keys = set(load_file(folders[1] / "model.safetensors"))
+    assert "backbone.prompts.tokens" in slim_keys and not any(k.startswith(CLIP) for k in slim_keys)
+    reloaded = AlignZegSegmenter.from_pretrained(folders[1])
+    assert torch.equal(reloaded.model.backbone.prompts.tokens, trained.model.backbone.prompts.tokens)
+    vocab = ["person", "sofa", "bottle"]
+    a, b = trained.segment(voc["rgb"], vocab), reloaded.segment(voc["rgb"], vocab)
+    assert np.array_equal(a.label_map, b.label_map) and np.array_equal(a.class_probs, b.class_probs)
+
+
 def test_other_clip_is_refused_naming_both_fingerprints(folders, trained, tmp_path):
     other = tmp_path / "other.safetensors"
     write_clip(other, image_size=32, seed=2)

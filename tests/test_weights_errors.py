@@ -137,14 +137,29 @@ def test_half_precision_head_tensor_is_cast_exactly(tiny_segmenter, ckpt):
 def test_newer_format_version_is_refused(ckpt):
     _edit_config(ckpt, lambda d: d.update(format_version=99))
     with pytest.raises(ValueError, match="config format_version 99 is newer than this alignzeg supports "
-                                         r"\(1\); upgrade alignzeg"):
+                                         r"\(2\); upgrade alignzeg"):
         AlignZegSegmenter.from_pretrained(ckpt)
 
 
-@pytest.mark.parametrize("version", [0, -1])
+def test_format_version_1_is_refused_saying_what_changed(ckpt):
+    """No checkpoint of format 1 was published, so there is no migration: the error says what changed."""
+    def to_v1(d):
+        d.update(format_version=1, pbc_factor=0.0)
+        for name in ("clip_prompt_tokens", "clip_prompt_depth", "side_fusion_stride", "clip_grounding",
+                     "bg_temperature", "seen_score_offset", "indicator_trained"):
+            d.pop(name)
+
+    _edit_config(ckpt, to_v1)
+    with pytest.raises(ValueError, match=r"config format_version 1 is no longer supported \(this alignzeg reads "
+                                         r"2\): format 2 \(issue 12\) replaced the multiplicative PBC "
+                                         r"\(pbc_factor, removed\) by a masked softmax.*No migration exists"):
+        AlignZegSegmenter.from_pretrained(ckpt)
+
+
+@pytest.mark.parametrize("version", [0, -1, "2", True])
 def test_invalid_format_version_is_refused(ckpt, version):
     _edit_config(ckpt, lambda d: d.update(format_version=version))
-    with pytest.raises(ValueError, match=f"format_version {version} is not supported"):
+    with pytest.raises(ValueError, match=re.escape(f"format_version {version!r} is not supported")):
         AlignZegSegmenter.from_pretrained(ckpt)
 
 

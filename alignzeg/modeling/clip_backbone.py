@@ -3,6 +3,13 @@
 open_clip builds the network; this module only reads it densely: every patch token goes through
 ``ln_post`` and the visual projection, so patch features live in the same joint space as the text
 embeddings (the ZegCLIP family's practice).
+
+Deep visual prompt tuning (VPT-deep, as ZegCLIP adapts its frozen CLIP): ``DeepPrompts`` holds
+``clip_prompt_tokens`` learnable tokens for each of the first ``clip_prompt_depth`` ViT layers. Before
+such a layer its tokens are appended after the [CLS] + patch tokens, and after the layer they are dropped
+again, so every layer sees fresh prompts and the output has CLIP's token layout. The prompts live at
+``backbone.prompts``, outside ``backbone.clip``: CLIP's tensors (and their fingerprint) never change, and
+slim checkpoints, which drop ``backbone.clip.*``, keep the prompts.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from torch import nn
 
 from ..config import AlignZegConfig
 
-__all__ = ["CLIPBackbone", "VisualFeatures", "interpolate_pos_embed", "build_open_clip"]
+__all__ = ["CLIPBackbone", "DeepPrompts", "VisualFeatures", "interpolate_pos_embed", "build_open_clip"]
 
 
 @dataclass
@@ -27,11 +34,56 @@ class VisualFeatures:
 
     Attributes:
         patches: (B, E, h, w) float, patch features projected into the joint embedding space.
-        global_embed: (B, E) float, the [CLS] embedding (CLIP's image embedding, not normalised).
+
+    The [CLS] embedding is not returned: nothing downstream uses it (proposal classification is grounded
+    in the patch features under each mask instead; see docs/architecture.md).
     """
 
     patches: torch.Tensor
-    global_embed: torch.Tensor
+
+
+class DeepPrompts(nn.Module):
+    """VPT-deep prompt tokens: ``tokens`` learnable vectors of CLIP's width for each of ``depth`` layers.
+
+    Initialised as VPT: uniform in ``[-v, v]`` with ``v = sqrt(6 / (3 * patch_size**2 + width))``, the
+    Xavier bound of the patch embedding (fan-in ``3 * patch**2``, fan-out ``width``), so prompts start at
+    the scale of the patch tokens.
+
+    Args:
+        depth: number of leading ViT layers that get prompts.
+        tokens: prompt tokens per layer (> 0).
+        width: the ViT's token width.
+        patch_size: the ViT's patch size (for the initialisation scale).
+    """
+
+    def __init__(self, depth: int, tokens: int, width: int, patch_size: int) -> None:
+        super().__init__()
+        bound = math.sqrt(6.0 / (3 * patch_size ** 2 + width))
+        self.tokens = nn.Parameter(torch.empty(depth, tokens, width).uniform_(-bound, bound))
+
+    @property
+    def depth(self) -> int:
+        return self.tokens.shape[0]
+
+    def run(self, blocks: nn.ModuleList, x: torch.Tensor, batch_first: bool) -> torch.Tensor:
+        """Run the ViT ``blocks`` over ``x`` with this layer's prompts appended before each prompted block.
+
+        Args:
+            blocks: open_clip's ``visual.transformer.resblocks`` (no attention mask: every token sees all).
+            x: (B, L, D) tokens ([CLS] + patches) after ``ln_pre``.
+            batch_first: the blocks' layout (open_clip's ``transformer.batch_first``).
+
+        Returns:
+            (B, L, D) tokens after the last block, prompts removed.
+        """
+        length = x.shape[1]
+        for i, block in enumerate(blocks):
+            if i < self.depth:
+                prompt = self.tokens[i].to(x.dtype).expand(x.shape[0], -1, -1)
+                x = torch.cat([x, prompt], dim=1)
+            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+            x = x[:, :length]
+        return x
 
 
 def build_open_clip(config: AlignZegConfig) -> nn.Module:
@@ -83,6 +135,10 @@ class CLIPBackbone(nn.Module):
         self.context_length = config.context_length
         self.clip.requires_grad_(False)
         self.clip.eval()
+        layers = len(self.clip.visual.transformer.resblocks)
+        depth = layers if config.clip_prompt_depth is None else config.clip_prompt_depth
+        self.prompts = (DeepPrompts(depth, config.clip_prompt_tokens, self.clip.visual.transformer.width,
+                                    config.patch_size) if config.clip_prompt_tokens > 0 else None)
 
     def train(self, mode: bool = True) -> "CLIPBackbone":
         # CLIP stays frozen in eval mode (no dropout) whatever the rest of the model does.
@@ -97,7 +153,7 @@ class CLIPBackbone(nn.Module):
             images: (B, 3, H, W) float, normalised with the CLIP mean/std; H, W multiples of the patch size.
 
         Returns:
-            VisualFeatures with patches (B, E, H/p, W/p) and global_embed (B, E).
+            VisualFeatures with patches (B, E, H/p, W/p); with prompts, the prompted CLIP's.
         """
         visual = self.clip.visual
         x = visual.conv1(images)  # (B, width, h, w)
@@ -107,13 +163,14 @@ class CLIPBackbone(nn.Module):
         x = torch.cat([cls, x], dim=1)
         x = x + interpolate_pos_embed(visual.positional_embedding, (h, w)).to(x.dtype)
         x = visual.ln_pre(x)
-        x = visual.transformer(x)
-        x = visual.ln_post(x)
+        if self.prompts is None:
+            x = visual.transformer(x)
+        else:
+            x = self.prompts.run(visual.transformer.resblocks, x, visual.transformer.batch_first)
+        x = visual.ln_post(x[:, 1:])
         if visual.proj is not None:
             x = x @ visual.proj
-        global_embed, patches = x[:, 0], x[:, 1:]
-        patches = rearrange(patches, "b (h w) e -> b e h w", h=h, w=w)
-        return VisualFeatures(patches=patches, global_embed=global_embed)
+        return VisualFeatures(patches=rearrange(x, "b (h w) e -> b e h w", h=h, w=w))
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """CLIP BPE tokens, (T, context_length) int64 (open_clip's tokenizer; truncates at the context)."""

@@ -1,6 +1,7 @@
 """AlignZegModel: the network of the paper's figure 2, wiring the boxes together.
 
-images -> CLIPBackbone (frozen) -> ProposalExtractor (MRPE) -> ProposalClassifier (GEPC) + ClassIndicator.
+images -> CLIPBackbone (frozen, deep prompts) -> ProposalExtractor (MRPE, with the learnable encoder)
+-> ProposalClassifier (GEPC, grounded in CLIP's patch features under each mask) + ClassIndicator.
 Bias correction and semantic-map assembly are post-processing (``semantic_map``), not part of ``forward``.
 """
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from ..config import AlignZegConfig
+from ..hub import CLIP_PREFIX
 from .class_indicator import ClassIndicator
 from .clip_backbone import CLIPBackbone
 from .gepc import ProposalClassifier
@@ -30,14 +32,12 @@ class AlignZegOutput:
         embeddings: (B, N, E) float, L2-normalised proposal embeddings.
         unseen_logits: (B, N) float, class-indicator logits (sigmoid: probability of an unseen class).
         aux: per earlier decoder layer, (mask_logits, class_logits) for deep supervision; empty in eval.
-        global_embed: (B, E) float, CLIP's image embedding.
     """
 
     mask_logits: torch.Tensor
     class_logits: torch.Tensor
     embeddings: torch.Tensor
     unseen_logits: torch.Tensor
-    global_embed: torch.Tensor
     aux: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
@@ -83,20 +83,21 @@ class AlignZegModel(nn.Module):
         x = self.normalize(images)
         features = self.backbone.encode_image_dense(x)
         proposals = self.extractor(features.patches, x, all_layers=deep_supervision)
-        embeddings, class_logits = self.classifier(proposals.queries[-1], class_embeddings)
+        patches = features.patches
+        embeddings, class_logits = self.classifier(proposals.queries[-1], class_embeddings, patches,
+                                                   proposals.mask_logits[-1])
         aux = []
         if deep_supervision:
             for queries, masks in zip(proposals.queries[:-1], proposals.mask_logits[:-1]):
-                aux.append((masks, self.classifier(queries, class_embeddings)[1]))
+                aux.append((masks, self.classifier(queries, class_embeddings, patches, masks)[1]))
         return AlignZegOutput(
             mask_logits=proposals.mask_logits[-1],
             class_logits=class_logits,
             embeddings=embeddings,
             unseen_logits=self.indicator(embeddings),
-            global_embed=features.global_embed,
             aux=aux,
         )
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters outside the frozen CLIP backbone (what training updates by default)."""
-        return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
+        """Every parameter outside the frozen CLIP (``backbone.clip.*``): heads, decoder, and the deep prompts."""
+        return [p for n, p in self.named_parameters() if not n.startswith(CLIP_PREFIX)]

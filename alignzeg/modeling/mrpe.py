@@ -4,10 +4,17 @@ Each decoder layer runs the standard mask-decoder step on the queries (cross-att
 features, self-attention, FFN) and then, when ``mutual_refinement`` is on, the reverse step: the visual
 features cross-attend to the updated queries and are updated residually. After every layer the mask
 logits are the dot product of the query mask embeddings with the upsampled per-pixel features.
+
+The learnable encoder (``side_encoder``, ``SideEncoder``) is MRPE's "learnable" branch next to the frozen
+CLIP: its stride-``patch`` features are added to the visual tokens the decoder refines, and its finer
+stages (stride 8, and 4 with ``side_fusion_stride=4``) reach the mask features through ``PixelDecoder``,
+a light FPN-style merge (lateral 1x1 convs added to the upsampled decoder features), so masks can follow
+edges finer than CLIP's 16-pixel grid.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +24,7 @@ from torch import nn
 
 from ..config import AlignZegConfig
 
-__all__ = ["ProposalExtractor", "ProposalExtractorOutput", "SideEncoder"]
+__all__ = ["PixelDecoder", "ProposalExtractor", "ProposalExtractorOutput", "SideEncoder"]
 
 
 @dataclass
@@ -27,7 +34,7 @@ class ProposalExtractorOutput:
     Attributes:
         queries: list of L tensors (B, N, d), the query states after each layer (last is final).
         mask_logits: list of tensors (B, N, h*u, w*u), mask logits after each layer (or the last only),
-            u = mask_upsample.
+            u = mask_upsample (masks at stride ``patch / u``: ``side_fusion_stride`` with the side encoder).
     """
 
     queries: list[torch.Tensor]
@@ -35,25 +42,75 @@ class ProposalExtractorOutput:
 
 
 class SideEncoder(nn.Module):
-    """A small learnable conv encoder whose stride-p features are added to the CLIP patch features.
+    """A small learnable conv encoder: stride-2 3x3 conv stages (GroupNorm, GELU) down to the patch stride.
+
+    Stage ``k`` has stride ``2**(k+1)`` and ``dim * 2**(k+1) / 2**K`` channels (at least 16), K stages in
+    all: narrow where the maps are large, so the encoder stays cheap (about 2 GFLOPs at 512 px, d = 256).
 
     Args:
-        dim: output channels (the decoder width).
-        patch_size: total stride, a power of two >= 4.
+        dim: channels of the last (stride ``2**K >= patch_size``) stage, the decoder width.
+        patch_size: the ViT patch size; the last stage's stride is the smallest power of two >= it.
     """
 
     def __init__(self, dim: int, patch_size: int) -> None:
         super().__init__()
-        stages, channels, stride = [], 3, 1
-        while stride < patch_size:
-            out = dim if stride * 2 >= patch_size else max(16, dim // 2)
-            stages += [nn.Conv2d(channels, out, 3, stride=2, padding=1), nn.GroupNorm(1, out), nn.GELU()]
-            channels, stride = out, stride * 2
-        self.net = nn.Sequential(*stages)
+        num = max(1, math.ceil(math.log2(patch_size)))
+        self.strides = [2 ** (k + 1) for k in range(num)]
+        self.channels = [max(16, dim * s // self.strides[-1]) for s in self.strides]
+        self.channels[-1] = dim
+        stages, c_in = [], 3
+        for c_out in self.channels:
+            stages.append(nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(1, c_out),
+                                        nn.GELU()))
+            c_in = c_out
+        self.stages = nn.ModuleList(stages)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalised images -> (B, dim, H/p, W/p)."""
-        return self.net(images)
+    def forward(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
+        """(B, 3, H, W) normalised images -> {stride s: (B, channels, ceil(H/s), ceil(W/s))} for every stage."""
+        out, x = {}, images
+        for stride, stage in zip(self.strides, self.stages):
+            x = stage(x)
+            out[stride] = x
+        return out
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, C, h, w) to ``size``; the tensor itself when it already has that size."""
+    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="bilinear",
+                                                                      align_corners=False)
+
+
+class PixelDecoder(nn.Module):
+    """Per-pixel mask features: the refined visual tokens upsampled to the mask grid, plus (FPN-style)
+    the learnable encoder's finer stages.
+
+    ``ConvTranspose(u) -> GroupNorm -> GELU`` upsamples the (B, d, h, w) tokens by ``u = mask_upsample``
+    (identity for u = 1); each fused encoder stage (strides ``fusion_strides``, e.g. [8] or [8, 4]) goes
+    through a lateral 1x1 conv, is resized to the mask grid when its size differs (ViT-L/14's stride 7)
+    and added; a GroupNorm, GELU and 1x1 conv then give the mask features.
+
+    Args:
+        dim: decoder width d.
+        upsample: u, the mask grid is (h*u, w*u).
+        lateral_channels: {stride: channels} of the encoder stages to fuse (empty: no fusion).
+    """
+
+    def __init__(self, dim: int, upsample: int, lateral_channels: dict[int, int]) -> None:
+        super().__init__()
+        self.up = (nn.Sequential(nn.ConvTranspose2d(dim, dim, upsample, stride=upsample), nn.GroupNorm(1, dim),
+                                 nn.GELU()) if upsample > 1 else nn.Identity())
+        self.laterals = nn.ModuleDict({str(s): nn.Conv2d(c, dim, 1) for s, c in sorted(lateral_channels.items())})
+        self.out = (nn.Sequential(nn.GroupNorm(1, dim), nn.GELU(), nn.Conv2d(dim, dim, 1)) if self.laterals
+                    else nn.Conv2d(dim, dim, 1))
+
+    def forward(self, pixel: torch.Tensor, side: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, d, h, w) tokens and {stride: (B, c, h_s, w_s)} encoder stages -> (B, d, h*u, w*u) mask features."""
+        x = self.up(pixel)
+        for stride, lateral in self.laterals.items():
+            if side is None:
+                raise ValueError("the pixel decoder fuses the learnable encoder: pass its stages")
+            x = x + _resize(lateral(side[int(stride)]), x.shape[-2:])
+        return self.out(x)
 
 
 class _Attention(nn.Module):
@@ -112,7 +169,7 @@ class ProposalExtractor(nn.Module):
 
     Args:
         config: model config (decoder_dim, num_queries, num_decoder_layers, num_heads, mutual_refinement,
-            side_encoder, mask_upsample, embed_dim, patch_size).
+            side_encoder, side_fusion_stride, mask_upsample, embed_dim, patch_size).
     """
 
     def __init__(self, config: AlignZegConfig) -> None:
@@ -129,11 +186,11 @@ class ProposalExtractor(nn.Module):
         )
         self.query_norm = nn.LayerNorm(d)
         self.mask_embed = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
-        u = config.mask_upsample
-        self.pixel_upsample = (
-            nn.Sequential(nn.ConvTranspose2d(d, d, u, stride=u), nn.GroupNorm(1, d), nn.GELU(), nn.Conv2d(d, d, 1))
-            if u > 1 else nn.Conv2d(d, d, 1)
-        )
+        laterals = {}
+        if self.side is not None:
+            laterals = {s: c for s, c in zip(self.side.strides, self.side.channels)
+                        if config.side_fusion_stride <= s < config.patch_size}
+        self.pixel_decoder = PixelDecoder(d, config.mask_upsample, laterals)
 
     def _visual_pos(self, h: int, w: int) -> torch.Tensor:
         pos = self.visual_pos
@@ -141,10 +198,15 @@ class ProposalExtractor(nn.Module):
             pos = F.interpolate(pos, size=(h, w), mode="bilinear", align_corners=False)
         return rearrange(pos, "1 d h w -> 1 (h w) d")
 
-    def predict_masks(self, queries: torch.Tensor, visual: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        """Mask logits (B, N, h*u, w*u) from queries (B, N, d) and visual tokens (B, h*w, d)."""
-        pixel = rearrange(visual, "b (h w) d -> b d h w", h=hw[0], w=hw[1])
-        pixel = self.pixel_upsample(pixel)
+    def pixel_features(self, visual: torch.Tensor, hw: tuple[int, int],
+                       side: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, h*w, d) visual tokens (+ encoder stages) -> (B, d, h*u, w*u) per-pixel mask features."""
+        return self.pixel_decoder(rearrange(visual, "b (h w) d -> b d h w", h=hw[0], w=hw[1]), side)
+
+    def predict_masks(self, queries: torch.Tensor, visual: torch.Tensor, hw: tuple[int, int],
+                      side: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Mask logits (B, N, h*u, w*u) from queries (B, N, d), visual tokens (B, h*w, d) and encoder stages."""
+        pixel = self.pixel_features(visual, hw, side)
         return torch.einsum("bnd,bdhw->bnhw", self.mask_embed(self.query_norm(queries)), pixel)
 
     def forward(self, patches: torch.Tensor, images: torch.Tensor | None = None,
@@ -161,10 +223,13 @@ class ProposalExtractor(nn.Module):
         """
         b, _, h, w = patches.shape
         visual = self.input_proj(rearrange(patches, "b e h w -> b (h w) e"))
+        side = None
         if self.side is not None:
             if images is None:
                 raise ValueError("the side encoder needs the input images")
-            visual = visual + rearrange(self.side(images), "b d h w -> b (h w) d")
+            side = self.side(images)
+            coarse = _resize(side[self.side.strides[-1]], (h, w))  # stride 2**K == patch (resized for 14)
+            visual = visual + rearrange(coarse, "b d h w -> b (h w) d")
         visual_pos = self._visual_pos(h, w)
         query_pos = self.query_pos.unsqueeze(0).expand(b, -1, -1)
         queries = self.query_embed.unsqueeze(0).expand(b, -1, -1)
@@ -173,5 +238,5 @@ class ProposalExtractor(nn.Module):
             queries, visual = layer(queries, visual, query_pos, visual_pos)
             out.queries.append(queries)
             if all_layers or i == len(self.layers) - 1:
-                out.mask_logits.append(self.predict_masks(queries, visual, (h, w)))
+                out.mask_logits.append(self.predict_masks(queries, visual, (h, w), side))
         return out

@@ -22,7 +22,7 @@ UNLABELLED = -1
 
 def semantic_probabilities(class_logits: torch.Tensor, mask_logits: torch.Tensor, unseen_logits: torch.Tensor,
                            seen_mask: torch.Tensor, bias_correction: bool = True, threshold: float = 0.5,
-                           factor: float = 0.0) -> torch.Tensor:
+                           seen_score_offset: float = 0.0) -> torch.Tensor:
     """Combine proposals into a per-pixel probability map.
 
     Args:
@@ -30,16 +30,18 @@ def semantic_probabilities(class_logits: torch.Tensor, mask_logits: torch.Tensor
         mask_logits: (B, N, h, w) float.
         unseen_logits: (B, N) float, the class indicator's logits.
         seen_mask: (C,) bool, True for the checkpoint's seen (training) classes.
-        bias_correction: apply PBC (``proposal_bias_correction``) before assembling.
-        threshold, factor: PBC settings.
+        bias_correction: apply PBC (``proposal_bias_correction``, a masked softmax) instead of a plain softmax.
+        threshold, seen_score_offset: PBC settings (unused without bias correction).
 
     Returns:
         (B, C + 1, h, w) float32, non-negative, summing to 1 over channels at each pixel;
         channel C is background.
     """
-    probs = class_logits.float().softmax(dim=-1)
     if bias_correction:
-        probs = proposal_bias_correction(probs, unseen_logits.float().sigmoid(), seen_mask, threshold, factor)
+        probs = proposal_bias_correction(class_logits, unseen_logits.float().sigmoid(), seen_mask, threshold,
+                                         seen_score_offset)
+    else:
+        probs = class_logits.float().softmax(dim=-1)
     masks = mask_logits.float().sigmoid()
     evidence = torch.einsum("bnc,bnhw->bchw", probs, masks)
     return evidence / evidence.sum(dim=1, keepdim=True).clamp_min(1e-12)

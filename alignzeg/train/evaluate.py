@@ -146,7 +146,7 @@ def _image_array(image: Any) -> Any:
     return image
 
 
-def evaluate(segmenter: Any, dataset: Any, bias_correction: bool = True, limit: int | None = None,
+def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | None = None, limit: int | None = None,
              progress: bool = False) -> EvalResult:
     """Evaluate a segmenter on a dataset through ``AlignZegSegmenter.segment``.
 
@@ -154,7 +154,7 @@ def evaluate(segmenter: Any, dataset: Any, bias_correction: bool = True, limit: 
         segmenter: an ``AlignZegSegmenter``.
         dataset: a protocol dataset (``alignzeg.train.data``) built for evaluation (unseen pixels kept).
             Its ``class_embeddings`` are used as the vocabulary when present, else its ``class_names``.
-        bias_correction: apply PBC (the paper's setting).
+        bias_correction: apply PBC (the paper's setting); ``None``: as ``segment`` (on when the indicator was trained).
         limit: evaluate only the first ``limit`` images.
         progress: show a progress bar.
 
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"alignzeg-eval: error: {err}", file=sys.stderr)
         return 2
-    result = evaluate(segmenter, dataset, bias_correction=not args.no_bias_correction, limit=args.limit,
+    result = evaluate(segmenter, dataset, bias_correction=False if args.no_bias_correction else None, limit=args.limit,
                       progress=not args.quiet)
     print(result.table())
     if args.json:

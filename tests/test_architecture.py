@@ -1,0 +1,241 @@
+"""Issue 12's architecture parts on the tiny preset: deep prompts, the fused learnable encoder, CLIP-grounded
+classification, the soft background maximum, and the indicator_trained guard of PBC."""
+
+import re
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alignzeg import AlignZegSegmenter
+from alignzeg.config import side_fusion_upsample
+from alignzeg.hub import CLIP_PREFIX, clip_fingerprint
+from alignzeg.modeling.gepc import mask_pooled_features, soft_max
+from alignzeg.presets import get_preset_config
+
+VOCAB = ["person", "chair", "sofa"]  # person, chair seen; sofa unseen
+
+
+def _clip_state(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith(CLIP_PREFIX)}
+
+
+def test_prompts_change_dense_features_while_clip_stays_identical():
+    with_prompts = AlignZegSegmenter.from_preset("tiny", seed=0).model
+    bare = AlignZegSegmenter.from_preset("tiny", seed=0, config_overrides={"clip_prompt_tokens": 0}).model
+    assert with_prompts.backbone.prompts.tokens.shape == (2, 4, 64)  # (layers, tokens, width)
+    assert bare.backbone.prompts is None
+    before = _clip_state(with_prompts)
+    assert before.keys() == _clip_state(bare).keys()
+    for name, tensor in _clip_state(bare).items():
+        assert torch.equal(before[name], tensor), name  # same seed, same CLIP: prompts are built after it
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        prompted = with_prompts.backbone.encode_image_dense(with_prompts.normalize(images)).patches
+        plain = bare.backbone.encode_image_dense(bare.normalize(images)).patches
+    assert prompted.shape == plain.shape == (2, 64, 8, 8)
+    assert (prompted - plain).abs().max() > 1e-2
+
+    # One optimiser step on every trainable parameter: the prompts move, CLIP's tensors do not.
+    fingerprint = clip_fingerprint(with_prompts.state_dict())
+    prompts_before = with_prompts.backbone.prompts.tokens.detach().clone()
+    opt = torch.optim.AdamW(with_prompts.trainable_parameters(), lr=1e-2, weight_decay=0.1)
+    with_prompts.train()
+    with_prompts.backbone.encode_image_dense(with_prompts.normalize(images)).patches.square().mean().backward()
+    opt.step()
+    assert not torch.equal(with_prompts.backbone.prompts.tokens, prompts_before)
+    for name, tensor in _clip_state(with_prompts).items():
+        assert torch.equal(before[name], tensor), name
+    assert clip_fingerprint(with_prompts.state_dict()) == fingerprint
+
+
+def test_trainable_parameters_are_everything_but_clip():
+    model = AlignZegSegmenter.from_preset("tiny", seed=0).model
+    trainable = {id(p) for p in model.trainable_parameters()}
+    names = {n for n, p in model.named_parameters() if id(p) in trainable}
+    assert "backbone.prompts.tokens" in names
+    assert names == {n for n, _ in model.named_parameters() if not n.startswith(CLIP_PREFIX)}
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith(CLIP_PREFIX))
+
+
+def test_prompted_blocks_equal_a_hand_written_loop():
+    """Prompts in layer 0 only (clip_prompt_depth=1): cat, block, drop; then the plain block."""
+    model = AlignZegSegmenter.from_preset("tiny", seed=0, config_overrides={"clip_prompt_depth": 1}).model
+    visual = model.backbone.clip.visual
+    blocks = visual.transformer.resblocks
+    x = torch.randn(2, 65, 64, generator=torch.Generator().manual_seed(3))
+    prompts = model.backbone.prompts.tokens
+    assert prompts.shape == (1, 4, 64)
+    with torch.no_grad():
+        got = model.backbone.prompts.run(blocks, x, visual.transformer.batch_first)
+        first = torch.cat([x, prompts[0].expand(2, -1, -1)], dim=1)
+        if not visual.transformer.batch_first:
+            ref = blocks[0](first.transpose(0, 1)).transpose(0, 1)[:, :65]
+            ref = blocks[1](ref.transpose(0, 1)).transpose(0, 1)
+        else:
+            ref = blocks[1](blocks[0](first)[:, :65])
+        plain = visual.transformer(x)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert (got - plain).abs().max() > 1e-3  # the layer-0 prompts reach the output through attention
+
+
+def test_mask_pooling_equals_a_hand_written_loop():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 5, 3, 4, generator=g)  # (B, E, h, w)
+    mask_logits = torch.randn(2, 3, 6, 8, generator=g) * 3  # (B, N, 2h, 2w)
+    got = mask_pooled_features(features, mask_logits)
+    ref = torch.zeros(2, 3, 5)
+    for b in range(2):
+        for n in range(3):
+            num, den = torch.zeros(5), 0.0
+            for y in range(3):
+                for x in range(4):
+                    w = mask_logits[b, n, 2 * y:2 * y + 2, 2 * x:2 * x + 2].sigmoid().mean()  # area average
+                    num += w * features[b, :, y, x]
+                    den += w
+            ref[b, n] = num / den
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_grounded_embedding_is_the_gated_blend():
+    model = AlignZegSegmenter.from_preset("tiny", seed=0).model
+    clf = model.classifier
+    g = torch.Generator().manual_seed(1)
+    queries = torch.randn(1, 3, 32, generator=g)
+    patches = torch.randn(1, 64, 8, 8, generator=g)
+    masks = torch.randn(1, 3, 16, 16, generator=g)
+    with torch.no_grad():
+        torch.nn.init.normal_(clf.gate[1].weight, std=0.1)  # a non-trivial gate
+        got = clf.proposal_embeddings(queries, patches, masks)
+        gate = torch.sigmoid(clf.gate(queries))
+        q = F.normalize(clf.embed(queries), dim=-1)
+        pooled = F.normalize(mask_pooled_features(patches, masks), dim=-1)
+        ref = F.normalize((1 - gate) * q + gate * pooled, dim=-1)
+    assert 0.05 < gate.min() and gate.max() < 0.95 and gate.std() > 0.01
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="clip_grounding needs the CLIP patch features"):
+        clf.proposal_embeddings(queries)
+    off = AlignZegSegmenter.from_preset("tiny", seed=0, config_overrides={"clip_grounding": False}).model
+    assert off.classifier.gate is None
+    torch.testing.assert_close(off.classifier.proposal_embeddings(queries),
+                               F.normalize(off.classifier.embed(queries), dim=-1))
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.0])
+def test_background_soft_max_gradient(temperature):
+    sims = torch.tensor([0.30, 0.25, -0.40, 0.10], requires_grad=True)
+    out = soft_max(sims, temperature)
+    out.backward()
+    if temperature == 0:
+        assert out.item() == pytest.approx(0.30)
+        assert sims.grad.tolist() == [1.0, 0.0, 0.0, 0.0]
+    else:
+        weights = torch.softmax(sims.detach() / temperature, dim=0)  # d/ds t*logsumexp(s/t) = softmax(s/t)
+        assert out.item() == pytest.approx(temperature * torch.logsumexp(sims.detach() / temperature, 0).item())
+        torch.testing.assert_close(sims.grad, weights)
+        assert (sims.grad > 0).all()
+
+
+def test_every_background_prototype_gets_gradient_through_the_classifier():
+    for temperature, expect_all in ((0.1, True), (0.0, False)):
+        model = AlignZegSegmenter.from_preset("tiny", seed=0, config_overrides={"bg_temperature": temperature}).model
+        emb = F.normalize(torch.randn(1, 64, generator=torch.Generator().manual_seed(2)), dim=-1)
+        classes = F.normalize(torch.randn(2, 64, generator=torch.Generator().manual_seed(3)), dim=-1)
+        model.classifier.classify(emb, classes)[0, -1].backward()
+        nonzero = (model.classifier.bg_prototypes.grad.abs().sum(dim=1) > 0).sum().item()
+        assert nonzero == (3 if expect_all else 1), temperature
+
+
+def test_side_encoder_reaches_the_masks_at_the_fusion_stride():
+    cfg = get_preset_config("tiny")
+    assert (cfg.side_encoder, cfg.side_fusion_stride, cfg.mask_stride) == (True, 4, 4)
+    model = AlignZegSegmenter.from_preset("tiny", seed=0).model
+    assert set(model.extractor.pixel_decoder.laterals) == {"4"}
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    classes = F.normalize(torch.randn(2, 64, generator=torch.Generator().manual_seed(1)), dim=-1)
+    model.eval()
+    with torch.no_grad():
+        before = model(images, classes).mask_logits
+        torch.nn.init.normal_(model.extractor.pixel_decoder.laterals["4"].weight)
+        after = model(images, classes).mask_logits
+    assert before.shape == (1, 8, 16, 16)  # 64 px / stride 4
+    assert (before - after).abs().max() > 1e-3
+    coarse = AlignZegSegmenter.from_preset("tiny", seed=0, config_overrides={
+        "side_fusion_stride": 8, "mask_upsample": 1}).model
+    assert len(coarse.extractor.pixel_decoder.laterals) == 0 and coarse.config.mask_stride == 8
+    assert side_fusion_upsample(16, 8) == 2 and side_fusion_upsample(16, 4) == 4
+    assert side_fusion_upsample(14, 8) == 2 and side_fusion_upsample(8, 8) == 1
+    with pytest.raises(ValueError, match=re.escape("with side_encoder=True the masks are at side_fusion_stride 8: "
+                                                   "mask_upsample must be 1 for patch size 8, got 2")):
+        get_preset_config("tiny", side_fusion_stride=8)
+    with pytest.raises(ValueError, match="side_fusion_stride must be 8 or 4, got 16"):
+        get_preset_config("tiny", side_fusion_stride=16)
+    assert get_preset_config("tiny", side_encoder=False, side_fusion_stride=8).mask_stride == 4
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("clip_prompt_tokens", -1, "clip_prompt_tokens must be a non-negative integer, got -1"),
+    ("clip_prompt_depth", 0, "clip_prompt_depth must be a positive integer or None, got 0"),
+    ("clip_prompt_depth", 3, "clip_prompt_depth 3 exceeds the 2 layers of the CLIP image encoder"),
+    ("bg_temperature", -0.1, "bg_temperature must be a finite number >= 0 (0: hard max), got -0.1"),
+    ("seen_score_offset", float("nan"), "seen_score_offset must be a finite number, got nan"),
+    ("indicator_trained", 1, "indicator_trained must be true or false, got 1"),
+])
+def test_new_config_fields_are_validated(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        get_preset_config("tiny", **{field: value})
+
+
+def test_presets_turn_every_part_on():
+    for name, tokens in (("tiny", 4), ("vitb16", 10), ("vitl14", 10)):
+        cfg = get_preset_config(name)
+        assert (cfg.clip_prompt_tokens, cfg.clip_prompt_depth, cfg.side_encoder, cfg.clip_grounding) == \
+            (tokens, None, True, True)
+        assert cfg.bg_temperature > 0 and cfg.seen_score_offset == 0 and cfg.indicator_trained is False
+
+
+# PBC and the class indicator's training --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def flagging():
+    """Tiny segmenters whose indicator flags every proposal: one untrained (config), one marked trained."""
+    made = {}
+    for trained in (False, True):
+        seg = AlignZegSegmenter.from_preset("tiny", seen_classes=["person", "chair"], seed=1,
+                                            config_overrides={"indicator_trained": trained})
+        torch.nn.init.zeros_(seg.model.indicator.net[-1].weight)
+        torch.nn.init.constant_(seg.model.indicator.net[-1].bias, 10.0)
+        made[trained] = seg
+    return made
+
+
+def test_untrained_indicator_turns_default_pbc_off_with_one_warning(flagging, voc):
+    seg = flagging[False]
+    with pytest.warns(UserWarning, match=r"class indicator was never trained .*PBC\) is off") as caught:
+        auto = seg.segment(voc["rgb"], VOCAB)
+    assert len([w for w in caught if issubclass(w.category, UserWarning)]) == 1
+    off = seg.segment(voc["rgb"], VOCAB, bias_correction=False)
+    assert auto.bias_correction is False
+    assert (auto.label_map == off.label_map).all() and (auto.class_probs == off.class_probs).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        seg.segment(voc["rgb"], ["sofa", "tvmonitor"])  # no seen class: PBC is the identity, no warning
+        seg.segment_batch([voc["rgb"]], VOCAB, bias_correction=False)
+
+
+def test_explicit_pbc_on_untrained_indicator_is_an_error(flagging, voc):
+    with pytest.raises(ValueError, match=r"bias_correction=True needs a trained class indicator: .*"
+                                         r"config.indicator_trained is False"):
+        flagging[False].segment(voc["rgb"], VOCAB, bias_correction=True)
+    with pytest.raises(TypeError, match="bias_correction must be True, False or None .auto., got 'yes'"):
+        flagging[False].segment(voc["rgb"], VOCAB, bias_correction="yes")
+
+
+def test_trained_indicator_gets_pbc_by_default(flagging, voc):
+    seg = flagging[True]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auto = seg.segment(voc["rgb"], VOCAB)
+    explicit = seg.segment(voc["rgb"], VOCAB, bias_correction=True)
+    assert auto.bias_correction is True and set(auto.label_map.flatten().tolist()) == {2}  # only the unseen sofa
+    assert (auto.class_probs == explicit.class_probs).all()
