@@ -290,9 +290,10 @@ def write_markdown(path: Path, table: str, command: str) -> None:
 def plan(args: argparse.Namespace, clips: dict[int, str]) -> list[dict]:
     """One job per (world, seed, trained variant); +GEPC rides on full unless --separate-gepc.
 
-    Jobs are ordered so that a run stopped early still has paired rows: seed by seed, world by world, every
-    row of one (world, seed) before the next; with ``--thread-check`` one more run repeats the first
-    (world, seed) of "full" (or the first row) with ``--threads + 1`` threads.
+    Jobs are ordered so that a run stopped early still has paired rows: first the paper's rows (baseline,
+    +MRPE, +GEPC, full) seed by seed, world by world, then the switch rows in the same order; with
+    ``--thread-check`` one more run repeats the first "full" run (or the first run) with ``--threads + 1``
+    threads.
     """
     from alignzeg.train.variants import VARIANTS
 
@@ -305,8 +306,10 @@ def plan(args: argparse.Namespace, clips: dict[int, str]) -> list[dict]:
     trained = [r for r in rows if not (reuse and r == "+GEPC")]
     common = {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images", "test_images",
                                             "threads", "diagnose")}
+    core = [r for r in trained if r in ROWS[:4]]
     jobs = [dict(common, world=w, seed=s, variant=v, clip=clips[w], also_gepc=reuse and v == "full")
-            for s in _ints(args.seeds, count_ok=True) for w in _ints(args.worlds) for v in trained]
+            for group in (core, [r for r in trained if r not in core])
+            for s in _ints(args.seeds, count_ok=True) for w in _ints(args.worlds) for v in group]
     if args.thread_check and jobs:
         first = next((j for j in jobs if j["variant"] == "full"), jobs[0])
         jobs.insert(1, dict(first, threads=args.threads + 1, thread_check=True))
