@@ -4,6 +4,7 @@
     alignzeg-train --recipe voc-vitb16 --data-root data/VOCdevkit --out runs/voc
     alignzeg-train --config cfg.json --set lr=1e-4 --set model_overrides.num_queries=50 \\
         --dataset folder --data-root data/mine --out runs/mine
+    alignzeg-train --recipe voc-vitb16 --set data.label_dir=SegmentationClassAug --data-root data/VOCdevkit ...
     alignzeg-train --config data/world0/train_config.json --variant +MRPE --seeds 0,1,2 \\
         --dataset folder --data-root data/world0 --out runs/world0-mrpe     # runs/world0-mrpe/seed_0 ...
     torchrun --nproc_per_node 8 -m alignzeg.train.cli --recipe coco-stuff-vitb16 ...
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logger.info("resolved train config:\n%s", json.dumps(config.to_dict(), indent=2))
         dataset = build_dataset(dataset_name, args.data_root, split=args.split,
-                                seen_classes=config.seen_classes, train=True)
+                                seen_classes=config.seen_classes, train=True, **config.data)
         runs = [(config, args.out)] if args.seeds is None else [
             (config.replace(seed=s), str(Path(args.out) / f"seed_{s}")) for s in args.seeds]
         for run_config, out in runs:

@@ -26,6 +26,7 @@ __all__ = ["TrainConfig", "apply_overrides"]
 
 _SCHEDULES = ("poly", "cosine", "constant")
 _MASK_LOSSES = ("bce", "focal")
+_CLASS_COSTS = ("prob", "logprob")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,11 @@ class TrainConfig:
         grad_accum: micro-batches accumulated per optimizer step.
         lr / weight_decay: AdamW settings (over ``model.trainable_parameters()`` only).
         schedule: ``poly`` (power ``poly_power``), ``cosine`` or ``constant``, after ``warmup_iters`` linear warm-up.
-        grad_clip: max gradient norm; ``None`` disables clipping.
+        grad_clip: max norm of the gradient of all trainable parameters together (one global L2 norm, as
+            Mask2Former clips the full model); ``None`` disables clipping.
+        no_decay: weight decay is 0 for norms, biases, embeddings (query / position), prompt tokens,
+            background prototypes and the logit scale (``alignzeg.train.optim.parameter_groups``); ``False``
+            decays every trainable parameter (the old behaviour).
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a gradient scaler). Ignored on CPU.
         lambda_*: loss weights (see the module docstring).
         mask_loss: ``bce`` or ``focal`` (sigmoid focal, alpha 0.25, gamma 2) mask term; dice is always added.
@@ -65,6 +70,16 @@ class TrainConfig:
         reg: add L_reg.
         crop_scale: range of the random resize factor before the crop (relative to ``input_size``).
         flip: random horizontal flips.
+        photometric: mmsegmentation's ``PhotoMetricDistortion`` (random brightness, contrast, saturation, hue;
+            ``alignzeg.train.data.PhotoMetricDistortion``), seeded per sample like the crop.
+        class_cost: the class term of the matching cost: ``"prob"`` (``-p``, Mask2Former / ZegCLIP) or
+            ``"logprob"`` (``-log p``, unbounded). Negative proposals are always ranked by the loss (``-log p``).
+        indicator_angle: (low, high) degrees. The class indicator's positives are synthetic features rotated
+            off the seen prototypes by an angle drawn from this range (``gepc.off_prototype_features``);
+            ``(0, 0)`` makes them plain mixes of two seen proposals (the paper's virtual features, drawn
+            apart from L_vir's).
+        data: extra keyword arguments of the dataset loader (``build_dataset(..., **data)``), e.g.
+            ``{"label_dir": "SegmentationClassAug"}``; set from the CLI with ``--set data.label_dir=...``.
         num_workers: DataLoader workers.
         seed: seeds the data order, the augmentation and the training randomness (results are reproducible).
         log_every / checkpoint_every: in optimizer steps; 0 disables checkpoints.
@@ -87,6 +102,7 @@ class TrainConfig:
     poly_power: float = 0.9
     warmup_iters: int = 0
     grad_clip: float | None = None
+    no_decay: bool = True
     amp: bool = True
     lambda_bc: float = 1.0
     lambda_ce: float = 2.0
@@ -99,6 +115,7 @@ class TrainConfig:
     cost_class: float = 2.0
     cost_mask: float = 5.0
     cost_dice: float = 5.0
+    class_cost: str = "prob"
     synthetic_features: bool = True
     num_synthetic: int = 16
     mixup_alpha: float = 2.0
@@ -106,9 +123,12 @@ class TrainConfig:
     negative_topk: int = 5
     negative_weight: float = 1.0
     class_indicator: bool = True
+    indicator_angle: tuple[float, float] = (30.0, 60.0)
     reg: bool = True
     crop_scale: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
+    photometric: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
     num_workers: int = 0
     seed: int = 0
     log_every: int = 20
@@ -120,7 +140,12 @@ class TrainConfig:
         if self.seen_classes is not None:
             object.__setattr__(self, "seen_classes", tuple(self.seen_classes))
         object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
+        object.__setattr__(self, "indicator_angle", tuple(float(v) for v in self.indicator_angle))
+        if not isinstance(self.model_overrides, dict) or not isinstance(self.data, dict):
+            raise TypeError(f"train config model_overrides and data must be dicts, got "
+                            f"{type(self.model_overrides).__name__} and {type(self.data).__name__}")
         object.__setattr__(self, "model_overrides", dict(self.model_overrides))
+        object.__setattr__(self, "data", dict(self.data))
         self._validate()
 
     def _validate(self) -> None:
@@ -142,6 +167,12 @@ class TrainConfig:
             raise ValueError(f"train config schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
         if self.mask_loss not in _MASK_LOSSES:
             raise ValueError(f"train config mask_loss must be one of {_MASK_LOSSES}, got {self.mask_loss!r}")
+        if self.class_cost not in _CLASS_COSTS:
+            raise ValueError(f"train config class_cost must be one of {_CLASS_COSTS}, got {self.class_cost!r}")
+        lo, hi = self.indicator_angle if len(self.indicator_angle) == 2 else (1.0, 0.0)
+        if not 0.0 <= lo <= hi <= 90.0:
+            raise ValueError(f"train config indicator_angle must be (low, high) degrees with 0 <= low <= high <= 90, "
+                             f"got {self.indicator_angle}")
         if self.mixup_alpha <= 0:
             raise ValueError(f"train config mixup_alpha must be > 0, got {self.mixup_alpha!r}")
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -158,6 +189,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["crop_scale"] = list(self.crop_scale)
+        data["indicator_angle"] = list(self.indicator_angle)
         if self.seen_classes is not None:
             data["seen_classes"] = list(self.seen_classes)
         return data
@@ -197,7 +229,8 @@ def apply_overrides(config: TrainConfig, assignments: Sequence[str]) -> TrainCon
     """Apply ``key=value`` strings (``--set`` on the command line) to a config.
 
     Values are read as JSON when they parse (``lr=1e-4``, ``reg=false``, ``crop_scale=[0.5,1.5]``), else as
-    strings. ``model_overrides.num_queries=50`` sets one architecture override.
+    strings. ``model_overrides.num_queries=50`` sets one architecture override, ``data.label_dir=...`` one
+    dataset option.
 
     Raises:
         ValueError: an assignment without ``=`` or with an unknown key.
@@ -208,8 +241,11 @@ def apply_overrides(config: TrainConfig, assignments: Sequence[str]) -> TrainCon
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"--set expects key=value, got {item!r}")
-        if key.startswith("model_overrides."):
-            data["model_overrides"] = {**data["model_overrides"], key.split(".", 1)[1]: _parse_value(value)}
+        prefix, dot, sub = key.partition(".")
+        if dot and prefix in ("model_overrides", "data"):
+            if not sub:
+                raise ValueError(f"--set {item!r} names no {prefix} key")
+            data[prefix] = {**data[prefix], sub: _parse_value(value)}
         elif key in data:
             data[key] = _parse_value(value)
         else:

@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-__all__ = ["IGNORE_INDEX", "to_tensors", "RandomResizeCrop", "AugmentedView", "ResumableBatchSampler", "collate"]
+__all__ = ["IGNORE_INDEX", "to_tensors", "RandomResizeCrop", "PhotoMetricDistortion", "AugmentedView",
+           "ResumableBatchSampler", "collate", "derived_seed"]
 
 IGNORE_INDEX = 255
 
@@ -89,6 +90,60 @@ class RandomResizeCrop:
         return image.contiguous(), label.contiguous()
 
 
+def derived_seed(seed: int, stream: int) -> int:
+    """An independent seed for a second random stream of the same sample (numpy's ``SeedSequence`` mixing)."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] % (2 ** 63 - 1))
+
+
+class PhotoMetricDistortion:
+    """mmsegmentation's ``PhotoMetricDistortion`` on (3, H, W) float tensors in [0, 1], driven by a generator.
+
+    In order, each step with probability 0.5 (as mmseg): brightness (add ``U(-delta, delta) / 255``),
+    contrast (multiply by ``U(contrast_range)``; before or after the next two steps, chosen at random),
+    saturation (``torchvision``'s ``adjust_saturation`` by ``U(saturation_range)``: a blend with the grey
+    image, where mmseg scales HSV saturation), hue (``adjust_hue`` by ``U(-hue_delta, hue_delta) / 180`` of
+    a turn: mmseg's ``hue_delta`` is in OpenCV's 0..180 hue units). The result is clipped to [0, 1].
+
+    Args:
+        brightness_delta: in 0..255 units (mmseg: 32).
+        contrast_range / saturation_range: multiplicative ranges (mmseg: (0.5, 1.5)).
+        hue_delta: in OpenCV hue units, 0..180 for a full turn (mmseg: 18).
+    """
+
+    def __init__(self, brightness_delta: float = 32, contrast_range: tuple[float, float] = (0.5, 1.5),
+                 saturation_range: tuple[float, float] = (0.5, 1.5), hue_delta: float = 18) -> None:
+        self.brightness_delta = float(brightness_delta)
+        self.contrast_range = contrast_range
+        self.saturation_range = saturation_range
+        self.hue_delta = float(hue_delta)
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(3, H, W) float in [0, 1] -> the distorted image, same shape, float in [0, 1]."""
+        from torchvision.transforms.v2 import functional as TF
+
+        def draw(lo: float, hi: float) -> float | None:  # a coin, then the value: two draws either way
+            coin, value = torch.rand(2, generator=generator).tolist()
+            return lo + (hi - lo) * value if coin < 0.5 else None
+
+        image = image.clamp(0.0, 1.0)
+        delta = draw(-self.brightness_delta, self.brightness_delta)
+        if delta is not None:
+            image = (image + delta / 255.0).clamp(0.0, 1.0)
+        contrast_last = float(torch.rand((), generator=generator)) < 0.5
+        contrast = draw(*self.contrast_range)
+        if contrast is not None and not contrast_last:
+            image = (image * contrast).clamp(0.0, 1.0)
+        saturation = draw(*self.saturation_range)
+        if saturation is not None:
+            image = TF.adjust_saturation(image, saturation)
+        hue = draw(-self.hue_delta, self.hue_delta)
+        if hue is not None:
+            image = TF.adjust_hue(image, hue / 180.0)
+        if contrast is not None and contrast_last:
+            image = (image * contrast).clamp(0.0, 1.0)
+        return image.clamp(0.0, 1.0)
+
+
 class AugmentedView(Dataset):
     """Wraps a protocol dataset for training: keys are ``(index, seed)``; labels are remapped by ``lut``.
 
@@ -96,12 +151,17 @@ class AugmentedView(Dataset):
         dataset: a protocol dataset.
         augment: the augmentation.
         lut: (256,) int64 mapping dataset label values to training-class indices (255 elsewhere).
+        photometric: colour distortion applied to the whole image before the crop (its steps are per-pixel,
+            so the order matters only through resampling), with its own generator seeded by
+            ``derived_seed(seed, 1)``: turning it on or off leaves the crops unchanged.
     """
 
-    def __init__(self, dataset: Any, augment: RandomResizeCrop, lut: torch.Tensor) -> None:
+    def __init__(self, dataset: Any, augment: RandomResizeCrop, lut: torch.Tensor,
+                 photometric: PhotoMetricDistortion | None = None) -> None:
         self.dataset = dataset
         self.augment = augment
         self.lut = lut
+        self.photometric = photometric
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -112,6 +172,8 @@ class AugmentedView(Dataset):
         if label.numel() and (label.min() < 0 or label.max() > 255):
             raise ValueError(f"dataset item {index} has label values outside [0, 255]")
         label = self.lut[label]
+        if self.photometric is not None:
+            image = self.photometric(image, torch.Generator().manual_seed(derived_seed(seed, 1)))
         generator = torch.Generator().manual_seed(seed)
         return self.augment(image, label, generator)
 

@@ -11,7 +11,9 @@ Layouts (``root`` is the folder named first):
 - PASCAL VOC 2012: ``VOC2012/{JPEGImages/<id>.jpg, SegmentationClass/<id>.png,
   ImageSets/Segmentation/<split>.txt}`` (``root`` may also be ``VOCdevkit`` holding ``VOC2012``).
   Label 0 (background) is ignored, 1..20 -> 0..19, 255 stays.
-  ``label_dir="SegmentationClassAug"`` reads the augmented set.
+  The augmented training set (10,582 images: VOC ``train`` + SBD, minus VOC ``val``) with
+  ``label_dir="SegmentationClassAug"`` (or ``"auto"``: the augmented set when that folder exists) and a
+  ``train`` split, in either of the two common layouts (see ``voc_augmented_pairs``).
 - PASCAL Context (59): ``VOC2010/{JPEGImages, SegmentationClassContext, ImageSets/SegmentationContext/
   <split>.txt}`` (the mmsegmentation conversion). Label 0 is ignored, 1..59 -> 0..58.
 - COCO-Stuff 164k: ``coco_stuff164k/{images/<split>2017/*.jpg, annotations/<split>2017/*.png}`` with
@@ -24,6 +26,7 @@ Layouts (``root`` is the folder named first):
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -39,7 +42,7 @@ from .splits import COCO_STUFF_RAW_IDS, SPLITS
 logger = logging.getLogger(__name__)
 
 __all__ = ["LabelledImageDataset", "voc_dataset", "context_dataset", "coco_stuff_dataset", "folder_dataset",
-           "build_dataset", "DATASETS"]
+           "build_dataset", "DATASETS", "voc_augmented_pairs", "VOC_AUG_DIR"]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -137,10 +140,80 @@ def _voc_like(root: Path, sub: str, label_dir: str, list_dir: str, split: str, n
                                 split.startswith("train") if ignore_unseen is None else ignore_unseen)
 
 
+VOC_AUG_DIR = "SegmentationClassAug"
+_VOC_AUG_LISTS = ("trainaug.txt", "train_aug.txt")
+
+
+def voc_augmented_pairs(base: Path) -> tuple[list[Path], list[Path]]:
+    """Image and label paths of VOC's augmented training set under ``base`` (the ``VOC2012`` folder).
+
+    Two layouts are read (checked in this order):
+
+    - mmsegmentation / ZegCLIP (``tools/convert_datasets/voc_aug.py``): ``ImageSets/Segmentation/aug.txt``
+      lists the SBD images that are neither in VOC ``train`` nor ``val`` (9,118), labelled in
+      ``SegmentationClassAug/``; they are joined with ``train.txt`` labelled in ``SegmentationClass/``
+      (1,464), which is what ZegCLIP's ``ann_dir=['SegmentationClass', 'SegmentationClassAug']`` does.
+    - DeepLab: ``ImageSets/Segmentation/trainaug.txt`` or ``train_aug.txt`` lists all 10,582 ids, every
+      label in ``SegmentationClassAug/``.
+
+    Raises:
+        FileNotFoundError: no list of either layout, or listed files missing.
+        ValueError: an id is also in ``val.txt`` (the evaluation split must stay out of training).
+    """
+    lists = base / "ImageSets" / "Segmentation"
+    layout = (f"VOC2012/{VOC_AUG_DIR}/<id>.png with ImageSets/Segmentation/aug.txt + train.txt (mmseg) "
+              f"or ImageSets/Segmentation/trainaug.txt|train_aug.txt (DeepLab)")
+    image_dir = _require_dir(base / "JPEGImages", "image", layout)
+    aug_dir = _require_dir(base / VOC_AUG_DIR, "label", layout)
+    if (lists / "aug.txt").is_file():
+        train_ids = _read_ids(lists / "train.txt", layout)
+        aug_ids = _read_ids(lists / "aug.txt", layout)
+        images, labels = _pairs_from_ids(train_ids, image_dir, _require_dir(base / "SegmentationClass", "label",
+                                                                             layout), ".jpg")
+        in_train = set(train_ids)
+        more_images, more_labels = _pairs_from_ids([i for i in aug_ids if i not in in_train], image_dir,
+                                                   aug_dir, ".jpg")
+        images, labels, ids = images + more_images, labels + more_labels, train_ids + aug_ids
+    else:
+        found = [lists / name for name in _VOC_AUG_LISTS if (lists / name).is_file()]
+        if not found:
+            raise FileNotFoundError(f"no list of VOC's augmented training set in {lists}; expected layout: {layout}")
+        ids = _read_ids(found[0], layout)
+        images, labels = _pairs_from_ids(ids, image_dir, aug_dir, ".jpg")
+    if (lists / "val.txt").is_file():
+        leaked = sorted(set(ids) & set(_read_ids(lists / "val.txt", layout)))
+        if leaked:
+            raise ValueError(f"{len(leaked)} ids of the augmented training list are in val.txt (the evaluation "
+                             f"split), e.g. {leaked[:3]}; remove them from the list")
+    logger.info("VOC augmented training set: %d images", len(images))
+    return images, labels
+
+
 def voc_dataset(root: str | os.PathLike, split: str = "train", seen_classes: Sequence[str] | None = None,
                 ignore_unseen: bool | None = None, label_dir: str = "SegmentationClass") -> LabelledImageDataset:
-    """PASCAL VOC 2012, 20 classes (background ignored); ``ignore_unseen`` defaults to ``split == "train*"``."""
-    return _voc_like(Path(root), "VOC2012", label_dir, "Segmentation", split, "voc", seen_classes, ignore_unseen)
+    """PASCAL VOC 2012, 20 classes (background ignored); ``ignore_unseen`` defaults to ``split == "train*"``.
+
+    Args:
+        label_dir: the label folder. ``"SegmentationClassAug"`` with ``split="train"`` reads the 10,582-image
+            augmented set (``voc_augmented_pairs``); ``"auto"`` does that when ``VOC2012/SegmentationClassAug``
+            exists and the split is ``train``, else reads ``SegmentationClass``. Other splits read
+            ``ImageSets/Segmentation/<split>.txt`` with labels from ``label_dir``.
+    """
+    root = Path(root)
+    base = root / "VOC2012" if (root / "VOC2012").is_dir() else root
+    if label_dir == "auto":
+        label_dir = VOC_AUG_DIR if split == "train" and (base / VOC_AUG_DIR).is_dir() else "SegmentationClass"
+        if split == "train" and label_dir != VOC_AUG_DIR:
+            logger.warning("no %s folder in %s: training on VOC's own %s split, not the 10,582-image augmented "
+                           "set that the ZegCLIP family trains on", VOC_AUG_DIR, base, split)
+    if label_dir != VOC_AUG_DIR or split != "train":
+        return _voc_like(root, "VOC2012", label_dir, "Segmentation", split, "voc", seen_classes, ignore_unseen)
+    _require_dir(root, "dataset root", f"VOC2012/{VOC_AUG_DIR}")
+    images, labels = voc_augmented_pairs(base)
+    spec = SPLITS["voc"]
+    seen = spec.seen if seen_classes is None else tuple(seen_classes)
+    return LabelledImageDataset(images, labels, spec.classes, seen, _reduce_zero_lut(len(spec.classes)),
+                                True if ignore_unseen is None else ignore_unseen)
 
 
 def context_dataset(root: str | os.PathLike, split: str = "train", seen_classes: Sequence[str] | None = None,
@@ -223,11 +296,28 @@ DATASETS = {"voc": voc_dataset, "context": context_dataset, "coco-stuff": coco_s
             "folder": folder_dataset}
 
 
+_RESERVED = ("root", "split", "seen_classes", "ignore_unseen")
+
+
 def build_dataset(name: str, root: str | os.PathLike, split: str = "train",
-                  seen_classes: Sequence[str] | None = None, train: bool = True) -> LabelledImageDataset:
-    """A dataset by name (``voc``, ``context``, ``coco-stuff``, ``folder``); ``train`` drops unseen pixels."""
+                  seen_classes: Sequence[str] | None = None, train: bool = True,
+                  **options: Any) -> LabelledImageDataset:
+    """A dataset by name (``voc``, ``context``, ``coco-stuff``, ``folder``); ``train`` drops unseen pixels.
+
+    Args:
+        options: further keyword arguments of the loader (``voc_dataset(label_dir=...)``,
+            ``folder_dataset(images=..., labels=...)``): ``TrainConfig.data`` / ``--set data.KEY=VALUE``.
+
+    Raises:
+        ValueError: an unknown dataset name or an option the loader does not take.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
+    loader = DATASETS[name]
+    accepted = [p for p in inspect.signature(loader).parameters if p not in _RESERVED]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"dataset {name!r} takes no option {unknown}; its options are {accepted}")
     if name == "folder":
-        return folder_dataset(root, seen_classes=seen_classes, ignore_unseen=train, split=split)
-    return DATASETS[name](root, split=split, seen_classes=seen_classes, ignore_unseen=train)
+        return folder_dataset(root, seen_classes=seen_classes, ignore_unseen=train, split=split, **options)
+    return loader(root, split=split, seen_classes=seen_classes, ignore_unseen=train, **options)

@@ -9,8 +9,10 @@ Protocol (also in docs/training.md):
 - IoU_k = TP_k / (TP_k + FP_k + FN_k); a class with an empty union (absent from both ground truth and
   predictions) is NaN and left out of the means. mIoU(S) / mIoU(U) are the means over S / U,
   hIoU = 2 * S * U / (S + U) (0 when S + U = 0), pixel accuracy = correct / valid pixels.
-- Predictions come from ``AlignZegSegmenter.segment`` (sliding window, bias correction on by default),
-  i.e. evaluation runs exactly the inference path.
+- Predictions come from ``AlignZegSegmenter.segment`` (sliding window), i.e. evaluation runs exactly the
+  inference path. Bias correction (PBC) is ``"auto"`` by default: on when the checkpoint's class indicator
+  was trained (``config.indicator_trained``), off with a warning when it was not (an untrained indicator
+  flags proposals at random); asking for it explicitly on such a model is an error.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-__all__ = ["ConfusionMatrix", "EvalResult", "compute_metrics", "evaluate", "main"]
+__all__ = ["ConfusionMatrix", "EvalResult", "compute_metrics", "evaluate", "resolve_bias_correction", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +148,31 @@ def _image_array(image: Any) -> Any:
     return image
 
 
-def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | None = None, limit: int | None = None,
+def resolve_bias_correction(config: Any, bias_correction: bool | str | None = None) -> bool:
+    """Whether to apply PBC for a model config: ``None`` / ``"auto"`` follow ``config.indicator_trained``.
+
+    The same rule as ``AlignZegSegmenter.segment``; resolved once here so that an evaluation logs one
+    warning, not one per image.
+
+    Raises:
+        ValueError: ``bias_correction=True`` for a model whose class indicator was not trained, or a value
+            other than True, False, None and ``"auto"``.
+    """
+    trained = bool(config.indicator_trained)
+    if bias_correction is None or (isinstance(bias_correction, str) and bias_correction == "auto"):
+        if not trained:
+            logger.warning("bias correction is off: this model's class indicator was not trained "
+                           "(config.indicator_trained is False)")
+        return trained
+    if not isinstance(bias_correction, bool):
+        raise ValueError(f"bias_correction must be True, False, None or 'auto', got {bias_correction!r}")
+    if bias_correction and not trained:
+        raise ValueError("bias_correction=True needs a trained class indicator, but this model's "
+                         "config.indicator_trained is False; use 'auto' or False")
+    return bias_correction
+
+
+def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = None, limit: int | None = None,
              progress: bool = False) -> EvalResult:
     """Evaluate a segmenter on a dataset through ``AlignZegSegmenter.segment``.
 
@@ -154,13 +180,15 @@ def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | None = None, 
         segmenter: an ``AlignZegSegmenter``.
         dataset: a protocol dataset (``alignzeg.train.data``) built for evaluation (unseen pixels kept).
             Its ``class_embeddings`` are used as the vocabulary when present, else its ``class_names``.
-        bias_correction: apply PBC (the paper's setting); ``None``: as ``segment`` (on when the indicator was trained).
+        bias_correction: apply PBC (the paper's setting); ``None`` or ``"auto"`` (default): when the class
+            indicator was trained, as ``segment`` (``resolve_bias_correction``).
         limit: evaluate only the first ``limit`` images.
         progress: show a progress bar.
 
     Returns:
         EvalResult.
     """
+    bias_correction = resolve_bias_correction(segmenter.config, bias_correction)
     names = tuple(dataset.class_names)
     seen_names = set(getattr(dataset, "seen_classes", ()) or ())
     seen = [n in seen_names for n in names]
@@ -184,12 +212,46 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="val", help="dataset split (default: val)")
     parser.add_argument("--seen", nargs="*", default=None,
                         help="seen class names (default: the dataset's standard split; folder: all classes)")
-    parser.add_argument("--no-bias-correction", action="store_true", help="evaluate without PBC")
+    parser.add_argument("--bias-correction", choices=("auto", "on", "off"), default="auto",
+                        help="PBC: auto (default) = on when the class indicator was trained")
+    parser.add_argument("--no-bias-correction", action="store_true", help="evaluate without PBC (= off)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="first choose pbc_threshold and seen_score_offset on --calib-split (max hIoU) and "
+                             "write them into MODEL/config.json")
+    parser.add_argument("--calib-split", default=None,
+                        help="the labelled validation split to calibrate on; never the test split, never --split")
+    parser.add_argument("--calib-limit", type=int, default=None, help="calibrate on the first N images only")
+    parser.add_argument("--thresholds", default=None, help="comma-separated pbc_threshold grid")
+    parser.add_argument("--offsets", default=None, help="comma-separated seen_score_offset grid (logits)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _grid(text: str | None, default: Sequence[float], what: str) -> list[float]:
+    if text is None:
+        return list(default)
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ValueError(f"--{what} must be comma-separated numbers, got {text!r}") from err
+
+
+def _run_calibration(args: argparse.Namespace, segmenter: Any) -> None:
+    from .calibrate import DEFAULT_OFFSETS, DEFAULT_THRESHOLDS, calibrate, check_calibration_split, write_calibration
+    from .datasets import build_dataset
+
+    check_calibration_split(args.calib_split, args.split)
+    grids = _grid(args.thresholds, DEFAULT_THRESHOLDS, "thresholds"), _grid(args.offsets, DEFAULT_OFFSETS, "offsets")
+    calib = build_dataset(args.dataset, args.data_root, split=args.calib_split, seen_classes=args.seen, train=False)
+    result = calibrate(segmenter, calib, *grids, limit=args.calib_limit, progress=not args.quiet)
+    path = write_calibration(args.model, result)
+    segmenter.model.config = segmenter.config.replace(pbc_threshold=result.pbc_threshold,
+                                                      seen_score_offset=result.seen_score_offset)
+    print(f"calibrated on {args.calib_split!r}: pbc_threshold {result.pbc_threshold:g}, seen_score_offset "
+          f"{result.seen_score_offset:g} (hIoU {100 * result.hiou:.2f}); written to {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,13 +261,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..segmenter import AlignZegSegmenter
     from .datasets import build_dataset
 
+    mode = "off" if args.no_bias_correction else args.bias_correction
     try:
+        if args.calibrate:
+            from .calibrate import check_calibration_split
+
+            check_calibration_split(args.calib_split or "", args.split)
         dataset = build_dataset(args.dataset, args.data_root, split=args.split, seen_classes=args.seen, train=False)
         segmenter = AlignZegSegmenter.from_pretrained(args.model, device=args.device)
+        bias_correction = resolve_bias_correction(segmenter.config, {"on": True, "off": False}.get(mode, "auto"))
+        if args.calibrate:
+            _run_calibration(args, segmenter)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"alignzeg-eval: error: {err}", file=sys.stderr)
         return 2
-    result = evaluate(segmenter, dataset, bias_correction=False if args.no_bias_correction else None, limit=args.limit,
+    result = evaluate(segmenter, dataset, bias_correction=bias_correction, limit=args.limit,
                       progress=not args.quiet)
     print(result.table())
     if args.json:

@@ -9,6 +9,15 @@
   K with the *largest* loss (the proposals least like g). A proposal in that top-K for **every** seen
   class of the image, and not matched to any ground-truth mask, is a negative proposal: it is trained
   toward the background prototypes with full weight instead of the ``eos_coef`` down-weight.
+- The class indicator's positives (``off_prototype_features``): a *separate* set of synthetic features
+  that stand for unseen classes. A mix ``u`` of two matched proposals of different seen classes a, b is
+  rotated by an angle theta toward a direction ``d`` orthogonal to ``u`` and to both prototypes t_a, t_b
+  (the trainer draws ``d`` as a random combination of the batch's matched proposal embeddings, so it
+  stays in the span where proposal embeddings live): ``z = cos(theta) u + sin(theta) d``. So ``cos(z, t_a) = cos(theta) cos(u, t_a)`` (the same for
+  t_b): z lies off the seen prototypes by construction, where L_vir's mixes lie between them (and are
+  trained toward them). Background and negative proposals are never positives: in inductive training
+  they include the unseen objects of the training images (labelled "ignore"), and an indicator trained
+  on them learns "background", not "unseen".
 """
 
 from __future__ import annotations
@@ -16,7 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["select_negative_proposals", "sample_mix_pairs", "mix_features", "sample_mix_weights"]
+__all__ = ["select_negative_proposals", "sample_mix_pairs", "mix_features", "sample_mix_weights",
+           "off_prototype_features", "sample_angles"]
 
 
 def select_negative_proposals(cost: torch.Tensor, matched: torch.Tensor, k: int = 5) -> torch.Tensor:
@@ -91,3 +101,55 @@ def mix_features(embeddings: torch.Tensor, classes: torch.Tensor, pairs: torch.T
     target[rows, classes[i]] += lam
     target[rows, classes[j]] += 1 - lam
     return z, target
+
+
+def sample_angles(num: int, low: float, high: float) -> torch.Tensor:
+    """(num,) float32 angles in radians, uniform in [low, high] degrees (global torch RNG)."""
+    return torch.deg2rad(low + (high - low) * torch.rand(num))
+
+
+def off_prototype_features(embeddings: torch.Tensor, classes: torch.Tensor, prototypes: torch.Tensor,
+                           pairs: torch.Tensor, lam: torch.Tensor, theta: torch.Tensor,
+                           noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Synthetic features off the seen prototypes: the class indicator's positives.
+
+    ``u = normalize(lam e_i + (1 - lam) e_j)``; ``d`` = ``noise`` with its components along ``u``, t_a and
+    t_b removed (Gram-Schmidt), normalised; ``z = cos(theta) u + sin(theta) d``.
+
+    Args:
+        embeddings: (S, E) float, L2-normalised matched proposal embeddings (detach them first).
+        classes: (S,) int64, their seen-class indices (rows of ``prototypes``).
+        prototypes: (C, E) float, L2-normalised seen-class prototypes.
+        pairs: (V, 2) int64 index pairs with different classes (``sample_mix_pairs``).
+        lam: (V,) float in [0, 1], the weight of item i.
+        theta: (V,) float, the rotation in radians, in [0, pi / 2] (0 returns the mix ``u`` itself).
+        noise: (V, E) float directions to orthogonalise; default: standard normal (global torch RNG). A row
+            that lies (numerically) in span{u, t_a, t_b} is replaced by a standard normal direction.
+
+    Returns:
+        (V, E) float, L2-normalised; ``cos(z, t) = cos(theta) * cos(u, t)`` for both source prototypes t.
+    """
+    if pairs.shape[0] == 0:
+        return embeddings.new_zeros(0, embeddings.shape[1])
+    i, j = pairs[:, 0], pairs[:, 1]
+    lam = lam.to(embeddings)[:, None]
+    u = F.normalize(lam * embeddings[i] + (1 - lam) * embeddings[j], dim=-1)
+    if noise is None:
+        noise = torch.randn(u.shape).to(u)
+    d = noise.to(u)
+    # Modified Gram-Schmidt against u, t_a, t_b (each first orthogonalised against the earlier ones).
+    basis = []
+    for v in (u, prototypes[classes[i]].to(u), prototypes[classes[j]].to(u)):
+        for b in basis:
+            v = v - (v * b).sum(-1, keepdim=True) * b
+        basis.append(F.normalize(v, dim=-1))
+    for b in basis:
+        d = d - (d * b).sum(-1, keepdim=True) * b
+    # Where ``noise`` lies in span{u, t_a, t_b} nothing is left of it: a random orthogonal direction instead.
+    spare = torch.randn(d.shape).to(d)
+    for b in basis:
+        spare = spare - (spare * b).sum(-1, keepdim=True) * b
+    d = torch.where(d.norm(dim=-1, keepdim=True) > 1e-4 * noise.norm(dim=-1, keepdim=True).clamp_min(1e-12), d, spare)
+    d = F.normalize(d, dim=-1)
+    theta = theta.to(u)[:, None]
+    return F.normalize(torch.cos(theta) * u + torch.sin(theta) * d, dim=-1)

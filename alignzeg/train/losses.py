@@ -7,8 +7,11 @@
   averaged over the matched pairs of the batch.
 - Deep supervision: each earlier decoder layer is matched on its own and adds its L_ce and L_mask.
 - L_vir: soft-target cross-entropy of ``classifier.classify`` on synthetic features (``gepc.py``).
-- L_bc: BCE of the class indicator on detached embeddings; positives ("not a seen class") are the
-  synthetic features and the negative proposals, negatives are the matched (seen) proposals. The
+- L_bc: BCE of the class indicator on detached embeddings; positives ("an unseen class") are
+  ``num_synthetic`` *off-prototype* synthetic features (``gepc.off_prototype_features``: mixes of two
+  seen classes rotated away from both prototypes), a set separate from L_vir's mixes; negatives are the
+  matched (seen) proposals. Background, unmatched and negative proposals are not in L_bc at all (in
+  inductive training they hold the unseen objects of the training images, labelled "ignore"). The
   embeddings are detached so the indicator does not reshape the proposal space.
 - L_reg: mean squared cosine similarity between distinct background prototypes (keeps them apart).
 """
@@ -22,12 +25,13 @@ import torch.nn.functional as F
 
 from ..modeling.model import AlignZegModel, AlignZegOutput
 from .config import TrainConfig
-from .gepc import mix_features, sample_mix_pairs, sample_mix_weights, select_negative_proposals
+from .gepc import (mix_features, off_prototype_features, sample_angles, sample_mix_pairs, sample_mix_weights,
+                   select_negative_proposals)
 from .matching import ImageTargets, batch_class_mask_costs, build_targets, hungarian_match
 
 __all__ = [
     "sigmoid_bce_loss", "sigmoid_focal_loss", "dice_loss", "classification_loss", "soft_cross_entropy",
-    "background_diversity_loss", "indicator_loss", "AlignZegCriterion", "LayerMatch",
+    "background_diversity_loss", "indicator_loss", "indicator_batch", "AlignZegCriterion", "LayerMatch",
 ]
 
 
@@ -98,6 +102,22 @@ def indicator_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
+def indicator_batch(matched: torch.Tensor, positives: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and labels of L_bc: matched seen proposals (label 0) then unseen stand-ins (label 1).
+
+    Args:
+        matched: (S, E) float, embeddings of proposals matched to seen-class masks.
+        positives: (V, E) float, off-prototype synthetic features.
+
+    Returns:
+        ((S + V, E) detached float inputs, (S + V,) float labels in {0, 1}).
+    """
+    inputs = torch.cat([matched, positives.to(matched)]).detach()
+    labels = torch.zeros(inputs.shape[0], device=inputs.device)
+    labels[matched.shape[0]:] = 1.0
+    return inputs, labels
+
+
 @dataclass
 class LayerMatch:
     """Matching of one decoder layer for a batch: per image, matched (proposal_idx, target_idx) and costs."""
@@ -123,7 +143,7 @@ class AlignZegCriterion:
         indices, costs = [], []
         with torch.no_grad():
             for cost in batch_class_mask_costs(class_logits, mask_logits.flatten(2), targets,
-                                               cfg.cost_class, cfg.cost_mask, cfg.cost_dice):
+                                               cfg.cost_class, cfg.cost_mask, cfg.cost_dice, cfg.class_cost):
                 indices.append(hungarian_match(cost))
                 costs.append(cost)
         return LayerMatch(indices, costs)
@@ -158,10 +178,22 @@ class AlignZegCriterion:
         classes, weights = self._class_targets(class_logits, targets, match, negatives)
         return classification_loss(class_logits, classes, weights), self._mask_loss(mask_logits, targets, match)
 
-    def negatives(self, match: LayerMatch, num_proposals: int) -> torch.Tensor:
-        """(B, N) bool negative proposals of the batch from the final layer's costs."""
+    def ranking_costs(self, class_logits: torch.Tensor, mask_logits: torch.Tensor, targets: list[ImageTargets],
+                      match: LayerMatch) -> list[torch.Tensor]:
+        """Per image (N, G) losses that rank proposals for negative selection: the matching cost when it
+        is the loss (``class_cost="logprob"``), else the same cost with ``-log p`` as its class term."""
+        if self.config.class_cost == "logprob":
+            return match.costs
+        cfg = self.config
+        with torch.no_grad():
+            return batch_class_mask_costs(class_logits, mask_logits.flatten(2), targets, cfg.cost_class,
+                                          cfg.cost_mask, cfg.cost_dice, "logprob")
+
+    def negatives(self, match: LayerMatch, num_proposals: int,
+                  costs: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, N) bool negative proposals of the batch, ranked by ``costs`` (default: the matching costs)."""
         rows = []
-        for (src, _), cost in zip(match.indices, match.costs):
+        for (src, _), cost in zip(match.indices, match.costs if costs is None else costs):
             matched = torch.zeros(num_proposals, dtype=torch.bool, device=cost.device)
             matched[src] = True
             rows.append(select_negative_proposals(cost, matched, self.config.negative_topk))
@@ -183,8 +215,10 @@ class AlignZegCriterion:
         cfg = self.config
         targets = build_targets(labels, tuple(out.mask_logits.shape[-2:]))
         match = self.match(out.class_logits, out.mask_logits, targets)
-        use_neg = cfg.negative_proposals and (cfg.lambda_ce > 0 or cfg.class_indicator)
-        negatives = self.negatives(match, out.class_logits.shape[1]) if use_neg else None
+        negatives = None
+        if cfg.negative_proposals and cfg.lambda_ce > 0:
+            ranking = self.ranking_costs(out.class_logits, out.mask_logits, targets, match)
+            negatives = self.negatives(match, out.class_logits.shape[1], ranking)
         terms: dict[str, torch.Tensor] = {}
         total = out.class_logits.sum() * 0.0
         if cfg.lambda_ce > 0 or cfg.lambda_mask > 0:
@@ -197,21 +231,18 @@ class AlignZegCriterion:
             terms["ce"], terms["mask"] = ce, mask
             total = total + cfg.lambda_ce * ce + cfg.lambda_mask * mask
         matched_emb, matched_cls = self._matched(out.embeddings, targets, match)
-        synthetic = None
-        if cfg.synthetic_features and cfg.num_synthetic > 0:
+        if cfg.synthetic_features and cfg.num_synthetic > 0 and cfg.lambda_vir > 0:
             pairs = sample_mix_pairs(matched_cls, cfg.num_synthetic)
             if pairs.shape[0]:
                 lam = sample_mix_weights(pairs.shape[0], cfg.mixup_alpha)
                 z, soft = mix_features(matched_emb, matched_cls, pairs, lam, out.class_logits.shape[-1])
-                synthetic = z
-                if cfg.lambda_vir > 0:
-                    terms["vir"] = soft_cross_entropy(model.classifier.classify(z, class_embeddings), soft)
-                    total = total + cfg.lambda_vir * terms["vir"]
-        if cfg.class_indicator and cfg.lambda_bc > 0:
-            bc = self._indicator(model, out.embeddings, matched_emb, synthetic, negatives)
-            if bc is not None:
-                terms["bc"] = bc
-                total = total + cfg.lambda_bc * bc
+                terms["vir"] = soft_cross_entropy(model.classifier.classify(z, class_embeddings), soft)
+                total = total + cfg.lambda_vir * terms["vir"]
+        if cfg.class_indicator and cfg.lambda_bc > 0 and matched_emb.shape[0]:
+            inputs, targets01 = indicator_batch(matched_emb, self.indicator_positives(matched_emb, matched_cls,
+                                                                                       class_embeddings))
+            terms["bc"] = indicator_loss(model.indicator(inputs), targets01)
+            total = total + cfg.lambda_bc * terms["bc"]
         if cfg.reg and cfg.lambda_reg > 0:
             terms["reg"] = background_diversity_loss(model.classifier.bg_prototypes)
             total = total + cfg.lambda_reg * terms["reg"]
@@ -224,14 +255,17 @@ class AlignZegCriterion:
         cls = [targets[b].classes[tgt] for b, (_, tgt) in enumerate(match.indices)]
         return torch.cat(emb), torch.cat(cls)
 
-    @staticmethod
-    def _indicator(model: AlignZegModel, embeddings: torch.Tensor, matched: torch.Tensor,
-                   synthetic: torch.Tensor | None, negatives: torch.Tensor | None) -> torch.Tensor | None:
-        positives = [x for x in (synthetic, embeddings[negatives] if negatives is not None else None)
-                     if x is not None and x.shape[0]]
-        if not positives and matched.shape[0] == 0:
-            return None
-        inputs = torch.cat([matched, *positives]).detach()
-        labels = torch.zeros(inputs.shape[0], device=inputs.device)
-        labels[matched.shape[0]:] = 1.0
-        return indicator_loss(model.indicator(inputs), labels)
+    def indicator_positives(self, matched: torch.Tensor, classes: torch.Tensor,
+                            class_embeddings: torch.Tensor) -> torch.Tensor:
+        """(V, E) off-prototype synthetic features from ``num_synthetic`` fresh pairs (V = 0 with one class)."""
+        cfg = self.config
+        matched = matched.detach()
+        pairs = sample_mix_pairs(classes, cfg.num_synthetic)
+        if pairs.shape[0] == 0:
+            return matched.new_zeros(0, matched.shape[1])
+        lam = sample_mix_weights(pairs.shape[0], cfg.mixup_alpha)
+        theta = sample_angles(pairs.shape[0], *cfg.indicator_angle)
+        # Rotation directions from the span of the batch's real proposal embeddings (random combinations),
+        # so the positives stay where proposal embeddings live instead of in arbitrary directions.
+        noise = torch.randn(pairs.shape[0], matched.shape[0]).to(matched) @ matched
+        return off_prototype_features(matched, classes, class_embeddings, pairs, lam, theta, noise)

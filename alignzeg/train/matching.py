@@ -6,12 +6,15 @@ soft targets by area pooling: a cell's target is the fraction of its valid (non-
 belong to the class, and its weight is the fraction of valid pixels (cells made only of ignore pixels
 get weight 0 and count nowhere). No point sampling, so matching is exact and deterministic.
 
-Per-proposal, per-class loss (used as the matching cost and to rank proposals for negative selection)::
+Per-proposal, per-class cost (the matching cost, and, with ``class_cost="logprob"``, the loss used to
+rank proposals for negative selection)::
 
-    cost[n, g] = cost_class * CE(class_logits[n], class_g) + cost_mask * BCE(mask_n, target_g)
+    cost[n, g] = cost_class * K(class_logits[n], class_g) + cost_mask * BCE(mask_n, target_g)
                  + cost_dice * Dice(mask_n, target_g)
 
-with the weighted BCE and dice of ``losses.py``. The assignment minimises the total cost with scipy's
+with the weighted BCE and dice of ``losses.py`` and the class term K either ``-p(g | n)`` (``"prob"``,
+Mask2Former's and ZegCLIP's matcher: bounded in [-1, 0], so one confident wrong class cannot outweigh the
+masks) or ``-log p(g | n)`` (``"logprob"``, the cross-entropy: unbounded). The assignment minimises the total cost with scipy's
 ``linear_sum_assignment``; with N >= G every ground-truth mask gets exactly one proposal.
 """
 
@@ -24,7 +27,26 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 __all__ = ["ImageTargets", "build_targets", "pairwise_mask_costs", "class_mask_costs", "batch_class_mask_costs",
-           "hungarian_match"]
+           "hungarian_match", "class_cost_matrix", "CLASS_COSTS"]
+
+CLASS_COSTS = ("prob", "logprob")
+
+
+def class_cost_matrix(class_logits: torch.Tensor, kind: str = "prob") -> torch.Tensor:
+    """The class term of the cost for every column: ``-softmax`` (``"prob"``) or ``-log_softmax`` (``"logprob"``).
+
+    Args:
+        class_logits: (..., C + 1) float.
+        kind: ``"prob"`` or ``"logprob"``.
+
+    Returns:
+        (..., C + 1) float32.
+    """
+    if kind == "prob":
+        return -class_logits.float().softmax(dim=-1)
+    if kind == "logprob":
+        return -F.log_softmax(class_logits.float(), dim=-1)
+    raise ValueError(f"class cost must be one of {CLASS_COSTS}, got {kind!r}")
 
 
 @dataclass
@@ -96,35 +118,39 @@ def pairwise_mask_costs(mask_logits: torch.Tensor, targets: torch.Tensor,
 
 
 def class_mask_costs(class_logits: torch.Tensor, mask_logits: torch.Tensor, target: ImageTargets,
-                     cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0) -> torch.Tensor:
-    """Per-proposal, per-class loss of one image (see the module docstring).
+                     cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0,
+                     class_cost: str = "logprob") -> torch.Tensor:
+    """Per-proposal, per-class cost of one image (see the module docstring).
 
     Args:
         class_logits: (N, C + 1) float.
         mask_logits: (N, P) float.
         target: the image's ground truth (G classes).
+        class_cost: ``"prob"`` (-p) or ``"logprob"`` (-log p, the loss).
 
     Returns:
         (N, G) float cost.
     """
-    ce = -F.log_softmax(class_logits.float(), dim=-1)[:, target.classes]  # (N, G)
+    ce = class_cost_matrix(class_logits, class_cost)[:, target.classes]  # (N, G)
     bce, dice = pairwise_mask_costs(mask_logits, target.masks, target.weight)
     return cost_class * ce + cost_mask * bce + cost_dice * dice
 
 
 def batch_class_mask_costs(class_logits: torch.Tensor, mask_logits: torch.Tensor, targets: list[ImageTargets],
-                           cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0) -> list[torch.Tensor]:
+                           cost_class: float = 2.0, cost_mask: float = 5.0, cost_dice: float = 5.0,
+                           class_cost: str = "logprob") -> list[torch.Tensor]:
     """``class_mask_costs`` of every image of a batch, sharing the element-wise work.
 
     Args:
         class_logits: (B, N, C + 1) float.
         mask_logits: (B, N, P) float.
         targets: B ``ImageTargets``.
+        class_cost: ``"prob"`` or ``"logprob"``.
 
     Returns:
         B (N, G_b) float costs, equal to ``class_mask_costs(class_logits[b], mask_logits[b], targets[b])``.
     """
-    ce_all = -F.log_softmax(class_logits.float(), dim=-1)  # (B, N, C + 1)
+    ce_all = class_cost_matrix(class_logits, class_cost)  # (B, N, C + 1)
     x_all = mask_logits.float()
     softplus_all, sigmoid_all = F.softplus(x_all), torch.sigmoid(x_all)
     costs = []

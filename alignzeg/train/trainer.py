@@ -12,13 +12,17 @@ and CLIP's text tower is never used. Training uses the seen classes only (induct
 classes become 255.
 
 What the trainer does: AdamW over ``model.trainable_parameters()`` (the frozen CLIP is excluded; the count
-is logged), a poly/cosine/constant learning-rate schedule computed from the step (so the schedule state
-is the step), gradient accumulation, AMP on CUDA, tqdm progress, loss logging every ``log_every`` steps.
+is logged) in two parameter groups (no weight decay on norms, biases, embeddings, prompts, prototypes and
+the logit scale: ``optim.parameter_groups``), linear warm-up then a poly/cosine/constant learning-rate
+schedule computed from the step (so the schedule state is the step), global gradient-norm clipping,
+gradient accumulation, AMP on CUDA, tqdm progress, loss logging every ``log_every`` steps.
 Checkpoints ``out_dir/checkpoints/step_XXXXXX/`` hold ``config.json`` + ``model.safetensors`` (the full
 model) and ``trainer_state.pt`` (optimizer, gradient scaler and step, read back with
 ``torch.load(weights_only=True)``; the learning rate and the randomness of a step are functions of the
-step and ``seed``, so nothing else is needed to resume bit-exactly); ``resume="auto"`` picks the latest. At the end the model config gets
-``seen_classes`` and ``out_dir`` receives ``save_pretrained``'s files plus ``train_config.json``.
+step and ``seed``, so nothing else is needed to resume bit-exactly); ``resume="auto"`` picks the latest. The
+model config gets ``seen_classes`` and ``indicator_trained`` (True exactly when this run trains the class
+indicator: ``class_indicator`` and ``lambda_bc > 0``), and at the end ``out_dir`` receives
+``save_pretrained``'s files plus ``train_config.json``.
 
 Distributed: launched under ``torchrun`` (``WORLD_SIZE`` > 1), the trainer joins the env:// process group
 (NCCL on CUDA, gloo on CPU), shards data with ``DistributedSampler`` and wraps the model in DDP;
@@ -46,8 +50,9 @@ from ..modeling.model import AlignZegModel
 from ..modeling.text_encoder import VocabularyEncoder
 from ..segmenter import AlignZegSegmenter
 from .config import TrainConfig
-from .data import IGNORE_INDEX, AugmentedView, RandomResizeCrop, ResumableBatchSampler, collate
+from .data import IGNORE_INDEX, AugmentedView, PhotoMetricDistortion, RandomResizeCrop, ResumableBatchSampler, collate
 from .losses import AlignZegCriterion
+from .optim import parameter_groups
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +105,12 @@ class Trainer:
         self.model = self._build_model(model).to(self.device)
         self.train_ids, self.class_names = self._training_classes()
         self.class_embeddings = self._class_embeddings()
-        self.model.config = self.model.config.replace(seen_classes=self.class_names)
+        self.model.config = self.model.config.replace(
+            seen_classes=self.class_names, indicator_trained=bool(config.class_indicator and config.lambda_bc > 0))
         self.criterion = AlignZegCriterion(config)
 
     # Setup -------------------------------------------------------------------------------------------
+
     def _setup_distributed(self) -> None:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world > 1 and not dist.is_initialized():
@@ -169,7 +176,7 @@ class Trainer:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by grad_accum ({cfg.grad_accum}) x "
                              f"processes ({self.world_size})")
         view = AugmentedView(self.dataset, RandomResizeCrop(self.model.config.input_size, cfg.crop_scale, cfg.flip),
-                             self._label_lut())
+                             self._label_lut(), PhotoMetricDistortion() if cfg.photometric else None)
         sampler = DistributedSampler(range(len(self.dataset)), num_replicas=self.world_size, rank=self.rank,
                                      shuffle=True, seed=cfg.seed, drop_last=True)
         batches = ResumableBatchSampler(sampler, micro, start_micro, stop_micro, cfg.seed)
@@ -196,8 +203,8 @@ class Trainer:
         logger.info("training %d trainable parameters (frozen: %d); %d seen classes; %d processes", count,
                     sum(p.numel() for p in self.model.parameters()) - count, len(self.class_names), self.world_size)
         logger.info("train config: %s", cfg.to_dict())
-        optimizer = torch.optim.AdamW([p for p in params if p.requires_grad], lr=cfg.lr,
-                                      weight_decay=cfg.weight_decay, foreach=True)
+        optimizer = torch.optim.AdamW(parameter_groups(self.model, params, cfg.weight_decay, cfg.no_decay),
+                                      lr=cfg.lr, foreach=True)
         autocast, scaler = self._amp()
         start = self._restore(optimizer, scaler)
         if self.rank == 0 and self.out_dir is not None:

@@ -90,12 +90,15 @@ def test_batched_targets_and_costs_equal_the_per_image_ones():
     labels[2] = 255  # no valid pixel at all
     batch = build_targets(labels, (4, 4))
     class_logits, mask_logits = torch.randn(3, 5, 5, generator=gen), torch.randn(3, 5, 16, generator=gen)
-    costs = batch_class_mask_costs(class_logits, mask_logits, batch, 2.0, 5.0, 5.0)
-    for b in range(3):
-        (alone,) = build_targets(labels[b:b + 1], (4, 4))
-        assert torch.equal(batch[b].classes, alone.classes)
-        assert torch.equal(batch[b].masks, alone.masks) and torch.equal(batch[b].weight, alone.weight)
-        assert torch.equal(costs[b], class_mask_costs(class_logits[b], mask_logits[b], alone, 2.0, 5.0, 5.0))
+    for kind in ("prob", "logprob"):
+        costs = batch_class_mask_costs(class_logits, mask_logits, batch, 2.0, 5.0, 5.0, kind)
+        for b in range(3):
+            (alone,) = build_targets(labels[b:b + 1], (4, 4))
+            assert torch.equal(batch[b].classes, alone.classes)
+            assert torch.equal(batch[b].masks, alone.masks) and torch.equal(batch[b].weight, alone.weight)
+            # two computations (batched matmuls vs pairwise_mask_costs): float32 rounding only
+            torch.testing.assert_close(costs[b], class_mask_costs(class_logits[b], mask_logits[b], alone, 2.0, 5.0,
+                                                                  5.0, kind), rtol=1e-6, atol=1e-5)
     assert batch[2].classes.numel() == 0 and costs[2].shape == (5, 0)
 
 

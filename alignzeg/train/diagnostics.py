@@ -1,0 +1,240 @@
+"""Diagnostics of a trained model on a labelled split: does the class indicator find unseen classes, and are
+all background prototypes used?
+
+- ``indicator_auc``: each image's proposals are matched (Hungarian, mask cost only: BCE + dice, so the
+  biased classifier plays no part) to the ground-truth masks of *all* its classes, seen and unseen; the
+  indicator's score ``sigmoid(unseen_logit)`` of proposals matched to unseen classes (positives) is
+  compared with that of proposals matched to seen classes (negatives) by the ROC AUC. 0.5 is chance; an
+  indicator that learned "background" instead of "unseen" scores near or below 0.5. The mean score of
+  unmatched proposals is reported beside it.
+- ``background_prototype_usage``: for the proposals classified as background, how often each of the M
+  background prototypes is the most similar one (``wins``), and its share of the soft maximum
+  (``responsibility``: the softmax of the similarities at the background temperature, which is also each
+  prototype's share of the background logit's gradient; with temperature 0 the one-hot winner).
+
+Images are resized to the model's square input (bilinear for the image, nearest for the label): these are
+diagnostics of the proposals, not the evaluation protocol (that is ``evaluate``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+from tqdm.auto import tqdm
+
+from .data import to_tensors
+from .matching import build_targets, hungarian_match, pairwise_mask_costs
+
+__all__ = ["roc_auc", "IndicatorAUC", "indicator_auc", "prototype_usage", "BackgroundUsage",
+           "background_prototype_usage"]
+
+logger = logging.getLogger(__name__)
+
+
+def roc_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.ndarray) -> float:
+    """Exact ROC AUC by the rank-sum (Mann-Whitney U) formula, ties counted as one half.
+
+    ``AUC = (sum of the positives' ranks - n1 (n1 + 1) / 2) / (n1 n0)`` with average ranks for ties: the
+    probability that a random positive scores above a random negative.
+
+    Args:
+        scores: (P,) float.
+        labels: (P,) bool or {0, 1}, True for positives.
+
+    Returns:
+        The AUC in [0, 1], or NaN when there are no positives or no negatives.
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).astype(bool).ravel()
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores and labels must have the same length, got {scores.size} and {labels.size}")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinite values")
+    n1 = int(labels.sum())
+    n0 = labels.size - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    ranks = rankdata(scores)  # average ranks, 1-based
+    return float((ranks[labels].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _model_inputs(segmenter: Any, dataset: Any) -> tuple[torch.Tensor, np.ndarray]:
+    """The vocabulary embeddings (K, E) of the dataset's classes and its (K,) seen flags."""
+    names = tuple(dataset.class_names)
+    seen_names = set(getattr(dataset, "seen_classes", ()) or ())
+    seen = np.array([n in seen_names for n in names], dtype=bool)
+    fixed = getattr(dataset, "class_embeddings", None)
+    if fixed is not None:
+        embeddings = F.normalize(torch.as_tensor(fixed).float(), dim=-1)
+    else:
+        embeddings = segmenter.encode_vocabulary(list(names))
+    return embeddings.to(segmenter.device), seen
+
+
+def _forward(segmenter: Any, dataset: Any, limit: int | None,
+             progress: bool) -> Iterator[tuple[Any, torch.Tensor, np.ndarray]]:
+    """Per image: the model outputs on the resized image, its resized (S, S) label and the seen flags."""
+    embeddings, seen = _model_inputs(segmenter, dataset)
+    model, size = segmenter.model, segmenter.config.input_size
+    was_training = model.training
+    model.eval()
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    try:
+        for i in tqdm(range(count), disable=not progress, desc="alignzeg-diagnostics"):
+            image, label = to_tensors(dataset[i])
+            image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,
+                                  antialias=True).clamp(0, 1)
+            label = F.interpolate(label[None, None].float(), size=(size, size), mode="nearest")[0].long()
+            with torch.inference_mode():
+                out = model(image.to(segmenter.device), embeddings, deep_supervision=False)
+            yield out, label, seen
+    finally:
+        model.train(was_training)
+
+
+@dataclass
+class IndicatorAUC:
+    """The class indicator on proposals matched to unseen vs seen regions.
+
+    Attributes:
+        auc: ROC AUC of the unseen score, unseen-matched (positive) vs seen-matched (negative); NaN when
+            either is missing.
+        num_unseen / num_seen: matched proposals of each kind.
+        mean_unseen / mean_seen / mean_unmatched: mean unseen score (sigmoid) of each group (NaN if empty).
+    """
+
+    auc: float
+    num_unseen: int
+    num_seen: int
+    mean_unseen: float
+    mean_seen: float
+    mean_unmatched: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_mask: float = 5.0,
+                  cost_dice: float = 5.0, progress: bool = False) -> IndicatorAUC:
+    """ROC AUC of the class indicator for unseen vs seen regions of a labelled split (see the module doc).
+
+    Args:
+        segmenter: an ``AlignZegSegmenter``.
+        dataset: a protocol dataset with unseen pixels kept (``build_dataset(..., train=False)``).
+        limit: use only the first ``limit`` images.
+        cost_mask / cost_dice: weights of the mask matching cost.
+        progress: show a progress bar.
+    """
+    scores: list[float] = []
+    labels: list[bool] = []
+    unmatched: list[float] = []
+    for out, label, seen in _forward(segmenter, dataset, limit, progress):
+        (target,) = build_targets(label, tuple(out.mask_logits.shape[-2:]))
+        probs = out.unseen_logits[0].float().sigmoid().cpu()
+        if target.classes.numel() == 0:
+            unmatched.extend(probs.tolist())
+            continue
+        bce, dice = pairwise_mask_costs(out.mask_logits[0].flatten(1).cpu(), target.masks, target.weight)
+        rows, cols = hungarian_match(cost_mask * bce + cost_dice * dice)
+        for n, g in zip(rows.tolist(), cols.tolist()):
+            scores.append(float(probs[n]))
+            labels.append(not seen[int(target.classes[g])])
+        rest = torch.ones(probs.shape[0], dtype=torch.bool)
+        rest[rows] = False
+        unmatched.extend(probs[rest].tolist())
+    positives = [s for s, y in zip(scores, labels) if y]
+    negatives = [s for s, y in zip(scores, labels) if not y]
+    result = IndicatorAUC(auc=roc_auc(scores, labels) if scores else float("nan"), num_unseen=len(positives),
+                          num_seen=len(negatives), mean_unseen=_mean(positives), mean_seen=_mean(negatives),
+                          mean_unmatched=_mean(unmatched))
+    logger.info("class indicator: %s", result.to_dict())
+    return result
+
+
+def prototype_usage(embeddings: torch.Tensor, bg_prototypes: torch.Tensor,
+                    temperature: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """How P proposals use M background prototypes.
+
+    Args:
+        embeddings: (P, E) float, L2-normalised proposal embeddings.
+        bg_prototypes: (M, E) float background prototypes (normalised here).
+        temperature: the soft maximum's temperature; 0 = hard maximum.
+
+    Returns:
+        (wins, responsibility): two (M,) float64 tensors that each sum to 1 (zeros when P = 0): the share of
+        proposals for which prototype m is the most similar, and the mean of ``softmax(sims / temperature)``
+        (the one-hot winner when ``temperature`` is 0).
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    m = bg_prototypes.shape[0]
+    if embeddings.shape[0] == 0:
+        return torch.zeros(m, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)
+    sims = embeddings.double() @ F.normalize(bg_prototypes.double(), dim=-1).t()  # (P, M)
+    wins = F.one_hot(sims.argmax(dim=-1), m).double()
+    soft = wins if temperature == 0 else (sims / temperature).softmax(dim=-1)
+    return wins.mean(0), soft.mean(0)
+
+
+@dataclass
+class BackgroundUsage:
+    """Use of the M background prototypes over a dataset's background proposals.
+
+    Attributes:
+        wins: (M,) float, share of background proposals whose most similar prototype is m.
+        responsibility: (M,) float, mean soft-maximum weight of prototype m (= ``wins`` at temperature 0).
+        num_proposals: background proposals counted.
+        temperature: the temperature used.
+    """
+
+    wins: np.ndarray
+    responsibility: np.ndarray
+    num_proposals: int
+    temperature: float
+
+    @property
+    def used(self) -> int:
+        """Prototypes that win for at least one proposal."""
+        return int((self.wins > 0).sum())
+
+
+def background_prototype_usage(segmenter: Any, dataset: Any, temperature: float | None = None,
+                               only_background: bool = True, limit: int | None = None,
+                               progress: bool = False) -> BackgroundUsage:
+    """How often each background prototype wins on a dataset (see the module doc).
+
+    Args:
+        segmenter: an ``AlignZegSegmenter``.
+        dataset: a protocol dataset.
+        temperature: default: the model's ``bg_temperature``.
+        only_background: count only proposals whose most probable column is background; ``False`` counts all.
+        limit: use only the first ``limit`` images.
+        progress: show a progress bar.
+    """
+    if temperature is None:
+        temperature = float(segmenter.config.bg_temperature)
+    prototypes = segmenter.model.classifier.bg_prototypes.detach().float().cpu()
+    chosen = []
+    for out, _, _ in _forward(segmenter, dataset, limit, progress):
+        emb = out.embeddings[0].float().cpu()
+        if only_background:
+            emb = emb[out.class_logits[0].argmax(dim=-1).cpu() == out.class_logits.shape[-1] - 1]
+        chosen.append(emb)
+    embeddings = torch.cat(chosen) if chosen else torch.zeros(0, prototypes.shape[1])
+    wins, soft = prototype_usage(embeddings, prototypes, temperature)
+    result = BackgroundUsage(wins=wins.numpy(), responsibility=soft.numpy(), num_proposals=int(embeddings.shape[0]),
+                             temperature=temperature)
+    logger.info("background prototypes: %d of %d win; wins %s", result.used, len(result.wins),
+                np.round(result.wins, 3).tolist())
+    return result

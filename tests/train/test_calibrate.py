@@ -1,0 +1,154 @@
+"""Bias correction in evaluation (issue 12, items 4 and 6): 'auto' follows config.indicator_trained, and
+``alignzeg-eval --calibrate`` picks pbc_threshold / seen_score_offset on a validation split and writes them
+into the checkpoint's config.json."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alignzeg import AlignZegSegmenter
+from alignzeg.train.calibrate import CalibrationResult, calibrate, check_calibration_split, write_calibration
+from alignzeg.train.evaluate import evaluate, main, resolve_bias_correction
+
+
+@pytest.fixture
+def trained_indicator(tiny_segmenter):
+    """``tiny_segmenter`` with ``indicator_trained=True`` for the test (restored afterwards)."""
+    original = tiny_segmenter.model.config
+    tiny_segmenter.model.config = original.replace(indicator_trained=True)
+    yield tiny_segmenter
+    tiny_segmenter.model.config = original
+
+
+def test_resolve_bias_correction(tiny_segmenter, caplog):
+    untrained = tiny_segmenter.config
+    trained = untrained.replace(indicator_trained=True)
+    assert untrained.indicator_trained is False  # the default of a model that was never trained
+    assert resolve_bias_correction(trained, "auto") is True and resolve_bias_correction(trained, None) is True
+    assert resolve_bias_correction(trained, False) is False
+    with caplog.at_level("WARNING", logger="alignzeg.train.evaluate"):
+        assert resolve_bias_correction(untrained, "auto") is False
+    assert "class indicator was not trained" in caplog.text
+    assert resolve_bias_correction(untrained, False) is False
+    with pytest.raises(ValueError, match="bias_correction=True needs a trained class indicator"):
+        resolve_bias_correction(untrained, True)
+    with pytest.raises(ValueError, match="must be True, False, None or 'auto', got 'yes'"):
+        resolve_bias_correction(trained, "yes")
+
+
+def test_evaluate_auto_turns_pbc_off_for_an_untrained_indicator(tiny_segmenter, trained_indicator, shapes_factory):
+    ds = shapes_factory(num=1)
+    untrained = tiny_segmenter.config.replace(indicator_trained=False)
+    tiny_segmenter.model.config = untrained
+    off = evaluate(tiny_segmenter, ds, bias_correction=False)
+    assert np.array_equal(evaluate(tiny_segmenter, ds).confusion, off.confusion)  # auto = off
+    with pytest.raises(ValueError, match="needs a trained class indicator"):
+        evaluate(tiny_segmenter, ds, bias_correction=True)
+    tiny_segmenter.model.config = untrained.replace(indicator_trained=True, pbc_threshold=0.0)
+    on = evaluate(tiny_segmenter, ds, bias_correction=True)
+    assert np.array_equal(evaluate(tiny_segmenter, ds).confusion, on.confusion)  # auto = on once trained
+    assert not np.array_equal(on.confusion, off.confusion)  # threshold 0 flags every proposal
+
+
+def test_calibration_split_rules():
+    check_calibration_split("calib", "val")
+    with pytest.raises(ValueError, match="'val' is the evaluation split"):
+        check_calibration_split("val", "val")
+    with pytest.raises(ValueError, match="'test' looks like a test split"):
+        check_calibration_split("test", "val")
+    with pytest.raises(ValueError, match="a calibration split is required"):
+        check_calibration_split("", "val")
+
+
+def test_calibrate_picks_the_best_grid_point(trained_indicator, shapes_factory):
+    tiny_segmenter = trained_indicator
+    ds = shapes_factory(num=2)
+    before = tiny_segmenter.config
+    result = calibrate(tiny_segmenter, ds, thresholds=(0.0, 0.5, 1.0), offsets=(0.0, 3.0))
+    assert tiny_segmenter.config == before  # restored
+    assert [(g["threshold"], g["offset"]) for g in result.grid] == [
+        (0.0, 0.0), (0.0, 3.0), (0.5, 0.0), (0.5, 3.0), (1.0, 0.0), (1.0, 3.0)]
+    for g in result.grid:  # each grid point is evaluate() with those settings (same code path: exact)
+        tiny_segmenter.model.config = before.replace(pbc_threshold=g["threshold"], seen_score_offset=g["offset"])
+        try:
+            assert evaluate(tiny_segmenter, ds, bias_correction=True).hiou == g["hIoU"]
+        finally:
+            tiny_segmenter.model.config = before
+    best = max(result.grid, key=lambda g: g["hIoU"])
+    assert (result.pbc_threshold, result.hiou) == (best["threshold"], best["hIoU"])
+    # both knobs take effect: flagging every proposal (0) vs none (1), and the offset at threshold 1
+    assert result.grid[0]["mIoU(U)"] != result.grid[4]["mIoU(U)"]
+    assert (result.grid[4]["mIoU(S)"], result.grid[4]["mIoU(U)"]) != (result.grid[5]["mIoU(S)"], result.grid[5]["mIoU(U)"])
+    with pytest.raises(ValueError, match=r"thresholds must be in \[0, 1\], got \[1.5\]"):
+        calibrate(tiny_segmenter, ds, thresholds=(1.5,), offsets=(0.0,))
+    with pytest.raises(ValueError, match="hIoU is undefined"):
+        only_seen = shapes_factory(num=1, seen=("red", "green", "blue", "yellow"))
+        calibrate(tiny_segmenter, only_seen, thresholds=(0.5,), offsets=(0.0,))
+    tiny_segmenter.model.config = before.replace(indicator_trained=False)
+    try:
+        with pytest.raises(ValueError, match="needs a trained class indicator"):
+            calibrate(tiny_segmenter, ds, thresholds=(0.5,), offsets=(0.0,))
+    finally:
+        tiny_segmenter.model.config = before
+
+
+def test_write_calibration_replaces_only_the_two_values(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, folder)
+    before = json.loads((folder / "config.json").read_text())
+    write_calibration(folder, CalibrationResult(pbc_threshold=0.7, seen_score_offset=1.5, hiou=0.5))
+    after = json.loads((folder / "config.json").read_text())
+    assert list(after) == list(before) and (after["pbc_threshold"], after["seen_score_offset"]) == (0.7, 1.5)
+    changed = ("pbc_threshold", "seen_score_offset")
+    assert {k: v for k, v in after.items() if k not in changed} == {k: v for k, v in before.items() if k not in changed}
+    loaded = AlignZegSegmenter.from_pretrained(folder, device="cpu").config
+    assert (loaded.pbc_threshold, loaded.seen_score_offset) == (0.7, 1.5)
+    assert not list(folder.glob(".config.json.*"))  # no temporary file left
+    with pytest.raises(ValueError, match="pbc_threshold must be in"):
+        write_calibration(folder, CalibrationResult(pbc_threshold=2.0, seen_score_offset=0.0, hiou=0.5))
+    assert json.loads((folder / "config.json").read_text()) == after  # a refused value leaves the file alone
+    with pytest.raises(FileNotFoundError, match="local checkpoint folder"):
+        write_calibration(tmp_path / "none", CalibrationResult(0.5, 0.0, 0.5))
+
+
+def _voc_tree(root):
+    base = root / "VOC2012"
+    rng = np.random.default_rng(0)
+    label = np.zeros((48, 64), np.uint8)
+    label[:, 16:32] = 1   # aeroplane (seen)
+    label[:, 32:48] = 16  # pottedplant (unseen)
+    label[:, 48:] = 255
+    for stem in ("c0", "c1", "v0"):
+        path = base / "JPEGImages" / f"{stem}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
+        (base / "SegmentationClass").mkdir(exist_ok=True)
+        Image.fromarray(label, "L").save(base / "SegmentationClass" / f"{stem}.png")
+    lists = base / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "calib.txt").write_text("c0\nc1\n")
+    (lists / "val.txt").write_text("v0\n")
+
+
+def test_alignzeg_eval_calibrate(tiny_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "indicator_trained": True}))
+    _voc_tree(tmp_path / "data")
+    base = [str(folder), "--dataset", "voc", "--data-root", str(tmp_path / "data"), "--device", "cpu", "--quiet"]
+    assert main(base + ["--calibrate", "--calib-split", "calib", "--thresholds", "0,1", "--offsets", "0,2"]) == 0
+    printed = capsys.readouterr().out
+    assert "calibrated on 'calib': pbc_threshold" in printed and "mIoU(S)" in printed
+    written = json.loads((folder / "config.json").read_text())
+    assert written["pbc_threshold"] in (0.0, 1.0) and written["seen_score_offset"] in (0.0, 2.0)
+    assert f"pbc_threshold {written['pbc_threshold']:g}, seen_score_offset {written['seen_score_offset']:g}" in printed
+    assert main(base + ["--calibrate", "--calib-split", "val"]) == 2
+    assert "'val' is the evaluation split" in capsys.readouterr().err
+    assert main(base + ["--calibrate"]) == 2
+    assert "a calibration split is required" in capsys.readouterr().err
+    assert main(base + ["--calibrate", "--calib-split", "calib", "--thresholds", "a,b"]) == 2
+    assert "--thresholds must be comma-separated numbers, got 'a,b'" in capsys.readouterr().err
