@@ -78,7 +78,10 @@ def world_train_config(world: Any, clip_pretrained: str | os.PathLike | None, **
 
     The ``tiny`` preset on the world's mini-CLIP, trained on the world's seen classes: 1500 AdamW steps,
     batch 8, lr 1e-3 (poly), no rescaling (the patterns' period is part of what CLIP learned), flips on
-    (every pattern is a pattern of the same class when mirrored), 10 background prototypes.
+    (every pattern is a pattern of the same class when mirrored), 10 background prototypes, and negative
+    proposals from the top-1 (not 5) by loss: the paper's K = 5 is 5 % of 100 queries, and 5 of the tiny
+    preset's 8 queries made most proposals negatives (world 0, seed 0, 1500 steps: full hIoU 25.2 with
+    K = 5, 33.5 with K = 1).
 
     Args:
         world: an ``AttributeWorld`` (its ``seen_classes`` are recorded).
@@ -89,6 +92,6 @@ def world_train_config(world: Any, clip_pretrained: str | os.PathLike | None, **
     clip = os.fspath(clip_pretrained) if clip_pretrained is not None else None
     base = dict(preset="tiny", clip_pretrained=clip, dataset="folder",
                 seen_classes=tuple(world.seen_classes), iterations=1500, batch_size=8, lr=1e-3,
-                crop_scale=(1.0, 1.0), flip=True, checkpoint_every=0, log_every=100,
+                crop_scale=(1.0, 1.0), flip=True, checkpoint_every=0, log_every=100, negative_topk=1,
                 model_overrides=dict(num_bg_prototypes=10))
     return TrainConfig(**{**base, **changes})
