@@ -378,8 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     with mp.get_context("spawn").Pool(args.workers) as pool:
         clip_info = pool.map(pretrain_job, clip_jobs)
         for c in clip_info:
-            print(f"[{time.time() - start:6.0f}s] world {c['world']} mini-CLIP (pre-training {c['pretrain_s']}s): "
-                  f"zero-shot top-1 {c['zero_shot_top1']}", flush=True)
+            made = "file re-used" if c["pretrain_s"] is None else f"pre-trained in {c['pretrain_s']} s"
+            print(f"[{time.time() - start:6.0f}s] world {c['world']} mini-CLIP ({made}): zero-shot top-1 "
+                  f"{c['zero_shot_top1']}", flush=True)
         jobs = plan(args, {c["world"]: c["path"] for c in clip_info})
         results = []
         for res in pool.imap(run_job, jobs):

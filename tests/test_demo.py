@@ -12,8 +12,9 @@ from alignzeg import AlignZegSegmenter
 from alignzeg.demo import class_iou, load_demo_model, model_path, run_demo
 from alignzeg.world import AttributeWorld, world_config
 
-MIOU_UNSEEN_FLOOR = FLOOR_PLACEHOLDER
-"""mIoU(U) of the shipped model on world 0's test images 0-19 is MEASURED_PLACEHOLDER; the floor leaves room for other CPUs."""
+MIOU_UNSEEN_FLOOR = 0.20
+"""mIoU(U) of the shipped model on world 0's test images 0-19 measured 0.287 (with PBC); the floor leaves room
+for other CPUs and BLAS kernels (a re-run with another thread count moves such numbers by a few points)."""
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,9 @@ def test_class_iou_by_hand():
     pred = np.array([[0, 0, 1], [1, 2, 2]])
     label = np.array([[0, 1, 1], [1, 2, 255]])
     iou = class_iou(pred, label, 4)
-    # class 0: tp 1, pred 2, true 1 -> 1/2; class 1: tp 2, pred 2, true 3 -> 2/3; class 2: tp 1 / (2 + 1 - 1)
-    np.testing.assert_allclose(iou[:3], [0.5, 2 / 3, 0.5])
+    # class 0: tp 1, pred 2, true 1 -> 1/2; class 1: tp 2, pred 2, true 3 -> 2/3; class 2: tp 1, and its
+    # second predicted pixel lies on an ignored label, so it does not count -> 1
+    np.testing.assert_allclose(iou[:3], [0.5, 2 / 3, 1.0])
     assert math.isnan(iou[3])
 
 
