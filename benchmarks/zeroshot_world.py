@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{c['zero_shot_top1']}", flush=True)
         jobs = plan(args, {c["world"]: c["path"] for c in clip_info})
         results = []
-        for res in pool.imap(run_job, jobs):
+        for res in pool.imap_unordered(run_job, jobs):
             print(_summary(res, start), flush=True)
             results.append(res)
             table = report(args, command, clip_info, results, time.time() - start, len(jobs))
