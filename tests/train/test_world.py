@@ -121,3 +121,19 @@ def test_export_reads_back_through_the_folder_dataset_with_splits(world, tmp_pat
     assert len(train) == 3
     _, labels = world.sample("train", 0)
     np.testing.assert_array_equal(train[0]["label"], world.train_labels(labels))
+
+
+@pytest.mark.slow
+def test_export_command_writes_data_clip_and_a_train_config(tmp_path):
+    from alignzeg import AlignZegSegmenter
+    from alignzeg.train.cli import resolve_config
+    from alignzeg.train.world import main
+
+    assert main(["export", "--world", "1", "--out", str(tmp_path), "--train-images", "2", "--test-images", "1",
+                 "--clip-steps", "2"]) == 0
+    world = AttributeWorld(world_config(1))
+    cfg = resolve_config(None, str(tmp_path / "train_config.json"), [], "full")
+    assert cfg.seen_classes == world.seen_classes and cfg.class_indicator and cfg.negative_topk == 1
+    assert cfg.clip_pretrained == str(tmp_path / "clip.safetensors")
+    AlignZegSegmenter.from_preset("tiny", clip_pretrained=cfg.clip_pretrained)  # the file fits the preset
+    assert len(folder_dataset(tmp_path, split="train")) == 2
