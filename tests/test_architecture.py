@@ -209,6 +209,7 @@ def flagging():
     return made
 
 
+@pytest.mark.slow
 def test_untrained_indicator_turns_default_pbc_off_with_one_warning(flagging, voc):
     seg = flagging[False]
     with pytest.warns(UserWarning, match=r"class indicator was never trained .*PBC\) is off") as caught:
@@ -239,3 +240,20 @@ def test_trained_indicator_gets_pbc_by_default(flagging, voc):
     explicit = seg.segment(voc["rgb"], VOCAB, bias_correction=True)
     assert auto.bias_correction is True and set(auto.label_map.flatten().tolist()) == {2}  # only the unseen sofa
     assert (auto.class_probs == explicit.class_probs).all()
+
+
+def test_patch_14_grid_fuses_resized_encoder_stages():
+    """ViT-L/14's case at small scale: the encoder's stride-16 and stride-8 stages do not fall on the 14-px
+    grid; they are resized to the token grid and the stride-7 mask grid."""
+    tiny = get_preset_config("tiny")
+    vision = dict(tiny.clip_cfg["vision_cfg"], patch_size=14, image_size=56)
+    cfg = tiny.replace(clip_cfg=dict(tiny.clip_cfg, vision_cfg=vision), input_size=56, window_stride=42,
+                       side_fusion_stride=8, mask_upsample=2)
+    assert cfg.mask_stride == 7
+    seg = AlignZegSegmenter.from_config(cfg, seed=0)
+    assert set(seg.model.extractor.pixel_decoder.laterals) == {"8"}
+    classes = F.normalize(torch.randn(2, 64, generator=torch.Generator().manual_seed(1)), dim=-1)
+    with torch.no_grad():
+        out = seg.model.eval()(torch.rand(2, 3, 56, 56), classes)
+    assert out.mask_logits.shape == (2, 8, 8, 8) and out.class_logits.shape == (2, 8, 3)
+    assert torch.isfinite(out.mask_logits).all() and torch.isfinite(out.class_logits).all()

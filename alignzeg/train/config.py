@@ -74,10 +74,11 @@ class TrainConfig:
             ``alignzeg.train.data.PhotoMetricDistortion``), seeded per sample like the crop.
         class_cost: the class term of the matching cost: ``"prob"`` (``-p``, Mask2Former / ZegCLIP) or
             ``"logprob"`` (``-log p``, unbounded). Negative proposals are always ranked by the loss (``-log p``).
-        indicator_angle: (low, high) degrees. The class indicator's positives are synthetic features rotated
-            off the seen prototypes by an angle drawn from this range (``gepc.off_prototype_features``);
-            ``(0, 0)`` makes them plain mixes of two seen proposals (the paper's virtual features, drawn
-            apart from L_vir's).
+        indicator_angle: (low, high) degrees. The class indicator's positives are mixes of two matched
+            proposals of different seen classes (drawn apart from L_vir's), rotated further off both seen
+            prototypes by an angle drawn from this range (``gepc.off_prototype_features``). Default (0, 0):
+            no rotation, the mixes themselves (measured better than (30, 60) on the synthetic world:
+            docs/training.md).
         data: extra keyword arguments of the dataset loader (``build_dataset(..., **data)``), e.g.
             ``{"label_dir": "SegmentationClassAug"}``; set from the CLI with ``--set data.label_dir=...``.
         num_workers: DataLoader workers.
@@ -123,7 +124,7 @@ class TrainConfig:
     negative_topk: int = 5
     negative_weight: float = 1.0
     class_indicator: bool = True
-    indicator_angle: tuple[float, float] = (30.0, 60.0)
+    indicator_angle: tuple[float, float] = (0.0, 0.0)
     reg: bool = True
     crop_scale: tuple[float, float] = (0.5, 2.0)
     flip: bool = True

@@ -10,14 +10,14 @@
   class of the image, and not matched to any ground-truth mask, is a negative proposal: it is trained
   toward the background prototypes with full weight instead of the ``eos_coef`` down-weight.
 - The class indicator's positives (``off_prototype_features``): a *separate* set of synthetic features
-  that stand for unseen classes. A mix ``u`` of two matched proposals of different seen classes a, b is
-  rotated by an angle theta toward a direction ``d`` orthogonal to ``u`` and to both prototypes t_a, t_b
-  (the trainer draws ``d`` as a random combination of the batch's matched proposal embeddings, so it
-  stays in the span where proposal embeddings live): ``z = cos(theta) u + sin(theta) d``. So ``cos(z, t_a) = cos(theta) cos(u, t_a)`` (the same for
-  t_b): z lies off the seen prototypes by construction, where L_vir's mixes lie between them (and are
-  trained toward them). Background and negative proposals are never positives: in inductive training
-  they include the unseen objects of the training images (labelled "ignore"), and an indicator trained
-  on them learns "background", not "unseen".
+  that stand for unseen classes. A mix ``u`` of two matched proposals of different seen classes a, b (it
+  lies between the two prototypes, off both) is optionally rotated by an angle theta (``indicator_angle``;
+  0 by default) toward a direction ``d`` orthogonal to ``u`` and to both prototypes t_a, t_b (the trainer
+  draws ``d`` as a random combination of the batch's matched proposal embeddings, so it stays in the span
+  where proposal embeddings live): ``z = cos(theta) u + sin(theta) d``, so ``cos(z, t_a) = cos(theta)
+  cos(u, t_a)`` (the same for t_b). Background and negative proposals are never positives: in inductive
+  training they include the unseen objects of the training images (labelled "ignore"), and an indicator
+  trained on them learns "background", not "unseen".
 """
 
 from __future__ import annotations

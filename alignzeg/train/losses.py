@@ -8,9 +8,10 @@
 - Deep supervision: each earlier decoder layer is matched on its own and adds its L_ce and L_mask.
 - L_vir: soft-target cross-entropy of ``classifier.classify`` on synthetic features (``gepc.py``).
 - L_bc: BCE of the class indicator on detached embeddings; positives ("an unseen class") are
-  ``num_synthetic`` *off-prototype* synthetic features (``gepc.off_prototype_features``: mixes of two
-  seen classes rotated away from both prototypes), a set separate from L_vir's mixes; negatives are the
-  matched (seen) proposals. Background, unmatched and negative proposals are not in L_bc at all (in
+  ``num_synthetic`` synthetic features that lie off the seen prototypes (``gepc.off_prototype_features``:
+  mixes of two matched proposals of different seen classes, optionally rotated further away from both
+  prototypes by ``indicator_angle``), a set drawn apart from L_vir's mixes; negatives are the matched
+  (seen) proposals. Background, unmatched and negative proposals are not in L_bc at all (in
   inductive training they hold the unseen objects of the training images, labelled "ignore"). The
   embeddings are detached so the indicator does not reshape the proposal space.
 - L_reg: mean squared cosine similarity between distinct background prototypes (keeps them apart).

@@ -38,7 +38,7 @@ def test_smoke_run_loss_goes_down(smoke):
     losses = [r["loss"] for r in trainer.history]
     assert len(losses) == 30
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
-    assert last < 0.6 * first, (first, last)  # measured: 21.17 -> 9.97
+    assert last < 0.6 * first, (first, last)  # measured: 23.20 -> 8.69 (issue-12 architecture and recipe parts)
 
 
 def test_only_the_heads_train(smoke):
