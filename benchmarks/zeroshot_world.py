@@ -43,7 +43,8 @@ QUICK = dict(seeds="0,1", iterations=6, train_images=32, test_images=4, clip_ste
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worlds", default="0,1", help="world ids, comma-separated")
-    p.add_argument("--seeds", default="5", help="N (seeds 0..N-1) or a comma-separated list of training seeds")
+    p.add_argument("--seeds", default="5", help="N (seeds 0..N-1) or a comma-separated list of training seeds "
+                   "('3,' is seed 3 alone)")
     p.add_argument("--rows", default=",".join(ROWS), help="rows to run, comma-separated (default: all this "
                    "model version has)")
     p.add_argument("--iterations", type=int, default=1500, help="optimizer steps per run (same for every row)")
@@ -71,9 +72,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _ints(text: str, count_ok: bool = False) -> list[int]:
+    """"0,1" -> [0, 1]; with ``count_ok`` a bare "N" means 0 .. N-1 ("3," is the list [3])."""
     values = [int(v) for v in str(text).split(",") if v.strip()]
     if count_ok and len(values) == 1 and "," not in str(text):
-        return list(range(values[0]))
+        values = list(range(values[0]))
+    if not values or min(values) < 0:
+        raise ValueError(f"expected a count >= 1 or a comma-separated list of non-negative integers, got {text!r}")
     return values
 
 

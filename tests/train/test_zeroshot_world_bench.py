@@ -68,3 +68,10 @@ def test_quick_runs_the_whole_pipeline(bench, tmp_path, monkeypatch):
     assert [c["world"] for c in data["mini_clip"]] == [0, 1] and len(data["indicator_auc_full"]) == 4
     assert data["command"].endswith("--clip-dir " + str(tmp_path / "clip"))
     assert "| full - baseline |" in (tmp_path / "w.md").read_text()
+
+
+def test_seed_lists(bench):
+    assert bench._ints("0,1") == [0, 1] and bench._ints("3", count_ok=True) == [0, 1, 2]
+    assert bench._ints("3,", count_ok=True) == [3]
+    with pytest.raises(ValueError, match="expected a count >= 1 or a comma-separated list .* got '0'"):
+        bench._ints("0", count_ok=True)
