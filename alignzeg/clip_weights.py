@@ -7,6 +7,7 @@ config's architecture, with the ViT position embedding interpolated to the confi
     weights = load_clip_weights(config, "openai")            # open_clip tag for config.clip_model
     weights = load_clip_weights(config, "hf-hub:org/name")   # open_clip_config.json + weights on the Hub
     weights = load_clip_weights(config, "clip.safetensors")  # a local open_clip state dict
+    weights = load_clip_weights(config, "alignzeg:assets/world/clip.safetensors")  # a file shipped in the package
 
 Downloads go through huggingface_hub (its cache, its offline mode, its endpoint setting) or, for the few
 open_clip tags published only by URL, through open_clip's own downloader. Nothing here writes HTTP.
@@ -19,6 +20,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,10 +33,12 @@ from .modeling.clip_backbone import build_open_clip, interpolate_pos_embed
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "HF_HUB_PREFIX", "ClipWeights", "normalize_clip_pretrained", "load_clip_weights", "clip_hub_repo",
+    "HF_HUB_PREFIX", "PACKAGE_PREFIX", "ClipWeights", "normalize_clip_pretrained", "load_clip_weights", "clip_hub_repo",
 ]
 
 HF_HUB_PREFIX = "hf-hub:"
+PACKAGE_PREFIX = "alignzeg:"
+"""``alignzeg:<path>`` names a file inside the installed package (the bundled world model's mini-CLIP)."""
 HUB_CONFIG_NAME = "open_clip_config.json"
 HUB_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -291,6 +295,11 @@ def _locate(config: AlignZegConfig, source: str, cache_dir: str | None,
         pre = hub_cfg.get("preprocess_cfg", {})
         return path, source, _config_changes(config, hub_cfg["model_cfg"].get("quick_gelu", False),
                                              pre.get("mean"), pre.get("std"))
+    if source.startswith(PACKAGE_PREFIX):
+        path = Path(str(resources.files("alignzeg") / source[len(PACKAGE_PREFIX):]))
+        if not path.is_file():
+            raise ValueError(f"clip_pretrained {source!r}: the package has no file {str(path)!r}")
+        return path, source, {}
     if Path(source).is_file():
         return Path(source), os.path.abspath(source), {}
     if _looks_like_path(source):

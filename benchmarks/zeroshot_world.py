@@ -1,17 +1,21 @@
-"""The AlignZeg ablation on the synthetic zero-shot world (issue 4): baseline, +MRPE, +GEPC, full (+PBC).
+"""The AlignZeg ablation on the attribute zero-shot world, with confidence intervals (issue 13).
 
-Every row trains the same model size for the same number of steps, batch and learning rate on the same
-seen-class train images, through ``alignzeg.train.Trainer``, and is evaluated on the same test images
-(seen + unseen classes) through ``alignzeg.train.evaluate`` (i.e. ``AlignZegSegmenter.segment`` with the
-world's class embeddings as the vocabulary). "full" is the "+GEPC" model evaluated with PBC on: PBC is
-inference-only, so the two rows share their trained weights.
+For each world (``alignzeg.train.world``): a mini-CLIP is pre-trained contrastively on captions of ALL 48
+classes (``alignzeg.train.miniclip``), then every row (``alignzeg.train.variants``) is trained on the
+world's seen classes through ``alignzeg.train.Trainer`` with that CLIP frozen, the class names going
+through templates -> tokenizer -> text tower, and evaluated on the same test images (seen + unseen
+classes) through ``alignzeg.train.evaluate`` (``AlignZegSegmenter.segment`` with the class names typed
+as text).
 
-    python benchmarks/zeroshot_world.py --seed 0 --split-seed 0 --seeds 3 \
+    python benchmarks/zeroshot_world.py --worlds 0,1 --seeds 5 --workers 2 --diagnose \
         --json docs/zeroshot_world.json --md docs/zeroshot_world.md
+    python benchmarks/zeroshot_world.py --quick          # the whole pipeline on a tiny budget (~1 min)
 
-``--seed`` and ``--split-seed`` pick the world (appearances + embeddings, and the seen/unseen split);
-the training seeds are 0 .. ``--seeds`` - 1 (model initialisation, data order, synthetic features).
-Rows x seeds run in ``--workers`` processes of one thread each.
+Statistics: each row's mean over every (world, seed) run with a 95 % t-interval (scipy.stats.t, n - 1
+degrees of freedom), the per-run values, and the effects as paired differences (same world, same seed)
+with their own t-intervals. "+GEPC" is the "full" model evaluated without PBC when both rows run (the
+class indicator trains on detached embeddings, so training it changes no other weight; ``--separate-gepc``
+trains "+GEPC" on its own instead). Runs go to ``--workers`` processes of ``--threads`` threads each.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import shlex
@@ -28,44 +33,55 @@ from pathlib import Path
 
 import numpy as np
 
-ROWS = ("baseline", "+MRPE", "+GEPC", "full")
-KEYS = ("mIoU_S", "mIoU_U", "hIoU", "misaligned")
-
-# Training-time switches of each trained variant ("full" reuses "+GEPC" with PBC at inference).
-VARIANTS = {
-    "baseline": dict(model=dict(mutual_refinement=False, num_bg_prototypes=1),
-                     train=dict(synthetic_features=False, negative_proposals=False, class_indicator=False, reg=False)),
-    "+MRPE": dict(model=dict(mutual_refinement=True, num_bg_prototypes=1),
-                  train=dict(synthetic_features=False, negative_proposals=False, class_indicator=False, reg=False)),
-    "+GEPC": dict(model=dict(mutual_refinement=True, num_bg_prototypes=10),
-                  train=dict(synthetic_features=True, negative_proposals=True, class_indicator=True, reg=True)),
-}
+ROWS = ("baseline", "+MRPE", "+GEPC", "full", "no-prompts", "no-grounding", "no-learnable-encoder")
+KEYS = ("hIoU", "mIoU_S", "mIoU_U", "misaligned")
+DIFFS = (("+MRPE", "baseline"), ("+GEPC", "+MRPE"), ("full", "+GEPC"), ("full", "baseline"),
+         ("full", "no-prompts"), ("full", "no-grounding"), ("full", "no-learnable-encoder"))
+QUICK = dict(seeds="0,1", iterations=6, train_images=32, test_images=4, clip_steps=15, clip_batch=32)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seed", type=int, default=0, help="world seed (class appearances, embeddings, images)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the seen/unseen class split")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds 0 .. N-1 per row")
-    p.add_argument("--iterations", type=int, default=2000, help="optimizer steps per row (same for every row)")
+    p.add_argument("--worlds", default="0,1", help="world ids, comma-separated")
+    p.add_argument("--seeds", default="5", help="N (seeds 0..N-1) or a comma-separated list of training seeds "
+                   "('3,' is seed 3 alone)")
+    p.add_argument("--rows", default=",".join(ROWS), help="rows to run, comma-separated (default: all this "
+                   "model version has)")
+    p.add_argument("--iterations", type=int, default=1500, help="optimizer steps per run (same for every row)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train-images", type=int, default=4000)
     p.add_argument("--test-images", type=int, default=200)
-    p.add_argument("--no-side-encoder", action="store_true",
-                   help="train on the frozen random CLIP features alone (every row)")
-    p.add_argument("--workers", type=int, default=2, help="parallel training processes (one thread each)")
-    p.add_argument("--rows", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                   help="trained variants to run (default: all; +GEPC also gives the full row)")
+    p.add_argument("--clip-steps", type=int, default=600, help="mini-CLIP pre-training steps per world")
+    p.add_argument("--clip-batch", type=int, default=96, help="mini-CLIP pre-training batch")
+    p.add_argument("--clip-dir", type=Path, default=Path("benchmarks/results/world_clip"),
+                   help="where the worlds' mini-CLIP files are kept (re-used when present)")
+    p.add_argument("--separate-gepc", action="store_true", help="train +GEPC on its own (not the full model "
+                   "without PBC)")
+    p.add_argument("--workers", type=int, default=2, help="parallel processes")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--thread-check", action="store_true",
+                   help="repeat one run with one more thread and report how far its numbers move")
     p.add_argument("--diagnose", action="store_true",
-                   help="for +GEPC: the class indicator's ROC AUC on test proposals matched to unseen vs seen "
-                        "regions, and a PBC threshold sweep (printed and stored in the JSON)")
+                   help="class indicator ROC AUC on test proposals (full, +GEPC models) in the JSON")
+    p.add_argument("--quick", action="store_true", help=f"tiny budget to check the pipeline: {QUICK}")
     p.add_argument("--json", type=Path, default=None, help="write the results JSON here")
     p.add_argument("--md", type=Path, default=None,
-                   help="put the markdown table between the table markers of this file (created if missing)")
+                   help="put the markdown tables between the table markers of this file")
     return p
 
 
+def _ints(text: str, count_ok: bool = False) -> list[int]:
+    """"0,1" -> [0, 1]; with ``count_ok`` a bare "N" means 0 .. N-1 ("3," is the list [3])."""
+    values = [int(v) for v in str(text).split(",") if v.strip()]
+    if count_ok and len(values) == 1 and "," not in str(text):
+        values = list(range(values[0]))
+    if not values or min(values) < 0:
+        raise ValueError(f"expected a count >= 1 or a comma-separated list of non-negative integers, got {text!r}")
+    return values
+
+
+# Worker side ---------------------------------------------------------------------------------------------
 def _metrics(result) -> dict[str, float]:
     """EvalResult -> percentages, plus the share of unseen pixels predicted as a seen class."""
     conf, seen = result.confusion, result.seen
@@ -76,41 +92,60 @@ def _metrics(result) -> dict[str, float]:
             "misaligned": 100 * float(misaligned)}
 
 
-def run_job(job: dict) -> dict:
-    """Train one variant with one seed and evaluate it. Runs in a worker process."""
+def pretrain_job(job: dict) -> dict:
+    """Pre-train (or load) world ``job["world"]``'s mini-CLIP and measure its zero-shot accuracy."""
     import torch
 
-    torch.set_num_threads(1)
-    from alignzeg.train import TrainConfig, Trainer, evaluate
-    from alignzeg.train.synthetic import WorldConfig, ZeroShotWorld
+    torch.set_num_threads(job["threads"])
+    from alignzeg.train.miniclip import MiniClipConfig, pretrain_clip, save_clip, zero_shot_accuracy
+    from alignzeg.train.world import AttributeWorld, world_config
 
-    args = job["args"]
-    world = ZeroShotWorld(WorldConfig(seed=args["seed"], split_seed=args["split_seed"]))
-    variant = VARIANTS[job["variant"]]
-    model_overrides = dict(variant["model"], side_encoder=not args["no_side_encoder"])
-    cfg = TrainConfig(preset="tiny", model_overrides=model_overrides, iterations=args["iterations"],
-                      batch_size=args["batch_size"], lr=args["lr"], crop_scale=(1.0, 1.0), flip=False,
-                      progress=False, checkpoint_every=0, seed=job["train_seed"], **variant["train"])
+    world = AttributeWorld(world_config(job["world"]))
+    start, seconds = time.time(), None
+    if not Path(job["path"]).is_file():  # a file of the same world, steps and batch is the same file
+        clip = pretrain_clip(world, MiniClipConfig(steps=job["clip_steps"], batch_size=job["clip_batch"],
+                                                   seed=job["world"]))
+        seconds = round(time.time() - start, 1)
+        save_clip(clip, job["path"])
+    # What the segmenter sees: the fp16 file's values.
+    from alignzeg.segmenter import AlignZegSegmenter
+
+    saved = AlignZegSegmenter.from_preset("tiny", clip_pretrained=job["path"]).model.backbone.clip
+    accuracy = zero_shot_accuracy(saved, world, 960)
+    return {"world": job["world"], "path": job["path"], "pretrain_s": seconds,
+            "zero_shot_top1": {k: round(100 * v, 2) for k, v in accuracy.items()}}
+
+
+def run_job(job: dict) -> dict:
+    """Train one variant with one seed on one world and evaluate it (and +GEPC from full, when asked)."""
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    from alignzeg.train import Trainer, evaluate
+    from alignzeg.train.variants import apply_variant, variant_uses_pbc, world_train_config
+    from alignzeg.train.world import AttributeWorld, WorldDataset, world_config
+
+    world = AttributeWorld(world_config(job["world"]))
+    cfg = apply_variant(world_train_config(world, job["clip"], iterations=job["iterations"],
+                                           batch_size=job["batch_size"], lr=job["lr"], seed=job["seed"],
+                                           progress=False), job["variant"])
     start = time.time()
-    trainer = Trainer(cfg, None, world.dataset("train", args["train_images"]))
+    trainer = Trainer(cfg, None, WorldDataset(world, "train", job["train_images"]))
     segmenter = trainer.train()
     train_s = time.time() - start
-    test = world.dataset("test", args["test_images"])
-    rows = {job["variant"]: _metrics(evaluate(segmenter, test, bias_correction=False))}
-    if job["variant"] == "+GEPC":
-        rows["full"] = _metrics(evaluate(segmenter, test, bias_correction=True))
-    result = {"train_seed": job["train_seed"], "rows": rows, "train_s": train_s}
-    if args.get("diagnose"):
-        result["final_terms"] = {k: round(v, 4) for k, v in _mean_terms(trainer.history[-20:]).items()}
-        if job["variant"] == "+GEPC":
-            result["diagnostics"] = diagnose_pbc(segmenter, world, test)
-    result["total_s"] = time.time() - start
+    config = segmenter.model.config
+    if cfg.class_indicator and not getattr(config, "indicator_trained", True):  # trainers before issue 12t
+        segmenter.model.config = config.replace(indicator_trained=True)
+    test = WorldDataset(world, "test", job["test_images"])
+    rows = {job["variant"]: _metrics(evaluate(segmenter, test, bias_correction=variant_uses_pbc(job["variant"])))}
+    if job.get("also_gepc"):
+        rows["+GEPC"] = _metrics(evaluate(segmenter, test, bias_correction=False))
+    result = {"world": job["world"], "seed": job["seed"], "variant": job["variant"], "rows": rows,
+              "threads": job["threads"], "thread_check": bool(job.get("thread_check")), "train_s": round(train_s, 1)}
+    if job.get("diagnose") and variant_uses_pbc(job["variant"]):
+        result["indicator_auc"] = indicator_auc(segmenter, world, test)
+    result["total_s"] = round(time.time() - start, 1)
     return result
-
-
-def _mean_terms(history: list[dict]) -> dict[str, float]:
-    keys = [k for k in history[0] if k not in ("step", "lr")]
-    return {k: float(np.mean([h[k] for h in history if k in h])) for k in keys}
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -122,70 +157,127 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(greater + 0.5 * (pos[:, None] == neg[None, :]).mean())
 
 
-def diagnose_pbc(segmenter, world, test, thresholds=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)) -> dict:
-    """How well the class indicator tells unseen from seen regions on the test set, and a PBC threshold sweep.
+def indicator_auc(segmenter, world, test) -> float:
+    """ROC AUC of the class indicator, unseen vs seen, on test proposals matched to ground-truth regions.
 
-    Each test image's proposals are matched one-to-one to its ground-truth class regions by mask cost only
-    (BCE + dice, Hungarian; no class term, so the matching does not favour either split). A matched proposal
-    is "unseen" when its region's class is unseen. Unmatched proposals are reported separately.
+    Each test image's proposals are matched one-to-one to its class regions by mask cost only (BCE + dice,
+    Hungarian; no class term, so the matching favours neither split). A matched proposal is positive when
+    its region's class is unseen.
     """
     import torch
 
-    from alignzeg.train import evaluate
     from alignzeg.train.matching import build_targets, hungarian_match, pairwise_mask_costs
 
     model = segmenter.model.eval()
-    seen = torch.from_numpy(world.seen)
-    scores, unseen, other = [], [], []
+    prototypes = segmenter.encode_vocabulary(list(world.class_names))
+    scores, unseen = [], []
     with torch.no_grad():
         for i in range(len(test)):
             item = test[i]
-            out = model(item["image"][None].to(model.device), test.class_embeddings.to(model.device),
-                        deep_supervision=False)
+            out = model(item["image"][None].to(model.device), prototypes, deep_supervision=False)
             target = build_targets(item["label"][None], tuple(out.mask_logits.shape[-2:]))[0]
             bce, dice = pairwise_mask_costs(out.mask_logits[0].flatten(1).cpu(), target.masks, target.weight)
             src, tgt = hungarian_match(bce + dice)
-            prob = out.unseen_logits[0].sigmoid().cpu()
-            scores += prob[src].tolist()
-            unseen += (~seen[target.classes[tgt]]).tolist()
-            rest = torch.ones(prob.shape[0], dtype=torch.bool)
-            rest[src] = False
-            other += prob[rest].tolist()
-    scores, unseen = np.array(scores), np.array(unseen, dtype=bool)
-    result = {"indicator_auc": roc_auc(scores, unseen), "mean_score_unseen": float(scores[unseen].mean()),
-              "mean_score_seen": float(scores[~unseen].mean()), "mean_score_unmatched": float(np.mean(other)),
-              "flagged_at_0.5_unseen": float((scores[unseen] > 0.5).mean()),
-              "flagged_at_0.5_seen": float((scores[~unseen] > 0.5).mean()),
-              "matched_unseen": int(unseen.sum()), "matched_seen": int((~unseen).sum()), "sweep": {}}
-    base = model.config
-    try:
-        for t in thresholds:
-            model.config = base.replace(pbc_threshold=t)
-            result["sweep"][str(t)] = _metrics(evaluate(segmenter, test, bias_correction=True))
-    finally:
-        model.config = base
-    return result
+            scores += out.unseen_logits[0].sigmoid().cpu()[src].tolist()
+            unseen += (~torch.from_numpy(world.seen)[target.classes[tgt]]).tolist()
+    return roc_auc(np.array(scores), np.array(unseen, dtype=bool))
 
 
-def aggregate(results: list[dict]) -> list[dict]:
-    """Mean and sample std (ddof=1; 0 for one seed) over seeds of every row, in ``ROWS`` order."""
-    rows = []
+# Statistics ----------------------------------------------------------------------------------------------
+def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Two-sided t confidence interval of the mean (NaN for fewer than two values)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def _per_run(results: list[dict], row: str, key: str) -> dict[tuple[int, int], float]:
+    return {(r["world"], r["seed"]): r["rows"][row][key] for r in results if row in r["rows"]}
+
+
+def aggregate(results: list[dict]) -> tuple[dict, dict]:
+    """Rows (mean, 95 % interval, per-run values of every key) and paired differences, as JSON-ready dicts."""
+    rows, diffs = {}, {}
     for name in ROWS:
-        values = {k: np.array([r["rows"][name][k] for r in results if name in r["rows"]]) for k in KEYS}
-        if not len(values["hIoU"]):
-            continue  # a row left out with --rows
-        row = {"name": name, **{k: round(float(v.mean()), 2) for k, v in values.items()}}
-        row["std"] = {k: round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 2) for k, v in values.items()}
-        rows.append(row)
-    return rows
+        runs = _per_run(results, name, "hIoU")
+        if not runs:
+            continue
+        row = {"runs": [{"world": w, "seed": s} for w, s in sorted(runs)]}
+        for key in KEYS:
+            values = np.array([v for _, v in sorted(_per_run(results, name, key).items())])
+            lo, hi = t_interval(values)
+            row[key] = round(float(values.mean()), 2)
+            row[f"{key}_ci95"] = [round(lo, 2), round(hi, 2)]
+            row[f"{key}_values"] = [round(float(v), 2) for v in values]
+        rows[name] = row
+    for a, b in DIFFS:
+        if a not in rows or b not in rows:
+            continue
+        diff = {}
+        for key in KEYS:
+            va, vb = _per_run(results, a, key), _per_run(results, b, key)
+            pairs = sorted(set(va) & set(vb))
+            values = np.array([va[p] - vb[p] for p in pairs])
+            lo, hi = t_interval(values)
+            diff[key] = {"mean": round(float(values.mean()), 2), "ci95": [round(lo, 2), round(hi, 2)],
+                         "values": [round(float(v), 2) for v in values]}
+        diffs[f"{a} - {b}"] = diff
+    return rows, diffs
 
 
-def markdown_table(rows: list[dict], num_seeds: int) -> str:
-    head = ("| row | mIoU(S) | mIoU(U) | hIoU | unseen px -> seen class |\n"
-            "|---|---|---|---|---|\n")
-    body = "".join(f"| {r['name']} | " + " | ".join(f"{r[k]:.1f} ± {r['std'][k]:.1f}" for k in KEYS) + " |\n"
-                   for r in rows)
-    return head + body + f"\nValues in %, mean ± sample std over {num_seeds} training seeds.\n"
+def targets(rows: dict, diffs: dict, auc: list[float]) -> list[dict]:
+    """The issue's targets with pass/fail as measured (``None``: not measured in this run)."""
+    def get(d, *keys):
+        for k in keys:
+            if d is None or k not in d:
+                return None
+            d = d[k]
+        return d
+
+    out = []
+    base_u = get(rows, "baseline", "mIoU_U")
+    out.append({"target": "baseline mIoU(U) >= 40", "measured": base_u,
+                "pass": None if base_u is None else base_u >= 40})
+    d = get(diffs, "full - baseline", "hIoU")
+    out.append({"target": "full - baseline >= +5 hIoU, interval above 0", "measured": d,
+                "pass": None if d is None else bool(d["mean"] >= 5 and d["ci95"][0] > 0)})
+    d = get(diffs, "full - +GEPC", "mIoU_U")
+    out.append({"target": "PBC (full - +GEPC) >= +3 mIoU(U), interval above 0", "measured": d,
+                "pass": None if d is None else bool(d["mean"] >= 3 and d["ci95"][0] > 0)})
+    mean_auc = round(float(np.nanmean(auc)), 3) if auc else None
+    out.append({"target": "class indicator ROC AUC >= 0.8 on test proposals", "measured": mean_auc,
+                "pass": None if mean_auc is None else mean_auc >= 0.8})
+    d = get(diffs, "full - baseline", "misaligned")
+    out.append({"target": "unseen pixels labelled seen: full <= baseline - 10 points", "measured": d,
+                "pass": None if d is None else d["mean"] <= -10})
+    return out
+
+
+# Report --------------------------------------------------------------------------------------------------
+def _fmt(row: dict, key: str) -> str:
+    lo, hi = row[f"{key}_ci95"]
+    return f"{row[key]:.1f} [{lo:.1f}, {hi:.1f}]" if not math.isnan(lo) else f"{row[key]:.1f}"
+
+
+def markdown(rows: dict, diffs: dict, goals: list[dict], n_runs: int) -> str:
+    lines = ["| row | hIoU | mIoU(S) | mIoU(U) | unseen px -> seen class |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | " + " | ".join(_fmt(row, k) for k in KEYS) + " |" for name, row in rows.items()]
+    lines += ["", f"Mean [95 % t-interval] over {n_runs} runs (worlds x training seeds), values in %.", "",
+              "| paired difference | hIoU | mIoU(S) | mIoU(U) | unseen px -> seen class |", "|---|---|---|---|---|"]
+    for name, diff in diffs.items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{diff[k]['mean']:+.1f} [{diff[k]['ci95'][0]:+.1f}, {diff[k]['ci95'][1]:+.1f}]" for k in KEYS) + " |")
+    lines += ["", "| target | measured | pass |", "|---|---|---|"]
+    for g in goals:
+        m = g["measured"]
+        text = (f"{m['mean']:+.1f} [{m['ci95'][0]:+.1f}, {m['ci95'][1]:+.1f}]" if isinstance(m, dict)
+                else "not run" if m is None else f"{m:.3g}")
+        lines.append(f"| {g['target']} | {text} | {'-' if g['pass'] is None else 'yes' if g['pass'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
 
 
 def write_markdown(path: Path, table: str, command: str) -> None:
@@ -195,45 +287,114 @@ def write_markdown(path: Path, table: str, command: str) -> None:
     if start not in text or end not in text:
         text = text.rstrip("\n") + f"\n\n{start}\n{end}\n"
     head, rest = text.split(start, 1)
-    tail = rest.split(end, 1)[1]
-    path.write_text(head + block + tail, encoding="utf-8")
+    path.write_text(head + block + rest.split(end, 1)[1], encoding="utf-8")
+
+
+# Driver --------------------------------------------------------------------------------------------------
+def plan(args: argparse.Namespace, clips: dict[int, str]) -> list[dict]:
+    """One job per (world, seed, trained variant); +GEPC rides on full unless --separate-gepc.
+
+    Jobs are ordered so that a run stopped early still has paired rows: first the paper's rows (baseline,
+    +MRPE, +GEPC, full) seed by seed, world by world, then the switch rows in the same order; with
+    ``--thread-check`` one more run repeats the first "full" run (or the first run) with ``--threads + 1``
+    threads.
+    """
+    from alignzeg.train.variants import VARIANTS
+
+    wanted = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in wanted if r not in ROWS]
+    if unknown:
+        raise ValueError(f"unknown rows {unknown}; rows are {ROWS}")
+    rows = [r for r in wanted if r in VARIANTS]
+    reuse = "+GEPC" in rows and "full" in rows and not args.separate_gepc
+    trained = [r for r in rows if not (reuse and r == "+GEPC")]
+    common = {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images", "test_images",
+                                            "threads", "diagnose")}
+    core = [r for r in trained if r in ROWS[:4]]
+    jobs = [dict(common, world=w, seed=s, variant=v, clip=clips[w], also_gepc=reuse and v == "full")
+            for group in (core, [r for r in trained if r not in core])
+            for s in _ints(args.seeds, count_ok=True) for w in _ints(args.worlds) for v in group]
+    if args.thread_check and jobs:
+        first = next((j for j in jobs if j["variant"] == "full"), jobs[0])
+        jobs.insert(1, dict(first, threads=args.threads + 1, thread_check=True))
+    return jobs
+
+
+def _summary(res: dict, start: float) -> str:
+    return (f"[{time.time() - start:6.0f}s] world {res['world']} seed {res['seed']}"
+            + (f" ({res['threads']} threads)" if res.get("thread_check") else "") + ": "
+            + "; ".join(f"{n}: " + " ".join(f"{k}={v:.1f}" for k, v in m.items()) for n, m in res["rows"].items())
+            + (f" AUC={res['indicator_auc']:.3f}" if "indicator_auc" in res else "") + f" (train {res['train_s']:.0f}s)")
+
+
+def thread_check(results: list[dict]) -> dict | None:
+    """How far the same run moves with another thread count: the differences of every metric."""
+    extra = [r for r in results if r.get("thread_check")]
+    if not extra:
+        return None
+    other = extra[0]
+    base = next((r for r in results if not r.get("thread_check") and (r["world"], r["seed"], r["variant"])
+                 == (other["world"], other["seed"], other["variant"])), None)
+    if base is None:
+        return None
+    return {"world": other["world"], "seed": other["seed"], "variant": other["variant"],
+            "threads": [base["threads"], other["threads"]],
+            "difference": {row: {k: round(other["rows"][row][k] - base["rows"][row][k], 2) for k in KEYS}
+                           for row in base["rows"]}}
+
+
+def report(args: argparse.Namespace, command: str, clip_info: list[dict], results: list[dict], wall: float,
+           jobs_planned: int) -> str:
+    """Aggregate, and write the JSON/markdown (called after every run, so a stopped run keeps its results)."""
+    main_runs = [r for r in results if not r.get("thread_check")]
+    rows, diffs = aggregate(main_runs)
+    auc = [r["indicator_auc"] for r in main_runs if "indicator_auc" in r and r["variant"] == "full"]
+    goals = targets(rows, diffs, auc)
+    table = markdown(rows, diffs, goals, len({(r["world"], r["seed"]) for r in main_runs}))
+    if args.json is not None:
+        payload = {"command": command, "worlds": _ints(args.worlds), "seeds": _ints(args.seeds, count_ok=True),
+                   "complete": len(results) == jobs_planned, "runs_done": len(results), "runs_planned": jobs_planned,
+                   "settings": {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images",
+                                                             "test_images", "clip_steps", "clip_batch", "workers",
+                                                             "threads", "separate_gepc")},
+                   "mini_clip": clip_info, "rows": rows, "paired_differences": diffs, "targets": goals,
+                   "indicator_auc_full": auc, "thread_check": thread_check(results),
+                   "runs": sorted(results, key=lambda r: (r["world"], r["seed"], r["variant"], r["threads"])),
+                   "wall_time_s": round(wall)}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    if args.md is not None and rows:
+        write_markdown(args.md, table, command)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.quick:
+        for k, v in QUICK.items():
+            setattr(args, k, v)
     logging.basicConfig(level=logging.WARNING)
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + (argv or sys.argv[1:]))
-    jobs = [{"args": vars(args) | {"json": None, "md": None}, "variant": v, "train_seed": s}
-            for s in range(args.seeds) for v in VARIANTS if v in args.rows]
     start = time.time()
+    args.clip_dir.mkdir(parents=True, exist_ok=True)
+    clip_jobs = [{"world": w, "clip_steps": args.clip_steps, "clip_batch": args.clip_batch, "threads": args.threads,
+                  "path": str(args.clip_dir / f"world{w}_steps{args.clip_steps}_batch{args.clip_batch}.safetensors")}
+                 for w in _ints(args.worlds)]
     with mp.get_context("spawn").Pool(args.workers) as pool:
+        clip_info = pool.map(pretrain_job, clip_jobs)
+        for c in clip_info:
+            made = "file re-used" if c["pretrain_s"] is None else f"pre-trained in {c['pretrain_s']} s"
+            print(f"[{time.time() - start:6.0f}s] world {c['world']} mini-CLIP ({made}): zero-shot top-1 "
+                  f"{c['zero_shot_top1']}", flush=True)
+        jobs = plan(args, {c["world"]: c["path"] for c in clip_info})
         results = []
         for res in pool.imap_unordered(run_job, jobs):
-            print(f"[{time.time() - start:6.0f}s] seed {res['train_seed']}: "
-                  + "; ".join(f"{n}: " + " ".join(f"{k}={v:.1f}" for k, v in m.items())
-                              for n, m in res["rows"].items())
-                  + f" (train {res['train_s']:.0f}s)", flush=True)
-            if "final_terms" in res:
-                print(f"    final loss terms (mean of last 20 steps): {res['final_terms']}", flush=True)
-            if "diagnostics" in res:
-                d = res["diagnostics"]
-                print("    indicator: " + " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                               for k, v in d.items() if k != "sweep"), flush=True)
-                for t, m in d["sweep"].items():
-                    print(f"    PBC threshold {t}: " + " ".join(f"{k}={v:.1f}" for k, v in m.items()), flush=True)
+            print(_summary(res, start), flush=True)
             results.append(res)
-    rows = aggregate(results)
-    table = markdown_table(rows, args.seeds)
+            table = report(args, command, clip_info, results, time.time() - start, len(jobs))
     print(table)
+    if thread_check(results):
+        print("thread check:", json.dumps(thread_check(results)))
     print(f"total wall time {time.time() - start:.0f}s")
-    if args.json is not None:
-        payload = {"command": command, "seeds": list(range(args.seeds)), "world_seed": args.seed,
-                   "split_seed": args.split_seed, "rows": rows, "wall_time_s": round(time.time() - start)}
-        if args.diagnose:
-            payload["runs"] = sorted(results, key=lambda r: (r["train_seed"], list(r["rows"])))
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    if args.md is not None:
-        write_markdown(args.md, table, command)
     return 0
 
 

@@ -5,9 +5,13 @@
     alignzeg-train --config cfg.json --set lr=1e-4 --set model_overrides.num_queries=50 \\
         --dataset folder --data-root data/mine --out runs/mine
     alignzeg-train --recipe voc-vitb16 --set data.label_dir=SegmentationClassAug --data-root data/VOCdevkit ...
+    alignzeg-train --config data/world0/train_config.json --variant +MRPE --seeds 0,1,2 \\
+        --dataset folder --data-root data/world0 --out runs/world0-mrpe     # runs/world0-mrpe/seed_0 ...
     torchrun --nproc_per_node 8 -m alignzeg.train.cli --recipe coco-stuff-vitb16 ...
 
 The fully resolved config is logged at the start and saved as ``train_config.json`` in ``--out``.
+``--variant`` applies one ablation row (``alignzeg.train.variants``) after the ``--set`` overrides;
+``--seeds`` trains once per seed, each into ``--out/seed_<seed>``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Sequence
 
 from .config import TrainConfig, apply_overrides
 from .recipes import RECIPES, get_recipe, list_recipes
+from .variants import apply_variant, list_variants
 
 __all__ = ["main", "resolve_config"]
 
@@ -39,11 +44,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="train", help="dataset split (default: train)")
     parser.add_argument("--out", help="output folder (checkpoints, train_config.json, the final model)")
     parser.add_argument("--resume", default=None, help="a checkpoint folder, or 'auto' for the latest in --out")
+    parser.add_argument("--variant", choices=list_variants(), default=None,
+                        help="an ablation row applied on top of the config (see alignzeg.train.variants)")
+    parser.add_argument("--seeds", type=_parse_seeds, default=None, metavar="S1,S2,...",
+                        help="train once per seed (comma-separated), each into OUT/seed_<seed>")
     return parser
 
 
-def resolve_config(recipe: str | None, config_path: str | None, overrides: Sequence[str]) -> TrainConfig:
-    """The recipe's fields, updated by the JSON file's, then by the ``--set`` assignments."""
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds needs distinct non-negative integers like 0,1,2, got {text!r}")
+    return seeds
+
+
+def resolve_config(recipe: str | None, config_path: str | None, overrides: Sequence[str],
+                   variant: str | None = None) -> TrainConfig:
+    """The recipe's fields, updated by the JSON file's, then by the ``--set`` assignments, then the variant's."""
     data = get_recipe(recipe).to_dict() if recipe else {}
     if config_path:
         try:
@@ -53,7 +73,8 @@ def resolve_config(recipe: str | None, config_path: str | None, overrides: Seque
         if not isinstance(given, dict):
             raise ValueError(f"{config_path} must hold a JSON object of TrainConfig fields")
         data.update(given)
-    return apply_overrides(TrainConfig.from_dict(data), overrides)
+    config = apply_overrides(TrainConfig.from_dict(data), overrides)
+    return apply_variant(config, variant) if variant else config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,22 +86,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name}: preset={cfg['preset']} dataset={cfg['dataset']} iterations={cfg['iterations']}")
         return 0
     try:
-        config = resolve_config(args.recipe, args.config, args.overrides)
+        config = resolve_config(args.recipe, args.config, args.overrides, args.variant)
         dataset_name = args.dataset or config.dataset
         if not dataset_name or not args.data_root or not args.out:
             raise ValueError("--data-root, --out and a dataset (--dataset or the config's 'dataset') are required")
         from .datasets import build_dataset
-        from .trainer import Trainer
 
         logger.info("resolved train config:\n%s", json.dumps(config.to_dict(), indent=2))
         dataset = build_dataset(dataset_name, args.data_root, split=args.split,
                                 seen_classes=config.seen_classes, train=True, **config.data)
-        trainer = Trainer(config, None, dataset, out_dir=args.out, resume=args.resume)
+        runs = [(config, args.out)] if args.seeds is None else [
+            (config.replace(seed=s), str(Path(args.out) / f"seed_{s}")) for s in args.seeds]
+        for run_config, out in runs:
+            _train(run_config, dataset, out, args.resume)
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"alignzeg-train: error: {err}", file=sys.stderr)
         return 2
-    trainer.train()
     return 0
+
+
+def _train(config: TrainConfig, dataset, out: str, resume: str | None) -> None:
+    from .trainer import Trainer
+
+    logger.info("training seed %d into %s", config.seed, out)
+    Trainer(config, None, dataset, out_dir=out, resume=resume).train()
 
 
 if __name__ == "__main__":  # pragma: no cover

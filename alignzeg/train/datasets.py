@@ -20,7 +20,8 @@ Layouts (``root`` is the folder named first):
   either ``<stem>_labelTrainIds.png`` (0..170, the mmsegmentation conversion) or the raw
   ``stuffthingmaps`` ``<stem>.png`` (COCO id - 1, remapped to 0..170).
 - Folder: ``root/{images/*.jpg|png, labels/<stem>.png, classes.txt}``; ``classes.txt`` holds one class
-  name per line and label value k means line k.
+  name per line and label value k means line k. With split subfolders, ``root/<split>/{images, labels}``
+  and one ``classes.txt`` at the top. An optional ``seen.txt`` at the top lists the seen classes.
 """
 
 from __future__ import annotations
@@ -248,22 +249,36 @@ def coco_stuff_dataset(root: str | os.PathLike, split: str = "train", seen_class
                                 split.startswith("train") if ignore_unseen is None else ignore_unseen)
 
 
+def _read_names(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def folder_dataset(root: str | os.PathLike, seen_classes: Sequence[str] | None = None,
                    ignore_unseen: bool = False, images: str = "images", labels: str = "labels",
-                   classes_file: str = "classes.txt") -> LabelledImageDataset:
-    """Any folder of images + label PNGs + a class-names file; ``seen_classes`` defaults to all classes."""
-    layout = f"{images}/<stem>.jpg|png, {labels}/<stem>.png, {classes_file} (one class name per line)"
+                   classes_file: str = "classes.txt", split: str | None = None,
+                   seen_file: str = "seen.txt") -> LabelledImageDataset:
+    """Any folder of images + label PNGs + a class-names file.
+
+    ``split`` reads ``root/<split>/{images, labels}`` (``classes.txt`` and ``seen.txt`` stay at the top);
+    without it, or when that subfolder does not exist, ``root/{images, labels}``. ``seen_classes``
+    defaults to the names in ``root/seen.txt`` when it exists, else to all classes.
+    """
+    layout = (f"[<split>/]{images}/<stem>.jpg|png, [<split>/]{labels}/<stem>.png, {classes_file} (one class "
+              f"name per line), optional {seen_file}")
     root = Path(root)
     _require_dir(root, "dataset root", layout)
     names_path = root / classes_file
     if not names_path.is_file():
         raise FileNotFoundError(f"class-names file {str(names_path)!r} does not exist; expected layout: {layout}")
-    names = [line.strip() for line in names_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = _read_names(names_path)
     if not names or len(names) > 255 or len(set(names)) != len(names):
         raise ValueError(f"{names_path} must list 1..255 distinct class names, got {len(names)} "
                          f"({len(set(names))} distinct)")
-    image_dir = _require_dir(root / images, "image", layout)
-    label_dir = _require_dir(root / labels, "label", layout)
+    if seen_classes is None and (root / seen_file).is_file():
+        seen_classes = _read_names(root / seen_file)
+    base = root / split if split is not None and (root / split).is_dir() else root
+    image_dir = _require_dir(base / images, "image", layout)
+    label_dir = _require_dir(base / labels, "label", layout)
     image_paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not image_paths:
         raise FileNotFoundError(f"no images in {image_dir}; expected layout: {layout}")
@@ -304,5 +319,5 @@ def build_dataset(name: str, root: str | os.PathLike, split: str = "train",
     if unknown:
         raise ValueError(f"dataset {name!r} takes no option {unknown}; its options are {accepted}")
     if name == "folder":
-        return folder_dataset(root, seen_classes=seen_classes, ignore_unseen=train, **options)
+        return folder_dataset(root, seen_classes=seen_classes, ignore_unseen=train, split=split, **options)
     return loader(root, split=split, seen_classes=seen_classes, ignore_unseen=train, **options)

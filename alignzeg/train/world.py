@@ -1,0 +1,129 @@
+"""The attribute world for training: a torch dataset of its images and its export to a folder dataset.
+
+The world itself (classes, split, renderer) is ``alignzeg.world``; its mini-CLIP is
+``alignzeg.train.miniclip``.
+
+    world = AttributeWorld(world_config(0))
+    train = WorldDataset(world, "train", 2000)   # protocol dataset: class names, no class embeddings
+
+``python -m alignzeg.train.world export --world 0 --out data/world0`` writes a world to disk in the
+folder-dataset layout (``classes.txt``, ``seen.txt``, ``train/{images,labels}``, ``test/{images,labels}``),
+pre-trains its mini-CLIP into ``clip.safetensors`` and writes a ``train_config.json`` for ``alignzeg-train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..world import IGNORE, AttributeWorld, WorldConfig, world_config
+
+__all__ = ["AttributeWorld", "WorldConfig", "world_config", "IGNORE", "WorldDataset", "export_world", "main"]
+
+logger = logging.getLogger(__name__)
+
+_SPLITS = ("train", "test")
+
+
+class WorldDataset(Dataset):
+    """Images of one split as tensors; train labels have unseen pixels set to ``IGNORE``.
+
+    Follows the dataset protocol of ``alignzeg.train.data``: items ``image`` (3, S, S) float32 in [0, 1]
+    and ``label`` (S, S) int64; ``class_names`` and ``seen_classes`` describe the classes. There are no
+    ``class_embeddings``: the trainer and ``evaluate`` encode the names with the model's text tower.
+
+    Args:
+        world: the world to draw from.
+        split: ``"train"`` or ``"test"``.
+        size: number of images (indices ``0 .. size - 1``).
+    """
+
+    def __init__(self, world: AttributeWorld, split: str, size: int) -> None:
+        if split not in _SPLITS:
+            raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive integer, got {size!r}")
+        self.world, self.split, self.size = world, split, size
+        self.class_names = world.class_names
+        self.seen_classes = world.seen_classes
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.size:
+            raise IndexError(f"index {index} out of range for {self.size} images")
+        image, labels = self.world.sample(self.split, index)
+        if self.split == "train":
+            labels = self.world.train_labels(labels)
+        return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), "label": torch.from_numpy(labels)}
+
+
+# Export to the folder-dataset layout ----------------------------------------------------------------------
+def export_world(world: AttributeWorld, out: str | Path, train_images: int, test_images: int) -> Path:
+    """Write ``world`` as a folder dataset: ``classes.txt``, ``seen.txt``, ``{train,test}/{images,labels}``.
+
+    Images are 8-bit RGB PNGs (``<index:06d>.png``); labels are 8-bit PNGs of class ids with every pixel's
+    true class (train labels included: the folder dataset drops unseen pixels when training).
+
+    Returns:
+        The output folder.
+    """
+    from PIL import Image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "classes.txt").write_text("\n".join(world.class_names) + "\n", encoding="utf-8")
+    (out / "seen.txt").write_text("\n".join(world.seen_classes) + "\n", encoding="utf-8")
+    for split, count in (("train", train_images), ("test", test_images)):
+        for sub in ("images", "labels"):
+            (out / split / sub).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image, labels = world.sample(split, i)
+            Image.fromarray(np.round(image * 255).astype(np.uint8)).save(out / split / "images" / f"{i:06d}.png")
+            Image.fromarray(labels.astype(np.uint8), mode="L").save(out / split / "labels" / f"{i:06d}.png")
+    logger.info("wrote world (seed %d, split seed %d) to %s", world.config.seed, world.config.split_seed, out)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m alignzeg.train.world",
+                                     description="The attribute zero-shot world: export it, pre-train its mini-CLIP.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    exp = sub.add_parser("export", help="write a world as a folder dataset (+ its mini-CLIP and a train config)")
+    exp.add_argument("--world", type=int, default=0, help="world id (seed and split seed)")
+    exp.add_argument("--out", required=True, help="output folder")
+    exp.add_argument("--train-images", type=int, default=4000)
+    exp.add_argument("--test-images", type=int, default=200)
+    exp.add_argument("--clip-steps", type=int, default=600,
+                     help="pre-train the world's mini-CLIP for this many steps into OUT/clip.safetensors (0: skip)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m alignzeg.train.world export --world 0 --out data/world0``."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    world = AttributeWorld(world_config(args.world))
+    out = export_world(world, args.out, args.train_images, args.test_images)
+    if args.clip_steps:
+        from .miniclip import MiniClipConfig, pretrain_clip, save_clip
+        from .variants import world_train_config
+
+        clip = pretrain_clip(world, MiniClipConfig(steps=args.clip_steps, seed=args.world))
+        save_clip(clip, out / "clip.safetensors")
+        world_train_config(world, out / "clip.safetensors").to_json(out / "train_config.json")
+        print(f"wrote {out}: train with\n  alignzeg-train --config {out}/train_config.json --variant full "
+              f"--dataset folder --data-root {out} --out runs/world{args.world}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Mini-CLIP pre-training: determinism, the multi-positive contrastive loss, captions, the saved file's loading."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from alignzeg import AlignZegSegmenter
+from alignzeg.train.miniclip import (
+    MiniClipConfig, _contrastive_loss, pretrain_clip, render_captioned_batch, save_clip, zero_shot_accuracy,
+)
+from alignzeg.world import AttributeWorld, world_config
+
+TINY = dict(steps=2, batch_size=6, warmup=1)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return AttributeWorld(world_config(0))
+
+
+@pytest.fixture(scope="module")
+def trained(world):
+    return pretrain_clip(world, MiniClipConfig(seed=3, **TINY))
+
+
+def test_same_seed_identical_tensors_and_global_rng_untouched(world, trained):
+    torch.manual_seed(7)
+    expected = torch.rand(2)
+    torch.manual_seed(7)
+    again = pretrain_clip(world, MiniClipConfig(seed=3, **TINY))
+    assert torch.equal(torch.rand(2), expected)
+    a, b = trained.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other = pretrain_clip(world, MiniClipConfig(seed=4, **TINY)).state_dict()
+    assert not torch.equal(a["visual.conv1.weight"], other["visual.conv1.weight"])
+
+
+def test_contrastive_loss_by_hand():
+    emb = torch.eye(3)
+    keys = [frozenset({0}), frozenset({1}), frozenset({0})]
+    loss = _contrastive_loss(emb, emb, torch.tensor(1.0), keys)
+    # logits = identity; row 0's targets are items 0 and 2 (0.5 each); rows are symmetric.
+    lse = math.log(math.e + 2)
+    row0 = 0.5 * (lse - 1) + 0.5 * lse   # -0.5 log p(0) - 0.5 log p(2)
+    row1 = lse - 1
+    expected = (row0 + row1 + row0) / 3  # both directions equal (symmetric logits and targets)
+    torch.testing.assert_close(loss, torch.tensor(expected), rtol=1e-6, atol=1e-6)
+
+
+def test_captions_name_every_texture_of_their_image(world):
+    images, captions, keys = render_captioned_batch(world, 40, 0.5, np.random.default_rng(0))
+    assert images.shape == (40, 3, 64, 64) and images.dtype == torch.float32
+    for caption, key in zip(captions, keys):
+        named = {i for i, n in enumerate(world.class_names) if f"a {n}" in caption}
+        assert named == set(key), caption
+    assert {len(k) for k in keys} == {1, 2, 3}
+    covered = set().union(*keys)
+    assert covered & set(world.unseen_ids.tolist())  # pre-training sees unseen classes too
+
+
+def test_saved_file_loads_through_clip_pretrained(tmp_path, trained):
+    path = save_clip(trained, tmp_path / "clip.safetensors")
+    seg = AlignZegSegmenter.from_preset("tiny", clip_pretrained=path)
+    assert seg.config.clip_pretrained == os.path.abspath(path)
+    loaded = seg.model.backbone.clip.state_dict()
+    for key, value in trained.state_dict().items():
+        torch.testing.assert_close(loaded[key], value.half().float(), rtol=0, atol=0)
+
+
+def test_zero_shot_accuracy_counts(world, trained):
+    acc = zero_shot_accuracy(trained, world, 48)
+    assert set(acc) == {"all", "seen", "unseen"}
+    # 48 images, one per class: 8 unseen and 40 seen images, so the overall rate is their weighted mean.
+    assert acc["all"] == pytest.approx((8 * acc["unseen"] + 40 * acc["seen"]) / 48)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
+        MiniClipConfig(steps=0)

@@ -1,0 +1,70 @@
+"""Ablation rows as named training variants, and alignzeg-train's --variant / --seeds on an exported world."""
+
+import json
+
+import pytest
+
+from alignzeg.config import AlignZegConfig
+from alignzeg.train.cli import main as train_main
+from alignzeg.train.cli import resolve_config
+from alignzeg.train.config import TrainConfig
+from alignzeg.train.variants import VARIANTS, apply_variant, list_variants, variant_uses_pbc, world_train_config
+from alignzeg.train.world import export_world
+from alignzeg.world import AttributeWorld, world_config
+
+
+def test_rows_in_ablation_order_with_the_contract_switches():
+    names = list_variants()
+    assert names[:4] == ["baseline", "+MRPE", "+GEPC", "full"]
+    assert "no-learnable-encoder" in names
+    fields = AlignZegConfig.__dataclass_fields__
+    assert ("no-prompts" in names) == ("clip_prompt_tokens" in fields)
+    assert ("no-grounding" in names) == ("clip_grounding" in fields)
+    base = apply_variant(TrainConfig(model_overrides={"num_queries": 5, "num_bg_prototypes": 7}), "baseline")
+    assert base.model_overrides == {"num_queries": 5, "num_bg_prototypes": 1, "mutual_refinement": False,
+                                    "side_encoder": False}
+    assert (base.synthetic_features, base.negative_proposals, base.class_indicator) == (False, False, False)
+    gepc = apply_variant(TrainConfig(model_overrides={"num_bg_prototypes": 7}), "+GEPC")
+    assert gepc.model_overrides["num_bg_prototypes"] == 7 and gepc.synthetic_features and gepc.negative_proposals
+    assert not gepc.class_indicator and apply_variant(TrainConfig(), "full").class_indicator
+    assert apply_variant(TrainConfig(), "no-learnable-encoder").model_overrides["side_encoder"] is False
+    assert [variant_uses_pbc(n) for n in ("baseline", "+MRPE", "+GEPC", "full")] == [False, False, False, True]
+    for name, variant in VARIANTS.items():  # every row's model switches are real config fields
+        assert set(variant["model"]) <= set(fields), name
+
+
+def test_unknown_variant():
+    with pytest.raises(ValueError, match="unknown variant 'fully'; variants are baseline"):
+        apply_variant(TrainConfig(), "fully")
+
+
+def test_resolve_config_applies_the_variant_last(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"preset": "tiny", "model_overrides": {"mutual_refinement": True}}))
+    cfg = resolve_config(None, str(path), ["model_overrides.side_encoder=true"], "baseline")
+    assert cfg.model_overrides["mutual_refinement"] is False and cfg.model_overrides["side_encoder"] is False
+
+
+@pytest.mark.slow
+def test_train_cli_runs_a_variant_for_a_list_of_seeds_on_an_exported_world(tmp_path):
+    world = AttributeWorld(world_config(1))
+    export_world(world, tmp_path / "data", train_images=4, test_images=1)
+    cfg = world_train_config(world, None, iterations=1, batch_size=2,
+                             progress=False, model_overrides={})
+    cfg.to_json(tmp_path / "cfg.json")
+    code = train_main(["--config", str(tmp_path / "cfg.json"), "--variant", "+MRPE", "--seeds", "3,5",
+                       "--dataset", "folder", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run")])
+    assert code == 0
+    for seed in (3, 5):
+        saved = json.loads((tmp_path / "run" / f"seed_{seed}" / "train_config.json").read_text())
+        assert saved["seed"] == seed and saved["model_overrides"]["mutual_refinement"] is True
+        model = json.loads((tmp_path / "run" / f"seed_{seed}" / "config.json").read_text())
+        assert model["side_encoder"] is True and model["num_bg_prototypes"] == 1
+        assert tuple(model["seen_classes"]) == world.seen_classes
+
+
+@pytest.mark.parametrize("text", ["0,x", "1,1", "-1"])
+def test_bad_seed_lists(text, capsys):
+    with pytest.raises(SystemExit):
+        train_main(["--seeds", text])
+    assert f"--seeds needs distinct non-negative integers like 0,1,2, got {text!r}" in capsys.readouterr().err

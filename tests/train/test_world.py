@@ -1,0 +1,139 @@
+"""The attribute world: determinism, held-out combinations, exact patterns and labels, the folder export."""
+
+import numpy as np
+import pytest
+import torch
+
+from alignzeg.train.datasets import build_dataset, folder_dataset
+from alignzeg.train.world import WorldDataset, export_world
+from alignzeg.world import COLOURS, IGNORE, PATTERNS, AttributeWorld, WorldConfig, pattern_mask, world_config
+
+
+@pytest.fixture(scope="module")
+def world():
+    return AttributeWorld(world_config(0))
+
+
+def test_classes_are_colour_pattern_compositions(world):
+    assert world.num_classes == len(COLOURS) * len(PATTERNS) == 48
+    assert world.class_names[:3] == ("red plain", "red striped", "red checkered")
+    assert world.class_names[-1] == "pink wavy"
+    assert [world.class_names[i] for i in (6, 13)] == ["orange plain", "yellow striped"]
+
+
+@pytest.mark.parametrize("split_seed", [0, 1, 7])
+def test_unseen_are_held_out_combinations_of_seen_words(split_seed):
+    w = AttributeWorld(WorldConfig(split_seed=split_seed))
+    assert len(w.unseen_classes) == 8 and len(w.seen_classes) == 40
+    colours = [n.split()[0] for n in w.unseen_classes]
+    patterns = [n.split()[1] for n in w.unseen_classes]
+    assert len(set(colours)) == 8 and max(patterns.count(p) for p in PATTERNS) <= 2
+    seen_words = {word for n in w.seen_classes for word in n.split()}
+    assert seen_words == set(COLOURS) | set(PATTERNS)
+
+
+def test_worlds_differ_in_split_and_images(world):
+    other = AttributeWorld(world_config(1))
+    assert world.unseen_classes != other.unseen_classes
+    assert not np.array_equal(world.sample("test", 0)[0], other.sample("test", 0)[0])
+
+
+def test_same_seed_same_images_and_global_rngs_untouched(world):
+    torch.manual_seed(123)
+    np.random.seed(123)
+    expected = (torch.rand(3), np.random.rand(3))
+    torch.manual_seed(123)
+    np.random.seed(123)
+    again = AttributeWorld(world_config(0))
+    for split in ("train", "test"):
+        for a, b in zip(world.sample(split, 3), again.sample(split, 3)):
+            np.testing.assert_array_equal(a, b)
+    assert torch.equal(torch.rand(3), expected[0])
+    np.testing.assert_array_equal(np.random.rand(3), expected[1])
+
+
+def test_pattern_masks_by_hand():
+    x = np.arange(8) + 0.5
+    y = np.full(8, 0.5)
+    np.testing.assert_array_equal(pattern_mask("striped", x, y, 8.0, 0.0, (0.0, 0.0)), [1, 1, 1, 1, 0, 0, 0, 0])
+    # checkered squares of half a period: x in [0, 4) and y in [0, 4) is a "0 + 0 = even" square
+    np.testing.assert_array_equal(pattern_mask("checkered", x, y, 8.0, 0.0, (0.0, 0.0)), [1, 1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(pattern_mask("grid", x, y, 8.0, 0.0, (0.0, 0.0)), np.ones(8))  # v/8 < 0.25
+    # dotted: a disc of radius 2.4 px around (4, 4)
+    np.testing.assert_array_equal(pattern_mask("dotted", x, np.full(8, 4.0), 8.0, 0.0, (0.0, 0.0)),
+                                  [0, 0, 1, 1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(pattern_mask("plain", x, y, 8.0, 0.3, (1.0, 2.0)), np.zeros(8))
+    with pytest.raises(ValueError, match="unknown pattern 'spotted'"):
+        pattern_mask("spotted", x, y, 8.0, 0.0, (0.0, 0.0))
+
+
+def test_plain_texture_is_its_colour(world):
+    y, x = np.mgrid[0:64, 0:64] + 0.5
+    image = world.paint(np.random.default_rng(0), world.class_names.index("blue plain"), x, y)
+    assert np.ptp(image.reshape(-1, 3), axis=0).max() == 0.0  # one colour, no pattern
+    np.testing.assert_allclose(image[0, 0], COLOURS["blue"], atol=0.15)  # colour jitter std 0.04
+
+
+def test_test_images_mix_splits_and_train_labels_hide_unseen(world):
+    for i in range(20):
+        _, labels = world.sample("test", i)
+        assert (~world.seen[np.unique(labels)]).any()
+    unseen_train = 0
+    for i in range(40):
+        image, labels = world.sample("train", i)
+        assert image.shape == (64, 64, 3) and image.dtype == np.float32 and 0 <= image.min() and image.max() <= 1
+        hidden = world.train_labels(labels)
+        np.testing.assert_array_equal(hidden == IGNORE, ~world.seen[labels])
+        unseen_train += int((hidden == IGNORE).any())
+    assert 0 < unseen_train < 40  # train_unseen_prob 0.1 per cell
+
+
+def test_dataset_has_names_and_no_embeddings(world):
+    ds = WorldDataset(world, "train", 5)
+    assert ds.class_names == world.class_names and ds.seen_classes == world.seen_classes
+    assert getattr(ds, "class_embeddings", None) is None
+    item = ds[2]
+    assert item["image"].shape == (3, 64, 64) and item["label"].dtype == torch.int64
+    with pytest.raises(IndexError, match="index 5 out of range"):
+        ds[5]
+
+
+def test_bad_arguments(world):
+    with pytest.raises(ValueError, match="split must be one of"):
+        world.sample("val", 0)
+    with pytest.raises(ValueError, match="index must be a non-negative integer, got -1"):
+        world.sample("test", -1)
+    with pytest.raises(ValueError, match="world must be a non-negative integer, got -2"):
+        world_config(-2)
+    with pytest.raises(ValueError, match="num_unseen must be in"):
+        WorldConfig(num_unseen=9)
+
+
+def test_export_reads_back_through_the_folder_dataset_with_splits(world, tmp_path):
+    export_world(world, tmp_path, train_images=3, test_images=2)
+    assert (tmp_path / "classes.txt").read_text().splitlines() == list(world.class_names)
+    test = folder_dataset(tmp_path, split="test")
+    assert len(test) == 2 and test.seen_classes == world.seen_classes  # seen.txt is read
+    image, labels = world.sample("test", 1)
+    np.testing.assert_array_equal(test[1]["label"], labels)
+    np.testing.assert_array_equal(test[1]["image"], np.round(image * 255).astype(np.uint8))
+    train = build_dataset("folder", tmp_path, split="train", train=True)
+    assert len(train) == 3
+    _, labels = world.sample("train", 0)
+    np.testing.assert_array_equal(train[0]["label"], world.train_labels(labels))
+
+
+@pytest.mark.slow
+def test_export_command_writes_data_clip_and_a_train_config(tmp_path):
+    from alignzeg import AlignZegSegmenter
+    from alignzeg.train.cli import resolve_config
+    from alignzeg.train.world import main
+
+    assert main(["export", "--world", "1", "--out", str(tmp_path), "--train-images", "2", "--test-images", "1",
+                 "--clip-steps", "2"]) == 0
+    world = AttributeWorld(world_config(1))
+    cfg = resolve_config(None, str(tmp_path / "train_config.json"), [], "full")
+    assert cfg.seen_classes == world.seen_classes and cfg.class_indicator and cfg.negative_topk == 1
+    assert cfg.clip_pretrained == str(tmp_path / "clip.safetensors")
+    AlignZegSegmenter.from_preset("tiny", clip_pretrained=cfg.clip_pretrained)  # the file fits the preset
+    assert len(folder_dataset(tmp_path, split="train")) == 2

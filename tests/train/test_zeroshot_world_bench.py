@@ -1,0 +1,77 @@
+"""benchmarks/zeroshot_world.py: the statistics by hand, and --quick running the whole pipeline."""
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "zeroshot_world.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(_PATH.parent))  # spawned workers import the module by name (they inherit sys.path)
+    try:
+        yield importlib.import_module("zeroshot_world")
+    finally:
+        sys.path.remove(str(_PATH.parent))
+
+
+def test_t_interval_by_hand(bench):
+    lo, hi = bench.t_interval(np.array([1.0, 2.0, 3.0]))
+    half = 4.3026527297 / math.sqrt(3)  # t(0.975, 2) * sd 1 / sqrt(3)
+    assert (lo, hi) == pytest.approx((2 - half, 2 + half), abs=1e-9)
+    assert all(math.isnan(v) for v in bench.t_interval(np.array([5.0])))
+
+
+def test_aggregate_pairs_runs_by_world_and_seed(bench):
+    def run(world, seed, variant, h):
+        return {"world": world, "seed": seed, "variant": variant,
+                "rows": {variant: {"hIoU": h, "mIoU_S": 50.0, "mIoU_U": h / 2, "misaligned": 10.0}}}
+
+    results = [run(0, 0, "baseline", 10.0), run(0, 1, "baseline", 20.0), run(1, 0, "baseline", 30.0),
+               run(1, 0, "full", 33.0), run(0, 1, "full", 21.0), run(0, 0, "full", 14.0)]
+    rows, diffs = bench.aggregate(results)
+    assert rows["baseline"]["hIoU_values"] == [10.0, 20.0, 30.0] and rows["full"]["hIoU_values"] == [14.0, 21.0, 33.0]
+    assert rows["baseline"]["hIoU"] == 20.0
+    diff = diffs["full - baseline"]["hIoU"]
+    assert diff["values"] == [4.0, 1.0, 3.0] and diff["mean"] == pytest.approx(2.67, abs=0.005)
+    lo, hi = bench.t_interval(np.array([4.0, 1.0, 3.0]))
+    assert diff["ci95"] == [round(lo, 2), round(hi, 2)]
+    goals = {g["target"]: g["pass"] for g in bench.targets(rows, diffs, [0.9, 0.7])}
+    assert goals["baseline mIoU(U) >= 40"] is False  # 10.0
+    assert goals["class indicator ROC AUC >= 0.8 on test proposals"] is True  # mean 0.8
+    assert goals["PBC (full - +GEPC) >= +3 mIoU(U), interval above 0"] is None  # +GEPC not run
+
+
+def test_roc_auc_by_hand(bench):
+    scores = np.array([0.9, 0.4, 0.4, 0.1])
+    positive = np.array([True, True, False, False])
+    assert bench.roc_auc(scores, positive) == pytest.approx((1 + 1 + 1 + 0.5) / 4)
+
+
+@pytest.mark.slow
+def test_quick_runs_the_whole_pipeline(bench, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "world.json"
+    assert bench.main(["--quick", "--workers", "2", "--diagnose", "--json", str(out), "--md", str(tmp_path / "w.md"),
+                       "--clip-dir", str(tmp_path / "clip")]) == 0
+    data = json.loads(out.read_text())
+    assert {"baseline", "+MRPE", "+GEPC", "full"} <= set(data["rows"])
+    for row in data["rows"].values():
+        assert len(row["hIoU_values"]) == 4 and len(row["hIoU_ci95"]) == 2  # 2 worlds x 2 seeds
+    assert {"+MRPE - baseline", "full - +GEPC", "full - baseline"} <= set(data["paired_differences"])
+    assert [c["world"] for c in data["mini_clip"]] == [0, 1] and len(data["indicator_auc_full"]) == 4
+    assert data["command"].endswith("--clip-dir " + str(tmp_path / "clip"))
+    assert "| full - baseline |" in (tmp_path / "w.md").read_text()
+
+
+def test_seed_lists(bench):
+    assert bench._ints("0,1") == [0, 1] and bench._ints("3", count_ok=True) == [0, 1, 2]
+    assert bench._ints("3,", count_ok=True) == [3]
+    with pytest.raises(ValueError, match="expected a count >= 1 or a comma-separated list .* got '0'"):
+        bench._ints("0", count_ok=True)
