@@ -195,6 +195,11 @@ def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, flo
     return float(values.mean() - half), float(values.mean() + half)
 
 
+def _interval(values: np.ndarray) -> list[float | None]:
+    """The rounded 95 % interval as JSON numbers (``None`` for fewer than two values)."""
+    return [None if math.isnan(v) else round(v, 2) for v in t_interval(values)]
+
+
 def _per_run(results: list[dict], row: str, key: str) -> dict[tuple[int, int], float]:
     return {(r["world"], r["seed"]): r["rows"][row][key] for r in results if row in r["rows"]}
 
@@ -209,9 +214,8 @@ def aggregate(results: list[dict]) -> tuple[dict, dict]:
         row = {"runs": [{"world": w, "seed": s} for w, s in sorted(runs)]}
         for key in KEYS:
             values = np.array([v for _, v in sorted(_per_run(results, name, key).items())])
-            lo, hi = t_interval(values)
             row[key] = round(float(values.mean()), 2)
-            row[f"{key}_ci95"] = [round(lo, 2), round(hi, 2)]
+            row[f"{key}_ci95"] = _interval(values)
             row[f"{key}_values"] = [round(float(v), 2) for v in values]
         rows[name] = row
     for a, b in DIFFS:
@@ -222,8 +226,7 @@ def aggregate(results: list[dict]) -> tuple[dict, dict]:
             va, vb = _per_run(results, a, key), _per_run(results, b, key)
             pairs = sorted(set(va) & set(vb))
             values = np.array([va[p] - vb[p] for p in pairs])
-            lo, hi = t_interval(values)
-            diff[key] = {"mean": round(float(values.mean()), 2), "ci95": [round(lo, 2), round(hi, 2)],
+            diff[key] = {"mean": round(float(values.mean()), 2), "ci95": _interval(values),
                          "values": [round(float(v), 2) for v in values]}
         diffs[f"{a} - {b}"] = diff
     return rows, diffs
@@ -244,10 +247,10 @@ def targets(rows: dict, diffs: dict, auc: list[float]) -> list[dict]:
                 "pass": None if base_u is None else base_u >= 40})
     d = get(diffs, "full - baseline", "hIoU")
     out.append({"target": "full - baseline >= +5 hIoU, interval above 0", "measured": d,
-                "pass": None if d is None else bool(d["mean"] >= 5 and d["ci95"][0] > 0)})
+                "pass": None if d is None else bool(d["mean"] >= 5 and (d["ci95"][0] or 0) > 0)})
     d = get(diffs, "full - +GEPC", "mIoU_U")
     out.append({"target": "PBC (full - +GEPC) >= +3 mIoU(U), interval above 0", "measured": d,
-                "pass": None if d is None else bool(d["mean"] >= 3 and d["ci95"][0] > 0)})
+                "pass": None if d is None else bool(d["mean"] >= 3 and (d["ci95"][0] or 0) > 0)})
     mean_auc = round(float(np.nanmean(auc)), 3) if auc else None
     out.append({"target": "class indicator ROC AUC >= 0.8 on test proposals", "measured": mean_auc,
                 "pass": None if mean_auc is None else mean_auc >= 0.8})
@@ -260,22 +263,27 @@ def targets(rows: dict, diffs: dict, auc: list[float]) -> list[dict]:
 # Report --------------------------------------------------------------------------------------------------
 def _fmt(row: dict, key: str) -> str:
     lo, hi = row[f"{key}_ci95"]
-    return f"{row[key]:.1f} [{lo:.1f}, {hi:.1f}]" if not math.isnan(lo) else f"{row[key]:.1f}"
+    return f"{row[key]:.1f} [{lo:.1f}, {hi:.1f}]" if lo is not None else f"{row[key]:.1f}"
+
+
+def _fmt_diff(d: dict) -> str:
+    lo, hi = d["ci95"]
+    return f"{d['mean']:+.1f} [{lo:+.1f}, {hi:+.1f}]" if lo is not None else f"{d['mean']:+.1f}"
 
 
 def markdown(rows: dict, diffs: dict, goals: list[dict], n_runs: int) -> str:
-    lines = ["| row | hIoU | mIoU(S) | mIoU(U) | unseen px -> seen class |", "|---|---|---|---|---|"]
-    lines += [f"| {name} | " + " | ".join(_fmt(row, k) for k in KEYS) + " |" for name, row in rows.items()]
-    lines += ["", f"Mean [95 % t-interval] over {n_runs} runs (worlds x training seeds), values in %.", "",
-              "| paired difference | hIoU | mIoU(S) | mIoU(U) | unseen px -> seen class |", "|---|---|---|---|---|"]
+    lines = ["| row | runs | hIoU | mIoU(S) | mIoU(U) | unseen px -> seen class |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {len(row['hIoU_values'])} | " + " | ".join(_fmt(row, k) for k in KEYS) + " |"
+              for name, row in rows.items()]
+    lines += ["", f"Mean [95 % t-interval] over the runs (world x training seed; {n_runs} pairs in all), in %.", "",
+              "| paired difference | pairs | hIoU | mIoU(S) | mIoU(U) | unseen px -> seen class |",
+              "|---|---|---|---|---|---|"]
     for name, diff in diffs.items():
-        lines.append(f"| {name} | " + " | ".join(
-            f"{diff[k]['mean']:+.1f} [{diff[k]['ci95'][0]:+.1f}, {diff[k]['ci95'][1]:+.1f}]" for k in KEYS) + " |")
+        lines.append(f"| {name} | {len(diff['hIoU']['values'])} | " + " | ".join(_fmt_diff(diff[k]) for k in KEYS) + " |")
     lines += ["", "| target | measured | pass |", "|---|---|---|"]
     for g in goals:
         m = g["measured"]
-        text = (f"{m['mean']:+.1f} [{m['ci95'][0]:+.1f}, {m['ci95'][1]:+.1f}]" if isinstance(m, dict)
-                else "not run" if m is None else f"{m:.3g}")
+        text = _fmt_diff(m) if isinstance(m, dict) else "not run" if m is None else f"{m:.3g}"
         lines.append(f"| {g['target']} | {text} | {'-' if g['pass'] is None else 'yes' if g['pass'] else '**no**'} |")
     return "\n".join(lines) + "\n"
 

@@ -42,6 +42,8 @@ def test_aggregate_pairs_runs_by_world_and_seed(bench):
     assert diff["values"] == [4.0, 1.0, 3.0] and diff["mean"] == pytest.approx(2.67, abs=0.005)
     lo, hi = bench.t_interval(np.array([4.0, 1.0, 3.0]))
     assert diff["ci95"] == [round(lo, 2), round(hi, 2)]
+    single, _ = bench.aggregate(results[:1])
+    assert single["baseline"]["hIoU_ci95"] == [None, None]  # one run: no interval (JSON null, not NaN)
     goals = {g["target"]: g["pass"] for g in bench.targets(rows, diffs, [0.9, 0.7])}
     assert goals["baseline mIoU(U) >= 40"] is False  # 10.0
     assert goals["class indicator ROC AUC >= 0.8 on test proposals"] is True  # mean 0.8
