@@ -68,8 +68,11 @@ def seen_flags(seen: Sequence[Any], names: Sequence[str]) -> list[bool]:
 
     Raises:
         ValueError: a flag list of the wrong length, or names not in the vocabulary (they are listed).
-        TypeError: a mix of types, or neither names nor bools.
+        TypeError: not an ordered sequence (a bare string, a set...), a mix of types, or neither names nor bools.
     """
+    if isinstance(seen, (str, bytes)) or not isinstance(seen, (Sequence, np.ndarray)):
+        raise TypeError("seen must be a list of class names or a list of booleans, one per class, "
+                        f"got {type(seen).__name__} {seen!r}")
     seen = list(seen)
     if seen and all(isinstance(s, (bool, np.bool_)) for s in seen):
         if len(seen) != len(names):

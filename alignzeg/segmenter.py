@@ -263,7 +263,7 @@ class AlignZegSegmenter:
             embeddings = self.vocabulary.cached(names)  # read-only use: no copy
             trained = {class_name_key(n) for n in self.config.seen_classes}
             default_seen = [class_name_key(n) in trained for n in names]
-        seen_mask = default_seen if seen is None else self._seen_mask(seen, names)
+        seen_mask = default_seen if seen is None else seen_flags(seen, names)
         return embeddings, names, torch.tensor(seen_mask, dtype=torch.bool)
 
     def _check_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -279,13 +279,6 @@ class AlignZegSegmenter:
         if (norms == 0).any():
             raise ValueError(f"class embedding rows {norms.eq(0).nonzero().flatten().tolist()} are all zeros")
         return torch.nn.functional.normalize(embeddings, dim=1).to(self.device)
-
-    @staticmethod
-    def _seen_mask(seen: Sequence[Any], names: tuple[str, ...]) -> list[bool]:
-        if isinstance(seen, (str, bytes)) or not isinstance(seen, (Sequence, np.ndarray)):
-            raise TypeError("seen must be a list of class names or a list of booleans, one per class, "
-                            f"got {type(seen).__name__} {seen!r}")
-        return seen_flags(seen, names)
 
     def segment_iter(self, images: Iterable[Any], vocabulary: Any, *, prefetch: int = 4, workers: int = 2,
                      on_error: str = "raise", **options: Any) -> Iterator[SegmentationResult | ImageError]:
