@@ -14,7 +14,9 @@ while "red striped" and "blue dotted" are seen).
 - **Segmentation images.** 2-5 Voronoi cells of different classes; the label map is the cell
   assignment of each pixel centre, exactly the masks the cells were painted through. Train images hold
   seen classes, and with ``train_unseen_prob`` some unseen cells whose pixels are labelled ``IGNORE``
-  (the inductive setting: present, never supervised). Test images mix seen and unseen classes.
+  (the inductive setting: present, never supervised). Test images mix seen and unseen classes; ``val``
+  images are drawn like test images from their own stream (for choosing PBC's threshold and offset,
+  never on the test images).
 - **Worlds.** ``world_config(k)`` is world ``k``: its seed draws the images and its split seed the held-out
   combinations (``num_unseen`` classes, at most one per colour word and two per pattern word).
 
@@ -51,7 +53,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 PATTERNS = ("plain", "striped", "checkered", "dotted", "grid", "wavy")
 """Pattern words (see ``pattern_mask``)."""
 
-_SPLITS = ("train", "test")
+_SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,7 @@ class AttributeWorld:
         cfg = self.config
         if split == "train":
             num_unseen = int(rng.binomial(count, cfg.train_unseen_prob)) if cfg.train_unseen_prob else 0
-        else:
+        else:  # val and test: the same mix
             high = min(max(cfg.min_unseen_test, count // 2), len(self.unseen_ids))
             num_unseen = int(rng.integers(cfg.min_unseen_test, high + 1))
         num_unseen = min(num_unseen, len(self.unseen_ids))
@@ -239,7 +241,7 @@ class AttributeWorld:
         """Segmentation image ``index`` of ``split``, the same on every call.
 
         Args:
-            split: ``"train"`` or ``"test"``.
+            split: ``"train"``, ``"val"`` or ``"test"`` (val is drawn like test, from its own stream).
             index: non-negative image index.
 
         Returns:

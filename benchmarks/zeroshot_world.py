@@ -15,7 +15,11 @@ Statistics: each row's mean over every (world, seed) run with a 95 % t-interval 
 degrees of freedom), the per-run values, and the effects as paired differences (same world, same seed)
 with their own t-intervals. "+GEPC" is the "full" model evaluated without PBC when both rows run (the
 class indicator trains on detached embeddings, so training it changes no other weight; ``--separate-gepc``
-trains "+GEPC" on its own instead). Runs go to ``--workers`` processes of ``--threads`` threads each.
+trains "+GEPC" on its own instead). Rows with PBC ("full" and the switch rows) have PBC's threshold and
+seen-score offset chosen on ``--val-images`` images of the world's val split (never the test images;
+``calibrate_pbc``); "+GEPC+offset" is the "full" model with the offset alone (threshold 1.0: no proposal
+flagged), so "full - +GEPC+offset" is what the class indicator's flags add. Runs go to ``--workers``
+processes of ``--threads`` threads each.
 """
 
 from __future__ import annotations
@@ -33,11 +37,19 @@ from pathlib import Path
 
 import numpy as np
 
-ROWS = ("baseline", "+MRPE", "+GEPC", "full", "no-prompts", "no-grounding", "no-learnable-encoder")
+ROWS = ("baseline", "+MRPE", "+GEPC", "+GEPC+offset", "full", "no-prompts", "no-grounding",
+        "no-learnable-encoder")
 KEYS = ("hIoU", "mIoU_S", "mIoU_U", "misaligned")
 DIFFS = (("+MRPE", "baseline"), ("+GEPC", "+MRPE"), ("full", "+GEPC"), ("full", "baseline"),
+         ("+GEPC+offset", "+GEPC"), ("full", "+GEPC+offset"),
          ("full", "no-prompts"), ("full", "no-grounding"), ("full", "no-learnable-encoder"))
-QUICK = dict(seeds="0,1", iterations=6, train_images=32, test_images=4, clip_steps=15, clip_batch=32)
+DERIVED = ("+GEPC", "+GEPC+offset")
+"""Rows evaluated from the "full" model (no PBC; the seen-score offset alone) rather than trained."""
+CALIB_THRESHOLDS = (0.3, 0.5, 0.7, 0.9, 1.0)
+"""PBC threshold grid; 1.0 flags no proposal (scores are compared strictly), leaving the offset alone."""
+CALIB_OFFSETS = (0.0, 0.25, 0.5, 1.0, 2.0)
+"""Seen-score offset grid (logits)."""
+QUICK = dict(seeds="0,1", iterations=6, train_images=32, val_images=4, test_images=4, clip_steps=15, clip_batch=32)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train-images", type=int, default=4000)
+    p.add_argument("--val-images", type=int, default=100,
+                   help="world 'val' images (drawn like test) on which PBC's threshold and offset are chosen")
     p.add_argument("--test-images", type=int, default=200)
     p.add_argument("--clip-steps", type=int, default=600, help="mini-CLIP pre-training steps per world")
     p.add_argument("--clip-batch", type=int, default=96, help="mini-CLIP pre-training batch")
@@ -137,15 +151,58 @@ def run_job(job: dict) -> dict:
     if cfg.class_indicator and not getattr(config, "indicator_trained", True):  # trainers before issue 12t
         segmenter.model.config = config.replace(indicator_trained=True)
     test = WorldDataset(world, "test", job["test_images"])
-    rows = {job["variant"]: _metrics(evaluate(segmenter, test, bias_correction=variant_uses_pbc(job["variant"])))}
+    rows, calibration = {}, None
+    if variant_uses_pbc(job["variant"]):
+        calibration = calibrate_pbc(segmenter, WorldDataset(world, "val", job["val_images"]))
+        rows[job["variant"]] = _metrics(evaluate(segmenter, test, bias_correction=True))
+        if job.get("also_gepc"):
+            offset_only = config.replace(pbc_threshold=1.0, seen_score_offset=calibration["offset_only"])
+            with _config(segmenter, offset_only):
+                rows["+GEPC+offset"] = _metrics(evaluate(segmenter, test, bias_correction=True))
+    else:
+        rows[job["variant"]] = _metrics(evaluate(segmenter, test, bias_correction=False))
     if job.get("also_gepc"):
         rows["+GEPC"] = _metrics(evaluate(segmenter, test, bias_correction=False))
     result = {"world": job["world"], "seed": job["seed"], "variant": job["variant"], "rows": rows,
               "threads": job["threads"], "thread_check": bool(job.get("thread_check")), "train_s": round(train_s, 1)}
+    if calibration is not None:
+        result["calibration"] = calibration
     if job.get("diagnose") and variant_uses_pbc(job["variant"]):
         result["indicator_auc"] = indicator_auc(segmenter, world, test)
     result["total_s"] = round(time.time() - start, 1)
     return result
+
+
+class _config:
+    """Context manager: the segmenter's model config replaced, restored on exit."""
+
+    def __init__(self, segmenter, config) -> None:
+        self.segmenter, self.config = segmenter, config
+
+    def __enter__(self):
+        self.saved, self.segmenter.model.config = self.segmenter.model.config, self.config
+
+    def __exit__(self, *exc) -> None:
+        self.segmenter.model.config = self.saved
+
+
+def calibrate_pbc(segmenter, val) -> dict:
+    """Choose PBC's threshold and seen-score offset on the world's val images (max hIoU), set them.
+
+    The grid (``CALIB_THRESHOLDS`` x ``CALIB_OFFSETS``) runs ``alignzeg.train.calibrate.calibrate``; the
+    chosen pair is written into the segmenter's config. ``offset_only`` is the best offset in the
+    threshold-1.0 column (no proposal flagged: ZegCLIP's calibration without the class indicator).
+    """
+    from alignzeg.train.calibrate import calibrate
+
+    result = calibrate(segmenter, val, thresholds=CALIB_THRESHOLDS, offsets=CALIB_OFFSETS)
+    segmenter.model.config = segmenter.model.config.replace(pbc_threshold=result.pbc_threshold,
+                                                            seen_score_offset=result.seen_score_offset)
+    column = [g for g in result.grid if g["threshold"] == 1.0 and not math.isnan(g["hIoU"])]
+    best = max(column, key=lambda g: g["hIoU"]) if column else {"offset": 0.0, "hIoU": float("nan")}
+    return {"pbc_threshold": result.pbc_threshold, "seen_score_offset": result.seen_score_offset,
+            "val_hIoU": round(100 * result.hiou, 2), "offset_only": best["offset"],
+            "offset_only_val_hIoU": round(100 * best["hIoU"], 2), "val_images": len(val)}
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -314,11 +371,11 @@ def plan(args: argparse.Namespace, clips: dict[int, str]) -> list[dict]:
     if unknown:
         raise ValueError(f"unknown rows {unknown}; rows are {ROWS}")
     rows = [r for r in wanted if r in VARIANTS]
-    reuse = "+GEPC" in rows and "full" in rows and not args.separate_gepc
+    reuse = "+GEPC" in rows and "full" in rows and not args.separate_gepc  # +GEPC+offset needs it too
     trained = [r for r in rows if not (reuse and r == "+GEPC")]
-    common = {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images", "test_images",
-                                            "threads", "diagnose")}
-    core = [r for r in trained if r in ROWS[:4]]
+    common = {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images", "val_images",
+                                            "test_images", "threads", "diagnose")}
+    core = [r for r in trained if r in ("baseline", "+MRPE", "+GEPC", "full")]
     jobs = [dict(common, world=w, seed=s, variant=v, clip=clips[w], also_gepc=reuse and v == "full")
             for group in (core, [r for r in trained if r not in core])
             for s in _ints(args.seeds, count_ok=True) for w in _ints(args.worlds) for v in group]
@@ -363,7 +420,7 @@ def report(args: argparse.Namespace, command: str, clip_info: list[dict], result
         payload = {"command": command, "worlds": _ints(args.worlds), "seeds": _ints(args.seeds, count_ok=True),
                    "complete": len(results) == jobs_planned, "runs_done": len(results), "runs_planned": jobs_planned,
                    "settings": {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images",
-                                                             "test_images", "clip_steps", "clip_batch", "workers",
+                                                             "val_images", "test_images", "clip_steps", "clip_batch", "workers",
                                                              "threads", "separate_gepc")},
                    "mini_clip": clip_info, "rows": rows, "paired_differences": diffs, "targets": goals,
                    "indicator_auc_full": auc, "thread_check": thread_check(results),

@@ -7,7 +7,7 @@ The world itself (classes, split, renderer) is ``alignzeg.world``; its mini-CLIP
     train = WorldDataset(world, "train", 2000)   # protocol dataset: class names, no class embeddings
 
 ``python -m alignzeg.train.world export --world 0 --out data/world0`` writes a world to disk in the
-folder-dataset layout (``classes.txt``, ``seen.txt``, ``train/{images,labels}``, ``test/{images,labels}``),
+folder-dataset layout (``classes.txt``, ``seen.txt``, ``{train,val,test}/{images,labels}``),
 pre-trains its mini-CLIP into ``clip.safetensors`` and writes a ``train_config.json`` for ``alignzeg-train``.
 """
 
@@ -29,7 +29,7 @@ __all__ = ["AttributeWorld", "WorldConfig", "world_config", "IGNORE", "WorldData
 
 logger = logging.getLogger(__name__)
 
-_SPLITS = ("train", "test")
+_SPLITS = ("train", "val", "test")
 
 
 class WorldDataset(Dataset):
@@ -41,7 +41,7 @@ class WorldDataset(Dataset):
 
     Args:
         world: the world to draw from.
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"``, ``"val"`` (drawn like test: for calibration) or ``"test"``.
         size: number of images (indices ``0 .. size - 1``).
     """
 
@@ -67,8 +67,12 @@ class WorldDataset(Dataset):
 
 
 # Export to the folder-dataset layout ----------------------------------------------------------------------
-def export_world(world: AttributeWorld, out: str | Path, train_images: int, test_images: int) -> Path:
-    """Write ``world`` as a folder dataset: ``classes.txt``, ``seen.txt``, ``{train,test}/{images,labels}``.
+def export_world(world: AttributeWorld, out: str | Path, train_images: int, test_images: int,
+                 val_images: int = 0) -> Path:
+    """Write ``world`` as a folder dataset: ``classes.txt``, ``seen.txt``, ``{train,val,test}/{images,labels}``.
+
+    ``val`` (written when ``val_images > 0``) is drawn like ``test`` from its own stream: the split that
+    ``alignzeg-eval --calibrate --calib-split val`` chooses PBC's threshold and offset on.
 
     Images are 8-bit RGB PNGs (``<index:06d>.png``); labels are 8-bit PNGs of class ids with every pixel's
     true class (train labels included: the folder dataset drops unseen pixels when training).
@@ -82,7 +86,9 @@ def export_world(world: AttributeWorld, out: str | Path, train_images: int, test
     out.mkdir(parents=True, exist_ok=True)
     (out / "classes.txt").write_text("\n".join(world.class_names) + "\n", encoding="utf-8")
     (out / "seen.txt").write_text("\n".join(world.seen_classes) + "\n", encoding="utf-8")
-    for split, count in (("train", train_images), ("test", test_images)):
+    for split, count in (("train", train_images), ("val", val_images), ("test", test_images)):
+        if not count:
+            continue
         for sub in ("images", "labels"):
             (out / split / sub).mkdir(parents=True, exist_ok=True)
         for i in range(count):
@@ -101,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--world", type=int, default=0, help="world id (seed and split seed)")
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--train-images", type=int, default=4000)
+    exp.add_argument("--val-images", type=int, default=100, help="calibration split (drawn like test)")
     exp.add_argument("--test-images", type=int, default=200)
     exp.add_argument("--clip-steps", type=int, default=600,
                      help="pre-train the world's mini-CLIP for this many steps into OUT/clip.safetensors (0: skip)")
@@ -112,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     world = AttributeWorld(world_config(args.world))
-    out = export_world(world, args.out, args.train_images, args.test_images)
+    out = export_world(world, args.out, args.train_images, args.test_images, args.val_images)
     if args.clip_steps:
         from .miniclip import MiniClipConfig, pretrain_clip, save_clip
         from .variants import world_train_config

@@ -63,10 +63,17 @@ def test_quick_runs_the_whole_pipeline(bench, tmp_path, monkeypatch):
     assert bench.main(["--quick", "--workers", "2", "--diagnose", "--json", str(out), "--md", str(tmp_path / "w.md"),
                        "--clip-dir", str(tmp_path / "clip")]) == 0
     data = json.loads(out.read_text())
-    assert {"baseline", "+MRPE", "+GEPC", "full"} <= set(data["rows"])
+    assert {"baseline", "+MRPE", "+GEPC", "+GEPC+offset", "full"} <= set(data["rows"])
+    for run in data["runs"]:  # PBC rows (full, switch rows) are calibrated on the val split, on the grid
+        if run["variant"] not in ("baseline", "+MRPE"):
+            c = run["calibration"]
+            assert c["pbc_threshold"] in bench.CALIB_THRESHOLDS and c["seen_score_offset"] in bench.CALIB_OFFSETS
+            assert c["offset_only"] in bench.CALIB_OFFSETS and c["val_images"] == bench.QUICK["val_images"]
+        else:
+            assert "calibration" not in run
     for row in data["rows"].values():
         assert len(row["hIoU_values"]) == 4 and len(row["hIoU_ci95"]) == 2  # 2 worlds x 2 seeds
-    assert {"+MRPE - baseline", "full - +GEPC", "full - baseline"} <= set(data["paired_differences"])
+    assert {"+MRPE - baseline", "full - +GEPC", "full - baseline", "full - +GEPC+offset"} <= set(data["paired_differences"])
     assert [c["world"] for c in data["mini_clip"]] == [0, 1] and len(data["indicator_auc_full"]) == 4
     assert data["command"].endswith("--clip-dir " + str(tmp_path / "clip"))
     assert "| full - baseline |" in (tmp_path / "w.md").read_text()
