@@ -45,7 +45,7 @@ def test_same_seed_same_images_and_global_rngs_untouched(world):
     torch.manual_seed(123)
     np.random.seed(123)
     again = AttributeWorld(world_config(0))
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         for a, b in zip(world.sample(split, 3), again.sample(split, 3)):
             np.testing.assert_array_equal(a, b)
     assert torch.equal(torch.rand(3), expected[0])
@@ -100,7 +100,7 @@ def test_dataset_has_names_and_no_embeddings(world):
 
 def test_bad_arguments(world):
     with pytest.raises(ValueError, match="split must be one of"):
-        world.sample("val", 0)
+        world.sample("validation", 0)
     with pytest.raises(ValueError, match="index must be a non-negative integer, got -1"):
         world.sample("test", -1)
     with pytest.raises(ValueError, match="world must be a non-negative integer, got -2"):
@@ -110,8 +110,10 @@ def test_bad_arguments(world):
 
 
 def test_export_reads_back_through_the_folder_dataset_with_splits(world, tmp_path):
-    export_world(world, tmp_path, train_images=3, test_images=2)
+    export_world(world, tmp_path, train_images=3, test_images=2, val_images=2)
     assert (tmp_path / "classes.txt").read_text().splitlines() == list(world.class_names)
+    val = folder_dataset(tmp_path, split="val")  # the calibration split
+    np.testing.assert_array_equal(val[1]["label"], world.sample("val", 1)[1])
     test = folder_dataset(tmp_path, split="test")
     assert len(test) == 2 and test.seen_classes == world.seen_classes  # seen.txt is read
     image, labels = world.sample("test", 1)
@@ -130,10 +132,19 @@ def test_export_command_writes_data_clip_and_a_train_config(tmp_path):
     from alignzeg.train.world import main
 
     assert main(["export", "--world", "1", "--out", str(tmp_path), "--train-images", "2", "--test-images", "1",
-                 "--clip-steps", "2"]) == 0
+                 "--val-images", "1", "--clip-steps", "2"]) == 0
     world = AttributeWorld(world_config(1))
     cfg = resolve_config(None, str(tmp_path / "train_config.json"), [], "full")
     assert cfg.seen_classes == world.seen_classes and cfg.class_indicator and cfg.negative_topk == 1
-    assert cfg.clip_pretrained == str(tmp_path / "clip.safetensors")
+    assert cfg.clip_pretrained == str(tmp_path / "clip.safetensors") and cfg.model_overrides["decoder_dim"] == 64
     AlignZegSegmenter.from_preset("tiny", clip_pretrained=cfg.clip_pretrained)  # the file fits the preset
     assert len(folder_dataset(tmp_path, split="train")) == 2
+
+
+def test_val_is_drawn_like_test_from_its_own_stream(world):
+    """val images mix seen and unseen classes as test images do, and are not test images."""
+    for i in range(20):
+        image, labels = world.sample("val", i)
+        present = np.unique(labels)
+        assert (~world.seen[present]).sum() >= 1 and world.seen[present].sum() >= 1
+        assert not np.array_equal(image, world.sample("test", i)[0])
