@@ -8,7 +8,9 @@
    contrastively on captioned images of ALL 48 classes of the world, seen and unseen (no masks).
 2. AlignZeg (the ``full`` variant) is trained on the seen classes only, the mini-CLIP frozen; the class
    names go through templates -> tokenizer -> text tower, as they do for any user.
-3. The model is evaluated on test images holding seen and unseen classes, and segments one image from
+3. PBC's threshold and seen-score offset are chosen on the world's val images (drawn like test images,
+   never the test images themselves) and written into the model's config.json.
+4. The model is evaluated on test images holding seen and unseen classes, and segments one image from
    class names typed as text.
 """
 
@@ -22,8 +24,9 @@ import torch
 
 from alignzeg import AlignZegSegmenter
 from alignzeg.train import Trainer, evaluate
+from alignzeg.train.calibrate import calibrate, write_calibration
 from alignzeg.train.miniclip import MiniClipConfig, pretrain_clip, save_clip, zero_shot_accuracy
-from alignzeg.train.variants import apply_variant, world_train_config
+from alignzeg.train.variants import apply_variant, variant_uses_pbc, world_train_config
 from alignzeg.train.world import WorldDataset
 from alignzeg.world import AttributeWorld, world_config
 
@@ -35,6 +38,7 @@ def main() -> None:
     parser.add_argument("--clip-steps", type=int, default=600, help="mini-CLIP pre-training steps (batch 96)")
     parser.add_argument("--iterations", type=int, default=1500, help="AlignZeg training steps (batch 8)")
     parser.add_argument("--variant", default="full", help="ablation row (alignzeg.train.variants)")
+    parser.add_argument("--val-images", type=int, default=100, help="val images to calibrate PBC on")
     parser.add_argument("--test-images", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--clip", type=Path, default=None, help="use this mini-CLIP file instead of pre-training")
@@ -62,14 +66,24 @@ def main() -> None:
     config = apply_variant(world_train_config(world, clip_path, iterations=args.iterations), args.variant)
     segmenter = Trainer(config, None, WorldDataset(world, "train", 4000), out_dir=args.out / "model").train()
 
-    result = evaluate(segmenter, WorldDataset(world, "test", args.test_images), bias_correction=True)
+    pbc = variant_uses_pbc(args.variant)
+    if pbc:  # the benchmark's grid (benchmarks/zeroshot_world.py): thresholds x seen-score offsets
+        calib = calibrate(segmenter, WorldDataset(world, "val", args.val_images), thresholds=(0.3, 0.5, 0.7, 0.9, 1.0),
+                          offsets=(0.0, 0.25, 0.5, 1.0, 2.0))
+        write_calibration(args.out / "model", calib)
+        segmenter.model.config = segmenter.config.replace(pbc_threshold=calib.pbc_threshold,
+                                                          seen_score_offset=calib.seen_score_offset)
+        print(f"PBC calibrated on {args.val_images} val images: threshold {calib.pbc_threshold:g}, "
+              f"seen-score offset {calib.seen_score_offset:g}")
+    result = evaluate(segmenter, WorldDataset(world, "test", args.test_images), bias_correction=pbc)
     print(result.table())
     if args.package:
         package(segmenter, clip_path, {"hIoU": 100 * result.hiou, "mIoU_seen": 100 * result.miou_seen,
                                        "mIoU_unseen": 100 * result.miou_unseen})
 
-    image, _ = world.sample("test", 0)
-    vocabulary = ["red striped", "blue dotted", *world.unseen_classes[:3]]
+    image, labels = world.sample("test", 0)
+    present = [world.class_names[c] for c in sorted(set(labels.ravel().tolist()))]
+    vocabulary = present + [n for n in ("red striped", "blue dotted") if n not in present]  # + 2 absent names
     seg = AlignZegSegmenter.from_pretrained(args.out / "model").segment(image, vocabulary)
     print("typed vocabulary:", vocabulary, "->", seg.pixel_counts())
 

@@ -12,9 +12,10 @@ from alignzeg import AlignZegSegmenter
 from alignzeg.demo import class_iou, load_demo_model, model_path, run_demo
 from alignzeg.world import AttributeWorld, world_config
 
-MIOU_UNSEEN_FLOOR = 0.20
-"""mIoU(U) of the shipped model on world 0's test images 0-19 measured 0.287 (with PBC); the floor leaves room
-for other CPUs and BLAS kernels (a re-run with another thread count moves such numbers by a few points)."""
+MIOU_UNSEEN_FLOOR = 0.40
+"""mIoU(U) of the shipped model on world 0's test images 0-19 measured 0.517 (with PBC; 0.472 without); the
+floor leaves room for other CPUs and BLAS kernels (no thread count moved this world's numbers here, but
+another BLAS build may flip a few pixels' argmax)."""
 
 
 @pytest.fixture(scope="module")
