@@ -6,7 +6,9 @@ all background prototypes used?
   indicator's score ``sigmoid(unseen_logit)`` of proposals matched to unseen classes (positives) is
   compared with that of proposals matched to seen classes (negatives) by the ROC AUC. 0.5 is chance; an
   indicator that learned "background" instead of "unseen" scores near or below 0.5. The mean score of
-  unmatched proposals is reported beside it.
+  unmatched proposals is reported beside it, and so is ``reference_auc``: the AUC of an untrained score on
+  the same proposals, one minus the proposal's largest cosine similarity to a seen class's prototype
+  (far from every seen class = likely unseen). A trained indicator should beat it.
 - ``background_prototype_usage``: for the proposals classified as background, how often each of the M
   background prototypes is the most similar one (``wins``), and its share of the soft maximum
   (``responsibility``: the softmax of the similarities at the background temperature, which is also each
@@ -32,7 +34,7 @@ from tqdm.auto import tqdm
 from .data import to_tensors
 from .matching import build_targets, hungarian_match, pairwise_mask_costs
 
-__all__ = ["roc_auc", "IndicatorAUC", "indicator_auc", "prototype_usage", "BackgroundUsage",
+__all__ = ["roc_auc", "IndicatorAUC", "indicator_auc", "reference_scores", "prototype_usage", "BackgroundUsage",
            "background_prototype_usage"]
 
 logger = logging.getLogger(__name__)
@@ -79,8 +81,9 @@ def _model_inputs(segmenter: Any, dataset: Any) -> tuple[torch.Tensor, np.ndarra
 
 
 def _forward(segmenter: Any, dataset: Any, limit: int | None,
-             progress: bool) -> Iterator[tuple[Any, torch.Tensor, np.ndarray]]:
-    """Per image: the model outputs on the resized image, its resized (S, S) label and the seen flags."""
+             progress: bool) -> Iterator[tuple[Any, torch.Tensor, np.ndarray, torch.Tensor]]:
+    """Per image: the model outputs on the resized image, its resized (S, S) label, the (K,) seen flags and
+    the (K, E) vocabulary embeddings."""
     embeddings, seen = _model_inputs(segmenter, dataset)
     model, size = segmenter.model, segmenter.config.input_size
     was_training = model.training
@@ -94,7 +97,7 @@ def _forward(segmenter: Any, dataset: Any, limit: int | None,
             label = F.interpolate(label[None, None].float(), size=(size, size), mode="nearest")[0].long()
             with torch.inference_mode():
                 out = model(image.to(segmenter.device), embeddings, deep_supervision=False)
-            yield out, label, seen
+            yield out, label, seen, embeddings
     finally:
         model.train(was_training)
 
@@ -108,6 +111,7 @@ class IndicatorAUC:
             either is missing.
         num_unseen / num_seen: matched proposals of each kind.
         mean_unseen / mean_seen / mean_unmatched: mean unseen score (sigmoid) of each group (NaN if empty).
+        reference_auc: the same AUC for the untrained score ``1 - max cos(proposal, seen prototypes)``.
     """
 
     auc: float
@@ -116,6 +120,7 @@ class IndicatorAUC:
     mean_unseen: float
     mean_seen: float
     mean_unmatched: float
+    reference_auc: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
@@ -123,6 +128,27 @@ class IndicatorAUC:
 
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
+
+
+def reference_scores(embeddings: torch.Tensor, prototypes: torch.Tensor, seen: np.ndarray) -> torch.Tensor:
+    """An untrained unseen score: ``1 - max_c cos(e, t_c)`` over the seen classes c.
+
+    Args:
+        embeddings: (N, E) float, L2-normalised proposal embeddings.
+        prototypes: (K, E) float, L2-normalised vocabulary prototypes.
+        seen: (K,) bool, which prototypes are seen classes.
+
+    Returns:
+        (N,) float32 in [0, 2].
+
+    Raises:
+        ValueError: no seen class in ``seen``.
+    """
+    seen = np.asarray(seen, dtype=bool)
+    if not seen.any():
+        raise ValueError("reference_scores needs at least one seen class; got no seen class in the vocabulary")
+    mask = torch.from_numpy(seen).to(prototypes.device)
+    return 1.0 - (embeddings.float() @ prototypes[mask].float().t()).amax(-1)
 
 
 def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_mask: float = 5.0,
@@ -139,7 +165,8 @@ def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_m
     scores: list[float] = []
     labels: list[bool] = []
     unmatched: list[float] = []
-    for out, label, seen in _forward(segmenter, dataset, limit, progress):
+    reference: list[float] = []
+    for out, label, seen, vocabulary in _forward(segmenter, dataset, limit, progress):
         (target,) = build_targets(label, tuple(out.mask_logits.shape[-2:]))
         probs = out.unseen_logits[0].float().sigmoid().cpu()
         if target.classes.numel() == 0:
@@ -147,9 +174,11 @@ def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_m
             continue
         bce, dice = pairwise_mask_costs(out.mask_logits[0].flatten(1).cpu(), target.masks, target.weight)
         rows, cols = hungarian_match(cost_mask * bce + cost_dice * dice)
+        far = reference_scores(out.embeddings[0], vocabulary, seen).cpu() if seen.any() else None
         for n, g in zip(rows.tolist(), cols.tolist()):
             scores.append(float(probs[n]))
             labels.append(not seen[int(target.classes[g])])
+            reference.append(float("nan") if far is None else float(far[n]))
         rest = torch.ones(probs.shape[0], dtype=torch.bool)
         rest[rows] = False
         unmatched.extend(probs[rest].tolist())
@@ -157,7 +186,9 @@ def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_m
     negatives = [s for s, y in zip(scores, labels) if not y]
     result = IndicatorAUC(auc=roc_auc(scores, labels) if scores else float("nan"), num_unseen=len(positives),
                           num_seen=len(negatives), mean_unseen=_mean(positives), mean_seen=_mean(negatives),
-                          mean_unmatched=_mean(unmatched))
+                          mean_unmatched=_mean(unmatched),
+                          reference_auc=(roc_auc(reference, labels) if scores and not np.isnan(reference).any()
+                                         else float("nan")))
     logger.info("class indicator: %s", result.to_dict())
     return result
 
@@ -226,7 +257,7 @@ def background_prototype_usage(segmenter: Any, dataset: Any, temperature: float 
         temperature = float(segmenter.config.bg_temperature)
     prototypes = segmenter.model.classifier.bg_prototypes.detach().float().cpu()
     chosen = []
-    for out, _, _ in _forward(segmenter, dataset, limit, progress):
+    for out, _, _, _ in _forward(segmenter, dataset, limit, progress):
         emb = out.embeddings[0].float().cpu()
         if only_background:
             emb = emb[out.class_logits[0].argmax(dim=-1).cpu() == out.class_logits.shape[-1] - 1]

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alignzeg.train.diagnostics import background_prototype_usage, indicator_auc, prototype_usage, roc_auc
+from alignzeg.train.diagnostics import (background_prototype_usage, indicator_auc, prototype_usage,
+                                        reference_scores, roc_auc)
 
 
 def test_roc_auc_by_hand_and_against_pair_counting():
@@ -57,6 +58,8 @@ def test_indicator_auc_and_background_usage_on_a_tiny_model(tiny_segmenter, shap
     monkeypatch.setattr(model.indicator, "forward", lambda e: torch.full(e.shape[:-1], -5.0))
     flat = indicator_auc(tiny_segmenter, ds)
     assert flat.auc == 0.5 and flat.mean_seen == pytest.approx(1 / (1 + math.exp(5)))  # all tied
+    # the reference score does not use the indicator: unchanged by it, and in [0, 1]
+    assert flat.reference_auc == result.reference_auc and 0.0 <= result.reference_auc <= 1.0
     monkeypatch.setattr(model.indicator, "forward", original)
     usage = background_prototype_usage(tiny_segmenter, ds, only_background=False)
     cfg = tiny_segmenter.config
@@ -66,3 +69,28 @@ def test_indicator_auc_and_background_usage_on_a_tiny_model(tiny_segmenter, shap
     hard = background_prototype_usage(tiny_segmenter, ds, temperature=0.0, only_background=False)
     np.testing.assert_array_equal(hard.wins, usage.wins)
     np.testing.assert_array_equal(hard.responsibility, hard.wins)  # temperature 0: the one-hot winner
+
+
+def test_reference_scores_by_hand():
+    """1 - the largest cosine to a seen prototype; unseen prototypes play no part."""
+    prototypes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])  # the third is unseen
+    seen = np.array([True, True, False])
+    embeddings = torch.tensor([[1.0, 0.0], [0.6, 0.8], [-1.0, 0.0]])
+    scores = reference_scores(embeddings, prototypes, seen)
+    torch.testing.assert_close(scores, torch.tensor([0.0, 1 - 0.8, 1.0]))
+    with pytest.raises(ValueError, match="no seen class"):
+        reference_scores(embeddings, prototypes, np.zeros(3, dtype=bool))
+
+
+def test_reference_auc_ties_when_every_proposal_is_the_same(tiny_segmenter, shapes_factory, monkeypatch):
+    ds = shapes_factory(num=3)
+    model = tiny_segmenter.model
+    forward = model.forward
+
+    def pinned(images, class_embeddings, **kw):
+        out = forward(images, class_embeddings, **kw)
+        out.embeddings = class_embeddings[3].expand_as(out.embeddings).clone()  # all on the unseen prototype
+        return out
+
+    monkeypatch.setattr(model, "forward", pinned)
+    assert indicator_auc(tiny_segmenter, ds).reference_auc == 0.5
