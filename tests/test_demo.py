@@ -72,4 +72,5 @@ def test_demo_command_prints_ious_and_says_what_the_model_is(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "SYNTHETIC world" in proc.stderr and "not a photo model" in proc.stderr
     assert "mIoU(U)" in proc.stdout and "UNSEEN" in proc.stdout
+    assert "over 20 image(s)" in proc.stdout  # README's first command scores 20 images, not one
     assert Image.open(out).size == (3 * 64 * 6, 64 * 6)
