@@ -45,10 +45,6 @@ DIFFS = (("+MRPE", "baseline"), ("+GEPC", "+MRPE"), ("full", "+GEPC"), ("full", 
          ("full", "no-prompts"), ("full", "no-grounding"), ("full", "no-learnable-encoder"))
 DERIVED = ("+GEPC", "+GEPC+offset")
 """Rows evaluated from the "full" model (no PBC; the seen-score offset alone) rather than trained."""
-CALIB_THRESHOLDS = (0.3, 0.5, 0.7, 0.9, 1.0)
-"""PBC threshold grid; 1.0 flags no proposal (scores are compared strictly), leaving the offset alone."""
-CALIB_OFFSETS = (0.0, 0.25, 0.5, 1.0, 2.0)
-"""Seen-score offset grid (logits)."""
 QUICK = dict(seeds="0,1", iterations=6, train_images=32, val_images=4, test_images=4, clip_steps=15, clip_batch=32)
 
 
@@ -148,17 +144,16 @@ def run_job(job: dict) -> dict:
     segmenter = trainer.train()
     train_s = time.time() - start
     config = segmenter.model.config
-    if cfg.class_indicator and not getattr(config, "indicator_trained", True):  # trainers before issue 12t
-        segmenter.model.config = config.replace(indicator_trained=True)
     test = WorldDataset(world, "test", job["test_images"])
     rows, calibration = {}, None
     if variant_uses_pbc(job["variant"]):
         calibration = calibrate_pbc(segmenter, WorldDataset(world, "val", job["val_images"]))
-        rows[job["variant"]] = _metrics(evaluate(segmenter, test, bias_correction=True))
         if job.get("also_gepc"):
-            offset_only = config.replace(pbc_threshold=1.0, seen_score_offset=calibration["offset_only"])
-            with _config(segmenter, offset_only):
-                rows["+GEPC+offset"] = _metrics(evaluate(segmenter, test, bias_correction=True))
+            segmenter.model.config = config.replace(pbc_threshold=1.0, seen_score_offset=calibration["offset_only"])
+            rows["+GEPC+offset"] = _metrics(evaluate(segmenter, test, bias_correction=True))
+        segmenter.model.config = config.replace(pbc_threshold=calibration["pbc_threshold"],
+                                                seen_score_offset=calibration["seen_score_offset"])
+        rows[job["variant"]] = _metrics(evaluate(segmenter, test, bias_correction=True))
     else:
         rows[job["variant"]] = _metrics(evaluate(segmenter, test, bias_correction=False))
     if job.get("also_gepc"):
@@ -168,76 +163,30 @@ def run_job(job: dict) -> dict:
     if calibration is not None:
         result["calibration"] = calibration
     if job.get("diagnose") and variant_uses_pbc(job["variant"]):
-        result["indicator_auc"] = indicator_auc(segmenter, world, test)
+        from alignzeg.train.diagnostics import indicator_auc
+
+        result["indicator_auc"] = indicator_auc(segmenter, test).auc
     result["total_s"] = round(time.time() - start, 1)
     return result
 
 
-class _config:
-    """Context manager: the segmenter's model config replaced, restored on exit."""
-
-    def __init__(self, segmenter, config) -> None:
-        self.segmenter, self.config = segmenter, config
-
-    def __enter__(self):
-        self.saved, self.segmenter.model.config = self.segmenter.model.config, self.config
-
-    def __exit__(self, *exc) -> None:
-        self.segmenter.model.config = self.saved
-
-
 def calibrate_pbc(segmenter, val) -> dict:
-    """Choose PBC's threshold and seen-score offset on the world's val images (max hIoU), set them.
+    """Choose PBC's threshold and seen-score offset on the world's val images (max hIoU).
 
-    The grid (``CALIB_THRESHOLDS`` x ``CALIB_OFFSETS``) runs ``alignzeg.train.calibrate.calibrate``; the
-    chosen pair is written into the segmenter's config. ``offset_only`` is the best offset in the
-    threshold-1.0 column (no proposal flagged: ZegCLIP's calibration without the class indicator).
+    The grid (``WORLD_CALIB_THRESHOLDS`` x ``WORLD_CALIB_OFFSETS`` of ``alignzeg.train.variants``) runs
+    ``alignzeg.train.calibrate.calibrate``, which leaves the segmenter's config as it was. ``offset_only``
+    is the best offset in the threshold-1.0 column (no proposal flagged: ZegCLIP's calibration without the
+    class indicator).
     """
     from alignzeg.train.calibrate import calibrate
+    from alignzeg.train.variants import WORLD_CALIB_OFFSETS, WORLD_CALIB_THRESHOLDS
 
-    result = calibrate(segmenter, val, thresholds=CALIB_THRESHOLDS, offsets=CALIB_OFFSETS)
-    segmenter.model.config = segmenter.model.config.replace(pbc_threshold=result.pbc_threshold,
-                                                            seen_score_offset=result.seen_score_offset)
+    result = calibrate(segmenter, val, thresholds=WORLD_CALIB_THRESHOLDS, offsets=WORLD_CALIB_OFFSETS)
     column = [g for g in result.grid if g["threshold"] == 1.0 and not math.isnan(g["hIoU"])]
     best = max(column, key=lambda g: g["hIoU"]) if column else {"offset": 0.0, "hIoU": float("nan")}
     return {"pbc_threshold": result.pbc_threshold, "seen_score_offset": result.seen_score_offset,
             "val_hIoU": round(100 * result.hiou, 2), "offset_only": best["offset"],
             "offset_only_val_hIoU": round(100 * best["hIoU"], 2), "val_images": len(val)}
-
-
-def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """P(score of a random positive > score of a random negative), ties counted half."""
-    pos, neg = scores[positive], scores[~positive]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).mean()
-    return float(greater + 0.5 * (pos[:, None] == neg[None, :]).mean())
-
-
-def indicator_auc(segmenter, world, test) -> float:
-    """ROC AUC of the class indicator, unseen vs seen, on test proposals matched to ground-truth regions.
-
-    Each test image's proposals are matched one-to-one to its class regions by mask cost only (BCE + dice,
-    Hungarian; no class term, so the matching favours neither split). A matched proposal is positive when
-    its region's class is unseen.
-    """
-    import torch
-
-    from alignzeg.train.matching import build_targets, hungarian_match, pairwise_mask_costs
-
-    model = segmenter.model.eval()
-    prototypes = segmenter.encode_vocabulary(list(world.class_names))
-    scores, unseen = [], []
-    with torch.no_grad():
-        for i in range(len(test)):
-            item = test[i]
-            out = model(item["image"][None].to(model.device), prototypes, deep_supervision=False)
-            target = build_targets(item["label"][None], tuple(out.mask_logits.shape[-2:]))[0]
-            bce, dice = pairwise_mask_costs(out.mask_logits[0].flatten(1).cpu(), target.masks, target.weight)
-            src, tgt = hungarian_match(bce + dice)
-            scores += out.unseen_logits[0].sigmoid().cpu()[src].tolist()
-            unseen += (~torch.from_numpy(world.seen)[target.classes[tgt]]).tolist()
-    return roc_auc(np.array(scores), np.array(unseen, dtype=bool))
 
 
 # Statistics ----------------------------------------------------------------------------------------------

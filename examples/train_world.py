@@ -24,9 +24,10 @@ import torch
 
 from alignzeg import AlignZegSegmenter
 from alignzeg.train import Trainer, evaluate
-from alignzeg.train.calibrate import calibrate, write_calibration
+from alignzeg.train.calibrate import apply_calibration, calibrate, write_calibration
 from alignzeg.train.miniclip import MiniClipConfig, pretrain_clip, save_clip, zero_shot_accuracy
-from alignzeg.train.variants import apply_variant, variant_uses_pbc, world_train_config
+from alignzeg.train.variants import (WORLD_CALIB_OFFSETS, WORLD_CALIB_THRESHOLDS, apply_variant, variant_uses_pbc,
+                                     world_train_config)
 from alignzeg.train.world import WorldDataset
 from alignzeg.world import AttributeWorld, world_config
 
@@ -68,11 +69,10 @@ def main() -> None:
 
     pbc = variant_uses_pbc(args.variant)
     if pbc:  # the benchmark's grid (benchmarks/zeroshot_world.py): thresholds x seen-score offsets
-        calib = calibrate(segmenter, WorldDataset(world, "val", args.val_images), thresholds=(0.3, 0.5, 0.7, 0.9, 1.0),
-                          offsets=(0.0, 0.25, 0.5, 1.0, 2.0))
+        calib = calibrate(segmenter, WorldDataset(world, "val", args.val_images), thresholds=WORLD_CALIB_THRESHOLDS,
+                          offsets=WORLD_CALIB_OFFSETS)
         write_calibration(args.out / "model", calib)
-        segmenter.model.config = segmenter.config.replace(pbc_threshold=calib.pbc_threshold,
-                                                          seen_score_offset=calib.seen_score_offset)
+        apply_calibration(segmenter, calib)
         print(f"PBC calibrated on {args.val_images} val images: threshold {calib.pbc_threshold:g}, "
               f"seen-score offset {calib.seen_score_offset:g}")
     result = evaluate(segmenter, WorldDataset(world, "test", args.test_images), bias_correction=pbc)

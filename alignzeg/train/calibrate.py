@@ -28,8 +28,8 @@ from typing import Any, Sequence
 from ..config import AlignZegConfig, write_json
 from .evaluate import evaluate
 
-__all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_OFFSETS", "CalibrationResult", "calibrate", "write_calibration",
-           "check_calibration_split"]
+__all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_OFFSETS", "CalibrationResult", "calibrate", "apply_calibration",
+           "write_calibration", "check_calibration_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +115,13 @@ def calibrate(segmenter: Any, dataset: Any, thresholds: Sequence[float] = DEFAUL
         raise ValueError("hIoU is undefined on the calibration split (it needs both seen and unseen classes)")
     best = max(scored, key=lambda g: g["hIoU"])  # max keeps the first of equal values
     return CalibrationResult(best["threshold"], best["offset"], best["hIoU"], grid)
+
+
+def apply_calibration(segmenter: Any, result: CalibrationResult) -> None:
+    """Set the chosen ``pbc_threshold`` and ``seen_score_offset`` on the segmenter's config (in memory;
+    ``write_calibration`` writes them into a checkpoint folder)."""
+    segmenter.model.config = segmenter.model.config.replace(pbc_threshold=result.pbc_threshold,
+                                                            seen_score_offset=result.seen_score_offset)
 
 
 def write_calibration(folder: str | os.PathLike, result: CalibrationResult) -> Path:

@@ -240,7 +240,8 @@ def _grid(text: str | None, default: Sequence[float], what: str) -> list[float]:
 
 
 def _run_calibration(args: argparse.Namespace, segmenter: Any) -> None:
-    from .calibrate import DEFAULT_OFFSETS, DEFAULT_THRESHOLDS, calibrate, check_calibration_split, write_calibration
+    from .calibrate import (DEFAULT_OFFSETS, DEFAULT_THRESHOLDS, apply_calibration, calibrate, check_calibration_split,
+                            write_calibration)
     from .datasets import build_dataset
 
     check_calibration_split(args.calib_split, args.split)
@@ -248,8 +249,7 @@ def _run_calibration(args: argparse.Namespace, segmenter: Any) -> None:
     calib = build_dataset(args.dataset, args.data_root, split=args.calib_split, seen_classes=args.seen, train=False)
     result = calibrate(segmenter, calib, *grids, limit=args.calib_limit, progress=not args.quiet)
     path = write_calibration(args.model, result)
-    segmenter.model.config = segmenter.config.replace(pbc_threshold=result.pbc_threshold,
-                                                      seen_score_offset=result.seen_score_offset)
+    apply_calibration(segmenter, result)
     print(f"calibrated on {args.calib_split!r}: pbc_threshold {result.pbc_threshold:g}, seen_score_offset "
           f"{result.seen_score_offset:g} (hIoU {100 * result.hiou:.2f}); written to {path}")
 

@@ -24,10 +24,16 @@ from ..config import AlignZegConfig
 from .config import TrainConfig
 
 __all__ = ["VARIANTS", "list_variants", "apply_variant", "variant_uses_pbc", "world_train_config",
-           "WORLD_DECODER_DIM"]
+           "WORLD_DECODER_DIM", "WORLD_CALIB_THRESHOLDS", "WORLD_CALIB_OFFSETS"]
 
 WORLD_DECODER_DIM = 64
 """Decoder width of the attribute-world models (the ``tiny`` preset has 32; see ``world_train_config``)."""
+
+WORLD_CALIB_THRESHOLDS = (0.3, 0.5, 0.7, 0.9, 1.0)
+"""PBC threshold grid of the world models' calibration on the world's val split; 1.0 flags no proposal
+(scores are compared strictly), leaving the seen-score offset alone."""
+WORLD_CALIB_OFFSETS = (0.0, 0.25, 0.5, 1.0, 2.0)
+"""Seen-score offset grid (logits) of that calibration."""
 
 _GEPC_OFF = dict(synthetic_features=False, negative_proposals=False, class_indicator=False)
 _BASELINE: dict[str, Any] = dict(model=dict(mutual_refinement=False, num_bg_prototypes=1, side_encoder=False),

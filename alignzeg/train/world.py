@@ -23,13 +23,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..world import IGNORE, AttributeWorld, WorldConfig, world_config
+from ..world import _SPLITS, IGNORE, AttributeWorld, WorldConfig, world_config
 
 __all__ = ["AttributeWorld", "WorldConfig", "world_config", "IGNORE", "WorldDataset", "export_world", "main"]
 
 logger = logging.getLogger(__name__)
-
-_SPLITS = ("train", "val", "test")
 
 
 class WorldDataset(Dataset):

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from alignzeg import AlignZegSegmenter
-from alignzeg.train.calibrate import CalibrationResult, calibrate, check_calibration_split, write_calibration
+from alignzeg.train.calibrate import (CalibrationResult, apply_calibration, calibrate, check_calibration_split,
+                                      write_calibration)
 from alignzeg.train.evaluate import evaluate, main, resolve_bias_correction
 
 
@@ -91,6 +92,16 @@ def test_calibrate_picks_the_best_grid_point(trained_indicator, shapes_factory):
     try:
         with pytest.raises(ValueError, match="needs a trained class indicator"):
             calibrate(tiny_segmenter, ds, thresholds=(0.5,), offsets=(0.0,))
+    finally:
+        tiny_segmenter.model.config = before
+
+
+def test_apply_calibration_sets_only_the_two_values(tiny_segmenter):
+    before = tiny_segmenter.config
+    apply_calibration(tiny_segmenter, CalibrationResult(pbc_threshold=0.7, seen_score_offset=1.5, hiou=0.5))
+    try:
+        assert tiny_segmenter.config == before.replace(pbc_threshold=0.7, seen_score_offset=1.5)
+        assert tiny_segmenter.config.pbc_threshold == 0.7 and tiny_segmenter.config.seen_score_offset == 1.5
     finally:
         tiny_segmenter.model.config = before
 
