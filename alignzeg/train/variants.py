@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..config import AlignZegConfig
 from .config import TrainConfig
 
 __all__ = ["VARIANTS", "list_variants", "apply_variant", "variant_uses_pbc", "world_train_config",
@@ -44,19 +43,23 @@ _GEPC: dict[str, Any] = dict(model=dict(mutual_refinement=True, side_encoder=Tru
                              train=dict(synthetic_features=True, negative_proposals=True, class_indicator=False))
 _FULL: dict[str, Any] = dict(model=_GEPC["model"], train=dict(_GEPC["train"], class_indicator=True))
 
+
+
+def _full_without(**model: Any) -> dict[str, Any]:
+    """The ``full`` variant with one model switch changed."""
+    return dict(model=dict(_FULL["model"], **model), train=_FULL["train"])
+
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": _BASELINE,
     "+MRPE": _MRPE,
     "+GEPC": _GEPC,
     "full": _FULL,
-    "no-learnable-encoder": dict(model=dict(_FULL["model"], side_encoder=False), train=_FULL["train"]),
+    "no-learnable-encoder": _full_without(side_encoder=False),
+    "no-prompts": _full_without(clip_prompt_tokens=0),
+    "no-grounding": _full_without(clip_grounding=False),
 }
 """Variant name -> ``{"model": AlignZegConfig overrides, "train": TrainConfig fields}``."""
-
-_SWITCHES = {"no-prompts": ("clip_prompt_tokens", 0), "no-grounding": ("clip_grounding", False)}
-for _name, (_field, _value) in _SWITCHES.items():  # rows of switches this model version has
-    if _field in AlignZegConfig.__dataclass_fields__:
-        VARIANTS[_name] = dict(model=dict(_FULL["model"], **{_field: _value}), train=_FULL["train"])
 
 
 def list_variants() -> list[str]:
