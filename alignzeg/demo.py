@@ -25,6 +25,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from . import metrics
+from .metrics import ConfusionMatrix, harmonic_iou, nanmean
 from .result import SegmentationResult
 from .visualize import draw_overlay
 from .world import AttributeWorld, world_config
@@ -58,20 +60,9 @@ def class_iou(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore: int
         label: (..., H, W) int ground truth in [0, K), ``ignore`` elsewhere.
         num_classes: K.
     """
-    valid = label != ignore
-    true, guess = label[valid].astype(np.int64), pred[valid].astype(np.int64)
-    guess = np.where((guess >= 0) & (guess < num_classes), guess, num_classes)
-    counts = np.bincount(true * (num_classes + 1) + guess, minlength=num_classes * (num_classes + 1))
-    confusion = counts.reshape(num_classes, num_classes + 1)
-    tp = np.diag(confusion[:, :num_classes]).astype(np.float64)
-    union = confusion.sum(1) + confusion[:, :num_classes].sum(0) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-
-
-def _mean(values: np.ndarray) -> float:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else float("nan")
+    confusion = ConfusionMatrix(num_classes)
+    confusion.update(pred, label, ignore_index=ignore)
+    return metrics.class_iou(confusion.matrix)
 
 
 @dataclass
@@ -155,9 +146,8 @@ def run_demo(vocabulary: Sequence[str] | None = None, index: int = 0, num_images
     truth = np.stack(truths)
     iou = class_iou(np.stack(preds), np.where(truth < 0, 255, truth), len(vocabulary))
     seen = np.asarray(first.seen, dtype=bool)
-    s, u = _mean(iou[seen]), _mean(iou[~seen])
-    hiou = 2 * s * u / (s + u) if s + u > 0 else (float("nan") if math.isnan(s + u) else 0.0)
-    return DemoResult(vocabulary, seen, iou, s, u, hiou, num_images, first, truths[0],
+    s, u = nanmean(iou[seen]), nanmean(iou[~seen])
+    return DemoResult(vocabulary, seen, iou, s, u, harmonic_iou(s, u), num_images, first, truths[0],
                       list(range(index, index + num_images)))
 
 

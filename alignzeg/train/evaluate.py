@@ -28,40 +28,11 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
+
 __all__ = ["ConfusionMatrix", "EvalResult", "compute_metrics", "evaluate", "resolve_bias_correction", "main"]
 
 logger = logging.getLogger(__name__)
-
-IGNORE_INDEX = 255
-
-
-class ConfusionMatrix:
-    """Accumulates a (K, K + 1) int64 matrix: rows are true classes, columns predictions (column K: other).
-
-    Args:
-        num_classes: K.
-    """
-
-    def __init__(self, num_classes: int) -> None:
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self.num_classes = num_classes
-        self.matrix = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
-
-    def update(self, pred: np.ndarray, label: np.ndarray, ignore_index: int = IGNORE_INDEX) -> None:
-        """Add one image. pred, label: (H, W) integer arrays of the same shape."""
-        pred, label = np.asarray(pred), np.asarray(label)
-        if pred.shape != label.shape:
-            raise ValueError(f"prediction shape {pred.shape} does not match label shape {label.shape}")
-        valid = label != ignore_index
-        true = label[valid].astype(np.int64)
-        if true.size and (true.min() < 0 or true.max() >= self.num_classes):
-            raise ValueError(f"label values must be in [0, {self.num_classes}) or {ignore_index}, "
-                             f"got range [{true.min()}, {true.max()}]")
-        guess = pred[valid].astype(np.int64)
-        guess = np.where((guess >= 0) & (guess < self.num_classes), guess, self.num_classes)
-        k1 = self.num_classes + 1
-        self.matrix += np.bincount(true * k1 + guess, minlength=self.num_classes * k1).reshape(self.num_classes, k1)
 
 
 @dataclass
@@ -108,11 +79,6 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def _nanmean(values: np.ndarray) -> float:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else float("nan")
-
-
 def compute_metrics(confusion: np.ndarray, seen: Sequence[bool], class_names: Sequence[str]) -> EvalResult:
     """Metrics of a (K, K + 1) or (K, K) confusion matrix (rows true, columns predicted).
 
@@ -129,16 +95,10 @@ def compute_metrics(confusion: np.ndarray, seen: Sequence[bool], class_names: Se
     if seen.shape != (k,) or len(class_names) != k:
         raise ValueError(f"need {k} seen flags and class names, got {seen.shape[0]} and {len(class_names)}")
     tp = np.diag(confusion[:, :k]).astype(np.float64)
-    union = confusion.sum(1) + confusion[:, :k].sum(0) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-    s, u = _nanmean(iou[seen]), _nanmean(iou[~seen])
-    if math.isnan(s) or math.isnan(u):
-        hiou = float("nan")
-    else:
-        hiou = 2 * s * u / (s + u) if s + u > 0 else 0.0
+    iou = class_iou(confusion)
+    s, u = nanmean(iou[seen]), nanmean(iou[~seen])
     total = confusion.sum()
-    return EvalResult(miou_seen=s, miou_unseen=u, hiou=hiou, miou=_nanmean(iou),
+    return EvalResult(miou_seen=s, miou_unseen=u, hiou=harmonic_iou(s, u), miou=nanmean(iou),
                       pixel_accuracy=float(tp.sum() / total) if total else float("nan"),
                       class_names=tuple(class_names), seen=seen, iou=iou, confusion=confusion)
 
