@@ -271,21 +271,23 @@ def test_page_in_a_headless_browser(server, tmp_path):
     try:
         wait = WebDriverWait(browser, 60)
         browser.get(server)
+        # the page renders in steps: wait for each element (WebDriverWait retries while it is missing)
         upload = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#input-image input[type=file]"))
-        assert "red striped, red checkered" in browser.find_element(By.CSS_SELECTOR, "#class-names textarea") \
-            .get_attribute("value")  # the 48 names pre-filled
-        box = browser.find_element(By.CSS_SELECTOR, "#class-names textarea")
+        box = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#class-names textarea"))
+        button = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#segment-button"))
+        wait.until(lambda b: box.get_attribute("value"))
+        assert "red striped, red checkered" in box.get_attribute("value")  # the 48 names pre-filled
         box.clear()
-        browser.find_element(By.CSS_SELECTOR, "#segment-button").click()  # no image, no names
+        button.click()  # no image, no names
         wait.until(lambda b: "Upload an image first" in b.find_element(By.TAG_NAME, "body").text)
         upload.send_keys(_world_png(tmp_path, 13))
         box.send_keys("red striped, blue dotted")
-        browser.find_element(By.CSS_SELECTOR, "#segment-button").click()
+        button.click()
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#overlay img"))
         table = wait.until(lambda b: "red striped" in b.find_element(By.CSS_SELECTOR, "#class-table").text
                            and b.find_element(By.CSS_SELECTOR, "#class-table"))
         assert "blue dotted" in table.text and "IoU %" in table.text
-        assert "world test image 13" in browser.find_element(By.CSS_SELECTOR, "#status").text
+        wait.until(lambda b: "world test image 13" in b.find_element(By.CSS_SELECTOR, "#status").text)
         for toast in browser.find_elements(By.CSS_SELECTOR, ".toast-close"):  # the earlier message
             toast.click()
         time.sleep(0.5)
