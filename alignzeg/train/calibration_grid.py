@@ -27,7 +27,7 @@ from ..metrics import ConfusionMatrix
 from ..modeling.semantic_map import semantic_probabilities
 from .evaluate import EvalResult, compute_metrics
 
-__all__ = ["CachedOutputs", "cache_outputs", "evaluate_cached", "search", "choose_world_settings", "SETTINGS"]
+__all__ = ["CachedOutputs", "cache_outputs", "evaluate_cached", "upsampled_argmax", "search", "choose_world_settings", "SETTINGS"]
 
 
 @dataclass
@@ -83,6 +83,22 @@ def cache_outputs(segmenter: Any, dataset: Any, limit: int | None = None, batch_
                          torch.cat(parts["readout"]) if parts["readout"] else None, np.stack(labels), seen, names)
 
 
+def upsampled_argmax(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(probs, size, mode="bilinear").argmax(1)``, computed channels-last (the same values;
+    about 3x faster on a CPU, where the argmax over a strided channel axis dominates).
+
+    Args:
+        probs: (I, K, h, w) float class probabilities (background dropped).
+        size: (H, W) output size.
+
+    Returns:
+        (I, H, W) int64 class indices in [0, K).
+    """
+    up = F.interpolate(probs.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
+                       align_corners=False)
+    return up.permute(0, 2, 3, 1).argmax(dim=-1)
+
+
 def evaluate_cached(cached: CachedOutputs, config: Any, bias_correction: bool = True, chunk: int = 64) -> EvalResult:
     """Metrics of the cached outputs post-processed with ``config``'s settings (as ``segment`` does).
 
@@ -103,8 +119,7 @@ def evaluate_cached(cached: CachedOutputs, config: Any, bias_correction: bool = 
                                        seen_mask, bias_correction, config.pbc_threshold, config.seen_score_offset,
                                        readout, (config.readout_weight_seen, config.readout_weight_unseen),
                                        config.pbc_soft)
-        up = F.interpolate(probs[:, :-1], size=size, mode="bilinear", align_corners=False)
-        confusion.update(up.argmax(dim=1).numpy(), cached.labels[part])
+        confusion.update(upsampled_argmax(probs[:, :-1], size).numpy(), cached.labels[part])
     return compute_metrics(confusion.matrix, cached.seen, cached.class_names)
 
 

@@ -82,3 +82,15 @@ def test_cached_grid_matches_the_segment_path(world_val):
                         readout_weights=((0.0, 0.0), (0.3, 0.8)))
     assert len(grid) == 12 and best["hIoU"] == max(g["hIoU"] for g in grid if not np.isnan(g["hIoU"]))
     assert sum(g["pbc_soft"] for g in grid) == 4
+
+
+def test_upsampled_argmax_equals_interpolate_then_argmax():
+    from alignzeg.train.calibration_grid import upsampled_argmax
+
+    probs = torch.rand(3, 7, 8, 8, generator=torch.Generator().manual_seed(0))
+    ours = upsampled_argmax(probs, (32, 24))
+    up = F.interpolate(probs, size=(32, 24), mode="bilinear", align_corners=False)
+    top2 = up.topk(2, dim=1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 1e-6  # labels may differ only where two classes tie
+    assert ours.shape == (3, 32, 24) and clear.float().mean() > 0.99
+    assert torch.equal(ours[clear], up.argmax(dim=1)[clear])
