@@ -80,6 +80,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="class indicator ROC AUC on test proposals (full, +GEPC models) in the JSON")
     p.add_argument("--quick", action="store_true", help=f"tiny budget to check the pipeline: {QUICK}")
     p.add_argument("--json", type=Path, default=None, help="write the results JSON here")
+    p.add_argument("--resume", action="store_true", help="keep the runs already in --json (same world, seed, "
+                   "row and threads are not run again; rows with other settings are kept as they are)")
     p.add_argument("--md", type=Path, default=None,
                    help="put the markdown tables between the table markers of this file")
     return p
@@ -364,7 +366,8 @@ def report(args: argparse.Namespace, command: str, clip_info: list[dict], result
     goals = targets(rows, diffs, auc, readout_unseen)
     table = markdown(rows, diffs, goals, len({(r["world"], r["seed"]) for r in main_runs}))
     if args.json is not None:
-        payload = {"command": command, "worlds": _ints(args.worlds), "seeds": _ints(args.seeds, count_ok=True),
+        payload = {"command": command, "worlds": sorted({r["world"] for r in main_runs}),
+                   "seeds": sorted({r["seed"] for r in main_runs}),
                    "complete": len(results) == jobs_planned, "runs_done": len(results), "runs_planned": jobs_planned,
                    "settings": {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images",
                                                              "val_images", "test_images", "clip_steps", "clip_batch", "workers",
@@ -378,6 +381,15 @@ def report(args: argparse.Namespace, command: str, clip_info: list[dict], result
     if args.md is not None and rows:
         write_markdown(args.md, table, command)
     return table
+
+
+def previous_runs(args: argparse.Namespace) -> list[dict]:
+    """With ``--resume``, the runs of the existing ``--json`` file (none without it)."""
+    if not args.resume or args.json is None or not args.json.is_file():
+        return []
+    runs = json.loads(args.json.read_text(encoding="utf-8"))["runs"]
+    print(f"resuming: {len(runs)} runs kept from {args.json}", flush=True)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,11 +411,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{time.time() - start:6.0f}s] world {c['world']} mini-CLIP ({made}): zero-shot top-1 "
                   f"{c['zero_shot_top1']}", flush=True)
         jobs = plan(args, {c["world"]: c["path"] for c in clip_info})
-        results = []
+        results = previous_runs(args)
+        done = {(r["world"], r["seed"], r["variant"], r["threads"]) for r in results}
+        jobs = [j for j in jobs if (j["world"], j["seed"], j["variant"], j["threads"]) not in done]
+        jobs_total = len(jobs) + len(results)
+        table = report(args, command, clip_info, results, time.time() - start, jobs_total) if results else ""
         for res in pool.imap_unordered(run_job, jobs):
             print(_summary(res, start), flush=True)
             results.append(res)
-            table = report(args, command, clip_info, results, time.time() - start, len(jobs))
+            table = report(args, command, clip_info, results, time.time() - start, jobs_total)
     print(table)
     if thread_check(results):
         print("thread check:", json.dumps(thread_check(results)))
