@@ -146,3 +146,17 @@ def test_world_dataset_takes_the_object_world(world):
     assert item["image"].shape == (3, 64, 64) and item["label"].dtype == torch.int64
     np.testing.assert_array_equal(item["label"].numpy(), world.train_labels(world.sample("train", 2)[1]))
     assert train.seen_classes == world.seen_classes
+
+
+def test_export_command_writes_the_object_world_with_background_ignored(world, tmp_path):
+    from alignzeg.train.datasets import build_dataset, folder_dataset
+    from alignzeg.train.world import main
+
+    assert main(["export", "--family", "objects", "--world", "0", "--out", str(tmp_path), "--train-images", "2",
+                 "--test-images", "2", "--val-images", "0", "--clip-steps", "0"]) == 0
+    assert (tmp_path / "classes.txt").read_text().splitlines() == list(world.class_names)
+    test = folder_dataset(tmp_path, split="test")
+    assert test.seen_classes == world.seen_classes
+    np.testing.assert_array_equal(test[1]["label"], world.sample("test", 1)[1])  # 255 = background survives
+    train = build_dataset("folder", tmp_path, split="train", train=True)
+    np.testing.assert_array_equal(train[1]["label"], world.train_labels(world.sample("train", 1)[1]))
