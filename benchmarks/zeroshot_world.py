@@ -55,6 +55,9 @@ QUICK = dict(seeds="0,1", iterations=6, train_images=32, val_images=4, test_imag
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worlds", default="0,1", help="world ids, comma-separated")
+    p.add_argument("--family", default="attribute", choices=("attribute", "objects"),
+                   help="world family: attribute textures (alignzeg.world) or objects on a background that is no "
+                   "class (alignzeg.train.object_world)")
     p.add_argument("--seeds", default="5", help="N (seeds 0..N-1) or a comma-separated list of training seeds "
                    "('3,' is seed 3 alone)")
     p.add_argument("--rows", default=",".join(ROWS), help="rows to run, comma-separated (default: all this "
@@ -114,9 +117,9 @@ def pretrain_job(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     from alignzeg.train.miniclip import MiniClipConfig, pretrain_clip, save_clip, zero_shot_accuracy
-    from alignzeg.train.world import AttributeWorld, world_config
+    from alignzeg.train.object_world import make_world
 
-    world = AttributeWorld(world_config(job["world"]))
+    world = make_world(job.get("family", "attribute"), job["world"])
     start, seconds = time.time(), None
     if not Path(job["path"]).is_file():  # a file of the same world, steps and batch is the same file
         clip = pretrain_clip(world, MiniClipConfig(steps=job["clip_steps"], batch_size=job["clip_batch"],
@@ -139,9 +142,10 @@ def run_job(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     from alignzeg.train import Trainer, evaluate
     from alignzeg.train.variants import apply_variant, variant_uses_pbc, world_train_config
-    from alignzeg.train.world import AttributeWorld, WorldDataset, world_config
+    from alignzeg.train.object_world import make_world
+    from alignzeg.train.world import WorldDataset
 
-    world = AttributeWorld(world_config(job["world"]))
+    world = make_world(job.get("family", "attribute"), job["world"])
     cfg = apply_variant(world_train_config(world, job["clip"], iterations=job["iterations"],
                                            batch_size=job["batch_size"], lr=job["lr"], seed=job["seed"],
                                            progress=False), job["variant"])
@@ -321,6 +325,7 @@ def plan(args: argparse.Namespace, clips: dict[int, str]) -> list[dict]:
     trained = [r for r in rows if not (reuse and r == "+GEPC")]
     common = {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images", "val_images",
                                             "test_images", "threads", "diagnose")}
+    common["family"] = getattr(args, "family", "attribute")
     core = [r for r in trained if r in ("baseline", "+MRPE", "+GEPC", "full")]
     jobs = [dict(common, world=w, seed=s, variant=v, clip=clips[w], also_gepc=reuse and v == "full")
             for group in (core, [r for r in trained if r not in core])
@@ -369,6 +374,7 @@ def report(args: argparse.Namespace, command: str, clip_info: list[dict], result
         payload = {"command": command, "worlds": sorted({r["world"] for r in main_runs}),
                    "seeds": sorted({r["seed"] for r in main_runs}),
                    "complete": len(results) == jobs_planned, "runs_done": len(results), "runs_planned": jobs_planned,
+                   "family": getattr(args, "family", "attribute"),
                    "settings": {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images",
                                                              "val_images", "test_images", "clip_steps", "clip_batch", "workers",
                                                              "threads", "separate_gepc")},
@@ -401,8 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + (argv or sys.argv[1:]))
     start = time.time()
     args.clip_dir.mkdir(parents=True, exist_ok=True)
+    prefix = "" if args.family == "attribute" else f"{args.family}-"  # attribute files keep their names
     clip_jobs = [{"world": w, "clip_steps": args.clip_steps, "clip_batch": args.clip_batch, "threads": args.threads,
-                  "path": str(args.clip_dir / f"world{w}_steps{args.clip_steps}_batch{args.clip_batch}.safetensors")}
+                  "family": args.family, "path": str(args.clip_dir / f"{prefix}world{w}_steps{args.clip_steps}"
+                                                                      f"_batch{args.clip_batch}.safetensors")}
                  for w in _ints(args.worlds)]
     with mp.get_context("spawn").Pool(args.workers) as pool:
         clip_info = pool.map(pretrain_job, clip_jobs)
