@@ -24,7 +24,7 @@ FORMAT_VERSION = 3
 """Version of the ``config.json`` layout. A file with another version is refused with a clear error."""
 
 FORMAT_CHANGES = {
-    1: "format 2 (issue 12) replaced the multiplicative PBC (pbc_factor, removed) by a masked softmax over "
+    1: "format 2 replaced the multiplicative PBC (pbc_factor, removed) by a masked softmax over "
        "logits (seen_score_offset), and added deep visual prompts (clip_prompt_tokens, clip_prompt_depth), "
        "the learnable encoder fused into the mask features (side_encoder on, side_fusion_stride), "
        "CLIP-grounded proposal classification (clip_grounding), soft background prototypes (bg_temperature) "
@@ -400,7 +400,7 @@ class AlignZegConfig:
             raise ValueError(f"clip_prompt_depth {depth} exceeds the {layers} layers of the CLIP image encoder")
 
     def _validate_issue12_fields(self) -> None:
-        """Ranges of the issue-12 fields (their types are already checked from the annotations)."""
+        """Ranges of the prompt, learnable-encoder and background fields (types are checked from the annotations)."""
         if self.clip_prompt_tokens < 0:
             raise ValueError(f"config clip_prompt_tokens must be a non-negative integer, got {self.clip_prompt_tokens!r}")
         if self.clip_prompt_depth is not None and self.clip_prompt_depth < 1:

@@ -52,7 +52,7 @@ def _tiny(**overrides: Any) -> AlignZegConfig:
         "vision_cfg": {"layers": 2, "width": 64, "head_width": 32, "patch_size": 8, "image_size": 64},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
     }
-    # Every issue-12 part is on, at sizes that fit the small model: 4 prompt tokens in both layers, the
+    # Every model part is on, at sizes that fit the small model: 4 prompt tokens in both layers, the
     # learnable encoder fused at stride 4 (half the 8-pixel patch, so masks keep stride 4 as before).
     defaults = dict(input_size=64, window_stride=48, max_long_side=256, decoder_dim=32, num_queries=8,
                     num_decoder_layers=2, num_heads=2, num_bg_prototypes=3, indicator_hidden=32,
