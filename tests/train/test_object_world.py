@@ -17,19 +17,32 @@ def world():
     return make_world("objects", 0)
 
 
-def test_classes_are_three_word_compositions(world):
-    assert world.num_classes == len(OBJECT_COLOURS) * len(OBJECT_PATTERNS) * len(SHAPES) == 36
-    assert world.class_names[:4] == ("red plain disc", "red plain square", "red plain triangle", "red striped disc")
-    assert world.class_names[-1] == "yellow dotted triangle"
+def test_classes_are_colour_pattern_compositions(world):
+    assert world.num_classes == len(OBJECT_COLOURS) * len(OBJECT_PATTERNS) == 36
+    assert world.class_names[:3] == ("red plain", "red striped", "red checkered")
+    assert world.class_names[12] == "green plain" and world.class_names[-1] == "purple wavy"
     assert world.attributes.shape == (36, 3) and world.attributes.dtype == np.int64
+    np.testing.assert_array_equal(world.attributes[13], [2, 1, -1])  # green striped, any shape
 
 
-@pytest.mark.parametrize("split_seed", [0, 1, 2, 7])
-def test_unseen_classes_keep_every_word_and_word_pair_seen(split_seed):
+@pytest.mark.parametrize("split_seed", [0, 1, 7])
+def test_unseen_classes_keep_every_word_seen(split_seed):
     w = ObjectWorld(ObjectWorldConfig(split_seed=split_seed))
+    assert len(w.unseen_classes) == 6 and len(w.seen_classes) == 30
+    colours = [n.split()[0] for n in w.unseen_classes]
+    patterns = [n.split()[1] for n in w.unseen_classes]
+    assert sorted(colours) == sorted(OBJECT_COLOURS) and sorted(patterns) == sorted(OBJECT_PATTERNS)  # one each
+    assert {word for n in w.seen_classes for word in n.split()} == set(OBJECT_COLOURS) | set(OBJECT_PATTERNS)
+
+
+@pytest.mark.parametrize("split_seed", [0, 2])
+def test_three_word_classes_keep_every_word_pair_seen(split_seed):
+    w = ObjectWorld(ObjectWorldConfig(split_seed=split_seed, colours=("red", "green", "blue", "yellow"),
+                                      patterns=("plain", "striped", "dotted"), shapes=SHAPES))
+    assert w.class_names[:4] == ("red plain disc", "red plain square", "red plain triangle", "red striped disc")
     assert len(w.unseen_classes) == 6 and len(w.seen_classes) == 30 and w.seen.sum() == 30
     seen_words = {word for n in w.seen_classes for word in n.split()}
-    assert seen_words == set(OBJECT_COLOURS) | set(OBJECT_PATTERNS) | set(SHAPES)
+    assert seen_words == {"red", "green", "blue", "yellow", "plain", "striped", "dotted"} | set(SHAPES)
     seen_pairs = {(a, b) for n in w.seen_classes for a, b in [n.split()[:2], n.split()[::2], n.split()[1:]]}
     for name in w.unseen_classes:
         c, p, s = name.split()
@@ -47,6 +60,8 @@ def test_worlds_differ_and_configs_validate(world):
         object_world_config(-1)
     with pytest.raises(ValueError, match="min_objects <= max_objects"):
         ObjectWorldConfig(min_objects=3, max_objects=2)
+    with pytest.raises(ValueError, match=r"shapes must be distinct words of \('disc', 'square', 'triangle'\), got \('star',\)"):
+        ObjectWorldConfig(shapes=("star",))
 
 
 def test_sample_shapes_dtypes_and_determinism(world):
@@ -96,16 +111,16 @@ def test_unseen_objects_are_ignored_in_train_labels_and_present_in_test(world):
 def test_later_object_covers_earlier_one():
     world = ObjectWorld(ObjectWorldConfig(min_visible=0.0))
     centre = lambda k: (32.0, 32.0)  # noqa: E731 - both objects at the same place
-    owner = world._layout(keyed_rng(0, "occlusion"), [0, 1], centre)
+    owner = world._layout(keyed_rng(0, "occlusion"), [0, 12], centre)
     both = owner >= 0
     assert (owner == 1).any() and set(np.unique(owner[both])) <= {0, 1}
     # Object 1's pixels are exactly its own shape: wherever it lies, it wins.
     rng = keyed_rng(0, "occlusion")
     first = world._shape(rng, 0, (32.0, 32.0))
-    second = world._shape(rng, 1, (32.0, 32.0))
+    second = world._shape(rng, 12, (32.0, 32.0))
     np.testing.assert_array_equal(owner == 1, second)
     np.testing.assert_array_equal(owner == 0, first & ~second)
-    # And its colour: class 0 and class 1 are both red; class 12 (green) painted over class 0 (red).
+    # And its colour: class 12 (green plain) painted over class 0 (red plain).
     image = world._compose(keyed_rng(1), [0, 12], owner)
     assert image[owner == 1][:, 1].mean() > image[owner == 1][:, 0].mean() + 0.2  # green over the top
     assert image[owner == 0][:, 0].mean() > image[owner == 0][:, 1].mean() + 0.2  # red where still visible
@@ -114,11 +129,11 @@ def test_later_object_covers_earlier_one():
 def test_render_places_each_object_in_its_region(world):
     cells = np.zeros((64, 64), dtype=np.int64)
     cells[:, 32:] = 1
-    image = world.render(keyed_rng(5), [0, 12], cells)  # red plain disc left, green plain disc right
+    image = world.render(keyed_rng(5), [0, 12], cells)  # red plain left, green plain right
     assert image.shape == (64, 64, 3) and image.dtype == np.float32
     red = (image[..., 0] - image[..., 1] > 0.5).nonzero()[1] + 0.5  # x of red pixels, of green ones
     green = (image[..., 1] - image[..., 0] > 0.3).nonzero()[1] + 0.5
-    assert len(red) and len(green) and red.max() <= 32 + 16 and green.min() >= 32 - 16  # radius <= 16
+    assert len(red) and len(green) and red.max() <= 32 + 18 and green.min() >= 32 - 18  # radius <= 18
     with pytest.raises(ValueError, match="cells has no region 1"):
         world.render(keyed_rng(5), [0, 12], np.zeros((64, 64), dtype=np.int64))
     with pytest.raises(ValueError, match=r"cells must be \(64, 64\)"):
