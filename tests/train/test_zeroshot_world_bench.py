@@ -89,3 +89,14 @@ def test_seed_lists(bench):
     assert bench._ints("3,", count_ok=True) == [3]
     with pytest.raises(ValueError, match="expected a count >= 1 or a comma-separated list .* got '0'"):
         bench._ints("0", count_ok=True)
+
+
+def test_family_reaches_every_job(bench):
+    args = bench._parser().parse_args(["--family", "objects", "--worlds", "0", "--seeds", "0,",
+                                       "--rows", "baseline,+MRPE"])
+    jobs = bench.plan(args, {0: "objects-world0.safetensors"})
+    assert [(j["variant"], j["family"], j["clip"]) for j in jobs] == [
+        ("baseline", "objects", "objects-world0.safetensors"), ("+MRPE", "objects", "objects-world0.safetensors")]
+    assert bench._parser().parse_args([]).family == "attribute"
+    with pytest.raises(SystemExit):
+        bench._parser().parse_args(["--family", "photos"])
