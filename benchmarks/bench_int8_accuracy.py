@@ -58,7 +58,8 @@ def _variants(source: str, folder: Path, world: AttributeWorld) -> dict[str, str
     class Calibration(CalibrationDataReader):
         def __init__(self, count: int = 64) -> None:
             self.feeds = iter({"crops": load_pixels(world.sample("train", i)[0])[None],
-                               "class_embeddings": embeddings, "seen_mask": seen} for i in range(count))
+                               "class_embeddings": embeddings, "seen_mask": seen,
+                               "bias_correction": np.array([True])} for i in range(count))
 
         def get_next(self):
             return next(self.feeds, None)
