@@ -5,7 +5,7 @@
         [--overlay] [--resume] [--shard I/N] [--no-progress]
     alignzeg demo --out demo.png     # a small model trained on a synthetic world: typed names, real IoUs
     alignzeg models
-    alignzeg export --model DIR_OR_REPO --out model.onnx [--classes road,tree,car]
+    alignzeg export --model DIR_OR_REPO --out model.onnx [--classes road,tree,car] [--int8]
     alignzeg app [--model DIR_OR_REPO] [--host 127.0.0.1] [--port 7860]   # a web page ([app] extra)
 
 This module's top-level imports are the standard library only; the commands import torch and the model
@@ -89,6 +89,9 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--classes", type=_parse_classes, default=None,
                         help="comma-separated class names whose embeddings are stored in the file")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--int8", action="store_true",
+                        help="quantize the MatMul/Gemm weights to int8 (dynamic; ~27 %% of the float32 file for "
+                             "vitb16, accuracy in docs/onnx.md)")
     export.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
 
     app = sub.add_parser("app", help='a web page to segment images with typed class names (needs '
@@ -253,9 +256,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from . import AlignZegSegmenter
 
     segmenter = AlignZegSegmenter.from_pretrained(args.model, revision=args.revision, device="cpu")
-    path = segmenter.export_onnx(args.out, opset=args.opset, vocabulary=args.classes)
+    path = segmenter.export_onnx(args.out, opset=args.opset, vocabulary=args.classes, int8=args.int8)
     stored = f" with {len(args.classes)} stored classes" if args.classes else ""
-    print(f"ONNX graph written to {path}{stored}")
+    print(f"ONNX graph ({'int8' if args.int8 else 'float32'}) written to {path}{stored}")
     return 0
 
 

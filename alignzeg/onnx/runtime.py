@@ -25,7 +25,7 @@ from ..config import AlignZegConfig
 from ..names import class_name_key, resolve_bias_correction, seen_flags, validate_class_names
 from ..result import SegmentationResult
 from ..window_plan import plan_windows
-from .metadata import INPUT_NAMES, KEY_CONFIG, KEY_FORMAT, ONNX_FORMAT, OUTPUT_NAME, read_vocabulary
+from .metadata import INPUT_NAMES, KEY_CONFIG, KEY_FORMAT, ONNX_FORMAT, OUTPUT_NAME, read_precision, read_vocabulary
 from .numpy_ops import cut_windows, stitch_windows, upsample_labels
 
 logger = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ class OnnxSegmenter:
         self.max_pixels = max_pixels
         self.config = AlignZegConfig.from_dict(json.loads(metadata[KEY_CONFIG]))
         self.metadata = dict(metadata)
+        self.precision = read_precision(metadata)  # "float32" or "int8" (export_onnx(..., int8=True))
         stored = read_vocabulary(metadata)
         self._stored = {} if stored is None else {class_name_key(n): e for n, e in zip(stored[0], stored[1])}
         self.stored_names: tuple[str, ...] = () if stored is None else stored[0]
@@ -254,4 +255,4 @@ class OnnxSegmenter:
     def __repr__(self) -> str:
         cfg = self.config
         return (f"OnnxSegmenter(clip={cfg.clip_model!r}, input_size={cfg.input_size}, "
-                f"stored_classes={len(self.stored_names)}, providers={self.session.get_providers()})")
+                f"precision={self.precision!r}, stored_classes={len(self.stored_names)}, providers={self.session.get_providers()})")

@@ -50,7 +50,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..world import _SPLITS, COLOURS, IGNORE, PATTERNS, AttributeWorld, keyed_rng, pattern_mask, world_config
+from ..world import (_SPLITS, COLOURS, IGNORE, PATTERNS, AttributeWorld, keyed_rng, pattern_mask, pick_classes,
+                     world_config)
 
 __all__ = ["OBJECT_COLOURS", "OBJECT_PATTERNS", "SHAPES", "FAMILIES", "ObjectWorldConfig", "ObjectWorld",
            "object_world_config", "shape_mask", "make_world"]
@@ -342,16 +343,8 @@ class ObjectWorld:
         return self._compose(rng, classes, self._layout(rng, classes, centre_of))
 
     def _pick_classes(self, rng: np.random.Generator, split: str, count: int) -> np.ndarray:
-        cfg = self.config
-        if split == "train":
-            num_unseen = int(rng.binomial(count, cfg.train_unseen_prob)) if cfg.train_unseen_prob else 0
-        else:  # val and test: the same mix
-            high = min(max(cfg.min_unseen_test, count // 2), len(self.unseen_ids))
-            num_unseen = int(rng.integers(cfg.min_unseen_test, high + 1))
-        num_unseen = min(num_unseen, len(self.unseen_ids))
-        unseen = rng.choice(self.unseen_ids, num_unseen, replace=False)
-        seen = rng.choice(self.seen_ids, count - num_unseen, replace=False)
-        return rng.permutation(np.concatenate([seen, unseen])).astype(np.int64)
+        return pick_classes(rng, split, count, self.seen_ids, self.unseen_ids, self.config.train_unseen_prob,
+                            self.config.min_unseen_test)
 
     def sample(self, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Segmentation image ``index`` of ``split``, the same on every call.
