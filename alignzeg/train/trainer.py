@@ -191,9 +191,9 @@ class Trainer:
         self.resume = resume
         self.overwrite = overwrite
         self.history: list[dict[str, float]] = []
+        self._setup_distributed()
         self.run = run_record(config, dataset)
         self._resume_from = self._check_run()
-        self._setup_distributed()
         self.model = self._build_model(model).to(self.device)
         self.train_ids, self.class_names = self._training_classes()
         self.class_embeddings = self._class_embeddings()
@@ -419,7 +419,7 @@ class Trainer:
                              "resume the run there (resume='auto', --resume auto) or allow overwriting "
                              "(overwrite=True, --overwrite)")
         old = self.out_dir / "checkpoints"
-        for step in sorted(old.glob("step_*")) if old.is_dir() else []:
+        for step in sorted(old.glob("step_*")) if old.is_dir() and self.rank == 0 else []:
             if (step / STATE_NAME).is_file():
                 shutil.rmtree(step)
                 logger.warning("overwrite: deleted the old checkpoint %s", step)

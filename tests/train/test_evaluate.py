@@ -126,12 +126,17 @@ def test_fixed_bias_correction_values_are_evaluated_without_writing(tiny_checkpo
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 40, 3), dtype=np.uint8)).save(root / "images" / "a.png")
     Image.fromarray(label).save(root / "labels" / "a.png")
     base = [str(folder), "--dataset", "folder", "--data-root", str(root), "--seen", "cat", "--device", "cpu", "--quiet"]
-    runs = {}
-    for threshold in ("0", "1"):
-        out = tmp_path / f"t{threshold}.json"
-        assert main(base + ["--pbc-threshold", threshold, "--seen-score-offset", "3", "--json", str(out)]) == 0
-        runs[threshold] = json.loads(out.read_text())
-        assert (runs[threshold]["pbc_threshold"], runs[threshold]["seen_score_offset"]) == (float(threshold), 3.0)
-    # threshold 0 flags every proposal (the offset is subtracted everywhere), 1 flags none: different maps
-    assert runs["0"]["confusion"]["matrix"] != runs["1"]["confusion"]["matrix"]
+    assert (config["pbc_threshold"], config["seen_score_offset"]) != (0.0, 10.0)
+    out = tmp_path / "m.json"
+    assert main(base + ["--pbc-threshold", "0", "--seen-score-offset", "10", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert (report["pbc_threshold"], report["seen_score_offset"], report["bias_correction"]) == (0.0, 10.0, True)
+    # the same numbers as evaluate() with a segmenter configured in memory
+    from alignzeg import AlignZegSegmenter
+    from alignzeg.train.datasets import folder_dataset
+
+    segmenter = AlignZegSegmenter.from_pretrained(folder, device="cpu")
+    segmenter.model.config = segmenter.config.replace(pbc_threshold=0.0, seen_score_offset=10.0)
+    expected = evaluate(segmenter, folder_dataset(root, seen_classes=["cat"]), bias_correction=True)
+    assert report["confusion"]["matrix"] == expected.confusion.tolist()
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()} == before
