@@ -123,7 +123,8 @@ def test_fixed_bias_correction_values_are_evaluated_without_writing(tiny_checkpo
     (root / "classes.txt").write_text("cat\ndog\n")
     label = np.zeros((32, 40), np.uint8)
     label[:, 20:] = 1
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 40, 3), dtype=np.uint8)).save(root / "images" / "a.png")
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(root / "images" / "a.png")
     Image.fromarray(label).save(root / "labels" / "a.png")
     base = [str(folder), "--dataset", "folder", "--data-root", str(root), "--seen", "cat", "--device", "cpu", "--quiet"]
     assert (config["pbc_threshold"], config["seen_score_offset"]) != (0.0, 10.0)
