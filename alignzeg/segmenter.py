@@ -29,7 +29,7 @@ from .config import AlignZegConfig
 from .device import autocast_dtype, resolve_device
 from .errors import WeightsError
 from .modeling.model import AlignZegModel
-from .modeling.semantic_map import semantic_probabilities, upsample_labels
+from .modeling.semantic_map import output_probabilities, upsample_labels
 from .modeling.text_encoder import VocabularyEncoder, class_name_key, validate_class_names
 from .names import resolve_bias_correction, seen_flags
 from .preprocess import MAX_PIXELS, ImageInput, LoadedImage, load_image, load_images
@@ -319,10 +319,10 @@ class AlignZegSegmenter:
         bias_correction = self._resolve_bias_correction(bias_correction, seen_mask)
         weight_dtype = next(self.model.extractor.parameters()).dtype
         with torch.inference_mode(), self._autocast():
+            seen_mask = seen_mask.to(self.device)
             out = self.model(crops.to(self.device, weight_dtype), class_embeddings.to(self.device, weight_dtype),
-                             deep_supervision=False)
-            return semantic_probabilities(out.class_logits, out.mask_logits, out.unseen_logits, seen_mask,
-                                          bias_correction, cfg.pbc_threshold, cfg.seen_score_offset)
+                             deep_supervision=False, seen_mask=seen_mask)
+            return output_probabilities(out, seen_mask, cfg, bias_correction)
 
     def _run(self, images: list[LoadedImage], embeddings: torch.Tensor, seen_mask: torch.Tensor,
              bias_correction: bool) -> list[torch.Tensor]:

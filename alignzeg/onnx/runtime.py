@@ -199,16 +199,24 @@ class OnnxSegmenter:
         return embeddings, names, [class_name_key(n) in trained for n in names]
 
     # Inference ---------------------------------------------------------------------------------------
-    def predict(self, crops: np.ndarray, class_embeddings: np.ndarray, seen_mask: np.ndarray) -> np.ndarray:
+    def predict(self, crops: np.ndarray, class_embeddings: np.ndarray, seen_mask: np.ndarray,
+                bias_correction: bool = True) -> np.ndarray:
         """The raw graph: (B, 3, S, S) float32 crops in [0, 1], (C, E) unit embeddings, (C,) bool seen mask
         -> (B, C + 1, S / mask_stride, S / mask_stride) float32 probabilities (channel C: background).
 
-        Bias correction is on for the classes marked seen; an all-False mask switches it off.
+        ``bias_correction`` switches PBC (files of format 1, without that input: through an all-False mask).
         """
-        feeds = dict(zip(INPUT_NAMES, (np.ascontiguousarray(crops, dtype=np.float32),
-                                       np.ascontiguousarray(class_embeddings, dtype=np.float32),
-                                       np.asarray(seen_mask, dtype=bool))))
-        return self.session.run([OUTPUT_NAME], feeds)[0]
+        seen_mask = np.asarray(seen_mask, dtype=bool)
+        values = [np.ascontiguousarray(crops, dtype=np.float32), np.ascontiguousarray(class_embeddings, dtype=np.float32)]
+        if INPUT_NAMES[3] in self._input_names:
+            values += [seen_mask, np.array([bool(bias_correction)])]
+        else:
+            values.append(seen_mask if bias_correction else np.zeros_like(seen_mask))
+        return self.session.run([OUTPUT_NAME], dict(zip(INPUT_NAMES, values)))[0]
+
+    @property
+    def _input_names(self) -> set[str]:
+        return {i.name for i in self.session.get_inputs()}
 
     def segment(self, image: Any, vocabulary: Any = None, *, seen: Sequence[Any] | None = None,
                 bias_correction: bool | None = None, unlabelled_threshold: float | None = None,
@@ -230,13 +238,12 @@ class OnnxSegmenter:
         embeddings, names, default_seen = self._vocabulary(vocabulary, class_names)
         flags = np.asarray(default_seen if seen is None else seen_flags(seen, names), dtype=bool)
         bias_correction = resolve_bias_correction(bias_correction, self.config.indicator_trained, flags.tolist())
-        # PBC is a plain softmax without seen classes or without unseen ones: the graph gets an all-False mask.
-        active = bias_correction and flags.any() and not flags.all()
-        graph_seen = flags if active else np.zeros_like(flags)
+        # PBC is a plain softmax without seen classes or without unseen ones.
+        active = bool(bias_correction and flags.any() and not flags.all())
         pixels = load_pixels(image, self.max_pixels)
         plan = plan_windows(pixels.shape[1:], self.config)
         crops = cut_windows(pixels, plan, np.asarray(self.config.mean, dtype=np.float32))
-        outputs = [self.predict(crops[i:i + self.batch_size], embeddings, graph_seen)
+        outputs = [self.predict(crops[i:i + self.batch_size], embeddings, flags, active)
                    for i in range(0, len(crops), self.batch_size)]
         probs = stitch_windows(np.concatenate(outputs), plan)
         labels, confidence = upsample_labels(probs, plan.image_size, unlabelled_threshold)

@@ -200,11 +200,11 @@ def pretrain_clip(source: AttributeWorld | CaptionSource, config: MiniClipConfig
             templates given with a callable source.
     """
     config = config or MiniClipConfig()
-    if isinstance(source, AttributeWorld):
+    if hasattr(source, "render") and hasattr(source, "class_names"):  # a world (attribute, object, ...)
         source = world_captions(source, CAPTION_TEMPLATES if templates is None else templates, config.multi_prob)
     elif not callable(source):
-        raise TypeError(f"source must be an AttributeWorld or a callable source(rng, batch_size), got "
-                        f"{type(source).__name__}")
+        raise TypeError(f"source must be a world (class_names, render) or a callable source(rng, batch_size), "
+                        f"got {type(source).__name__}")
     elif templates is not None:
         raise ValueError("templates apply to a world source; a callable source writes its own captions")
     first = _check_batch(source(keyed_rng(config.seed, "clip", 0), config.batch_size), config.batch_size)
