@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--test-images", type=int, default=200)
     exp.add_argument("--clip-steps", type=int, default=None,
                      help="pre-train the world's mini-CLIP for this many steps into OUT/clip.safetensors "
-                          "(default 600; not with --clip)")
+                          "(default 600; not with --clip; 0: the data only, no train_config.json)")
     exp.add_argument("--clip", default=None, metavar="FILE",
                      help="reuse this mini-CLIP instead of pre-training one (a save_clip file, or "
                           "alignzeg:assets/world/clip.safetensors for the package's)")
@@ -151,10 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.clip is not None and args.clip_steps is not None:
             raise ValueError("--clip reuses a mini-CLIP and --clip-steps pre-trains one; give one of them")
-        if args.clip_steps is not None and args.clip_steps < 1:
-            raise ValueError(f"--clip-steps must be a positive number of steps, got {args.clip_steps}; to skip the "
-                             "pre-training, reuse a mini-CLIP with --clip FILE (e.g. "
-                             "--clip alignzeg:assets/world/clip.safetensors)")
+        if args.clip_steps is not None and args.clip_steps < 0:
+            raise ValueError(f"--clip-steps must be >= 0, got {args.clip_steps}")
         clip_source = _check_clip(args.clip) if args.clip is not None else None
     except ValueError as err:
         print(f"python -m alignzeg.train.world: error: {err}", file=sys.stderr)
@@ -164,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     world = make_world(args.family, args.world)
     out = export_world(world, args.out, args.train_images, args.test_images, args.val_images).resolve()
+    if args.clip_steps == 0:
+        print(f"wrote the data of {out} only: --clip-steps 0 makes no mini-CLIP and so no train_config.json; "
+              "reuse one with --clip FILE (e.g. --clip alignzeg:assets/world/clip.safetensors) to get a config")
+        return 0
     if clip_source is None:
         from .miniclip import MiniClipConfig, pretrain_clip, save_clip
 

@@ -186,10 +186,16 @@ def test_export_with_a_reused_clip_trains_from_another_folder(tmp_path, monkeypa
 def test_export_refuses_no_clip_and_contradictory_clip_options(tmp_path, capsys):
     from alignzeg.train.world import main
 
-    assert main(["export", "--out", str(tmp_path / "w"), "--clip-steps", "0"]) == 2
-    assert "--clip-steps must be a positive number of steps" in capsys.readouterr().err
+    assert main(["export", "--out", str(tmp_path / "w"), "--clip-steps", "-1"]) == 2
+    assert "--clip-steps must be >= 0, got -1" in capsys.readouterr().err
     assert main(["export", "--out", str(tmp_path / "w"), "--clip-steps", "5", "--clip", "x.safetensors"]) == 2
     assert "give one of them" in capsys.readouterr().err
     assert main(["export", "--out", str(tmp_path / "w"), "--clip", str(tmp_path / "none.safetensors")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # nothing written before the options are checked
+    # --clip-steps 0: the data only, and it says that there is no train config and how to get one
+    assert main(["export", "--out", str(tmp_path / "d"), "--train-images", "1", "--test-images", "1",
+                 "--val-images", "0", "--clip-steps", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "no train_config.json" in printed and "--clip FILE" in printed
+    assert (tmp_path / "d" / "classes.txt").is_file() and not (tmp_path / "d" / "train_config.json").exists()
