@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main", "example_image_path", "EXAMPLE_CLASSES"]
+__all__ = ["main", "example_image_path", "EXAMPLE_CLASSES", "check_model_argument", "check_output_path"]
 
 EXAMPLE_CLASSES = ("person", "chair", "diningtable", "bottle", "wall", "window")
 """Vocabulary of the demo on the bundled PASCAL VOC photo (a cafeteria scene)."""
@@ -40,10 +41,22 @@ def _parse_classes(text: str) -> list[str]:
     return names
 
 
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: takes ``-v`` too, so that it works before or after the subcommand."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # SUPPRESS: a subcommand given without -v leaves the top-level value alone.
+        self.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress")
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
     parser = argparse.ArgumentParser(prog="alignzeg", description="Zero-shot semantic segmentation (AlignZeg).")
+    parser.add_argument("--version", action="version", version=f"alignzeg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
 
     seg = sub.add_parser(
         "segment", help="segment images with your own class names",
@@ -137,6 +150,57 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def check_model_argument(model: str, option: str = "--model") -> None:
+    """Refuse, before anything loads, a model argument that is a preset name or a missing local folder.
+
+    A Hub repo id (``org/name``) passes; so does an existing folder with a ``config.json``.
+
+    Raises:
+        ValueError: a preset name (presets are built with ``AlignZegSegmenter.from_preset``), or a file or
+            folder that is not a saved model.
+        FileNotFoundError: a path whose parent folder exists locally but which does not.
+    """
+    from .presets import list_models
+
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{option} {model!r} is a file; give the folder written by save_pretrained "
+                             "(config.json + model.safetensors)")
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{option} folder {model!r} has no config.json: it is not a folder written by "
+                             "save_pretrained / alignzeg-train")
+        return
+    if model in list_models():
+        raise ValueError(f"{option} {model!r} is a preset name, not a trained model: presets are built with "
+                         f"AlignZegSegmenter.from_preset({model!r}) (list them with `alignzeg models`); "
+                         f"{option} takes a folder written by save_pretrained or a Hub repo id")
+    looks_local = model.startswith((".", "/", "~")) or "\\" in model or model.count("/") != 1
+    if looks_local or (path.parent != Path(".") and path.parent.is_dir()):
+        raise FileNotFoundError(f"{option} {model!r}: no such model folder (nor a Hub repo id 'org/name'); "
+                                f"presets ({', '.join(list_models())}) are built with from_preset")
+
+
+def check_output_path(path: str, option: str) -> None:
+    """Check, before any model loads, that a file can be written at ``path`` (its folder is created).
+
+    Raises:
+        ValueError: ``path`` is a folder, or its folder cannot be created or written to; naming the path.
+    """
+    import tempfile
+
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path!r} is a folder; give a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"{option} {path!r}: its folder cannot be created or written to: "
+                         f"{err.strerror or err}") from None
+
+
 def _report(result, args: argparse.Namespace) -> None:
     from PIL import Image
 
@@ -194,6 +258,7 @@ def _check_segment_mode(args: argparse.Namespace) -> None:
 def _load_segmenter(args: argparse.Namespace, progress: bool):
     from . import AlignZegSegmenter
 
+    check_model_argument(args.model)
     return AlignZegSegmenter.from_pretrained(args.model, revision=args.revision, device=args.device,
                                              batch_size=args.batch_size, progress=progress)
 
@@ -255,6 +320,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from . import AlignZegSegmenter
 
+    check_output_path(args.out, "--out")
+    check_model_argument(args.model)
     segmenter = AlignZegSegmenter.from_pretrained(args.model, revision=args.revision, device="cpu")
     path = segmenter.export_onnx(args.out, opset=args.opset, vocabulary=args.classes, int8=args.int8)
     stored = f" with {len(args.classes)} stored classes" if args.classes else ""

@@ -10,8 +10,11 @@ model trained on a synthetic world, NOT a photo model: it knows colours and patt
     result.save_overlay("demo.png")         # input | prediction | ground truth, with legends
 
 The vocabulary is text, encoded by the mini-CLIP's text tower like any user vocabulary; names outside
-the model's training classes (its config's ``seen_classes``) are unseen, and pixels whose true class is
-not in the vocabulary are left out of the IoUs.
+the model's training classes (its config's ``seen_classes``) are unseen. Typed names are matched to the
+world's classes as vocabularies match names (case and surrounding space ignored). Every pixel is scored:
+a pixel whose true class was not typed counts against whatever class the model put there (a false
+positive of that class), so a typed subset cannot score higher by leaving classes out. A vocabulary that
+names no world class is an error.
 """
 
 from __future__ import annotations
@@ -76,7 +79,10 @@ class DemoResult:
         miou_seen / miou_unseen / hiou: means over the seen / unseen classes with an IoU, and their
             harmonic mean.
         num_images: how many world test images were segmented.
-        first: the first image's segmentation result; ``truth`` its ground truth in vocabulary indices.
+        first: the first image's segmentation result; ``truth`` its ground truth in vocabulary indices
+            (-1: a class that was not typed).
+        untyped_pixels: pixels (over all images) whose true class was not typed; they count as errors.
+        unknown: typed names that are no class of the world.
     """
 
     vocabulary: tuple[str, ...]
@@ -89,6 +95,8 @@ class DemoResult:
     first: SegmentationResult
     truth: np.ndarray
     indices: list[int] = field(default_factory=list)
+    untyped_pixels: int = 0
+    unknown: tuple[str, ...] = ()
 
     def report(self) -> str:
         """Per-class IoU table (classes with an IoU) and the summary, in percent."""
@@ -99,6 +107,12 @@ class DemoResult:
                 lines.append(f"{name:<{width}}  {'seen  ' if s else 'UNSEEN'}  {100 * v:5.1f}")
         lines.append(f"mIoU(S) {100 * self.miou_seen:.1f}  mIoU(U) {100 * self.miou_unseen:.1f}  "
                      f"hIoU {100 * self.hiou:.1f}  over {self.num_images} image(s)")
+        total = self.num_images * self.first.label_map.size
+        if self.untyped_pixels:
+            lines.append(f"all {total} pixels scored; {self.untyped_pixels} of them belong to classes not typed and "
+                         "count against the class predicted there")
+        if self.unknown:
+            lines.append(f"not classes of the world: {', '.join(self.unknown)}")
         return "\n".join(lines)
 
     def save_overlay(self, path: str | Path) -> None:
@@ -111,10 +125,25 @@ class DemoResult:
         Image.fromarray(np.concatenate(panels, axis=1)).save(path)
 
 
-def _truth_in_vocabulary(labels: np.ndarray, world: AttributeWorld, vocabulary: Sequence[str]) -> np.ndarray:
-    """World class ids -> vocabulary indices; classes not in the vocabulary become -1 (left out of IoUs)."""
-    lut = np.array([vocabulary.index(n) if n in vocabulary else -1 for n in world.class_names])
-    return lut[labels]
+def _vocabulary_lut(world: AttributeWorld, vocabulary: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(world class id -> vocabulary index or -1 when not typed, typed names that are no world class).
+
+    Names match as ``class_name_key`` says (case and surrounding space ignored), as seen classes do.
+
+    Raises:
+        ValueError: no typed name is a class of the world (nothing could be scored).
+    """
+    from .names import class_name_key
+
+    typed = {class_name_key(n): i for i, n in enumerate(vocabulary)}
+    lut = np.array([typed.get(class_name_key(n), -1) for n in world.class_names])
+    known = {class_name_key(n) for n in world.class_names}
+    unknown = tuple(n for n in vocabulary if class_name_key(n) not in known)
+    if (lut < 0).all():
+        raise ValueError(f"none of the typed classes {list(vocabulary)} is a class of the demo world, so nothing "
+                         f"can be scored; its classes are colour + pattern names such as "
+                         f"{', '.join(repr(n) for n in world.class_names[:4])} (48 in all: alignzeg.world)")
+    return lut, unknown
 
 
 def run_demo(vocabulary: Sequence[str] | None = None, index: int = 0, num_images: int = 1, segmenter=None,
@@ -136,19 +165,22 @@ def run_demo(vocabulary: Sequence[str] | None = None, index: int = 0, num_images
     world = AttributeWorld(world_config(DEMO_WORLD))
     segmenter = segmenter if segmenter is not None else load_demo_model()
     vocabulary = tuple(world.class_names if vocabulary is None else vocabulary)
+    lut, unknown = _vocabulary_lut(world, vocabulary)
     preds, truths, first = [], [], None
     for i in range(index, index + num_images):
         image, labels = world.sample("test", i)
         result = segmenter.segment(image, list(vocabulary), bias_correction=bias_correction)
         first = first or result
         preds.append(result.label_map)
-        truths.append(_truth_in_vocabulary(labels, world, vocabulary))
+        truths.append(lut[labels])
     truth = np.stack(truths)
-    iou = class_iou(np.stack(preds), np.where(truth < 0, 255, truth), len(vocabulary))
+    k = len(vocabulary)
+    # Untyped pixels are class K ("other"), which is never predicted: each is a false positive of its prediction.
+    iou = class_iou(np.stack(preds), np.where(truth < 0, k, truth), k + 1)[:k]
     seen = np.asarray(first.seen, dtype=bool)
     s, u = nanmean(iou[seen]), nanmean(iou[~seen])
     return DemoResult(vocabulary, seen, iou, s, u, harmonic_iou(s, u), num_images, first, truths[0],
-                      list(range(index, index + num_images)))
+                      list(range(index, index + num_images)), int((truth < 0).sum()), unknown)
 
 
 DISCLAIMER = ("alignzeg demo: a SMALL model (the 'tiny' preset, 64 px) trained on a SYNTHETIC world of 48 "

@@ -61,27 +61,44 @@ class SegmentationResult:
         """(H, W)."""
         return self.label_map.shape  # type: ignore[return-value]
 
-    def pixel_counts(self, include_zero: bool = False) -> dict[str, int]:
-        """Pixels per class name (plus ``"<unlabelled>"`` when any), in vocabulary order."""
+    def pixel_counts(self, include_zero: bool = True) -> dict[str, int]:
+        """Pixels per class name, in vocabulary order, plus ``"<unlabelled>"`` when any pixel is unlabelled.
+
+        Every vocabulary class is listed, classes with no pixel as 0: the same rule in ``to_dict``, the
+        CLI's ``--json`` and the batch CLI's ``results.jsonl``. ``include_zero=False`` leaves them out.
+        """
         counts = np.bincount(self.label_map.ravel() + 1, minlength=len(self.class_names) + 1)
         out = {name: int(c) for name, c in zip(self.class_names, counts[1:]) if include_zero or c}
         if counts[0]:
             out["<unlabelled>"] = int(counts[0])
         return out
 
+    def index(self, name: str) -> int:
+        """Index of class ``name`` in ``class_names``, matched as vocabularies match names: case and
+        surrounding space ignored (``alignzeg.names.class_name_key``), so ``"red striped"`` finds
+        ``"Red Striped"``.
+
+        Raises:
+            KeyError: no class of that name, listing the vocabulary.
+        """
+        from .names import class_name_key
+
+        key = class_name_key(name) if isinstance(name, str) else None
+        for i, known in enumerate(self.class_names):
+            if class_name_key(known) == key:
+                return i
+        raise KeyError(f"{name!r} is not in the vocabulary {list(self.class_names)}")
+
     def mask(self, name: str) -> np.ndarray:
-        """(H, W) bool mask of class ``name``."""
-        if name not in self.class_names:
-            raise KeyError(f"{name!r} is not in the vocabulary {list(self.class_names)}")
-        return self.label_map == self.class_names.index(name)
+        """(H, W) bool mask of class ``name`` (matched as ``index`` does)."""
+        return self.label_map == self.index(name)
 
     def probability_map(self, name: str) -> np.ndarray:
-        """(H, W) float32 probability of class ``name`` at every pixel (bilinear upsample)."""
+        """(H, W) float32 probability of class ``name`` at every pixel (bilinear upsample; ``name`` matched
+        as ``index`` does)."""
         from .onnx.numpy_ops import upsample_plane  # numpy only: results of the torch-free runtime use it too
 
-        if name not in self.class_names:
-            raise KeyError(f"{name!r} is not in the vocabulary {list(self.class_names)}")
-        return upsample_plane(self.class_probs[self.class_names.index(name)], self.size)
+        return upsample_plane(self.class_probs[self.index(name)], self.size)
 
     def overlay(self, alpha: float = 0.5, legend: bool = True, image: Any = None) -> Image.Image:
         """A PIL image: class colours over the input, with a legend of the classes present."""
@@ -91,7 +108,7 @@ class SegmentationResult:
         return draw_overlay(self.label_map, self.class_names, base, alpha=alpha, legend=legend)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary: size, vocabulary, per-class pixel counts."""
+        """JSON-ready summary: size, vocabulary, per-class pixel counts (every class, zeros included)."""
         return {
             "height": int(self.size[0]),
             "width": int(self.size[1]),

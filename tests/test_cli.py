@@ -29,3 +29,66 @@ def test_bad_model_path_is_a_clean_error(tmp_path, capsys):
     code = main(["segment", str(example_image_path()), "--classes", "a,b", "--model", str(tmp_path)])
     assert code == 2
     assert "has no config.json" in capsys.readouterr().err
+
+
+def test_version_and_verbose_after_the_subcommand(capsys):
+    import pytest
+
+    from alignzeg import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"alignzeg {__version__}"
+    assert main(["models", "-v"]) == 0 and main(["-v", "models"]) == 0
+    assert "tiny" in capsys.readouterr().out
+
+
+def test_preset_names_and_missing_folders_are_named_before_loading(tmp_path, capsys):
+    image = str(example_image_path())
+    assert main(["segment", image, "--classes", "a", "--model", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "'tiny' is a preset name" in err and "from_preset('tiny')" in err and "alignzeg models" in err
+    assert main(["segment", image, "--classes", "a", "--model", str(tmp_path / "runs" / "tny")]) == 2
+    assert "no such model folder" in capsys.readouterr().err
+    assert main(["segment", image, "--classes", "a", "--model", str(example_image_path())]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_export_checks_its_output_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from alignzeg import AlignZegSegmenter
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(AlignZegSegmenter, "from_pretrained", refuse)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["export", "--model", "org/name", "--out", str(blocker / "dir" / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "m.onnx" in err and "cannot be created or written to" in err
+    (tmp_path / "d.onnx").mkdir()
+    assert main(["export", "--model", "org/name", "--out", str(tmp_path / "d.onnx")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_zero_pixel_classes_and_case_in_lookups():
+    """One rule: every vocabulary class is counted, zeros included (as results.jsonl does); lookups by name
+    ignore case and surrounding space, as vocabulary matching does."""
+    import pytest
+
+    from alignzeg.result import SegmentationResult
+
+    label_map = np.zeros((4, 5), np.int32)
+    label_map[0, :2] = 2
+    label_map[3, 4] = -1
+    probs = np.random.default_rng(0).random((4, 2, 3)).astype(np.float32)
+    result = SegmentationResult(label_map, np.ones((4, 5), np.float32), ("Red Striped", "sky", "Cat"), probs,
+                                np.array([True, True, False]), False)
+    assert result.pixel_counts() == {"Red Striped": 17, "sky": 0, "Cat": 2, "<unlabelled>": 1}
+    assert result.to_dict()["pixel_counts"] == result.pixel_counts()
+    assert result.pixel_counts(include_zero=False) == {"Red Striped": 17, "Cat": 2, "<unlabelled>": 1}
+    assert np.array_equal(result.mask("red striped"), label_map == 0)
+    assert np.array_equal(result.mask(" CAT "), label_map == 2)
+    np.testing.assert_array_equal(result.probability_map("SKY"), result.probability_map("sky"))
+    with pytest.raises(KeyError, match="'sofa' is not in the vocabulary"):
+        result.mask("sofa")

@@ -74,3 +74,35 @@ def test_demo_command_prints_ious_and_says_what_the_model_is(tmp_path):
     assert "mIoU(U)" in proc.stdout and "UNSEEN" in proc.stdout
     assert "over 20 image(s)" in proc.stdout  # README's first command scores 20 images, not one
     assert Image.open(out).size == (3 * 64 * 6, 64 * 6)
+
+
+def test_a_typed_subset_is_scored_on_every_pixel(demo_model):
+    """Pixels of classes not typed count against the prediction there: IoU_k = |pred k & true k| /
+    |pred k or true k| over all pixels, computed here from the segmenter's own label maps."""
+    world = AttributeWorld(world_config(0))
+    typed = ["red grid", "blue striped"]
+    result = run_demo(typed, num_images=20, segmenter=demo_model)
+    hits, unions = np.zeros(2), np.zeros(2)
+    untyped = 0
+    for i in range(20):
+        image, labels = world.sample("test", i)
+        pred = demo_model.segment(image, typed).label_map
+        truth = np.array(world.class_names)[labels]
+        untyped += int((~np.isin(truth, typed)).sum())
+        for k, name in enumerate(typed):
+            hits[k] += ((pred == k) & (truth == name)).sum()
+            unions[k] += ((pred == k) | (truth == name)).sum()
+    np.testing.assert_allclose(result.iou, hits / unions, rtol=0, atol=1e-12)
+    assert result.untyped_pixels == untyped > 0
+    assert result.hiou < 0.5  # two typed names cannot claim the other classes' pixels (it read 1.0 before)
+    assert f"{untyped} of them belong to classes not typed" in result.report()
+
+
+def test_a_vocabulary_without_world_classes_is_an_error_and_names_match_without_case(demo_model):
+    with pytest.raises(ValueError, match=r"none of the typed classes \['dog', 'cat'\] is a class of the demo world"):
+        run_demo(["dog", "cat"], segmenter=demo_model)
+    lower = run_demo(["red grid", "blue striped"], num_images=2, segmenter=demo_model)
+    upper = run_demo(["Red Grid", " blue striped"], num_images=2, segmenter=demo_model)
+    np.testing.assert_allclose(upper.iou, lower.iou, rtol=0, atol=1e-12)
+    assert upper.untyped_pixels == lower.untyped_pixels and not upper.unknown
+    assert run_demo(["red grid", "dog"], num_images=1, segmenter=demo_model).unknown == ("dog",)

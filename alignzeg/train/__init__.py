@@ -7,7 +7,7 @@ The inference package (``alignzeg``) never imports this one. Entry points:
     segmenter = trainer.train()              # a trained AlignZegSegmenter, also saved in run/
     print(evaluate(segmenter, val_dataset).table())
 
-Command lines: ``alignzeg-train`` (``alignzeg.train.cli``) and ``alignzeg-eval`` (``alignzeg.train.evaluate``;
+Command lines: ``alignzeg-train`` (``alignzeg.train.cli``) and ``alignzeg-eval`` (``alignzeg.train.eval_cli``;
 ``--calibrate`` chooses the bias-correction settings on a validation split, ``alignzeg.train.calibrate``).
 Diagnostics of a trained model: ``alignzeg.train.diagnostics`` (class-indicator ROC AUC, background
 prototype usage).

@@ -8,11 +8,13 @@ inference path) once per grid point, so it costs ``len(thresholds) * len(offsets
 split: use a few hundred images (``limit``). Ties keep the first grid point (smallest threshold, then
 smallest offset).
 
-The chosen values are written into the checkpoint folder's ``config.json`` (``write_calibration``: a new
-file moved over the old one, every other key unchanged), so ``from_pretrained`` and ``segment`` use them.
+``alignzeg-eval --calibrate --out DIR`` writes the calibrated model to a new folder (``save_calibrated``:
+the model's files copied, ``config.json`` with the two values changed and every other key unchanged); the
+model it read is never modified. ``write_calibration`` changes a folder's ``config.json`` in place, for
+folders the caller owns. The calibration and evaluation images must differ (``check_disjoint``).
 
     alignzeg-eval runs/voc --dataset voc --data-root data/VOCdevkit --split val \\
-        --calibrate --calib-split calib      # ImageSets/Segmentation/calib.txt: held-out training images
+        --calibrate --calib-split calib --out runs/voc-calibrated   # calib.txt: held-out training images
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,7 +32,8 @@ from ..config import AlignZegConfig, write_json
 from .evaluate import evaluate
 
 __all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_OFFSETS", "CalibrationResult", "calibrate", "apply_calibration",
-           "write_calibration", "check_calibration_split"]
+           "write_calibration", "save_calibrated", "check_calibration_out", "check_calibration_split",
+           "check_disjoint", "image_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +71,32 @@ def check_calibration_split(calib_split: str, eval_split: str | None) -> None:
     if eval_split is not None and calib_split == eval_split:
         raise ValueError(f"calibration split {calib_split!r} is the evaluation split; choose a held-out "
                          "validation split (thresholds chosen on the evaluation split inflate its numbers)")
+
+
+def image_files(dataset: Any) -> list[Path] | None:
+    """The dataset's image paths (``dataset.images``, as the loaders of ``datasets.py`` have), or ``None``."""
+    images = getattr(dataset, "images", None)
+    return None if images is None else [Path(p) for p in images]
+
+
+def check_disjoint(calibration: Any, evaluation: Any) -> None:
+    """Refuse calibration and evaluation datasets that share an image file (compared by resolved path).
+
+    Datasets without image paths (``image_files`` is ``None``) cannot be compared and pass with a warning.
+
+    Raises:
+        ValueError: naming how many images are shared and a few of them.
+    """
+    calib, evaluated = image_files(calibration), image_files(evaluation)
+    if calib is None or evaluated is None:
+        logger.warning("cannot check that the calibration and evaluation images differ: a dataset lists no "
+                       "image files")
+        return
+    shared = sorted({p.resolve() for p in calib} & {p.resolve() for p in evaluated})
+    if shared:
+        raise ValueError(f"the calibration and evaluation data share {len(shared)} of their images "
+                         f"(e.g. {[str(p) for p in shared[:3]]}); PBC's threshold and offset must be chosen on "
+                         "held-out validation images, never on the images reported")
 
 
 def calibrate(segmenter: Any, dataset: Any, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
@@ -124,9 +154,51 @@ def apply_calibration(segmenter: Any, result: CalibrationResult) -> None:
                                                             seen_score_offset=result.seen_score_offset)
 
 
+def save_calibrated(source: str | os.PathLike, out: str | os.PathLike, result: CalibrationResult,
+                    segmenter: Any = None) -> Path:
+    """Write a calibrated copy of a model to the new folder ``out``; ``source`` is never modified.
+
+    A local ``source`` folder has its files (not its subfolders, e.g. training checkpoints) copied, then
+    ``write_calibration`` changes the copy's ``config.json``; any other source (a Hub id) is written with
+    ``segmenter.save_pretrained(out)`` (a self-contained checkpoint) before the same change.
+
+    Raises:
+        ValueError: ``out`` is a file, a non-empty folder or ``source`` itself, or a Hub source without a
+            segmenter.
+    """
+    out = Path(out)
+    check_calibration_out(source, out)
+    if Path(source).is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        for path in sorted(Path(source).iterdir()):
+            if path.is_file():
+                shutil.copy2(path, out / path.name)
+    elif segmenter is None:
+        raise ValueError(f"{str(source)!r} is not a local folder: pass the loaded segmenter to save it")
+    else:
+        segmenter.save_pretrained(out)
+    return write_calibration(out, result)
+
+
+def check_calibration_out(source: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Check the output folder of a calibrated model: absent or empty, and not the model's own folder.
+
+    Raises:
+        ValueError: naming the folder.
+    """
+    out = Path(out)
+    if Path(source).is_dir() and out.resolve() == Path(source).resolve():
+        raise ValueError(f"--out {str(out)!r} is the model's own folder; the calibrated model goes to a new folder "
+                         "(the input model is never modified)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"--out {str(out)!r} {'is not a folder' if not out.is_dir() else 'is not empty'}; "
+                         "give a new or empty folder for the calibrated model")
+
+
 def write_calibration(folder: str | os.PathLike, result: CalibrationResult) -> Path:
-    """Write the chosen values into ``folder/config.json``: a new file moved over the old one (atomic),
-    every other key and the key order unchanged.
+    """Write the chosen values into ``folder/config.json`` in place: a new file moved over the old one
+    (atomic), every other key and the key order unchanged. For a model you did not make (the package's demo
+    model, a download) use ``save_calibrated``, which leaves its input alone.
 
     Raises:
         FileNotFoundError: ``folder`` has no ``config.json`` (a Hub id cannot be written; download it first).

@@ -9,7 +9,9 @@
         --dataset folder --data-root data/world0 --out runs/world0-mrpe     # runs/world0-mrpe/seed_0 ...
     torchrun --nproc_per_node 8 -m alignzeg.train.cli --recipe coco-stuff-vitb16 ...
 
-The fully resolved config is logged at the start and saved as ``train_config.json`` in ``--out``.
+The fully resolved config is logged at the start and saved as ``train_config.json`` in ``--out``, with
+``run.json`` (the run's settings, data description and fingerprint). ``--resume`` refuses a checkpoint of a
+different run, naming what differs; a fresh run refuses a non-empty ``--out`` unless ``--overwrite``.
 ``--variant`` applies one ablation row (``alignzeg.train.variants``) after the ``--set`` overrides;
 ``--seeds`` trains once per seed, each into ``--out/seed_<seed>``.
 """
@@ -33,7 +35,10 @@ logger = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .._version import __version__
+
     parser = argparse.ArgumentParser(prog="alignzeg-train", description="Train an AlignZeg model.")
+    parser.add_argument("--version", action="version", version=f"alignzeg-train {__version__}")
     parser.add_argument("--config", help="a JSON file of TrainConfig fields")
     parser.add_argument("--recipe", help="a named recipe (see --list-recipes); --config fields override it")
     parser.add_argument("--list-recipes", action="store_true", help="list the recipes and exit")
@@ -41,9 +46,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="override one config field (JSON value), repeatable")
     parser.add_argument("--dataset", help="voc, coco-stuff, context or folder (default: the config's)")
     parser.add_argument("--data-root", help="the dataset's root folder")
-    parser.add_argument("--split", default="train", help="dataset split (default: train)")
+    parser.add_argument("--split", default=None,
+                        help="dataset split; it must exist (default: train; folder: the flat images/ layout, "
+                             "else train/)")
     parser.add_argument("--out", help="output folder (checkpoints, train_config.json, the final model)")
-    parser.add_argument("--resume", default=None, help="a checkpoint folder, or 'auto' for the latest in --out")
+    parser.add_argument("--resume", default=None,
+                        help="a checkpoint folder, or 'auto' for the latest in --out; it must be of the same run "
+                             "(settings and data, recorded in run.json)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let a fresh run write into a non-empty --out (its old checkpoints are deleted)")
     parser.add_argument("--variant", choices=list_variants(), default=None,
                         help="an ablation row applied on top of the config (see alignzeg.train.variants)")
     parser.add_argument("--seeds", type=_parse_seeds, default=None, metavar="S1,S2,...",
@@ -98,18 +109,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = [(config, args.out)] if args.seeds is None else [
             (config.replace(seed=s), str(Path(args.out) / f"seed_{s}")) for s in args.seeds]
         for run_config, out in runs:
-            _train(run_config, dataset, out, args.resume)
+            _train(run_config, dataset, out, args.resume, args.overwrite)
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"alignzeg-train: error: {err}", file=sys.stderr)
         return 2
     return 0
 
 
-def _train(config: TrainConfig, dataset, out: str, resume: str | None) -> None:
+def _train(config: TrainConfig, dataset, out: str, resume: str | None, overwrite: bool) -> None:
     from .trainer import Trainer
 
     logger.info("training seed %d into %s", config.seed, out)
-    Trainer(config, None, dataset, out_dir=out, resume=resume).train()
+    Trainer(config, None, dataset, out_dir=out, resume=resume, overwrite=overwrite).train()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,10 @@ Layouts (``root`` is the folder named first):
 - Folder: ``root/{images/*.jpg|png, labels/<stem>.png, classes.txt}``; ``classes.txt`` holds one class
   name per line and label value k means line k. With split subfolders, ``root/<split>/{images, labels}``
   and one ``classes.txt`` at the top. An optional ``seen.txt`` at the top lists the seen classes.
+
+A split that is asked for by name must exist: a folder without a ``<split>/`` subfolder is an error naming
+the layout, never a silent fall-back to ``root/images`` (two splits read from one folder would be the same
+images). ``build_dataset(split=None)`` picks the dataset's default (see there).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from .splits import COCO_STUFF_RAW_IDS, SPLITS
 logger = logging.getLogger(__name__)
 
 __all__ = ["LabelledImageDataset", "voc_dataset", "context_dataset", "coco_stuff_dataset", "folder_dataset",
-           "build_dataset", "DATASETS", "voc_augmented_pairs", "VOC_AUG_DIR"]
+           "build_dataset", "default_split", "DATASETS", "voc_augmented_pairs", "VOC_AUG_DIR"]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -260,8 +264,12 @@ def folder_dataset(root: str | os.PathLike, seen_classes: Sequence[str] | None =
     """Any folder of images + label PNGs + a class-names file.
 
     ``split`` reads ``root/<split>/{images, labels}`` (``classes.txt`` and ``seen.txt`` stay at the top);
-    without it, or when that subfolder does not exist, ``root/{images, labels}``. ``seen_classes``
-    defaults to the names in ``root/seen.txt`` when it exists, else to all classes.
+    without it ``root/{images, labels}``. ``seen_classes`` defaults to the names in ``root/seen.txt`` when
+    it exists, else to all classes.
+
+    Raises:
+        FileNotFoundError: a missing class-names file, image or label folder, or ``split`` given and
+            ``root/<split>`` missing (the message names the layout and the splits the folder has).
     """
     layout = (f"[<split>/]{images}/<stem>.jpg|png, [<split>/]{labels}/<stem>.png, {classes_file} (one class "
               f"name per line), optional {seen_file}")
@@ -276,7 +284,10 @@ def folder_dataset(root: str | os.PathLike, seen_classes: Sequence[str] | None =
                          f"({len(set(names))} distinct)")
     if seen_classes is None and (root / seen_file).is_file():
         seen_classes = _read_names(root / seen_file)
-    base = root / split if split is not None and (root / split).is_dir() else root
+    if split is not None and not (root / split).is_dir():
+        raise FileNotFoundError(f"split {split!r} does not exist: no folder {str(root / split)!r} "
+                                f"({_splits_found(root, images)}); expected layout: {layout}")
+    base = root / split if split is not None else root
     image_dir = _require_dir(base / images, "image", layout)
     label_dir = _require_dir(base / labels, "label", layout)
     image_paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
@@ -292,6 +303,36 @@ def folder_dataset(root: str | os.PathLike, seen_classes: Sequence[str] | None =
                                 lut, ignore_unseen)
 
 
+def _splits_found(root: Path, images: str) -> str:
+    """What a folder dataset's root holds: its split subfolders, or the flat layout."""
+    splits = sorted(p.name for p in root.iterdir() if (p / images).is_dir())
+    if splits:
+        return f"its splits are {', '.join(splits)}"
+    if (root / images).is_dir():
+        return f"it has the flat layout {images}/ without splits: leave the split out"
+    return "it has no split subfolders"
+
+
+def default_split(name: str, root: str | os.PathLike, train: bool) -> str | None:
+    """The split ``build_dataset`` reads when none is named.
+
+    ``train`` or ``val`` (by ``train``) for the named benchmarks; for a folder dataset the flat layout
+    (``None``) when ``root/images`` exists, else ``root/train`` for training.
+
+    Raises:
+        FileNotFoundError: a folder dataset with split subfolders evaluated without a named split.
+    """
+    if name != "folder":
+        return "train" if train else "val"
+    root = Path(root)
+    if (root / "images").is_dir() or not root.is_dir():
+        return None  # the flat layout (or a missing root, reported by the loader)
+    if train and (root / "train").is_dir():
+        return "train"
+    raise FileNotFoundError(f"folder dataset {str(root)!r} has no flat images/ folder; name a split "
+                            f"({_splits_found(root, 'images')})")
+
+
 DATASETS = {"voc": voc_dataset, "context": context_dataset, "coco-stuff": coco_stuff_dataset,
             "folder": folder_dataset}
 
@@ -299,12 +340,13 @@ DATASETS = {"voc": voc_dataset, "context": context_dataset, "coco-stuff": coco_s
 _RESERVED = ("root", "split", "seen_classes", "ignore_unseen")
 
 
-def build_dataset(name: str, root: str | os.PathLike, split: str = "train",
+def build_dataset(name: str, root: str | os.PathLike, split: str | None = None,
                   seen_classes: Sequence[str] | None = None, train: bool = True,
                   **options: Any) -> LabelledImageDataset:
     """A dataset by name (``voc``, ``context``, ``coco-stuff``, ``folder``); ``train`` drops unseen pixels.
 
     Args:
+        split: the split to read; it must exist. ``None``: ``default_split(name, root, train)``.
         options: further keyword arguments of the loader (``voc_dataset(label_dir=...)``,
             ``folder_dataset(images=..., labels=...)``): ``TrainConfig.data`` / ``--set data.KEY=VALUE``.
 
@@ -318,6 +360,8 @@ def build_dataset(name: str, root: str | os.PathLike, split: str = "train",
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ValueError(f"dataset {name!r} takes no option {unknown}; its options are {accepted}")
+    if split is None:
+        split = default_split(name, root, train)
     if name == "folder":
         return folder_dataset(root, seen_classes=seen_classes, ignore_unseen=train, split=split, **options)
     return loader(root, split=split, seen_classes=seen_classes, ignore_unseen=train, **options)

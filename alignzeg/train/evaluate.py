@@ -17,11 +17,8 @@ Protocol (also in docs/training.md):
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
-import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -30,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
 
-__all__ = ["ConfusionMatrix", "EvalResult", "compute_metrics", "evaluate", "resolve_bias_correction", "main"]
+__all__ = ["ConfusionMatrix", "EvalResult", "compute_metrics", "evaluate", "resolve_bias_correction"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +41,8 @@ class EvalResult:
         class_names: the K names.
         seen: (K,) bool.
         iou: (K,) float per-class IoU, NaN for classes with an empty union.
-        confusion: (K, K + 1) int64 matrix.
+        confusion: (K, K + 1) int64 matrix: rows true classes, columns predictions (column K: a prediction
+            outside [0, K), e.g. "unlabelled").
     """
 
     miou_seen: float
@@ -57,15 +55,31 @@ class EvalResult:
     iou: np.ndarray
     confusion: np.ndarray
 
+    @property
+    def unseen_as_seen(self) -> float:
+        """Share of the valid pixels of unseen classes predicted as a seen class (the bias PBC corrects);
+        NaN without unseen pixels."""
+        return _share(self.confusion, ~self.seen, self.seen)
+
+    @property
+    def seen_as_unseen(self) -> float:
+        """Share of the valid pixels of seen classes predicted as an unseen class; NaN without seen pixels."""
+        return _share(self.confusion, self.seen, ~self.seen)
+
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready metrics (fractions, ``None`` for NaN), per-class IoUs and the (K, K + 1) confusion matrix."""
         def num(v: float) -> float | None:
             return None if math.isnan(v) else float(v)
 
         return {
             "mIoU(S)": num(self.miou_seen), "mIoU(U)": num(self.miou_unseen), "hIoU": num(self.hiou),
             "mIoU": num(self.miou), "pixel_accuracy": num(self.pixel_accuracy),
+            "unseen_as_seen": num(self.unseen_as_seen), "seen_as_unseen": num(self.seen_as_unseen),
             "per_class": [{"class": n, "seen": bool(s), "IoU": num(v)}
                           for n, s, v in zip(self.class_names, self.seen, self.iou)],
+            "confusion": {"rows": "true class, in class order",
+                          "columns": "predicted class, in class order, then 'other' (unlabelled)",
+                          "matrix": self.confusion.tolist()},
         }
 
     def table(self) -> str:
@@ -77,6 +91,13 @@ class EvalResult:
         lines.append(f"mIoU(S) {100 * self.miou_seen:.2f}  mIoU(U) {100 * self.miou_unseen:.2f}  "
                      f"hIoU {100 * self.hiou:.2f}  mIoU {100 * self.miou:.2f}  pAcc {100 * self.pixel_accuracy:.2f}")
         return "\n".join(lines)
+
+
+def _share(confusion: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> float:
+    """Pixels of the ``rows`` classes predicted as a ``columns`` class, over all pixels of the ``rows`` classes."""
+    k = confusion.shape[0]
+    total = confusion[rows].sum()
+    return float(confusion[rows][:, :k][:, columns].sum() / total) if total else float("nan")
 
 
 def compute_metrics(confusion: np.ndarray, seen: Sequence[bool], class_names: Sequence[str]) -> EvalResult:
@@ -162,87 +183,3 @@ def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = 
                                    bias_correction=bias_correction, keep_image=False)
         matrix.update(result.label_map, np.asarray(item["label"]))
     return compute_metrics(matrix.matrix, seen, names)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alignzeg-eval", description="Zero-shot evaluation: mIoU(S), mIoU(U), hIoU.")
-    parser.add_argument("model", help="a folder written by save_pretrained / alignzeg-train, or a Hub repo id")
-    parser.add_argument("--dataset", required=True, help="voc, coco-stuff, context or folder")
-    parser.add_argument("--data-root", required=True, help="the dataset's root folder")
-    parser.add_argument("--split", default="val", help="dataset split (default: val)")
-    parser.add_argument("--seen", nargs="*", default=None,
-                        help="seen class names (default: the dataset's standard split; folder: all classes)")
-    parser.add_argument("--bias-correction", choices=("auto", "on", "off"), default="auto",
-                        help="PBC: auto (default) = on when the class indicator was trained")
-    parser.add_argument("--no-bias-correction", action="store_true", help="evaluate without PBC (= off)")
-    parser.add_argument("--calibrate", action="store_true",
-                        help="first choose pbc_threshold and seen_score_offset on --calib-split (max hIoU) and "
-                             "write them into MODEL/config.json")
-    parser.add_argument("--calib-split", default=None,
-                        help="the labelled validation split to calibrate on; never the test split, never --split")
-    parser.add_argument("--calib-limit", type=int, default=None, help="calibrate on the first N images only")
-    parser.add_argument("--thresholds", default=None, help="comma-separated pbc_threshold grid")
-    parser.add_argument("--offsets", default=None, help="comma-separated seen_score_offset grid (logits)")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
-    parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
-
-
-def _grid(text: str | None, default: Sequence[float], what: str) -> list[float]:
-    if text is None:
-        return list(default)
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise ValueError(f"--{what} must be comma-separated numbers, got {text!r}") from err
-
-
-def _run_calibration(args: argparse.Namespace, segmenter: Any) -> None:
-    from .calibrate import (DEFAULT_OFFSETS, DEFAULT_THRESHOLDS, apply_calibration, calibrate, check_calibration_split,
-                            write_calibration)
-    from .datasets import build_dataset
-
-    check_calibration_split(args.calib_split, args.split)
-    grids = _grid(args.thresholds, DEFAULT_THRESHOLDS, "thresholds"), _grid(args.offsets, DEFAULT_OFFSETS, "offsets")
-    calib = build_dataset(args.dataset, args.data_root, split=args.calib_split, seen_classes=args.seen, train=False)
-    result = calibrate(segmenter, calib, *grids, limit=args.calib_limit, progress=not args.quiet)
-    path = write_calibration(args.model, result)
-    apply_calibration(segmenter, result)
-    print(f"calibrated on {args.calib_split!r}: pbc_threshold {result.pbc_threshold:g}, seen_score_offset "
-          f"{result.seen_score_offset:g} (hIoU {100 * result.hiou:.2f}); written to {path}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``alignzeg-eval MODEL --dataset NAME --data-root DIR``: prints the per-class table and the summary."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from ..segmenter import AlignZegSegmenter
-    from .datasets import build_dataset
-
-    mode = "off" if args.no_bias_correction else args.bias_correction
-    try:
-        if args.calibrate:
-            from .calibrate import check_calibration_split
-
-            check_calibration_split(args.calib_split or "", args.split)
-        dataset = build_dataset(args.dataset, args.data_root, split=args.split, seen_classes=args.seen, train=False)
-        segmenter = AlignZegSegmenter.from_pretrained(args.model, device=args.device)
-        bias_correction = resolve_bias_correction(segmenter.config, {"on": True, "off": False}.get(mode, "auto"))
-        if args.calibrate:
-            _run_calibration(args, segmenter)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"alignzeg-eval: error: {err}", file=sys.stderr)
-        return 2
-    result = evaluate(segmenter, dataset, bias_correction=bias_correction, limit=args.limit,
-                      progress=not args.quiet)
-    print(result.table())
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result.to_dict(), f, indent=2)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -13,8 +13,15 @@ Captions naming the same set of classes are positives of each other (a batch of 
 classes): the targets of the contrastive loss are spread evenly over them.
 
     clip = pretrain_clip(world, MiniClipConfig(steps=600, seed=0))  # open_clip.CLIP, ~2 min on 2 cores
+    clip = pretrain_clip(my_pairs, MiniClipConfig(steps=600))  # any source: my_pairs(rng, batch_size)
     save_clip(clip, "clip.safetensors")        # loads with from_preset("tiny", clip_pretrained=<file>)
     zero_shot_accuracy(clip, world, 480)       # {"all": 0.97..., "unseen": ...}
+
+The source of (image, caption) pairs can be any callable ``source(rng, batch_size)`` returning
+``(images, captions)`` or ``(images, captions, keys)``: images a (B, 3, S, S) float tensor in [0, 1]
+(square, any side S the tiny CLIP's 8-pixel patches divide), B caption strings, and optionally B hashable
+keys (pairs with equal keys are positives of each other; default: equal captions). ``world_captions``
+makes such a source of an attribute world with your own caption templates.
 
 Everything is a function of ``seed``: the initialisation (``torch.manual_seed`` inside a forked RNG), the
 images and captions (numpy generators keyed by ``(seed, step)``). The global RNGs are left untouched.
@@ -27,6 +34,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +49,10 @@ from ..presets import get_preset_config
 from ..world import AttributeWorld, keyed_rng, voronoi_labels
 
 __all__ = ["CAPTION_TEMPLATES", "MiniClipConfig", "pretrain_clip", "save_clip", "zero_shot_accuracy",
-           "render_captioned_batch"]
+           "render_captioned_batch", "world_captions", "CaptionSource"]
+
+CaptionSource = Callable[[np.random.Generator, int], tuple]
+"""``source(rng, batch_size) -> (images (B, 3, S, S) float in [0, 1], captions, [keys])``."""
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +97,11 @@ def _caption(names: list[str], template: str) -> str:
     return template.format(" and a ".join(names))
 
 
-def render_captioned_batch(world: AttributeWorld, size: int, multi_prob: float, rng: np.random.Generator
+def render_captioned_batch(world: AttributeWorld, size: int, multi_prob: float, rng: np.random.Generator,
+                           templates: Sequence[str] = CAPTION_TEMPLATES
                            ) -> tuple[torch.Tensor, list[str], list[frozenset]]:
-    """A batch of captioned images drawn from ALL classes (seen and unseen).
+    """A batch of captioned images drawn from ALL classes (seen and unseen); captions use ``templates``
+    (each with one ``{}`` for the class names).
 
     Returns:
         images (B, 3, S, S) float32 in [0, 1], captions (B strings), and the set of class ids each
@@ -101,16 +114,51 @@ def render_captioned_batch(world: AttributeWorld, size: int, multi_prob: float, 
         classes = rng.choice(world.num_classes, count, replace=False)
         cells = voronoi_labels(rng.uniform(0, s, (count, 2)), s) if count > 1 else np.zeros((s, s), dtype=np.int64)
         images.append(world.render(rng, classes, cells))
-        template = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))]
+        template = templates[int(rng.integers(len(templates)))]
         captions.append(_caption([world.class_names[c] for c in classes], template))
         keys.append(frozenset(int(c) for c in classes))
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     return batch, captions, keys
 
 
+def world_captions(world: AttributeWorld, templates: Sequence[str] = CAPTION_TEMPLATES,
+                   multi_prob: float = 0.3) -> CaptionSource:
+    """A caption source of ``world`` for ``pretrain_clip``: ``render_captioned_batch`` with ``templates``.
+
+    Raises:
+        ValueError: no templates, or a template without exactly one ``{}``.
+    """
+    templates = tuple(templates)
+    if not templates or any(not isinstance(t, str) or t.count("{}") != 1 for t in templates):
+        raise ValueError(f"caption templates must be strings with one '{{}}' each, got {templates!r}")
+    if not 0.0 <= multi_prob <= 1.0:
+        raise ValueError(f"multi_prob must be in [0, 1], got {multi_prob!r}")
+    return lambda rng, size: render_captioned_batch(world, size, multi_prob, rng, templates)
+
+
 def _tiny_config(world: AttributeWorld) -> AlignZegConfig:
-    return get_preset_config("tiny", input_size=world.config.image_size,
-                             window_stride=min(48, world.config.image_size))
+    return _tiny_config_for(world.config.image_size)
+
+
+def _tiny_config_for(image_size: int) -> AlignZegConfig:
+    return get_preset_config("tiny", input_size=image_size, window_stride=min(48, image_size))
+
+
+def _check_batch(batch: Any, size: int) -> tuple[torch.Tensor, list[str], list[Hashable]]:
+    """A source's batch as (images, captions, keys), or ``ValueError``/``TypeError`` saying what is wrong."""
+    if not isinstance(batch, tuple) or len(batch) not in (2, 3):
+        raise TypeError(f"a caption source must return (images, captions) or (images, captions, keys), got "
+                        f"{type(batch).__name__}")
+    images, captions = batch[0], list(batch[1])
+    keys = list(batch[2]) if len(batch) == 3 and batch[2] is not None else captions
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.dim() != 4 \
+            or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+        raise ValueError(f"caption source images must be a (B, 3, S, S) float tensor, got "
+                         f"{getattr(images, 'shape', type(images).__name__)}")
+    if not len(images) == len(captions) == len(keys) == size or not all(isinstance(c, str) for c in captions):
+        raise ValueError(f"a caption source asked for {size} pairs returned {len(images)} images, "
+                         f"{len(captions)} captions and {len(keys)} keys (captions must be strings)")
+    return images, captions, keys
 
 
 def _lr(config: MiniClipConfig, step: int) -> float:
@@ -121,7 +169,7 @@ def _lr(config: MiniClipConfig, step: int) -> float:
 
 
 def _contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: torch.Tensor,
-                      keys: list[frozenset]) -> torch.Tensor:
+                      keys: list[Hashable]) -> torch.Tensor:
     """Symmetric InfoNCE with multi-positive targets (pairs naming the same class set)."""
     logits = scale * image_emb @ text_emb.t()
     index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
@@ -132,14 +180,35 @@ def _contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: to
                   + torch.sum(-targets * F.log_softmax(logits.t(), 1), 1).mean())
 
 
-def pretrain_clip(world: AttributeWorld, config: MiniClipConfig | None = None) -> torch.nn.Module:
-    """Train the ``tiny`` preset's CLIP contrastively on captioned images of all of ``world``'s classes.
+def pretrain_clip(source: AttributeWorld | CaptionSource, config: MiniClipConfig | None = None,
+                  templates: Sequence[str] | None = None) -> torch.nn.Module:
+    """Train the ``tiny`` preset's CLIP contrastively on (image, caption) pairs.
+
+    Args:
+        source: an ``AttributeWorld`` (captioned images of all its classes, ``world_captions``) or any
+            caption source ``source(rng, batch_size)`` (see the module docstring); the image side S of its
+            first batch sets the CLIP's input size.
+        config: steps, batch size, learning rate, seed...
+        templates: caption templates for a world source (default ``CAPTION_TEMPLATES``); a callable
+            source writes its own captions.
 
     Returns:
         The trained ``open_clip.CLIP`` (float32, CPU, eval mode); its state dict is what ``save_clip`` writes.
+
+    Raises:
+        ValueError / TypeError: a source whose batches are not (B, 3, S, S) images with B captions, or
+            templates given with a callable source.
     """
     config = config or MiniClipConfig()
-    model_config = _tiny_config(world)
+    if hasattr(source, "render") and hasattr(source, "class_names"):  # a world (attribute, object, ...)
+        source = world_captions(source, CAPTION_TEMPLATES if templates is None else templates, config.multi_prob)
+    elif not callable(source):
+        raise TypeError(f"source must be a world (class_names, render) or a callable source(rng, batch_size), "
+                        f"got {type(source).__name__}")
+    elif templates is not None:
+        raise ValueError("templates apply to a world source; a callable source writes its own captions")
+    first = _check_batch(source(keyed_rng(config.seed, "clip", 0), config.batch_size), config.batch_size)
+    model_config = _tiny_config_for(int(first[0].shape[-1]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         backbone = CLIPBackbone(model_config)
@@ -152,8 +221,8 @@ def pretrain_clip(world: AttributeWorld, config: MiniClipConfig | None = None) -
                                    {"params": rest, "weight_decay": 0.0}], lr=config.lr, foreach=True)
     bar = tqdm(range(config.steps), disable=not config.progress, desc="mini-CLIP")
     for step in bar:
-        images, captions, keys = render_captioned_batch(world, config.batch_size, config.multi_prob,
-                                                        keyed_rng(config.seed, "clip", step))
+        images, captions, keys = first if step == 0 else _check_batch(
+            source(keyed_rng(config.seed, "clip", step), config.batch_size), config.batch_size)
         for group in optimizer.param_groups:
             group["lr"] = _lr(config, step)
         image_emb = clip.encode_image((images - mean) / std, normalize=True)

@@ -19,7 +19,15 @@ gradient accumulation, AMP on CUDA, tqdm progress, loss logging every ``log_ever
 Checkpoints ``out_dir/checkpoints/step_XXXXXX/`` hold ``config.json`` + ``model.safetensors`` (the full
 model) and ``trainer_state.pt`` (optimizer, gradient scaler and step, read back with
 ``torch.load(weights_only=True)``; the learning rate and the randomness of a step are functions of the
-step and ``seed``, so nothing else is needed to resume bit-exactly); ``resume="auto"`` picks the latest. The
+step and ``seed``, so nothing else is needed to resume bit-exactly); ``resume="auto"`` picks the latest.
+
+A run is identified by ``run.json`` (``run_record``): its settings (every ``TrainConfig`` field except the
+ones that change no number: ``progress``, ``log_every``, ``checkpoint_every``, ``num_workers``, ``device``),
+a description of its data (class names, training classes, image count, and a hash of the image file names
+or of the first item) and a SHA-256 fingerprint of both. It is written to ``out_dir`` and every checkpoint;
+resuming from a checkpoint of a different run is refused with the differences named. A fresh run refuses a
+non-empty ``out_dir`` unless ``overwrite=True`` (which deletes the old run's checkpoints, so that a later
+``resume="auto"`` cannot pick them up). The
 model config gets ``seen_classes`` and ``indicator_trained`` (True exactly when this run trains the class
 indicator: ``class_indicator`` and ``lambda_bc > 0``), and at the end ``out_dir`` receives
 ``save_pretrained``'s files plus ``train_config.json``.
@@ -32,12 +40,16 @@ Distributed: launched under ``torchrun`` (``WORLD_SIZE`` > 1), the trainer joins
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
@@ -46,6 +58,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..checkpoint import clip_fingerprint, save_checkpoint
+from ..config import write_json
 from ..device import autocast_dtype
 from ..hub import WEIGHTS_NAME, load_state_dict_strict
 from ..modeling.model import AlignZegModel
@@ -58,9 +71,75 @@ from .optim import parameter_groups
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "lr_factor"]
+__all__ = ["Trainer", "lr_factor", "run_record", "run_differences"]
 
 STATE_NAME = "trainer_state.pt"
+RUN_NAME = "run.json"
+_NOT_IN_RUN = ("progress", "log_every", "checkpoint_every", "num_workers", "device")
+"""``TrainConfig`` fields that change no number of a run (left out of its fingerprint)."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _data_record(config: TrainConfig, dataset: Any) -> dict[str, Any]:
+    names = [str(n) for n in (getattr(dataset, "class_names", ()) or ())]
+    seen = config.seen_classes if config.seen_classes is not None else getattr(dataset, "seen_classes", None)
+    record: dict[str, Any] = {"class_names": names, "seen_classes": list(seen or names),
+                              "num_images": len(dataset)}
+    files = getattr(dataset, "images", None)
+    if files is not None and len(files):
+        root = os.path.commonpath([os.path.abspath(p) for p in files])
+        root = root if os.path.isdir(root) and len(files) > 1 else os.path.dirname(root)
+        record["files_sha256"] = _sha256("\n".join(os.path.relpath(os.path.abspath(p), root)
+                                                   for p in files).encode())
+    elif len(dataset):
+        item = dataset[0]
+        record["first_item_sha256"] = _sha256(b"".join(
+            np.ascontiguousarray(np.asarray(item[k])).tobytes() for k in ("image", "label")))
+    embeddings = getattr(dataset, "class_embeddings", None)
+    if embeddings is not None:
+        record["class_embeddings_sha256"] = _sha256(np.ascontiguousarray(
+            torch.as_tensor(embeddings).float().cpu().numpy()).tobytes())
+    return record
+
+
+def run_record(config: TrainConfig, dataset: Any) -> dict[str, Any]:
+    """What identifies a training run: ``{"config": ..., "data": ..., "fingerprint": sha256 hex}``.
+
+    ``config`` is ``config.to_dict()`` without the fields that change no number (``progress``, ``log_every``,
+    ``checkpoint_every``, ``num_workers``, ``device``); ``data`` holds the class names, the training classes,
+    the image count and a SHA-256 of the image file names relative to their common folder (or, for a
+    dataset without files, of its first item's image and label), plus one of ``class_embeddings`` if any.
+    """
+    settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_RUN}
+    record = {"config": settings, "data": _data_record(config, dataset)}
+    record["fingerprint"] = _sha256(json.dumps(record, sort_keys=True, default=str).encode())
+    return record
+
+
+def run_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"config.lr: 0.001 (checkpoint) != 0.002 (this run)"`` for every setting or data entry that differs."""
+    out = []
+    for part in ("config", "data"):
+        if part not in stored:  # a checkpoint from before run.json records its settings only
+            continue
+        a, b = stored[part], current.get(part, {})
+        for key in sorted(set(a) | set(b)):
+            if _canonical(a.get(key)) != _canonical(b.get(key)):
+                out.append(f"{part}.{key}: {_short(a.get(key, '<absent>'))} (checkpoint) != "
+                           f"{_short(b.get(key, '<absent>'))} (this run)")
+    return out
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:
@@ -92,18 +171,29 @@ class Trainer:
         dataset: a training dataset (protocol in ``alignzeg.train.data``).
         out_dir: where checkpoints and the final model go; ``None`` writes nothing.
         resume: a checkpoint folder to continue from, ``"auto"`` (the latest in ``out_dir``, if any) or ``None``.
+            The checkpoint must be of the same run (``run.json``), else ``ValueError`` names what differs.
+        overwrite: let a fresh run (nothing resumed) write into a non-empty ``out_dir``; the old run's
+            checkpoints there are deleted.
+
+    Raises:
+        ValueError: a fresh run into a non-empty ``out_dir`` without ``overwrite``, or a checkpoint of a
+            different run (both before the model is built).
     """
 
     def __init__(self, config: TrainConfig, model: AlignZegModel | AlignZegSegmenter | None, dataset: Any,
-                 out_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None) -> None:
+                 out_dir: str | os.PathLike | None = None, resume: str | os.PathLike | None = None,
+                 overwrite: bool = False) -> None:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.config = config
         self.dataset = dataset
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.resume = resume
+        self.overwrite = overwrite
         self.history: list[dict[str, float]] = []
         self._setup_distributed()
+        self.run = run_record(config, dataset)
+        self._resume_from = self._check_run()
         self.model = self._build_model(model).to(self.device)
         self.train_ids, self.class_names = self._training_classes()
         self.class_embeddings = self._class_embeddings()
@@ -211,6 +301,7 @@ class Trainer:
         if self.rank == 0 and self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             cfg.to_json(self.out_dir / "train_config.json")
+            write_json(self.out_dir / RUN_NAME, self.run)
         self.model.train()
         net = self.model
         if self.world_size > 1:
@@ -292,6 +383,7 @@ class Trainer:
         }
         torch.save(state, folder / STATE_NAME)
         self.config.to_json(folder / "train_config.json")
+        write_json(folder / RUN_NAME, self.run)
         logger.info("saved checkpoint %s", folder)
         return folder
 
@@ -307,8 +399,46 @@ class Trainer:
             raise FileNotFoundError(f"{folder} is not a training checkpoint (needs {WEIGHTS_NAME} and {STATE_NAME})")
         return folder
 
-    def _restore(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> int:
+    def _check_run(self) -> Path | None:
+        """The checkpoint to resume from, checked to be of this run; or a fresh run's ``out_dir`` checked."""
         folder = self._resume_folder()
+        if folder is not None:
+            stored = self._stored_run(folder)
+            differences = run_differences(stored, self.run) if stored is not None else []
+            if differences:
+                raise ValueError(f"checkpoint {str(folder)!r} is of a different run; it differs in "
+                                 + "; ".join(differences)
+                                 + ". Resume with the same settings and data, or start a fresh run in a new --out")
+            return folder
+        if self.out_dir is None or not self.out_dir.is_dir() or not any(self.out_dir.iterdir()):
+            return None
+        if not self.overwrite:
+            held = sorted(p.name for p in self.out_dir.iterdir())
+            raise ValueError(f"output folder {str(self.out_dir)!r} is not empty (it holds {', '.join(held[:5])}"
+                             f"{', ...' if len(held) > 5 else ''}) and this is a fresh run; choose a new folder, "
+                             "resume the run there (resume='auto', --resume auto) or allow overwriting "
+                             "(overwrite=True, --overwrite)")
+        old = self.out_dir / "checkpoints"
+        for step in sorted(old.glob("step_*")) if old.is_dir() and self.rank == 0 else []:
+            if (step / STATE_NAME).is_file():
+                shutil.rmtree(step)
+                logger.warning("overwrite: deleted the old checkpoint %s", step)
+        return None
+
+    def _stored_run(self, folder: Path) -> dict[str, Any] | None:
+        """A checkpoint's ``run.json``; for checkpoints written before it existed, its ``train_config.json``."""
+        if (folder / RUN_NAME).is_file():
+            return json.loads((folder / RUN_NAME).read_text(encoding="utf-8"))
+        if (folder / "train_config.json").is_file():
+            logger.warning("checkpoint %s has no %s: only its settings are compared, not its data", folder, RUN_NAME)
+            stored = TrainConfig.from_json(folder / "train_config.json").to_dict()
+            return {"config": {k: v for k, v in stored.items() if k not in _NOT_IN_RUN}}
+        logger.warning("checkpoint %s records neither %s nor train_config.json: cannot check that it is of this "
+                       "run", folder, RUN_NAME)
+        return None
+
+    def _restore(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> int:
+        folder = self._resume_from
         if folder is None:
             return 0
         load_state_dict_strict(self.model, load_file(str(folder / WEIGHTS_NAME), device=str(self.device)))

@@ -110,7 +110,7 @@ def world_train_config(world: Any, clip_pretrained: str | os.PathLike | None, **
     prototypes, and negative
     proposals from the top-1 (not 5) by loss: the paper's K = 5 is 5 % of 100 queries, and 5 of the tiny
     preset's 8 queries made most proposals negatives (world 0, seed 0, 1500 steps: full hIoU 25.2 with
-    K = 5, 33.5 with K = 1).
+    K = 5, 33.5 with K = 1). No progress bar (``progress=False``): its runs are logged to files.
 
     Args:
         world: an ``AttributeWorld`` (its ``seen_classes`` are recorded).
@@ -122,5 +122,6 @@ def world_train_config(world: Any, clip_pretrained: str | os.PathLike | None, **
     base = dict(preset="tiny", clip_pretrained=clip, dataset="folder",
                 seen_classes=tuple(world.seen_classes), iterations=1500, batch_size=8, lr=1e-3,
                 crop_scale=(1.0, 1.0), flip=True, checkpoint_every=0, log_every=100, negative_topk=1,
+                progress=False,  # runs of this config go to log files: the loss is logged every log_every steps
                 model_overrides=dict(num_bg_prototypes=10, decoder_dim=WORLD_DECODER_DIM))
     return TrainConfig(**{**base, **changes})

@@ -8,7 +8,10 @@ The world itself (classes, split, renderer) is ``alignzeg.world``; its mini-CLIP
 
 ``python -m alignzeg.train.world export --world 0 --out data/world0`` writes a world to disk in the
 folder-dataset layout (``classes.txt``, ``seen.txt``, ``{train,val,test}/{images,labels}``),
-pre-trains its mini-CLIP into ``clip.safetensors`` and writes a ``train_config.json`` for ``alignzeg-train``.
+pre-trains its mini-CLIP into ``clip.safetensors`` and writes a ``train_config.json`` for ``alignzeg-train``
+whose ``clip_pretrained`` is an absolute path (the config works from any folder). ``--clip FILE`` reuses a
+mini-CLIP instead of pre-training one (``--clip alignzeg:assets/world/clip.safetensors``: the one shipped
+with the package, pre-trained on world 0's captions; the 48 class names are the same in every world).
 """
 
 from __future__ import annotations
@@ -110,28 +113,67 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--train-images", type=int, default=4000)
     exp.add_argument("--val-images", type=int, default=100, help="calibration split (drawn like test)")
     exp.add_argument("--test-images", type=int, default=200)
-    exp.add_argument("--clip-steps", type=int, default=600,
-                     help="pre-train the world's mini-CLIP for this many steps into OUT/clip.safetensors (0: skip)")
+    exp.add_argument("--clip-steps", type=int, default=None,
+                     help="pre-train the world's mini-CLIP for this many steps into OUT/clip.safetensors "
+                          "(default 600; not with --clip; 0: the data only, no train_config.json)")
+    exp.add_argument("--clip", default=None, metavar="FILE",
+                     help="reuse this mini-CLIP instead of pre-training one (a save_clip file, or "
+                          "alignzeg:assets/world/clip.safetensors for the package's)")
     return parser
+
+
+def _check_clip(source: str) -> str:
+    """The ``clip_pretrained`` value for a reused mini-CLIP (an absolute path, or the package reference),
+    after checking that it loads into the ``tiny`` preset's CLIP.
+
+    Raises:
+        ValueError: a missing file, or weights of another architecture.
+    """
+    from ..clip_weights import PACKAGE_PREFIX, load_clip_weights
+    from ..errors import WeightsError
+    from ..presets import get_preset_config
+
+    value = source if source.startswith(PACKAGE_PREFIX) else str(Path(source).expanduser().resolve())
+    if not source.startswith(PACKAGE_PREFIX) and not Path(value).is_file():
+        raise ValueError(f"--clip {source!r}: no such file (a mini-CLIP written by save_clip, or "
+                         f"{PACKAGE_PREFIX}assets/world/clip.safetensors)")
+    try:
+        load_clip_weights(get_preset_config("tiny"), value)
+    except WeightsError as err:
+        raise ValueError(f"--clip {source!r} is not a mini-CLIP of the tiny preset: {err}") from err
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m alignzeg.train.world export --world 0 --out data/world0``."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.clip is not None and args.clip_steps is not None:
+            raise ValueError("--clip reuses a mini-CLIP and --clip-steps pre-trains one; give one of them")
+        if args.clip_steps is not None and args.clip_steps < 0:
+            raise ValueError(f"--clip-steps must be >= 0, got {args.clip_steps}")
+        clip_source = _check_clip(args.clip) if args.clip is not None else None
+    except ValueError as err:
+        print(f"python -m alignzeg.train.world: error: {err}", file=sys.stderr)
+        return 2
     from .object_world import make_world
+    from .variants import world_train_config
 
     world = make_world(args.family, args.world)
-    out = export_world(world, args.out, args.train_images, args.test_images, args.val_images)
-    if args.clip_steps:
+    out = export_world(world, args.out, args.train_images, args.test_images, args.val_images).resolve()
+    if args.clip_steps == 0:
+        print(f"wrote the data of {out} only: --clip-steps 0 makes no mini-CLIP and so no train_config.json; "
+              "reuse one with --clip FILE (e.g. --clip alignzeg:assets/world/clip.safetensors) to get a config")
+        return 0
+    if clip_source is None:
         from .miniclip import MiniClipConfig, pretrain_clip, save_clip
-        from .variants import world_train_config
 
-        clip = pretrain_clip(world, MiniClipConfig(steps=args.clip_steps, seed=args.world))
-        save_clip(clip, out / "clip.safetensors")
-        world_train_config(world, out / "clip.safetensors").to_json(out / "train_config.json")
-        print(f"wrote {out}: train with\n  alignzeg-train --config {out}/train_config.json --variant full "
-              f"--dataset folder --data-root {out} --out runs/world{args.world}")
+        clip = pretrain_clip(world, MiniClipConfig(steps=args.clip_steps or 600, seed=args.world))
+        clip_source = str(save_clip(clip, out / "clip.safetensors"))
+    world_train_config(world, clip_source).to_json(out / "train_config.json")
+    print(f"wrote {out}: train with\n  alignzeg-train --config {out / 'train_config.json'} --variant full "
+          f"--dataset folder --data-root {out} --out runs/world{args.world}")
     return 0
 
 

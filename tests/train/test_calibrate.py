@@ -1,7 +1,8 @@
-"""Bias correction in evaluation (issue 12, items 4 and 6): 'auto' follows config.indicator_trained, and
-``alignzeg-eval --calibrate`` picks pbc_threshold / seen_score_offset on a validation split and writes them
-into the checkpoint's config.json."""
+"""Bias correction in evaluation: 'auto' follows config.indicator_trained, and ``alignzeg-eval --calibrate``
+picks pbc_threshold / seen_score_offset on a validation split and writes a calibrated copy of the model to
+``--out`` (the model read is never modified); calibration and evaluation never share images."""
 
+import hashlib
 import json
 import shutil
 
@@ -12,7 +13,8 @@ from PIL import Image
 from alignzeg import AlignZegSegmenter
 from alignzeg.train.calibrate import (CalibrationResult, apply_calibration, calibrate, check_calibration_split,
                                       write_calibration)
-from alignzeg.train.evaluate import evaluate, main, resolve_bias_correction
+from alignzeg.train.eval_cli import main
+from alignzeg.train.evaluate import evaluate, resolve_bias_correction
 
 
 @pytest.fixture
@@ -144,22 +146,99 @@ def _voc_tree(root):
     (lists / "val.txt").write_text("v0\n")
 
 
-def test_alignzeg_eval_calibrate(tiny_checkpoint, tmp_path, capsys):
+def _hashes(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_alignzeg_eval_calibrate_writes_a_new_folder_and_never_its_input(tiny_checkpoint, tmp_path, capsys):
     folder = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, folder)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "indicator_trained": True}))
+    before = _hashes(folder)
     _voc_tree(tmp_path / "data")
+    out = tmp_path / "calibrated"
     base = [str(folder), "--dataset", "voc", "--data-root", str(tmp_path / "data"), "--device", "cpu", "--quiet"]
-    assert main(base + ["--calibrate", "--calib-split", "calib", "--thresholds", "0,1", "--offsets", "0,2"]) == 0
+    calib = ["--calibrate", "--calib-split", "calib", "--thresholds", "0,1", "--offsets", "0,2"]
+    assert main(base + calib + ["--out", str(out), "--json", str(tmp_path / "m.json")]) == 0
     printed = capsys.readouterr().out
     assert "calibrated on 'calib': pbc_threshold" in printed and "mIoU(S)" in printed
-    written = json.loads((folder / "config.json").read_text())
+    assert "calibration: 2 images of split 'calib'" in printed and "evaluation: 1 images of split 'val'" in printed
+    assert _hashes(folder) == before  # the input model is untouched, byte for byte
+    written = json.loads((out / "config.json").read_text())
     assert written["pbc_threshold"] in (0.0, 1.0) and written["seen_score_offset"] in (0.0, 2.0)
     assert f"pbc_threshold {written['pbc_threshold']:g}, seen_score_offset {written['seen_score_offset']:g}" in printed
-    assert main(base + ["--calibrate", "--calib-split", "val"]) == 2
+    changed = ("pbc_threshold", "seen_score_offset")
+    assert {k: v for k, v in written.items() if k not in changed} == {
+        k: v for k, v in json.loads((folder / "config.json").read_text()).items() if k not in changed}
+    assert _hashes(out)["model.safetensors"] == before["model.safetensors"]
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["images"]["calibration"]["files"] == ["c0.jpg", "c1.jpg"]
+    assert report["images"]["evaluated"]["files"] == ["v0.jpg"]
+    assert main(base + calib + ["--out", str(out)]) == 2  # not empty any more
+    assert "is not empty" in capsys.readouterr().err
+    assert main(base + calib + ["--out", str(folder)]) == 2
+    assert "the model's own folder" in capsys.readouterr().err
+    assert main(base + calib) == 2
+    assert "--calibrate needs --out DIR" in capsys.readouterr().err
+    assert main(base + ["--calibrate", "--calib-split", "val", "--out", str(tmp_path / "o")]) == 2
     assert "'val' is the evaluation split" in capsys.readouterr().err
-    assert main(base + ["--calibrate"]) == 2
+    assert main(base + ["--calibrate", "--out", str(tmp_path / "o")]) == 2
     assert "a calibration split is required" in capsys.readouterr().err
-    assert main(base + ["--calibrate", "--calib-split", "calib", "--thresholds", "a,b"]) == 2
+    assert main(base + calib[:3] + ["--thresholds", "a,b", "--out", str(tmp_path / "o")]) == 2
     assert "--thresholds must be comma-separated numbers, got 'a,b'" in capsys.readouterr().err
+    assert _hashes(folder) == before
+
+
+def test_calibration_and_evaluation_never_share_images(tiny_checkpoint, tmp_path, capsys):
+    _voc_tree(tmp_path / "data")
+    lists = tmp_path / "data" / "VOC2012" / "ImageSets" / "Segmentation"
+    (lists / "calib.txt").write_text("c0\nv0\n")  # v0 is also in val.txt
+    base = [str(tiny_checkpoint), "--dataset", "voc", "--data-root", str(tmp_path / "data"), "--device", "cpu",
+            "--quiet", "--calibrate", "--calib-split", "calib", "--out", str(tmp_path / "o")]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "share 1 of their images" in err and "v0.jpg" in err
+    # A folder without split subfolders has no 'val' and no 'test': an error, not the same images twice.
+    flat = tmp_path / "flat"
+    (flat / "images").mkdir(parents=True)
+    (flat / "labels").mkdir()
+    (flat / "classes.txt").write_text("cat\ndog\n")
+    Image.fromarray(np.full((8, 8, 3), 9, np.uint8)).save(flat / "images" / "a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(flat / "labels" / "a.png")
+    assert main([str(tiny_checkpoint), "--dataset", "folder", "--data-root", str(flat), "--split", "test",
+                 "--calibrate", "--calib-split", "val", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "split 'test' does not exist" in err and "flat layout images/ without splits" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_contradictory_options_are_refused(tiny_checkpoint, tmp_path, capsys):
+    _voc_tree(tmp_path / "data")
+    base = [str(tiny_checkpoint), "--dataset", "voc", "--data-root", str(tmp_path / "data"), "--quiet"]
+    cases = {
+        ("--bias-correction", "on", "--no-bias-correction"): "--no-bias-correction contradicts --bias-correction on",
+        ("--calibrate", "--calib-split", "calib", "--out", str(tmp_path / "o"), "--pbc-threshold", "0.5"):
+            "--pbc-threshold fix the values that --calibrate would choose",
+        ("--no-bias-correction", "--seen-score-offset", "1"): "no effect with bias correction off",
+        ("--calib-split", "calib"): "--calib-split only apply with --calibrate",
+    }
+    for extra, message in cases.items():
+        assert main(base + list(extra)) == 2, extra
+        assert message in capsys.readouterr().err
+
+
+def test_calibrating_the_shipped_demo_model_leaves_the_package_alone(tmp_path, capsys):
+    from alignzeg.demo import model_path
+    from alignzeg.train.world import export_world
+    from alignzeg.world import AttributeWorld, world_config
+
+    before = _hashes(model_path())
+    export_world(AttributeWorld(world_config(0)), tmp_path / "w", train_images=1, test_images=2, val_images=2)
+    out = tmp_path / "calibrated"
+    assert main([str(model_path()), "--dataset", "folder", "--data-root", str(tmp_path / "w"), "--split", "test",
+                 "--calibrate", "--calib-split", "val", "--thresholds", "0.5", "--offsets", "0.5", "--out", str(out),
+                 "--device", "cpu", "--quiet"]) == 0
+    assert _hashes(model_path()) == before
+    calibrated = AlignZegSegmenter.from_pretrained(out, device="cpu", local_files_only=True).config
+    assert (calibrated.pbc_threshold, calibrated.seen_score_offset) == (0.5, 0.5)

@@ -142,3 +142,28 @@ def test_resumable_sampler_resumes_mid_epoch():
     assert batches(4) == full[4:]
     assert [i for b in full[:3] for i, _ in b] != [i for b in full[3:6] for i, _ in b]  # reshuffled each epoch
     assert len({s for b in full for _, s in b}) == 27  # every sample gets its own augmentation seed
+
+
+def test_a_named_split_must_exist(tmp_path):
+    """A folder without split subfolders never serves a named split from root/images (two 'splits' would be
+    the same images); the default is the flat layout, or train/ for training."""
+    from alignzeg.train.datasets import default_split
+
+    (tmp_path / "classes.txt").write_text("sky\nroad\n")
+    _write(tmp_path / "images" / "x.png", _rgb(4, 3))
+    _write(tmp_path / "labels" / "x.png", np.zeros((4, 3), np.uint8), "L")
+    for split in ("val", "test"):
+        with pytest.raises(FileNotFoundError, match=f"split '{split}' does not exist: no folder .*flat layout "
+                                                    r"images/ without splits.*expected layout: \[<split>/\]images"):
+            build_dataset("folder", tmp_path, split=split, train=False)
+    assert len(build_dataset("folder", tmp_path, train=False)) == 1  # no split named: the flat layout
+    split = tmp_path / "s"
+    (split / "train" / "images").mkdir(parents=True)
+    (split / "test" / "images").mkdir(parents=True)
+    (split / "classes.txt").write_text("sky\n")
+    assert default_split("folder", split, train=True) == "train"
+    assert default_split("voc", split, train=False) == "val"
+    with pytest.raises(FileNotFoundError, match="name a split \\(its splits are test, train\\)"):
+        default_split("folder", split, train=False)
+    with pytest.raises(FileNotFoundError, match="split 'val' does not exist.*its splits are test, train"):
+        folder_dataset(split, split="val")

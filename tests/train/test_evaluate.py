@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alignzeg.train.evaluate import ConfusionMatrix, compute_metrics, evaluate, main
+from alignzeg.train.eval_cli import main
+from alignzeg.train.evaluate import ConfusionMatrix, compute_metrics, evaluate
 
 LABEL = np.array([[0, 0, 1, 1], [2, 2, 255, 0]])
 PRED = np.array([[0, 1, 1, 1], [2, 0, 2, -1]])
@@ -38,6 +39,17 @@ def test_metrics_by_hand():
     table = r.table()
     assert "UNSEEN   50.0" in table and "hIoU 47.83" in table
     assert r.to_dict()["hIoU"] == pytest.approx(2 * s * u / (s + u))
+
+
+def test_unseen_as_seen_and_the_confusion_matrix_in_the_json_by_hand():
+    cm = ConfusionMatrix(3)
+    cm.update(PRED, LABEL)
+    r = compute_metrics(cm.matrix, [True, True, False], ["a", "b", "c"])
+    # row c (unseen) = [1, 0, 1, 0]: one of its 2 pixels went to a seen class; seen rows never predict c
+    assert r.unseen_as_seen == 0.5 and r.seen_as_unseen == 0.0
+    data = r.to_dict()
+    assert data["unseen_as_seen"] == 0.5 and data["confusion"]["matrix"] == [[1, 1, 0, 1], [0, 2, 0, 0], [1, 0, 1, 0]]
+    assert math.isnan(compute_metrics(cm.matrix, [True, True, True], ["a", "b", "c"]).unseen_as_seen)
 
 
 def test_absent_classes_are_left_out():
@@ -87,5 +99,45 @@ def test_alignzeg_eval_cli(tiny_checkpoint, tmp_path, capsys):
     metrics = json.loads(out.read_text())
     assert [c["class"] for c in metrics["per_class"]] == ["cat", "dog"]
     assert [c["seen"] for c in metrics["per_class"]] == [True, False]
+    matrix = np.array(metrics["confusion"]["matrix"])
+    assert matrix.shape == (2, 3) and matrix.sum() == 28 * 40  # every valid pixel (4 rows ignored)
+    assert metrics["unseen_as_seen"] == pytest.approx(matrix[1, 0] / matrix[1].sum())
+    assert metrics["images"]["evaluated"] == {"split": None, "count": 1, "folder": str(root.resolve() / "images"),
+                                              "files": ["a.jpg"]}
     assert main([str(tiny_checkpoint), "--dataset", "voc", "--data-root", str(tmp_path / "nope")]) == 2
     assert "expected layout" in capsys.readouterr().err
+
+
+def test_fixed_bias_correction_values_are_evaluated_without_writing(tiny_checkpoint, tmp_path):
+    import hashlib
+    import shutil
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "indicator_trained": True}))
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("cat\ndog\n")
+    label = np.zeros((32, 40), np.uint8)
+    label[:, 20:] = 1
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(root / "images" / "a.png")
+    Image.fromarray(label).save(root / "labels" / "a.png")
+    base = [str(folder), "--dataset", "folder", "--data-root", str(root), "--seen", "cat", "--device", "cpu", "--quiet"]
+    assert (config["pbc_threshold"], config["seen_score_offset"]) != (0.0, 10.0)
+    out = tmp_path / "m.json"
+    assert main(base + ["--pbc-threshold", "0", "--seen-score-offset", "10", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert (report["pbc_threshold"], report["seen_score_offset"], report["bias_correction"]) == (0.0, 10.0, True)
+    # the same numbers as evaluate() with a segmenter configured in memory
+    from alignzeg import AlignZegSegmenter
+    from alignzeg.train.datasets import folder_dataset
+
+    segmenter = AlignZegSegmenter.from_pretrained(folder, device="cpu")
+    segmenter.model.config = segmenter.config.replace(pbc_threshold=0.0, seen_score_offset=10.0)
+    expected = evaluate(segmenter, folder_dataset(root, seen_classes=["cat"]), bias_correction=True)
+    assert report["confusion"]["matrix"] == expected.confusion.tolist()
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()} == before

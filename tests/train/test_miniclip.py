@@ -80,3 +80,35 @@ def test_zero_shot_accuracy_counts(world, trained):
 def test_bad_config():
     with pytest.raises(ValueError, match="steps must be a positive integer, got 0"):
         MiniClipConfig(steps=0)
+
+
+def test_any_caption_source_and_its_own_image_size():
+    """A source of (image, caption) pairs that is not the package's world, at 32 px: solid colours."""
+    colours = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
+    names = list(colours)
+
+    def solid(rng, size):
+        picks = rng.integers(len(names), size=size)
+        images = torch.tensor([colours[names[i]] for i in picks]).view(size, 3, 1, 1).expand(size, 3, 32, 32)
+        return images.contiguous(), [f"a {names[i]} square." for i in picks]
+
+    config = MiniClipConfig(seed=1, steps=2, batch_size=4, warmup=1)
+    clip = pretrain_clip(solid, config)
+    assert clip.encode_image(torch.zeros(1, 3, 32, 32)).shape == (1, 64)  # built for the source's 32 px
+    again = pretrain_clip(solid, config)
+    assert all(torch.equal(a, b) for a, b in zip(clip.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ValueError, match="templates apply to a world source"):
+        pretrain_clip(solid, config, templates=("{}",))
+    with pytest.raises(ValueError, match=r"asked for 4 pairs returned 4 images, 3 captions"):
+        pretrain_clip(lambda rng, size: (solid(rng, size)[0], ["a"] * 3), config)
+
+
+def test_world_captions_use_the_templates_given(world):
+    from alignzeg.train.miniclip import world_captions
+
+    source = world_captions(world, templates=("an image of {}",), multi_prob=0.0)
+    images, captions, keys = source(np.random.default_rng(0), 5)
+    assert images.shape == (5, 3, 64, 64)
+    assert all(c == f"an image of {world.class_names[next(iter(k))]}" for c, k in zip(captions, keys))
+    with pytest.raises(ValueError, match="one '\\{\\}' each"):
+        world_captions(world, templates=("no slot",))

@@ -197,3 +197,54 @@ def test_clip_weights_go_through_from_preset():
     # the tiny preset has no pretrained CLIP: the request reaches from_preset, which refuses it
     with pytest.raises(ValueError, match="'tiny' is not an open_clip architecture"):
         Trainer(TrainConfig(**{**FAST, "clip_pretrained": "openai"}), None, ShapesDataset(num=2))
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    """run.json records the settings and the data; --resume names what differs; a fresh run refuses a
+    non-empty --out unless told to overwrite."""
+    from conftest import ShapesDataset
+
+    cfg = TrainConfig(**{**FAST, "iterations": 2, "batch_size": 2, "checkpoint_every": 1})
+    out = tmp_path / "run"
+    Trainer(cfg, None, ShapesDataset(num=4), out_dir=out).train()
+    run = json.loads((out / "checkpoints" / "step_000001" / "run.json").read_text())
+    assert run == json.loads((out / "run.json").read_text()) and len(run["fingerprint"]) == 64
+    assert run["config"]["lr"] == 1e-3 and run["data"]["num_images"] == 4 and "progress" not in run["config"]
+    with pytest.raises(ValueError, match=r"different run; it differs in config\.lr: 0\.001 \(checkpoint\) != "
+                                         r"0\.002 \(this run\)"):
+        Trainer(cfg.replace(lr=2e-3), None, ShapesDataset(num=4), out_dir=out, resume="auto")
+    with pytest.raises(ValueError, match=r"data\.num_images: 4 \(checkpoint\) != 5 \(this run\)"):
+        Trainer(cfg, None, ShapesDataset(num=5), out_dir=out, resume="auto")
+    with pytest.raises(ValueError, match=r"data\.first_item_sha256"):
+        Trainer(cfg, None, ShapesDataset(num=4, seed=1), out_dir=out, resume="auto")
+    # Settings that change no number (progress, logging, checkpoint interval) may differ.
+    same = Trainer(cfg.replace(log_every=7, checkpoint_every=0), None, ShapesDataset(num=4), out_dir=out, resume="auto")
+    assert same._resume_from == out / "checkpoints" / "step_000001"
+    with pytest.raises(ValueError, match="is not empty .* fresh run; choose a new folder"):
+        Trainer(cfg, None, ShapesDataset(num=4), out_dir=out)
+    fresh = Trainer(cfg.replace(lr=2e-3), None, ShapesDataset(num=4), out_dir=out, overwrite=True)
+    assert fresh._resume_from is None and not list((out / "checkpoints").glob("step_*"))  # old run's deleted
+
+
+def test_cli_refuses_a_non_empty_out_unless_overwrite(tmp_path, capsys):
+    from conftest import ShapesDataset  # noqa: F401  (the CLI reads a folder dataset)
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("left\nright\n")
+    label = np.zeros((16, 16), np.uint8)
+    label[:, 8:] = 1
+    Image.fromarray(label * 200).convert("RGB").save(root / "images" / "0.png")
+    Image.fromarray(label).save(root / "labels" / "0.png")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("someone else's")
+    args = ["--set", "preset=\"tiny\"", "--set", "iterations=1", "--set", "batch_size=1", "--set", "progress=false",
+            "--set", "device=\"cpu\"", "--dataset", "folder", "--data-root", str(root), "--out", str(out)]
+    assert train_main(args) == 2
+    assert "is not empty (it holds notes.txt)" in capsys.readouterr().err
+    assert train_main(args + ["--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "someone else's" and (out / "run.json").is_file()

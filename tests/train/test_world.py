@@ -1,8 +1,13 @@
 """The attribute world: determinism, held-out combinations, exact patterns and labels, the folder export."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+
+import alignzeg
 
 from alignzeg.train.datasets import build_dataset, folder_dataset
 from alignzeg.train.world import WorldDataset, export_world
@@ -148,3 +153,49 @@ def test_val_is_drawn_like_test_from_its_own_stream(world):
         present = np.unique(labels)
         assert (~world.seen[present]).sum() >= 1 and world.seen[present].sum() >= 1
         assert not np.array_equal(image, world.sample("test", i)[0])
+
+
+def test_export_with_a_reused_clip_trains_from_another_folder(tmp_path, monkeypatch, capsys):
+    """--clip reuses the shipped mini-CLIP (no pre-training); train_config.json works from any folder."""
+    from alignzeg.train.cli import main as train_main
+    from alignzeg.train.world import main
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(["export", "--world", "1", "--out", "w1", "--train-images", "2", "--test-images", "1",
+                 "--val-images", "1", "--clip", "alignzeg:assets/world/clip.safetensors"]) == 0
+    assert not (tmp_path / "a" / "w1" / "clip.safetensors").exists()
+    config = json.loads((tmp_path / "a" / "w1" / "train_config.json").read_text())
+    assert config["clip_pretrained"] == "alignzeg:assets/world/clip.safetensors" and config["progress"] is False
+    monkeypatch.chdir(tmp_path / "b")
+    data = tmp_path / "a" / "w1"
+    assert train_main(["--config", str(data / "train_config.json"), "--set", "iterations=1", "--set", "batch_size=1",
+                       "--set", "device=\"cpu\"", "--dataset", "folder", "--data-root", str(data),
+                       "--out", "run"]) == 0
+    assert (tmp_path / "b" / "run" / "model.safetensors").is_file()
+    # A file given by a relative path is recorded as an absolute one.
+    clip = tmp_path / "a" / "my_clip.safetensors"
+    clip.write_bytes((Path(alignzeg.__file__).parent / "assets" / "world" / "clip.safetensors").read_bytes())
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(["export", "--out", "w2", "--train-images", "1", "--test-images", "1", "--val-images", "0",
+                 "--clip", "my_clip.safetensors"]) == 0
+    assert json.loads((tmp_path / "a" / "w2" / "train_config.json").read_text())["clip_pretrained"] == str(clip)
+
+
+def test_export_refuses_no_clip_and_contradictory_clip_options(tmp_path, capsys):
+    from alignzeg.train.world import main
+
+    assert main(["export", "--out", str(tmp_path / "w"), "--clip-steps", "-1"]) == 2
+    assert "--clip-steps must be >= 0, got -1" in capsys.readouterr().err
+    assert main(["export", "--out", str(tmp_path / "w"), "--clip-steps", "5", "--clip", "x.safetensors"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert main(["export", "--out", str(tmp_path / "w"), "--clip", str(tmp_path / "none.safetensors")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # nothing written before the options are checked
+    # --clip-steps 0: the data only, and it says that there is no train config and how to get one
+    assert main(["export", "--out", str(tmp_path / "d"), "--train-images", "1", "--test-images", "1",
+                 "--val-images", "0", "--clip-steps", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "no train_config.json" in printed and "--clip FILE" in printed
+    assert (tmp_path / "d" / "classes.txt").is_file() and not (tmp_path / "d" / "train_config.json").exists()

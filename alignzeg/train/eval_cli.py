@@ -1,0 +1,206 @@
+"""``alignzeg-eval``: zero-shot evaluation of a model on a dataset, with optional PBC calibration.
+
+    alignzeg-eval MODEL --dataset voc --data-root data/VOCdevkit --split val [--json metrics.json]
+    alignzeg-eval MODEL --dataset folder --data-root data/world0 --split test \\
+        --calibrate --calib-split val --out runs/calibrated     # writes a calibrated copy of MODEL
+    alignzeg-eval MODEL ... --pbc-threshold 0.7 --seen-score-offset 0.5   # evaluate at given values
+
+Rules the command enforces before any model is loaded:
+
+- a split named with ``--split`` / ``--calib-split`` must exist (``build_dataset``);
+- calibration and evaluation never share an image (compared by path: ``calibrate.check_disjoint``);
+- ``--calibrate`` writes the calibrated model to ``--out DIR`` (new or empty), never into MODEL;
+- contradictory options are refused (``--bias-correction on --no-bias-correction``, ``--calibrate`` with
+  fixed values, calibration options without ``--calibrate``).
+
+It prints which images it evaluated (and calibrated on), the per-class table and the summary; ``--json``
+also writes the metrics, the confusion matrix, the share of unseen pixels predicted as a seen class and the
+image lists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .calibrate import (DEFAULT_OFFSETS, DEFAULT_THRESHOLDS, CalibrationResult, apply_calibration, calibrate,
+                        check_calibration_out, check_calibration_split, check_disjoint, image_files,
+                        save_calibrated)
+from .datasets import build_dataset, default_split
+from .evaluate import evaluate, resolve_bias_correction
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .._version import __version__
+
+    parser = argparse.ArgumentParser(prog="alignzeg-eval", description="Zero-shot evaluation: mIoU(S), mIoU(U), hIoU.")
+    parser.add_argument("--version", action="version", version=f"alignzeg-eval {__version__}")
+    parser.add_argument("model", help="a folder written by save_pretrained / alignzeg-train, or a Hub repo id")
+    parser.add_argument("--dataset", required=True, help="voc, coco-stuff, context or folder")
+    parser.add_argument("--data-root", required=True, help="the dataset's root folder")
+    parser.add_argument("--split", default=None,
+                        help="dataset split; it must exist (default: val; folder: the flat images/ layout)")
+    parser.add_argument("--seen", nargs="*", default=None,
+                        help="seen class names (default: the dataset's standard split; folder: seen.txt or all)")
+    parser.add_argument("--bias-correction", choices=("auto", "on", "off"), default=None,
+                        help="PBC: auto (default) = on when the class indicator was trained")
+    parser.add_argument("--no-bias-correction", action="store_true", help="evaluate without PBC (= off)")
+    fixed = parser.add_argument_group("fixed bias-correction values (nothing is written)")
+    fixed.add_argument("--pbc-threshold", type=float, default=None, help="evaluate at this pbc_threshold")
+    fixed.add_argument("--seen-score-offset", type=float, default=None, help="evaluate at this seen_score_offset")
+    calib = parser.add_argument_group("calibration")
+    calib.add_argument("--calibrate", action="store_true",
+                       help="first choose pbc_threshold and seen_score_offset on --calib-split (max hIoU), write "
+                            "the calibrated model to --out, then evaluate it")
+    calib.add_argument("--calib-split", default=None,
+                       help="the labelled validation split to calibrate on; never the test split, never --split")
+    calib.add_argument("--out", default=None, metavar="DIR",
+                       help="new or empty folder for the calibrated model (MODEL itself is never modified)")
+    calib.add_argument("--calib-limit", type=int, default=None, help="calibrate on the first N images only")
+    calib.add_argument("--thresholds", default=None, help="comma-separated pbc_threshold grid")
+    calib.add_argument("--offsets", default=None, help="comma-separated seen_score_offset grid (logits)")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="also write the metrics, confusion matrix and image lists to this JSON file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _grid(text: str | None, default: Sequence[float], what: str) -> list[float]:
+    if text is None:
+        return list(default)
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ValueError(f"--{what} must be comma-separated numbers, got {text!r}") from err
+
+
+def _bias_mode(args: argparse.Namespace) -> str:
+    """``auto``, ``on`` or ``off``; contradictory options are refused (``ValueError``)."""
+    if args.no_bias_correction and args.bias_correction not in (None, "off"):
+        raise ValueError(f"--no-bias-correction contradicts --bias-correction {args.bias_correction}; give one")
+    mode = "off" if args.no_bias_correction else (args.bias_correction or "auto")
+    fixed = [o for o, v in (("--pbc-threshold", args.pbc_threshold), ("--seen-score-offset", args.seen_score_offset))
+             if v is not None]
+    if fixed and args.calibrate:
+        raise ValueError(f"{' and '.join(fixed)} fix the values that --calibrate would choose; give one or the other")
+    if fixed and mode == "off":
+        raise ValueError(f"{' and '.join(fixed)} have no effect with bias correction off")
+    if not args.calibrate:
+        extra = [o for o, v in (("--calib-split", args.calib_split), ("--out", args.out),
+                                ("--calib-limit", args.calib_limit), ("--thresholds", args.thresholds),
+                                ("--offsets", args.offsets)) if v is not None]
+        if extra:
+            raise ValueError(f"{', '.join(extra)} only apply with --calibrate")
+    return mode
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before any data or model is read: the calibration folder and the JSON file can be written."""
+    from ..cli import check_model_argument, check_output_path
+
+    check_model_argument(args.model, "MODEL")
+    if args.calibrate:
+        check_calibration_split(args.calib_split or "", args.split)
+        if args.out is None:
+            raise ValueError("--calibrate needs --out DIR: the calibrated model is written to a new folder "
+                             "(the model read is never modified)")
+        check_calibration_out(args.model, args.out)
+    if args.json:
+        check_output_path(args.json, "--json")
+
+
+def _images_used(dataset: Any, split: str | None, limit: int | None) -> dict[str, Any]:
+    """Which images a pass used: split, count, their folder and file names (when the dataset lists files)."""
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    info: dict[str, Any] = {"split": split, "count": count}
+    files = image_files(dataset)
+    if files is not None:
+        used = files[:count]
+        info["folder"] = os.path.commonpath([str(p.parent.resolve()) for p in used]) if used else None
+        info["files"] = [p.name for p in used]
+    return info
+
+
+def _describe(what: str, info: dict[str, Any]) -> str:
+    split = "the flat layout" if info["split"] is None else f"split {info['split']!r}"
+    where = f" in {info['folder']}" if info.get("folder") else ""
+    return f"{what}: {info['count']} images of {split}{where}"
+
+
+def _calibrate(args: argparse.Namespace, segmenter: Any, calib: Any) -> CalibrationResult:
+    grids = _grid(args.thresholds, DEFAULT_THRESHOLDS, "thresholds"), _grid(args.offsets, DEFAULT_OFFSETS, "offsets")
+    result = calibrate(segmenter, calib, *grids, limit=args.calib_limit, progress=not args.quiet)
+    path = save_calibrated(args.model, args.out, result, segmenter)
+    apply_calibration(segmenter, result)
+    print(f"calibrated on {args.calib_split!r}: pbc_threshold {result.pbc_threshold:g}, seen_score_offset "
+          f"{result.seen_score_offset:g} (hIoU {100 * result.hiou:.2f}); calibrated model written to "
+          f"{path.parent}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``alignzeg-eval MODEL --dataset NAME --data-root DIR``: prints the per-class table and the summary."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        mode = _bias_mode(args)
+        for name in ("limit", "calib_limit"):
+            value = getattr(args, name, None)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if args.calibrate:
+            _grid(args.thresholds, DEFAULT_THRESHOLDS, "thresholds")
+            _grid(args.offsets, DEFAULT_OFFSETS, "offsets")
+        split = args.split if args.split is not None else default_split(args.dataset, args.data_root, train=False)
+        args.split = split
+        _check_outputs(args)
+        dataset = build_dataset(args.dataset, args.data_root, split=split, seen_classes=args.seen, train=False)
+        used = {"evaluated": _images_used(dataset, split, args.limit)}
+        calib = None
+        if args.calibrate:
+            calib = build_dataset(args.dataset, args.data_root, split=args.calib_split, seen_classes=args.seen,
+                                  train=False)
+            check_disjoint(calib, dataset)
+            used["calibration"] = _images_used(calib, args.calib_split, args.calib_limit)
+        from ..segmenter import AlignZegSegmenter
+
+        segmenter = AlignZegSegmenter.from_pretrained(args.model, device=args.device)
+        bias_correction = resolve_bias_correction(segmenter.config, {"on": True, "off": False}.get(mode, "auto"))
+        if args.pbc_threshold is not None or args.seen_score_offset is not None:
+            config = segmenter.config
+            apply_calibration(segmenter, CalibrationResult(
+                config.pbc_threshold if args.pbc_threshold is None else args.pbc_threshold,
+                config.seen_score_offset if args.seen_score_offset is None else args.seen_score_offset,
+                float("nan")))
+        if calib is not None:
+            print(_describe("calibration", used["calibration"]))
+            _calibrate(args, segmenter, calib)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+        print(f"alignzeg-eval: error: {err}", file=sys.stderr)
+        return 2
+    print(_describe("evaluation", used["evaluated"]))
+    result = evaluate(segmenter, dataset, bias_correction=bias_correction, limit=args.limit,
+                      progress=not args.quiet)
+    print(result.table())
+    if args.json:
+        config = segmenter.config
+        data = {**result.to_dict(), "bias_correction": bias_correction,
+                "pbc_threshold": config.pbc_threshold, "seen_score_offset": config.seen_score_offset,
+                "images": used}
+        Path(args.json).write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
