@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..names import class_name_key, validate_class_names
+from ..pipeline.vocabulary import class_name_key, validate_class_names
 from .clip_backbone import CLIPBackbone
 
 logger = logging.getLogger(__name__)
