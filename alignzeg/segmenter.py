@@ -262,13 +262,14 @@ class AlignZegSegmenter(SegmentPipeline):
         Args:
             crops: (B, 3, S, S) float RGB in [0, 1], S = ``config.input_size``, on any device.
             class_embeddings: (C, E) float, L2-normalised.
-            seen_mask: (C,) bool.
+            seen_mask: (C,) bool (tensor or array).
             bias_correction: apply PBC; ``None`` (auto): when ``config.indicator_trained``, as in ``segment``.
 
         Returns:
             (B, C + 1, S / mask_stride, S / mask_stride) float32 probabilities (channel C: background).
         """
         cfg = self.config
+        seen_mask = torch.as_tensor(seen_mask, dtype=torch.bool)
         bias_correction = self._resolve_bias_correction(bias_correction, seen_mask.tolist())
         weight_dtype = next(self.model.extractor.parameters()).dtype
         with torch.inference_mode(), self._autocast():

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import AlignZegWarning
+
 __all__ = ["check_bool", "check_threshold", "resolve_bias_correction", "untrained_warning_due",
            "UNTRAINED_INDICATOR"]
 
@@ -80,7 +82,7 @@ def resolve_bias_correction(bias_correction: Any, indicator_trained: bool, seen:
     if choice is None:
         if warn and untrained_warning_due(choice, indicator_trained, seen):
             warnings.warn(UNTRAINED_INDICATOR + "; bias correction (PBC) is off. Pass bias_correction=False "
-                          "to silence this.", UserWarning, stacklevel=stacklevel + 1)
+                          "to silence this.", AlignZegWarning, stacklevel=stacklevel + 1)
         return bool(indicator_trained)
     if choice and not indicator_trained:
         raise ValueError("bias_correction=True needs a trained class indicator: " + UNTRAINED_INDICATOR
