@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import AlignZegWarning
 
-__all__ = ["check_bool", "check_threshold", "resolve_bias_correction", "untrained_warning_due",
+__all__ = ["check_bool", "check_threshold", "check_bias_correction", "resolve_bias_correction", "untrained_warning_due",
            "UNTRAINED_INDICATOR"]
 
 UNTRAINED_INDICATOR = ("this model's class indicator was never trained (config.indicator_trained is False), "
@@ -42,7 +42,8 @@ def check_threshold(value: Any) -> float | None:
     return float(value)
 
 
-def _check_choice(bias_correction: Any) -> bool | None:
+def check_bias_correction(bias_correction: Any) -> bool | None:
+    """``bias_correction``: True, False, or ``None`` / ``"auto"`` (both returned as ``None``)."""
     if isinstance(bias_correction, str) and bias_correction == "auto":
         return None
     if bias_correction is not None and not isinstance(bias_correction, (bool, np.bool_)):
@@ -54,7 +55,7 @@ def _check_choice(bias_correction: Any) -> bool | None:
 def untrained_warning_due(bias_correction: Any, indicator_trained: bool, seen: Sequence[bool] | None) -> bool:
     """Whether ``resolve_bias_correction`` warns for these arguments (auto on an untrained indicator, with a
     vocabulary that mixes seen and unseen classes, or an unknown one: ``seen=None``)."""
-    if _check_choice(bias_correction) is not None or indicator_trained:
+    if check_bias_correction(bias_correction) is not None or indicator_trained:
         return False
     return seen is None or (any(seen) and not all(seen))
 
@@ -78,7 +79,7 @@ def resolve_bias_correction(bias_correction: Any, indicator_trained: bool, seen:
         TypeError: ``bias_correction`` is not None, "auto" or a bool.
         ValueError: ``bias_correction=True`` on a model whose indicator was not trained.
     """
-    choice = _check_choice(bias_correction)
+    choice = check_bias_correction(bias_correction)
     if choice is None:
         if warn and untrained_warning_due(choice, indicator_trained, seen):
             warnings.warn(UNTRAINED_INDICATOR + "; bias correction (PBC) is off. Pass bias_correction=False "

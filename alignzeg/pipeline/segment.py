@@ -23,7 +23,7 @@ from ..config import AlignZegConfig
 from ..result import SegmentationResult
 from .images import LoadedImage, check_image_list, decode_image, unsupported_image
 from .labels import upsample_labels
-from .options import check_bool, check_threshold, resolve_bias_correction, untrained_warning_due
+from .options import check_bias_correction, check_bool, check_threshold, resolve_bias_correction, untrained_warning_due
 from .vocabulary import ClassList, class_name_key, merge_synonyms, parse_vocabulary, seen_flags, unit_rows, \
     validate_class_names
 from .windows import cut_windows, plan_windows, stitch_windows
@@ -160,8 +160,7 @@ class SegmentPipeline:
                  bias_correction: Any, unlabelled_threshold: Any, class_names: Sequence[str] | None,
                  keep_image: Any) -> list[SegmentationResult]:
         """``segment_batch`` on decoded images: options validated first, then one run over all crops."""
-        if not (isinstance(bias_correction, str) and bias_correction == "auto"):
-            check_bool("bias_correction", bias_correction, allow_none=True)
+        check_bias_correction(bias_correction)
         keep_image = check_bool("keep_image", keep_image)
         threshold = check_threshold(unlabelled_threshold)
         embeddings, names, seen_mask = self._vocabulary(vocabulary, class_names, seen)
