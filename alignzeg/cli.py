@@ -102,7 +102,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
-    from .batch import parse_shard
+    from .folder_jobs import parse_shard
 
     try:
         return parse_shard(text)
@@ -155,7 +155,7 @@ def _segment(segmenter, image: str, args: argparse.Namespace):
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Check every output path before any model is loaded (``ValueError`` naming the path)."""
-    from .batch import check_output_dir, check_output_file
+    from .folder_jobs import check_output_dir, check_output_file
 
     if args.out:
         check_output_file(args.out, "--out")
@@ -203,7 +203,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _segment_many(args: argparse.Namespace) -> int:
-    from .batch import check_unique_outputs, collect_inputs, log_names, run_batch, select_shard
+    from .folder_jobs import check_unique_outputs, collect_inputs, log_names, run_batch, select_shard
 
     _check_outputs(args)
     images = collect_inputs(args.inputs, args.manifest, exclude=args.out_dir)

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 import alignzeg.cli
-from alignzeg.batch import collect_inputs, parse_shard, read_log, select_shard
+from alignzeg.folder_jobs import collect_inputs, parse_shard, read_log, select_shard
 from alignzeg.cli import main
 
 CLASSES = ["cat", "dog", "sky"]
