@@ -211,7 +211,8 @@ def _segment_many(args: argparse.Namespace) -> int:
     if args.shard is not None:
         images = select_shard(images, *args.shard)
     model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
-    settings = {"classes": [e if isinstance(e, str) else "|".join(e) for e in args.classes], "model": model, "revision": args.revision,
+    classes = [e if isinstance(e, str) else "|".join(e) for e in args.classes]  # as typed, for run.json
+    settings = {"classes": classes, "model": model, "revision": args.revision,
                 "no_bias_correction": args.no_bias_correction, "unlabelled_threshold": args.unlabelled_threshold,
                 "overlay": args.overlay}
     # --no-bias-correction turns PBC off; otherwise the segmenter's default applies.

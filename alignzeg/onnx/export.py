@@ -140,7 +140,7 @@ def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OP
         TypeError: ``segmenter`` is not an ``AlignZegSegmenter``.
         ValueError: bad ``opset``, a missing output folder, or a bad vocabulary.
     """
-    if not isinstance(getattr(segmenter, "model", None), AlignZegModel) or not hasattr(segmenter, "encode_vocabulary"):
+    if not (isinstance(getattr(segmenter, "model", None), AlignZegModel) and hasattr(segmenter, "encode_vocabulary")):
         raise TypeError(f"segmenter must be an AlignZegSegmenter, got {type(segmenter).__name__}")
     if not isinstance(opset, int) or isinstance(opset, bool) or opset < 17:
         raise ValueError(f"opset must be an integer >= 17 (LayerNormalization), got {opset!r}")

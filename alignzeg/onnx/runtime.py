@@ -6,8 +6,8 @@
 
 The steps of ``AlignZegSegmenter.segment``, from the same code (``alignzeg.pipeline``): decode, resize (short
 side to the crop size, long side capped), pad, sliding windows, the graph per batch of crops, stitching,
-bilinear upsample + argmax, optional unlabelled threshold; the result is an ``alignzeg.SegmentationResult``. Importing this module imports
-neither torch nor open_clip (``pip install "alignzeg[onnx]"`` gives onnxruntime).
+bilinear upsample + argmax, optional unlabelled threshold; the result is an ``alignzeg.SegmentationResult``.
+Importing this module imports neither torch nor open_clip (``pip install "alignzeg[onnx]"`` gives onnxruntime).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["LoadedImage", "MAX_PIXELS", "decode_image", "check_image_list", "IMAGE_TYPES"]
+__all__ = ["LoadedImage", "MAX_PIXELS", "IMAGE_TYPES", "decode_image", "from_array", "check_size", "check_image_list",
+           "unsupported_image"]
 
 MAX_PIXELS = 100_000_000
 """Default limit on the pixel count (H x W) of an image file or PIL image, checked before decoding.

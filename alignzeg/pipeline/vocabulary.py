@@ -121,7 +121,8 @@ def parse_vocabulary(vocabulary: Any, what: str = "vocabulary") -> ClassList:
             if isinstance(more, (Mapping, set, frozenset)) or not isinstance(more, Sequence):
                 raise TypeError(f"synonyms of class {first!r} must be a string or a list of strings, got "
                                 f"{type(more).__name__} {_shown(more)}")
-            names = (first, *(n for n in more if not (isinstance(n, str) and class_name_key(n) == class_name_key(first))))
+            same = class_name_key(first)  # the key repeated among its own synonyms counts once
+            names = (first, *(n for n in more if not (isinstance(n, str) and class_name_key(n) == same)))
         else:
             names = _entry_names(entry, i)
         for name in names:
