@@ -20,11 +20,11 @@ from .errors import WeightsError
 
 __all__ = ["AlignZegConfig", "FrozenDict", "FORMAT_VERSION", "DEFAULT_TEMPLATES", "check_format_version"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """Version of the ``config.json`` layout. A file with another version is refused with a clear error."""
 
 FORMAT_CHANGES = {
-    1: "format 2 (issue 12) replaced the multiplicative PBC (pbc_factor, removed) by a masked softmax over "
+    1: "format 2 replaced the multiplicative PBC (pbc_factor, removed) by a masked softmax over "
        "logits (seen_score_offset), and added deep visual prompts (clip_prompt_tokens, clip_prompt_depth), "
        "the learnable encoder fused into the mask features (side_encoder on, side_fusion_stride), "
        "CLIP-grounded proposal classification (clip_grounding), soft background prototypes (bg_temperature) "
@@ -32,6 +32,14 @@ FORMAT_CHANGES = {
        "No migration exists (none was published): train the model again with this alignzeg",
 }
 """Why each older ``format_version`` is refused: what changed since (there is no migration)."""
+
+FORMAT_MIGRATIONS: dict[int, dict[str, Any]] = {
+    2: {"clip_readout": False, "clip_readout_layers": None, "readout_weight_seen": 0.0,
+        "readout_weight_unseen": 0.0, "indicator_inputs": "embedding", "pbc_soft": False},
+}
+"""Older formats that load: the fields added since, with the values that keep such a checkpoint's model
+exactly as it was (format 3 added the CLIP region readout, the vocabulary-aware class indicator and soft
+PBC; a format-2 checkpoint is a format-3 one with all three off)."""
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -282,6 +290,17 @@ class AlignZegConfig:
             calibration); 0 = none.
         indicator_trained: the class indicator was trained (set by the Trainer). PBC needs it: on a
             model without, ``segment`` turns PBC off (with a warning) unless asked for explicitly (error).
+        clip_readout: read each proposal out of the frozen CLIP with a region token whose attention is
+            masked to the proposal (SAN-style; ``modeling.clip_readout``) and combine its class scores with the
+            decoder's (FC-CLIP's geometric ensemble). Adds no trained weight.
+        clip_readout_layers: how many of the last ViT blocks carry the region tokens; ``None`` = every block.
+        readout_weight_seen / readout_weight_unseen: the ensemble's weight of the CLIP readout for seen /
+            unseen classes, in [0, 1] (0 = the decoder alone, 1 = the readout alone); chosen on validation data.
+        indicator_inputs: what the class indicator reads: ``"embedding"`` (an MLP on the proposal embedding)
+            or ``"profile"`` (a logistic model on the proposal's similarity profile to the vocabulary's seen
+            and non-seen names, from the decoder and the CLIP readout: ``class_indicator.profile_features``).
+        pbc_soft: PBC mixes the plain and the seen-masked softmax with the indicator's probability as weight
+            instead of flagging proposals above ``pbc_threshold``.
         format_version: layout version of this file.
         extra: free-form provenance (``recipe``, ``metrics``), held as a read-only ``FrozenDict``.
 
@@ -319,6 +338,12 @@ class AlignZegConfig:
     bg_temperature: float = 0.1
     seen_score_offset: float = 0.0
     indicator_trained: bool = False
+    clip_readout: bool = False
+    clip_readout_layers: int | None = None
+    readout_weight_seen: float = 0.4
+    readout_weight_unseen: float = 0.8
+    indicator_inputs: str = "embedding"
+    pbc_soft: bool = False
     format_version: int = FORMAT_VERSION
     extra: Mapping[str, Any] = field(default_factory=FrozenDict)
 
@@ -375,7 +400,7 @@ class AlignZegConfig:
             raise ValueError(f"clip_prompt_depth {depth} exceeds the {layers} layers of the CLIP image encoder")
 
     def _validate_issue12_fields(self) -> None:
-        """Ranges of the issue-12 fields (their types are already checked from the annotations)."""
+        """Ranges of the prompt, learnable-encoder and background fields (types are checked from the annotations)."""
         if self.clip_prompt_tokens < 0:
             raise ValueError(f"config clip_prompt_tokens must be a non-negative integer, got {self.clip_prompt_tokens!r}")
         if self.clip_prompt_depth is not None and self.clip_prompt_depth < 1:
@@ -384,6 +409,21 @@ class AlignZegConfig:
             raise ValueError(f"config side_fusion_stride must be 8 or 4, got {self.side_fusion_stride!r}")
         if self.bg_temperature < 0:
             raise ValueError(f"config bg_temperature must be a finite number >= 0 (0: hard max), got {self.bg_temperature!r}")
+        self._validate_readout_fields()
+
+    def _validate_readout_fields(self) -> None:
+        """Ranges of the CLIP readout and class-indicator fields."""
+        layers = int(self.clip_cfg["vision_cfg"].get("layers", 12)) if isinstance(self.clip_cfg, Mapping) else 12
+        k = self.clip_readout_layers
+        if k is not None and not 1 <= k <= layers:
+            raise ValueError(f"config clip_readout_layers must be None or in [1, {layers}] (the CLIP image "
+                             f"encoder's layers), got {k!r}")
+        for name in ("readout_weight_seen", "readout_weight_unseen"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"config {name} must be in [0, 1], got {value!r}")
+        if self.indicator_inputs not in ("embedding", "profile"):
+            raise ValueError(f"config indicator_inputs must be 'embedding' or 'profile', got {self.indicator_inputs!r}")
 
     # Derived quantities ------------------------------------------------------------------------------
     @property
@@ -421,6 +461,10 @@ class AlignZegConfig:
             ValueError: a missing or unknown key, an unsupported ``format_version``, a bad value.
         """
         unknown = unknown_fields(cls, data, "config")
+        if isinstance(data, dict) and data.get("format_version") in FORMAT_MIGRATIONS:
+            added = FORMAT_MIGRATIONS[data["format_version"]]
+            data = {**{k: v for k, v in added.items() if k not in data}, **data, "format_version": FORMAT_VERSION}
+            unknown = unknown_fields(cls, data, "config")
         if "format_version" in data:
             check_format_version(data["format_version"])  # before the other checks: a newer file says so
         known = [f.name for f in dataclasses.fields(cls)]

@@ -40,6 +40,11 @@ def _openai_vit(layers: int, width: int, patch: int, text_width: int, text_heads
     }
 
 
+_READOUT = dict(clip_readout=True, clip_readout_layers=3, indicator_inputs="profile")
+"""The CLIP region readout and the vocabulary-aware class indicator are on in every preset; the ViT presets
+carry region tokens in their last 3 blocks (as SAN), the 2-layer tiny CLIP in both of its blocks."""
+
+
 def _tiny(**overrides: Any) -> AlignZegConfig:
     clip_cfg = {
         "embed_dim": 64,
@@ -47,21 +52,22 @@ def _tiny(**overrides: Any) -> AlignZegConfig:
         "vision_cfg": {"layers": 2, "width": 64, "head_width": 32, "patch_size": 8, "image_size": 64},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
     }
-    # Every issue-12 part is on, at sizes that fit the small model: 4 prompt tokens in both layers, the
+    # Every model part is on, at sizes that fit the small model: 4 prompt tokens in both layers, the
     # learnable encoder fused at stride 4 (half the 8-pixel patch, so masks keep stride 4 as before).
     defaults = dict(input_size=64, window_stride=48, max_long_side=256, decoder_dim=32, num_queries=8,
                     num_decoder_layers=2, num_heads=2, num_bg_prototypes=3, indicator_hidden=32,
                     clip_prompt_tokens=4, side_fusion_stride=4,
-                    templates=("a photo of a {}.", "there is a {} in the scene."))
+                    templates=("a photo of a {}.", "there is a {} in the scene."),
+                    **dict(_READOUT, clip_readout_layers=None))
     return _config("tiny", clip_cfg, **{**defaults, **overrides})
 
 
 def _vitb16(**overrides: Any) -> AlignZegConfig:
-    return _config("ViT-B-16", _openai_vit(12, 768, 16, 512, 8, 512), **overrides)
+    return _config("ViT-B-16", _openai_vit(12, 768, 16, 512, 8, 512), **{**_READOUT, **overrides})
 
 
 def _vitl14(**overrides: Any) -> AlignZegConfig:
-    defaults = dict(input_size=518, window_stride=345, max_long_side=2072)
+    defaults = dict(input_size=518, window_stride=345, max_long_side=2072, **_READOUT)
     return _config("ViT-L-14", _openai_vit(24, 1024, 14, 768, 12, 768), **{**defaults, **overrides})
 
 

@@ -26,7 +26,7 @@ from .config import AlignZegConfig
 from .device import autocast_dtype, resolve_device
 from .errors import WeightsError
 from .modeling.model import AlignZegModel
-from .modeling.semantic_map import semantic_probabilities
+from .modeling.semantic_map import output_probabilities
 from .modeling.text_encoder import VocabularyEncoder
 from .pipeline.images import MAX_PIXELS
 from .pipeline.options import check_bool
@@ -273,10 +273,10 @@ class AlignZegSegmenter(SegmentPipeline):
         bias_correction = self._resolve_bias_correction(bias_correction, seen_mask.tolist())
         weight_dtype = next(self.model.extractor.parameters()).dtype
         with torch.inference_mode(), self._autocast():
+            seen_mask = seen_mask.to(self.device)
             out = self.model(crops.to(self.device, weight_dtype), class_embeddings.to(self.device, weight_dtype),
-                             deep_supervision=False)
-            return semantic_probabilities(out.class_logits, out.mask_logits, out.unseen_logits, seen_mask,
-                                          bias_correction, cfg.pbc_threshold, cfg.seen_score_offset)
+                             deep_supervision=False, seen_mask=seen_mask)
+            return output_probabilities(out, seen_mask, cfg, bias_correction)
 
     def export_onnx(self, path: str | os.PathLike, **kwargs: Any) -> str:
         """Write the image path as one ONNX graph for onnxruntime (dynamic batch and class count).

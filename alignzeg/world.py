@@ -165,6 +165,24 @@ def _pick_unseen(split_seed: int, num_unseen: int) -> np.ndarray:
     return np.sort(colours * len(PATTERNS) + patterns)
 
 
+def pick_classes(rng: np.random.Generator, split: str, count: int, seen_ids: np.ndarray, unseen_ids: np.ndarray,
+                 train_unseen_prob: float, min_unseen_test: int) -> np.ndarray:
+    """The ``count`` distinct classes of one image, in random order: (count,) int64 class ids.
+
+    Train images draw each class as unseen with probability ``train_unseen_prob``; val and test images hold
+    between ``min_unseen_test`` and half of ``count`` (at least ``min_unseen_test``) unseen classes.
+    """
+    if split == "train":
+        num_unseen = int(rng.binomial(count, train_unseen_prob)) if train_unseen_prob else 0
+    else:  # val and test: the same mix
+        high = min(max(min_unseen_test, count // 2), len(unseen_ids))
+        num_unseen = int(rng.integers(min_unseen_test, high + 1))
+    num_unseen = min(num_unseen, len(unseen_ids))
+    unseen = rng.choice(unseen_ids, num_unseen, replace=False)
+    seen = rng.choice(seen_ids, count - num_unseen, replace=False)
+    return rng.permutation(np.concatenate([seen, unseen])).astype(np.int64)
+
+
 class AttributeWorld:
     """The 48 attribute classes, one seen/unseen split and a deterministic image sampler.
 
@@ -226,16 +244,8 @@ class AttributeWorld:
         return np.clip(image, 0, 1).astype(np.float32)
 
     def _pick_classes(self, rng: np.random.Generator, split: str, count: int) -> np.ndarray:
-        cfg = self.config
-        if split == "train":
-            num_unseen = int(rng.binomial(count, cfg.train_unseen_prob)) if cfg.train_unseen_prob else 0
-        else:  # val and test: the same mix
-            high = min(max(cfg.min_unseen_test, count // 2), len(self.unseen_ids))
-            num_unseen = int(rng.integers(cfg.min_unseen_test, high + 1))
-        num_unseen = min(num_unseen, len(self.unseen_ids))
-        unseen = rng.choice(self.unseen_ids, num_unseen, replace=False)
-        seen = rng.choice(self.seen_ids, count - num_unseen, replace=False)
-        return rng.permutation(np.concatenate([seen, unseen])).astype(np.int64)
+        return pick_classes(rng, split, count, self.seen_ids, self.unseen_ids, self.config.train_unseen_prob,
+                            self.config.min_unseen_test)
 
     def sample(self, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Segmentation image ``index`` of ``split``, the same on every call.

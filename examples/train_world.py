@@ -8,8 +8,9 @@
    contrastively on captioned images of ALL 48 classes of the world, seen and unseen (no masks).
 2. AlignZeg (the ``full`` variant) is trained on the seen classes only, the mini-CLIP frozen; the class
    names go through templates -> tokenizer -> text tower, as they do for any user.
-3. PBC's threshold and seen-score offset are chosen on the world's val images (drawn like test images,
-   never the test images themselves) and written into the model's config.json.
+3. The post-processing settings (PBC's threshold or soft mode and seen-score offset, the CLIP readout's
+   ensemble weights) are chosen on the world's val images (drawn like test images, never the test images
+   themselves) with the benchmark's grid, and saved with the model.
 4. The model is evaluated on test images holding seen and unseen classes, and segments one image from
    class names typed as text.
 """
@@ -24,10 +25,9 @@ import torch
 
 from alignzeg import AlignZegSegmenter
 from alignzeg.train import Trainer, evaluate
-from alignzeg.train.calibrate import apply_calibration, calibrate, write_calibration
+from alignzeg.train.calibration_grid import choose_world_settings
 from alignzeg.train.miniclip import MiniClipConfig, pretrain_clip, save_clip, zero_shot_accuracy
-from alignzeg.train.variants import (WORLD_CALIB_OFFSETS, WORLD_CALIB_THRESHOLDS, apply_variant, variant_uses_pbc,
-                                     world_train_config)
+from alignzeg.train.variants import apply_variant, variant_uses_pbc, world_train_config
 from alignzeg.train.world import WorldDataset
 from alignzeg.world import AttributeWorld, world_config
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--clip-steps", type=int, default=600, help="mini-CLIP pre-training steps (batch 96)")
     parser.add_argument("--iterations", type=int, default=1500, help="AlignZeg training steps (batch 8)")
     parser.add_argument("--variant", default="full", help="ablation row (alignzeg.train.variants)")
-    parser.add_argument("--val-images", type=int, default=100, help="val images to calibrate PBC on")
+    parser.add_argument("--val-images", type=int, default=500, help="val images to calibrate PBC on")
     parser.add_argument("--test-images", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--clip", type=Path, default=None, help="use this mini-CLIP file instead of pre-training")
@@ -68,13 +68,12 @@ def main() -> None:
     segmenter = Trainer(config, None, WorldDataset(world, "train", 4000), out_dir=args.out / "model").train()
 
     pbc = variant_uses_pbc(args.variant)
-    if pbc:  # the benchmark's grid (benchmarks/zeroshot_world.py): thresholds x seen-score offsets
-        calib = calibrate(segmenter, WorldDataset(world, "val", args.val_images), thresholds=WORLD_CALIB_THRESHOLDS,
-                          offsets=WORLD_CALIB_OFFSETS)
-        write_calibration(args.out / "model", calib)
-        apply_calibration(segmenter, calib)
-        print(f"PBC calibrated on {args.val_images} val images: threshold {calib.pbc_threshold:g}, "
-              f"seen-score offset {calib.seen_score_offset:g}")
+    if pbc or segmenter.config.clip_readout:  # the benchmark's grid (benchmarks/zeroshot_world.py)
+        chosen = choose_world_settings(segmenter, WorldDataset(world, "val", args.val_images), pbc)
+        settings = chosen["best"] if pbc else chosen["no_pbc"]
+        segmenter.model.config = segmenter.config.replace(**settings)
+        segmenter.save_pretrained(args.out / "model")
+        print(f"calibrated on {args.val_images} val images: {settings}")
     result = evaluate(segmenter, WorldDataset(world, "test", args.test_images), bias_correction=pbc)
     print(result.table())
     if args.package:

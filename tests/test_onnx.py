@@ -71,8 +71,7 @@ def test_graph_equals_predict_torch(loaded, runtime, batch, classes):
     crops, embeddings, seen = _inputs(batch, classes, seed=batch * 1000 + classes)
     for bias_correction in (True, False):
         expected = loaded.predict_torch(crops, embeddings, seen, bias_correction=bias_correction).numpy()
-        graph_seen = seen.numpy() if bias_correction else np.zeros(classes, dtype=bool)
-        got = runtime.predict(crops.numpy(), embeddings.numpy(), graph_seen)
+        got = runtime.predict(crops.numpy(), embeddings.numpy(), seen.numpy(), bias_correction)
         assert got.shape == (batch, classes + 1, 16, 16)
         assert_allclose(got, expected, rtol=0, atol=ATOL)
 
@@ -81,8 +80,11 @@ def test_seen_mask_input_drives_bias_correction(loaded, runtime):
     """The seen mask is a live input: PBC changes this model's output, and the graph follows it."""
     crops, embeddings, seen = _inputs(2, 20, seed=7)
     with_pbc = runtime.predict(crops.numpy(), embeddings.numpy(), seen.numpy())
-    without = runtime.predict(crops.numpy(), embeddings.numpy(), np.zeros(20, dtype=bool))
+    without = runtime.predict(crops.numpy(), embeddings.numpy(), seen.numpy(), bias_correction=False)
     assert np.abs(with_pbc - without).max() > 1e-2
+    # the bias_correction input switches PBC off: the torch path without it
+    assert_allclose(without, loaded.predict_torch(crops, embeddings, seen, bias_correction=False).numpy(),
+                    rtol=0, atol=ATOL)
     flipped = ~seen
     expected = loaded.predict_torch(crops, embeddings, flipped).numpy()
     assert_allclose(runtime.predict(crops.numpy(), embeddings.numpy(), flipped.numpy()), expected, rtol=0, atol=ATOL)
@@ -95,7 +97,8 @@ def test_metadata_and_dynamic_axes(loaded, onnx_path):
     assert meta[KEY_OPSET] == "17" and meta[KEY_VERSION] == alignzeg.__version__
     assert [op.version for op in model.opset_import if op.domain in ("", "ai.onnx")] == [17]
     dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
-    assert dims == {"crops": ["batch", 3, 64, 64], "class_embeddings": ["classes", 64], "seen_mask": ["classes"]}
+    assert dims == {"crops": ["batch", 3, 64, 64], "class_embeddings": ["classes", 64], "seen_mask": ["classes"],
+                    "bias_correction": [1]}
     names, embeddings = read_vocabulary(meta)
     assert names == tuple(NAMES)
     np.testing.assert_array_equal(embeddings, loaded.encode_vocabulary(NAMES).numpy())  # stored bit-exactly

@@ -155,8 +155,8 @@ def test_format_version_1_is_refused_saying_what_changed(ckpt):
             d.pop(name)
 
     _edit_config(ckpt, to_v1)
-    with _config_error(ckpt, r"config format_version 1 is no longer supported \(this alignzeg reads "
-                                         r"2\): format 2 \(issue 12\) replaced the multiplicative PBC "
+    with _config_error(ckpt, rf"config format_version 1 is no longer supported \(this alignzeg reads "
+                                         rf"{FORMAT_VERSION}\): format 2 replaced the multiplicative PBC "
                                          r"\(pbc_factor, removed\) by a masked softmax.*No migration exists"):
         AlignZegSegmenter.from_pretrained(ckpt)
 

@@ -6,6 +6,10 @@ a confidently wrong proposal ("tree" called "bush") keeps its mass for the right
 losing it. Optionally ``seen_score_offset`` is first subtracted from the seen-class logits of every
 proposal (ZegCLIP's calibration). Other proposals are a plain softmax. With no seen class or no unseen
 class in the vocabulary there is nothing to correct towards: the result is the plain softmax (no offset).
+
+Soft PBC (``soft=True``) uses the indicator's probability s of each proposal instead of a flag:
+``p = (1 - s) * softmax(logits) + s * masked_softmax(logits)`` (the offset applied to both); a score of 0
+or 1 gives the hard result of a proposal left alone or flagged.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ __all__ = ["proposal_bias_correction"]
 
 
 def proposal_bias_correction(class_logits: torch.Tensor, unseen_scores: torch.Tensor, seen_mask: torch.Tensor,
-                             threshold: float = 0.5, seen_score_offset: float = 0.0) -> torch.Tensor:
+                             threshold: float = 0.5, seen_score_offset: float = 0.0,
+                             soft: bool = False) -> torch.Tensor:
     """Class probabilities with the seen classes masked out of the proposals flagged as unseen.
 
     Args:
@@ -27,6 +32,7 @@ def proposal_bias_correction(class_logits: torch.Tensor, unseen_scores: torch.Te
         seen_mask: (C,) bool, True where vocabulary entry c is a seen (training) class.
         threshold: a proposal is flagged when its score is strictly above this.
         seen_score_offset: subtracted from every proposal's seen-class logits before the softmax.
+        soft: weigh the masked softmax by the unseen score instead of flagging (``threshold`` unused).
 
     Returns:
         (B, N, C + 1) float32 probabilities (rows sum to 1); the input is not modified.
@@ -48,5 +54,9 @@ def proposal_bias_correction(class_logits: torch.Tensor, unseen_scores: torch.Te
         return logits.softmax(dim=-1)
     seen_column = torch.cat([seen_mask, seen_mask.new_zeros(1)])  # (C + 1,), background never seen
     logits = logits - seen_score_offset * seen_column.to(logits.dtype)
+    if soft:
+        masked = logits.masked_fill(seen_column, float("-inf")).softmax(dim=-1)
+        weight = unseen_scores.float().clamp(0, 1).unsqueeze(-1)
+        return (1 - weight) * logits.softmax(dim=-1) + weight * masked
     suppress = (unseen_scores > threshold).unsqueeze(-1) & seen_column  # (B, N, C + 1)
     return logits.masked_fill(suppress, float("-inf")).softmax(dim=-1)

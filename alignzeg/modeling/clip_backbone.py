@@ -15,7 +15,7 @@ slim checkpoints, which drop ``backbone.clip.*``, keep the prompts.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ from einops import rearrange
 from torch import nn
 
 from ..config import AlignZegConfig
+from .clip_readout import region_attention_mask, region_tokens
 
 __all__ = ["CLIPBackbone", "DeepPrompts", "VisualFeatures", "interpolate_pos_embed", "build_open_clip"]
 
@@ -33,12 +34,12 @@ class VisualFeatures:
 
     Attributes:
         patches: (B, E, h, w) float, patch features projected into the joint embedding space.
-
-    The [CLS] embedding is not returned: nothing downstream uses it (proposal classification is grounded
-    in the patch features under each mask instead; see docs/architecture.md).
+        block_inputs: for the CLIP region readout, the (B, 1 + h*w, D) image tokens ([CLS] first, prompts
+            removed) entering each of the last ``readout_layers`` ViT blocks; empty when not asked for.
     """
 
     patches: torch.Tensor
+    block_inputs: list[torch.Tensor] = field(default_factory=list)
 
 
 class DeepPrompts(nn.Module):
@@ -64,25 +65,38 @@ class DeepPrompts(nn.Module):
     def depth(self) -> int:
         return self.tokens.shape[0]
 
-    def run(self, blocks: nn.ModuleList, x: torch.Tensor, batch_first: bool) -> torch.Tensor:
+    def run(self, blocks: nn.ModuleList, x: torch.Tensor, batch_first: bool,
+            keep: list[torch.Tensor] | None = None, keep_from: int = 0) -> torch.Tensor:
         """Run the ViT ``blocks`` over ``x`` with this layer's prompts appended before each prompted block.
 
         Args:
             blocks: open_clip's ``visual.transformer.resblocks`` (no attention mask: every token sees all).
             x: (B, L, D) tokens ([CLS] + patches) after ``ln_pre``.
             batch_first: the blocks' layout (open_clip's ``transformer.batch_first``).
+            keep: if given, the (B, L, D) input of every block from index ``keep_from`` on is appended to it
+                (prompts removed).
+            keep_from: see ``keep``.
 
         Returns:
             (B, L, D) tokens after the last block, prompts removed.
         """
-        length = x.shape[1]
-        for i, block in enumerate(blocks):
-            if i < self.depth:
-                prompt = self.tokens[i].to(x.dtype).expand(x.shape[0], -1, -1)
-                x = torch.cat([x, prompt], dim=1)
-            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
-            x = x[:, :length]
-        return x
+        return run_blocks(blocks, x, batch_first, self.tokens, keep, keep_from)
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, batch_first: bool, prompts: torch.Tensor | None = None,
+               keep: list[torch.Tensor] | None = None, keep_from: int = 0) -> torch.Tensor:
+    """ViT blocks over (B, L, D) tokens, with (depth, T, D) prompts appended before each of the first
+    ``depth`` blocks and dropped after it; the inputs of blocks ``keep_from..`` go to ``keep``."""
+    length = x.shape[1]
+    depth = 0 if prompts is None else prompts.shape[0]
+    for i, block in enumerate(blocks):
+        if keep is not None and i >= keep_from:
+            keep.append(x)
+        if i < depth:
+            x = torch.cat([x, prompts[i].to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
+        x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+        x = x[:, :length]
+    return x
 
 
 def build_open_clip(config: AlignZegConfig) -> nn.Module:
@@ -147,11 +161,12 @@ class CLIPBackbone(nn.Module):
         self.clip.eval()
         return self
 
-    def encode_image_dense(self, images: torch.Tensor) -> VisualFeatures:
+    def encode_image_dense(self, images: torch.Tensor, readout_layers: int = 0) -> VisualFeatures:
         """Dense features of normalised images.
 
         Args:
             images: (B, 3, H, W) float, normalised with the CLIP mean/std; H, W multiples of the patch size.
+            readout_layers: keep the image tokens entering the last this many blocks (for ``read_regions``).
 
         Returns:
             VisualFeatures with patches (B, E, H/p, W/p); with prompts, the prompted CLIP's.
@@ -164,14 +179,50 @@ class CLIPBackbone(nn.Module):
         x = torch.cat([cls, x], dim=1)
         x = x + interpolate_pos_embed(visual.positional_embedding, (h, w)).to(x.dtype)
         x = visual.ln_pre(x)
-        if self.prompts is None:
+        blocks = visual.transformer.resblocks
+        keep: list[torch.Tensor] = []
+        if self.prompts is None and not readout_layers:
             x = visual.transformer(x)
         else:
-            x = self.prompts.run(visual.transformer.resblocks, x, visual.transformer.batch_first)
-        x = visual.ln_post(x[:, 1:])
-        if visual.proj is not None:
-            x = x @ visual.proj
-        return VisualFeatures(patches=rearrange(x, "b (h w) e -> b e h w", h=h, w=w))
+            prompts = None if self.prompts is None else self.prompts.tokens
+            x = run_blocks(blocks, x, visual.transformer.batch_first, prompts, keep, len(blocks) - readout_layers)
+        x = self.project(x[:, 1:])
+        return VisualFeatures(patches=rearrange(x, "b (h w) e -> b e h w", h=h, w=w), block_inputs=keep)
+
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., D) ViT tokens -> (..., E) joint-space features: ``ln_post`` then the visual projection."""
+        visual = self.clip.visual
+        x = visual.ln_post(tokens)
+        return x @ visual.proj if visual.proj is not None else x
+
+    @property
+    def num_layers(self) -> int:
+        """Blocks of the CLIP image encoder."""
+        return len(self.clip.visual.transformer.resblocks)
+
+    def read_regions(self, features: VisualFeatures, mask_logits: torch.Tensor) -> torch.Tensor:
+        """The CLIP region readout (``clip_readout.region_tokens``) of each proposal.
+
+        Args:
+            features: from ``encode_image_dense(..., readout_layers=K)`` with K >= 1.
+            mask_logits: (B, N, H', W') the proposals' mask logits (detached here).
+
+        Returns:
+            (B, N, E) float, L2-normalised region embeddings in CLIP's joint space.
+        """
+        k = len(features.block_inputs)
+        if k == 0:
+            raise ValueError("read_regions needs the image tokens of the readout blocks: "
+                             "call encode_image_dense with readout_layers >= 1")
+        allow = region_attention_mask(mask_logits, tuple(features.patches.shape[-2:]))
+        blocks = list(self.clip.visual.transformer.resblocks)[-k:]
+        regions = region_tokens(blocks, features.block_inputs, allow)
+        return F.normalize(self.project(regions), dim=-1)
+
+    @property
+    def clip_logit_scale(self) -> torch.Tensor:
+        """CLIP's own inverse temperature (``exp(logit_scale)``, at most 100), a 0-dim tensor."""
+        return self.clip.logit_scale.detach().exp().clamp(max=100.0)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """CLIP BPE tokens, (T, context_length) int64 (open_clip's tokenizer; truncates at the context)."""

@@ -7,8 +7,9 @@ Correction and the semantic map at mask resolution.
 Inputs:
     crops: (B, 3, S, S) float32 RGB in [0, 1], S = ``config.input_size``; B dynamic.
     class_embeddings: (C, E) float32, L2-normalised class prototypes; C dynamic.
-    seen_mask: (C,) bool, which classes are seen (training) classes. Bias correction is switched off by
-        passing an all-False mask: PBC is the identity when the vocabulary holds no seen class.
+    seen_mask: (C,) bool, which classes are seen (training) classes.
+    bias_correction: (1,) bool, apply PBC (it is the identity anyway when the mask holds no seen class or
+        no unseen one).
 
 Output:
     probabilities: (B, C + 1, S / mask_stride, S / mask_stride) float32, summing to 1 over the channels
@@ -36,7 +37,7 @@ from torch import nn
 
 from .._version import __version__
 from ..modeling.model import AlignZegModel
-from ..modeling.semantic_map import semantic_probabilities
+from ..modeling.semantic_map import output_probabilities
 from ..pipeline.vocabulary import validate_class_names
 from .metadata import (
     INPUT_NAMES, KEY_CONFIG, KEY_EXPORTER, KEY_FORMAT, KEY_OPSET, KEY_VERSION, KEY_VOCABULARY, ONNX_FORMAT,
@@ -54,7 +55,7 @@ DEFAULT_OPSET = 17
 class ProbabilityGraph(nn.Module):
     """The exported computation: crops + class embeddings + seen mask -> low-resolution probabilities.
 
-    It calls the model's ``forward`` and ``semantic_probabilities`` exactly as ``predict_torch`` does,
+    It calls the model's ``forward`` and ``output_probabilities`` exactly as ``predict_torch`` does,
     with bias correction on and the config's PBC settings (baked into the graph as constants).
 
     Args:
@@ -65,21 +66,29 @@ class ProbabilityGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, crops: torch.Tensor, class_embeddings: torch.Tensor, seen_mask: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) float, (C, E) float, (C,) bool -> (B, C + 1, h, w) float32 probabilities."""
+    def forward(self, crops: torch.Tensor, class_embeddings: torch.Tensor, seen_mask: torch.Tensor,
+                bias_correction: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) float, (C, E) float, (C,) bool, (1,) bool -> (B, C + 1, h, w) float32 probabilities.
+
+        Both the corrected and the plain probabilities are computed and one is selected in the graph: PBC's
+        "no seen or no unseen class" shortcut is a Python branch that tracing cannot record.
+        """
         cfg = self.model.config
-        out = self.model(crops, class_embeddings, deep_supervision=False)
-        return semantic_probabilities(out.class_logits, out.mask_logits, out.unseen_logits, seen_mask,
-                                      True, cfg.pbc_threshold, cfg.seen_score_offset)
+        out = self.model(crops, class_embeddings, deep_supervision=False, seen_mask=seen_mask)
+        corrected = output_probabilities(out, seen_mask, cfg, True)
+        plain = output_probabilities(out, seen_mask, cfg, False)
+        active = bias_correction.reshape(()) & seen_mask.any() & ~seen_mask.all()
+        return torch.where(active, corrected, plain)
 
 
 def _example_inputs(model: AlignZegModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Trace inputs: 2 crops, 3 classes of which one is seen (so the bias-correction path is the one traced)."""
+    """Trace inputs: 2 crops, 3 classes of which one is seen (so the bias-correction path is the one traced),
+    bias correction on."""
     cfg = model.config
     gen = torch.Generator().manual_seed(0)
     crops = torch.rand(2, 3, cfg.input_size, cfg.input_size, generator=gen)
     embeddings = torch.nn.functional.normalize(torch.randn(3, cfg.embed_dim, generator=gen), dim=-1)
-    return crops, embeddings, torch.tensor([True, False, False])
+    return crops, embeddings, torch.tensor([True, False, False]), torch.tensor([True])
 
 
 def _cpu_float32(model: AlignZegModel) -> AlignZegModel:

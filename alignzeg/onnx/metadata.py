@@ -13,11 +13,13 @@ import numpy as np
 
 __all__ = ["INPUT_NAMES", "OUTPUT_NAME", "ONNX_FORMAT", "read_vocabulary"]
 
-INPUT_NAMES = ("crops", "class_embeddings", "seen_mask")
+INPUT_NAMES = ("crops", "class_embeddings", "seen_mask", "bias_correction")
 OUTPUT_NAME = "probabilities"
 
-ONNX_FORMAT = 1
-"""Layout version of the exported file (inputs, outputs, metadata keys); the runtime refuses newer ones."""
+ONNX_FORMAT = 2
+"""Layout version of the exported file (inputs, outputs, metadata keys); the runtime refuses newer ones.
+Format 2 added the ``bias_correction`` input (the seen mask also weighs the CLIP readout's ensemble, so it can
+no longer switch PBC off); format-1 files (three inputs, PBC off through an all-False seen mask) still run."""
 
 KEY_FORMAT = "alignzeg.onnx_format"
 KEY_VERSION = "alignzeg.version"

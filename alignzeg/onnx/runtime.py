@@ -112,21 +112,30 @@ class OnnxSegmenter(SegmentPipeline):
 
     def _predict(self, crops: np.ndarray, embeddings: np.ndarray, seen: np.ndarray,
                  bias_correction: bool) -> np.ndarray:
-        # PBC is a plain softmax without seen classes or without unseen ones: the graph gets an all-False mask.
-        active = bias_correction and seen.any() and not seen.all()
-        return self.predict(crops, embeddings, seen if active else np.zeros_like(seen))
+        # PBC is a plain softmax without seen classes or without unseen ones.
+        active = bool(bias_correction and seen.any() and not seen.all())
+        return self.predict(crops, embeddings, seen, active)
 
     # Inference ---------------------------------------------------------------------------------------
-    def predict(self, crops: np.ndarray, class_embeddings: np.ndarray, seen_mask: np.ndarray) -> np.ndarray:
+    def predict(self, crops: np.ndarray, class_embeddings: np.ndarray, seen_mask: np.ndarray,
+                bias_correction: bool = True) -> np.ndarray:
         """The raw graph: (B, 3, S, S) float32 crops in [0, 1], (C, E) unit embeddings, (C,) bool seen mask
         -> (B, C + 1, S / mask_stride, S / mask_stride) float32 probabilities (channel C: background).
 
-        Bias correction is on for the classes marked seen; an all-False mask switches it off.
+        ``bias_correction`` switches PBC (files of format 1, without that input: through an all-False mask).
         """
-        feeds = dict(zip(INPUT_NAMES, (np.ascontiguousarray(crops, dtype=np.float32),
-                                       np.ascontiguousarray(class_embeddings, dtype=np.float32),
-                                       np.asarray(seen_mask, dtype=bool))))
-        return self.session.run([OUTPUT_NAME], feeds)[0]
+        seen_mask = np.asarray(seen_mask, dtype=bool)
+        values = [np.ascontiguousarray(crops, dtype=np.float32),
+                  np.ascontiguousarray(class_embeddings, dtype=np.float32)]
+        if INPUT_NAMES[3] in self._input_names:
+            values += [seen_mask, np.array([bool(bias_correction)])]
+        else:
+            values.append(seen_mask if bias_correction else np.zeros_like(seen_mask))
+        return self.session.run([OUTPUT_NAME], dict(zip(INPUT_NAMES, values)))[0]
+
+    @property
+    def _input_names(self) -> set[str]:
+        return {i.name for i in self.session.get_inputs()}
 
     def __repr__(self) -> str:
         cfg = self.config

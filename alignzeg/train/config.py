@@ -79,6 +79,12 @@ class TrainConfig:
             prototypes by an angle drawn from this range (``gepc.off_prototype_features``). Default (0, 0):
             no rotation, the mixes themselves (measured better than (30, 60) on the synthetic world:
             docs/training.md).
+        indicator_holdout: (low, high) fractions of the seen classes that each episode of the ``"profile"``
+            class indicator's training holds out (drawn uniformly per episode): their matched proposals are the
+            positives and their names the "other" names of the profile (``losses.holdout_profile_batch``).
+        vir_target: L_vir's target for a synthetic feature: ``"soft"`` (the mix of its two seen classes) or
+            ``"extra"`` (its own mixed prototype, added as one more class to its softmax: room for classes
+            outside training).
         data: extra keyword arguments of the dataset loader (``build_dataset(..., **data)``), e.g.
             ``{"label_dir": "SegmentationClassAug"}``; set from the CLI with ``--set data.label_dir=...``.
         num_workers: DataLoader workers.
@@ -125,6 +131,8 @@ class TrainConfig:
     negative_weight: float = 1.0
     class_indicator: bool = True
     indicator_angle: tuple[float, float] = (0.0, 0.0)
+    indicator_holdout: tuple[float, float] = (0.1, 0.2)
+    vir_target: str = "soft"
     reg: bool = True
     crop_scale: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
@@ -142,6 +150,7 @@ class TrainConfig:
             object.__setattr__(self, "seen_classes", tuple(self.seen_classes))
         object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
         object.__setattr__(self, "indicator_angle", tuple(float(v) for v in self.indicator_angle))
+        object.__setattr__(self, "indicator_holdout", tuple(float(v) for v in self.indicator_holdout))
         if not isinstance(self.model_overrides, dict) or not isinstance(self.data, dict):
             raise TypeError(f"train config model_overrides and data must be dicts, got "
                             f"{type(self.model_overrides).__name__} and {type(self.data).__name__}")
@@ -174,6 +183,12 @@ class TrainConfig:
         if not 0.0 <= lo <= hi <= 90.0:
             raise ValueError(f"train config indicator_angle must be (low, high) degrees with 0 <= low <= high <= 90, "
                              f"got {self.indicator_angle}")
+        lo, hi = self.indicator_holdout if len(self.indicator_holdout) == 2 else (1.0, 0.0)
+        if not 0.0 < lo <= hi < 1.0:
+            raise ValueError(f"train config indicator_holdout must be (low, high) fractions with 0 < low <= high < 1, "
+                             f"got {self.indicator_holdout}")
+        if self.vir_target not in ("soft", "extra"):
+            raise ValueError(f"train config vir_target must be 'soft' or 'extra', got {self.vir_target!r}")
         if self.mixup_alpha <= 0:
             raise ValueError(f"train config mixup_alpha must be > 0, got {self.mixup_alpha!r}")
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -191,6 +206,7 @@ class TrainConfig:
         data = dataclasses.asdict(self)
         data["crop_scale"] = list(self.crop_scale)
         data["indicator_angle"] = list(self.indicator_angle)
+        data["indicator_holdout"] = list(self.indicator_holdout)
         if self.seen_classes is not None:
             data["seen_classes"] = list(self.seen_classes)
         return data

@@ -96,7 +96,8 @@ def _forward(segmenter: Any, dataset: Any, limit: int | None,
                                   antialias=True).clamp(0, 1)
             label = F.interpolate(label[None, None].float(), size=(size, size), mode="nearest")[0].long()
             with torch.inference_mode():
-                out = model(image.to(segmenter.device), embeddings, deep_supervision=False)
+                out = model(image.to(segmenter.device), embeddings, deep_supervision=False,
+                            seen_mask=torch.from_numpy(seen).to(segmenter.device))
             yield out, label, seen, embeddings
     finally:
         model.train(was_training)
@@ -121,6 +122,8 @@ class IndicatorAUC:
     mean_seen: float
     mean_unmatched: float
     reference_auc: float = float("nan")
+    readout_acc_seen: float = float("nan")
+    readout_acc_unseen: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
@@ -166,6 +169,7 @@ def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_m
     labels: list[bool] = []
     unmatched: list[float] = []
     reference: list[float] = []
+    readout_hits: list[tuple[bool, bool]] = []  # (unseen region, readout top-1 correct)
     for out, label, seen, vocabulary in _forward(segmenter, dataset, limit, progress):
         (target,) = build_targets(label, tuple(out.mask_logits.shape[-2:]))
         probs = out.unseen_logits[0].float().sigmoid().cpu()
@@ -179,6 +183,9 @@ def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_m
             scores.append(float(probs[n]))
             labels.append(not seen[int(target.classes[g])])
             reference.append(float("nan") if far is None else float(far[n]))
+            if out.readout_logits is not None:
+                true = int(target.classes[g])
+                readout_hits.append((not seen[true], int(out.readout_logits[0, n].argmax()) == true))
         rest = torch.ones(probs.shape[0], dtype=torch.bool)
         rest[rows] = False
         unmatched.extend(probs[rest].tolist())
@@ -188,7 +195,9 @@ def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_m
                           num_seen=len(negatives), mean_unseen=_mean(positives), mean_seen=_mean(negatives),
                           mean_unmatched=_mean(unmatched),
                           reference_auc=(roc_auc(reference, labels) if scores and not np.isnan(reference).any()
-                                         else float("nan")))
+                                         else float("nan")),
+                          readout_acc_seen=_mean([float(ok) for unseen, ok in readout_hits if not unseen]),
+                          readout_acc_unseen=_mean([float(ok) for unseen, ok in readout_hits if unseen]))
     logger.info("class indicator: %s", result.to_dict())
     return result
 

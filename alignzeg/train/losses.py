@@ -14,6 +14,12 @@
   (seen) proposals. Background, unmatched and negative proposals are not in L_bc at all (in
   inductive training they hold the unseen objects of the training images, labelled "ignore"). The
   embeddings are detached so the indicator does not reshape the proposal space.
+  With a ``"profile"`` indicator (``config.indicator_inputs``), L_bc is trained by episodic class hold-out
+  instead (``holdout_profile_batch``): in each of ``HOLDOUT_EPISODES`` episodes a random share of the seen
+  classes plays the unseen classes; the indicator reads each matched proposal's similarity profile to the
+  remaining ("seen") and the held-out ("other") names, and the held-out classes' proposals are its positives.
+- L_vir with ``vir_target="extra"``: the synthetic feature's own mixed prototype
+  ``normalize(lam t_i + (1 - lam) t_j)`` is one more class of its softmax and the target.
 - L_reg: mean squared cosine similarity between distinct background prototypes (keeps them apart).
 """
 
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..modeling.class_indicator import profile_features
 from ..modeling.model import AlignZegModel, AlignZegOutput
 from .config import TrainConfig
 from .gepc import (mix_features, off_prototype_features, sample_angles, sample_mix_pairs, sample_mix_weights,
@@ -32,8 +39,12 @@ from .matching import ImageTargets, batch_class_mask_costs, build_targets, hunga
 
 __all__ = [
     "sigmoid_bce_loss", "sigmoid_focal_loss", "dice_loss", "classification_loss", "soft_cross_entropy",
-    "background_diversity_loss", "indicator_loss", "indicator_batch", "AlignZegCriterion", "LayerMatch",
+    "background_diversity_loss", "indicator_loss", "indicator_batch", "holdout_profile_batch", "AlignZegCriterion",
+    "LayerMatch", "HOLDOUT_EPISODES", "extra_class_logits",
 ]
+
+HOLDOUT_EPISODES = 4
+"""Hold-out episodes drawn per step for the ``"profile"`` class indicator (its inputs are cheap)."""
 
 
 def _weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -117,6 +128,58 @@ def indicator_batch(matched: torch.Tensor, positives: torch.Tensor) -> tuple[tor
     labels = torch.zeros(inputs.shape[0], device=inputs.device)
     labels[matched.shape[0]:] = 1.0
     return inputs, labels
+
+
+def holdout_profile_batch(decoder_cos: torch.Tensor, readout_cos: torch.Tensor | None, classes: torch.Tensor,
+                          num_classes: int, fraction: tuple[float, float], episodes: int = HOLDOUT_EPISODES,
+                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and labels of L_bc for a ``"profile"`` indicator: episodic class hold-out.
+
+    Each episode draws a share ``f ~ U(fraction)`` and holds out ``max(1, round(f * num_classes))`` of the seen
+    classes; every matched proposal's profile (``profile_features``) is computed with the held-out classes as
+    the "other" names, and its label is 1 when its own class is held out.
+
+    Args:
+        decoder_cos: (S, C) float, cosines of the matched proposals' embeddings to the C seen prototypes.
+        readout_cos: (S, C) float, the same for the CLIP readout, or ``None``.
+        classes: (S,) int64, each matched proposal's seen class.
+        num_classes: C.
+        fraction: (low, high) in (0, 1).
+        episodes: how many episodes.
+        generator: torch RNG (CPU) for the draws; default the global one.
+
+    Returns:
+        ((episodes * S, 6) float32 detached features, (episodes * S,) float32 labels in {0, 1}).
+    """
+    inputs, labels = [], []
+    for _ in range(episodes):
+        share = fraction[0] + (fraction[1] - fraction[0]) * float(torch.rand(1, generator=generator))
+        count = min(num_classes - 1, max(1, round(share * num_classes)))
+        held = torch.zeros(num_classes, dtype=torch.bool)
+        held[torch.randperm(num_classes, generator=generator)[:count]] = True
+        held = held.to(decoder_cos.device)
+        inputs.append(profile_features(decoder_cos.detach(), None if readout_cos is None else readout_cos.detach(),
+                                       ~held))
+        labels.append(held[classes].float())
+    return torch.cat(inputs), torch.cat(labels)
+
+
+def extra_class_logits(logits: torch.Tensor, z: torch.Tensor, prototypes: torch.Tensor, pairs: torch.Tensor,
+                       classes: torch.Tensor, lam: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """L_vir's logits with each synthetic feature's own mixed prototype as one more (last) column.
+
+    Args:
+        logits: (V, C + 1) the classifier's logits of the synthetic features ``z`` (V, E).
+        prototypes: (C, E) seen prototypes; ``pairs`` (V, 2) and ``classes`` (S,) say which two were mixed, with
+            weights ``lam`` (V,); ``scale``: the classifier's logit scale.
+
+    Returns:
+        (V, C + 2) float: ``scale * cos(z, normalize(lam t_a + (1 - lam) t_b))`` appended.
+    """
+    lam = lam.to(z)[:, None]
+    mixed = F.normalize(lam * prototypes[classes[pairs[:, 0]]].to(z) + (1 - lam) * prototypes[classes[pairs[:, 1]]].to(z),
+                        dim=-1)
+    return torch.cat([logits, scale.to(z) * (z * mixed).sum(-1, keepdim=True)], dim=-1)
 
 
 @dataclass
@@ -237,11 +300,23 @@ class AlignZegCriterion:
             if pairs.shape[0]:
                 lam = sample_mix_weights(pairs.shape[0], cfg.mixup_alpha)
                 z, soft = mix_features(matched_emb, matched_cls, pairs, lam, out.class_logits.shape[-1])
-                terms["vir"] = soft_cross_entropy(model.classifier.classify(z, class_embeddings), soft)
+                logits = model.classifier.classify(z, class_embeddings)
+                if cfg.vir_target == "extra":
+                    logits = extra_class_logits(logits, z, class_embeddings, pairs, matched_cls, lam,
+                                                model.classifier.logit_scale)
+                    soft = F.one_hot(torch.full_like(pairs[:, 0], logits.shape[-1] - 1), logits.shape[-1]).to(z)
+                terms["vir"] = soft_cross_entropy(logits, soft)
                 total = total + cfg.lambda_vir * terms["vir"]
         if cfg.class_indicator and cfg.lambda_bc > 0 and matched_emb.shape[0]:
-            inputs, targets01 = indicator_batch(matched_emb, self.indicator_positives(matched_emb, matched_cls,
-                                                                                       class_embeddings))
+            if model.indicator.inputs == "profile":
+                readout = None
+                if out.readout_logits is not None:
+                    readout = self._matched(out.readout_logits, targets, match)[0] / model.backbone.clip_logit_scale
+                inputs, targets01 = holdout_profile_batch(matched_emb @ class_embeddings.to(matched_emb).t(), readout,
+                                                          matched_cls, class_embeddings.shape[0], cfg.indicator_holdout)
+            else:
+                inputs, targets01 = indicator_batch(matched_emb, self.indicator_positives(matched_emb, matched_cls,
+                                                                                           class_embeddings))
             terms["bc"] = indicator_loss(model.indicator(inputs), targets01)
             total = total + cfg.lambda_bc * terms["bc"]
         if cfg.reg and cfg.lambda_reg > 0:

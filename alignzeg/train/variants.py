@@ -5,12 +5,14 @@ recipe or config. Each variant sets model switches (``AlignZegConfig`` fields, t
 ``model_overrides``) and training switches (``TrainConfig`` fields); everything else is the config's.
 
 - ``baseline``: ZegCLIP-like: one-way decoder, one background prototype, no learnable encoder, no
-  GEPC training parts, no class indicator (so no PBC at inference).
+  GEPC training parts, no CLIP region readout, no class indicator (so no PBC at inference).
 - ``+MRPE``: baseline + mutual refinement + the learnable encoder.
 - ``+GEPC``: +MRPE + M background prototypes (the config's ``num_bg_prototypes``) + synthetic features
-  + negative proposals; still no class indicator.
-- ``full``: +GEPC + the class indicator (PBC at inference).
-- switch rows, each ``full`` with one switch off: ``no-prompts``, ``no-grounding``, ``no-learnable-encoder``.
+  + negative proposals + the CLIP region readout (classification grounded in CLIP); still no class indicator.
+- ``full``: +GEPC + the vocabulary-aware class indicator (PBC at inference).
+- switch rows, each ``full`` with one switch off: ``no-prompts``, ``no-grounding`` (neither the CLIP region
+  readout nor the pooled-patch gate), ``no-learnable-encoder``; and ``full-vir-extra``: ``full`` with L_vir's
+  target the synthetic feature's own mixed prototype.
 
     config = apply_variant(TrainConfig(preset="tiny"), "+MRPE")
 """
@@ -23,7 +25,8 @@ from typing import Any
 from .config import TrainConfig
 
 __all__ = ["VARIANTS", "list_variants", "apply_variant", "variant_uses_pbc", "world_train_config",
-           "WORLD_DECODER_DIM", "WORLD_CALIB_THRESHOLDS", "WORLD_CALIB_OFFSETS"]
+           "WORLD_DECODER_DIM", "WORLD_CALIB_THRESHOLDS", "WORLD_CALIB_OFFSETS", "WORLD_CALIB_PBC",
+           "WORLD_CALIB_READOUT"]
 
 WORLD_DECODER_DIM = 64
 """Decoder width of the attribute-world models (the ``tiny`` preset has 32; see ``world_train_config``)."""
@@ -33,13 +36,22 @@ WORLD_CALIB_THRESHOLDS = (0.3, 0.5, 0.7, 0.9, 1.0)
 (scores are compared strictly), leaving the seen-score offset alone."""
 WORLD_CALIB_OFFSETS = (0.0, 0.25, 0.5, 1.0, 2.0)
 """Seen-score offset grid (logits) of that calibration."""
+WORLD_CALIB_PBC = WORLD_CALIB_THRESHOLDS + ("soft",)
+"""PBC settings of the world calibration on cached outputs (``calibration_grid.search``): hard thresholds
+and soft PBC."""
+WORLD_CALIB_READOUT = ((0.0, 0.0), (0.0, 0.8), (0.3, 0.5), (0.3, 0.8), (0.3, 1.0), (0.6, 0.8), (0.6, 1.0))
+"""(seen, unseen) weights of the CLIP readout in the geometric ensemble searched on val (FC-CLIP's default
+is (0.4, 0.8))."""
 
 _GEPC_OFF = dict(synthetic_features=False, negative_proposals=False, class_indicator=False)
-_BASELINE: dict[str, Any] = dict(model=dict(mutual_refinement=False, num_bg_prototypes=1, side_encoder=False),
+_BASELINE: dict[str, Any] = dict(model=dict(mutual_refinement=False, num_bg_prototypes=1, side_encoder=False,
+                                             clip_readout=False),
                                  train=_GEPC_OFF)
-_MRPE: dict[str, Any] = dict(model=dict(mutual_refinement=True, num_bg_prototypes=1, side_encoder=True),
+_MRPE: dict[str, Any] = dict(model=dict(mutual_refinement=True, num_bg_prototypes=1, side_encoder=True,
+                                        clip_readout=False),
                              train=_GEPC_OFF)
-_GEPC: dict[str, Any] = dict(model=dict(mutual_refinement=True, side_encoder=True),
+_GEPC: dict[str, Any] = dict(model=dict(mutual_refinement=True, side_encoder=True, clip_readout=True,
+                                        indicator_inputs="profile"),
                              train=dict(synthetic_features=True, negative_proposals=True, class_indicator=False))
 _FULL: dict[str, Any] = dict(model=_GEPC["model"], train=dict(_GEPC["train"], class_indicator=True))
 
@@ -57,7 +69,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "full": _FULL,
     "no-learnable-encoder": _full_without(side_encoder=False),
     "no-prompts": _full_without(clip_prompt_tokens=0),
-    "no-grounding": _full_without(clip_grounding=False),
+    "no-grounding": _full_without(clip_grounding=False, clip_readout=False),
+    "full-vir-extra": dict(model=_FULL["model"], train=dict(_FULL["train"], vir_target="extra")),
 }
 """Variant name -> ``{"model": AlignZegConfig overrides, "train": TrainConfig fields}``."""
 

@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     exp = sub.add_parser("export", help="write a world as a folder dataset (+ its mini-CLIP and a train config)")
     exp.add_argument("--world", type=int, default=0, help="world id (seed and split seed)")
+    exp.add_argument("--family", default="attribute", choices=("attribute", "objects"),
+                     help="attribute textures (alignzeg.world) or objects on a background that is no class "
+                     "(alignzeg.train.object_world; background labelled 255)")
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--train-images", type=int, default=4000)
     exp.add_argument("--val-images", type=int, default=100, help="calibration split (drawn like test)")
@@ -116,7 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m alignzeg.train.world export --world 0 --out data/world0``."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    world = AttributeWorld(world_config(args.world))
+    from .object_world import make_world
+
+    world = make_world(args.family, args.world)
     out = export_world(world, args.out, args.train_images, args.test_images, args.val_images)
     if args.clip_steps:
         from .miniclip import MiniClipConfig, pretrain_clip, save_clip

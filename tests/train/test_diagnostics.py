@@ -94,3 +94,23 @@ def test_reference_auc_ties_when_every_proposal_is_the_same(tiny_segmenter, shap
 
     monkeypatch.setattr(model, "forward", pinned)
     assert indicator_auc(tiny_segmenter, ds).reference_auc == 0.5
+
+
+def test_readout_accuracy_counts_matched_proposals(tiny_segmenter, shapes_factory, monkeypatch):
+    """Readout logits pinned to one class: top-1 is right exactly for the regions of that class."""
+    ds = shapes_factory(num=4)  # red, green, blue seen; yellow (3) unseen
+    model = tiny_segmenter.model
+    forward = model.forward
+
+    def pinned(images, class_embeddings, **kw):
+        out = forward(images, class_embeddings, **kw)
+        readout = torch.zeros(out.class_logits.shape[:-1] + (class_embeddings.shape[0],))
+        readout[..., 3] = 10.0  # every proposal read as "yellow"
+        out.readout_logits = readout
+        return out
+
+    monkeypatch.setattr(model, "forward", pinned)
+    result = indicator_auc(tiny_segmenter, ds)
+    assert result.num_unseen > 0 and result.num_seen > 0
+    assert result.readout_acc_unseen == 1.0 and result.readout_acc_seen == 0.0
+    assert result.to_dict()["readout_acc_unseen"] == 1.0

@@ -266,7 +266,7 @@ def test_off_prototype_features_shrink_the_cosine_to_both_prototypes():
 
 def test_indicator_positives_exclude_background_unmatched_and_negative_proposals():
     torch.manual_seed(0)
-    model = AlignZegSegmenter.from_preset("tiny", seed=0).model
+    model = AlignZegSegmenter.from_preset("tiny", seed=0, config_overrides={"indicator_inputs": "embedding"}).model
     cfg = TrainConfig(num_synthetic=6, negative_topk=6)  # two top-6 of 8 overlap: negatives exist
     criterion = AlignZegCriterion(cfg)
     labels = torch.full((1, 64, 64), 255, dtype=torch.long)

@@ -22,7 +22,11 @@ def test_rows_in_ablation_order_with_the_contract_switches():
     assert ("no-grounding" in names) == ("clip_grounding" in fields)
     base = apply_variant(TrainConfig(model_overrides={"num_queries": 5, "num_bg_prototypes": 7}), "baseline")
     assert base.model_overrides == {"num_queries": 5, "num_bg_prototypes": 1, "mutual_refinement": False,
-                                    "side_encoder": False}
+                                    "side_encoder": False, "clip_readout": False}
+    full = apply_variant(TrainConfig(), "full").model_overrides
+    assert full["clip_readout"] is True and full["indicator_inputs"] == "profile"
+    assert apply_variant(TrainConfig(), "no-grounding").model_overrides["clip_readout"] is False
+    assert apply_variant(TrainConfig(), "full-vir-extra").vir_target == "extra"
     assert (base.synthetic_features, base.negative_proposals, base.class_indicator) == (False, False, False)
     gepc = apply_variant(TrainConfig(model_overrides={"num_bg_prototypes": 7}), "+GEPC")
     assert gepc.model_overrides["num_bg_prototypes"] == 7 and gepc.synthetic_features and gepc.negative_proposals
