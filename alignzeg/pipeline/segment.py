@@ -24,8 +24,8 @@ from ..result import SegmentationResult
 from .images import LoadedImage, check_image_list, decode_image, unsupported_image
 from .labels import upsample_labels
 from .options import check_bias_correction, check_bool, check_threshold, resolve_bias_correction, untrained_warning_due
-from .vocabulary import ClassList, class_name_key, merge_synonyms, parse_vocabulary, seen_flags, unit_rows, \
-    validate_class_names
+from .vocabulary import ClassList, class_name_key, merge_synonyms, parse_vocabulary, prompt_text, seen_flags, \
+    unit_rows, validate_class_names
 from .windows import cut_windows, plan_windows, stitch_windows
 
 __all__ = ["SegmentPipeline", "check_batch_size", "check_max_pixels"]
@@ -126,8 +126,9 @@ class SegmentPipeline:
 
     def _class_embeddings(self, classes: ClassList) -> Any:
         if not classes.has_synonyms:
-            return self._encode_names(classes.names)
-        merged = merge_synonyms(self._to_array(self._encode_names(classes.all_names)), classes)
+            return self._encode_names(tuple(prompt_text(n) for n in classes.names))
+        merged = merge_synonyms(self._to_array(self._encode_names(tuple(prompt_text(n) for n in classes.all_names))),
+                                classes)
         return self._from_array(merged)
 
     def _resolve_bias_correction(self, bias_correction: Any, seen: Sequence[bool]) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..result import RESERVED_NAMES
 
-__all__ = ["ClassList", "class_name_key", "validate_class_names", "parse_vocabulary", "seen_flags",
+__all__ = ["ClassList", "class_name_key", "prompt_text", "validate_class_names", "parse_vocabulary", "seen_flags",
            "unit_rows", "merge_synonyms"]
 
 _SHOWN = 200
@@ -34,6 +34,12 @@ def _shown(value: Any) -> str:
 def _visible(name: str) -> str:
     """``name`` without format characters (zero-width spaces and joiners, BOM, soft hyphen: category Cf)."""
     return "".join(ch for ch in name if unicodedata.category(ch) != "Cf")
+
+
+def prompt_text(name: str) -> str:
+    """The text of a class name put into prompts: invisible format characters removed, stripped (the name
+    reported in results stays as given)."""
+    return _visible(name).strip()
 
 
 def class_name_key(name: str) -> str:
