@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..pipeline.labels import UNLABELLED
 from .bias_correction import proposal_bias_correction
 from .clip_readout import geometric_ensemble
 
-__all__ = ["semantic_probabilities", "output_probabilities", "upsample_probabilities"]
+__all__ = ["semantic_probabilities", "output_probabilities", "upsample_labels", "upsample_probabilities"]
 
 
 def semantic_probabilities(class_logits: torch.Tensor, mask_logits: torch.Tensor, unseen_logits: torch.Tensor,
@@ -60,6 +61,87 @@ def output_probabilities(out, seen_mask: torch.Tensor, config, bias_correction: 
     return semantic_probabilities(out.class_logits, out.mask_logits, out.unseen_logits, seen_mask, bias_correction,
                                   config.pbc_threshold, config.seen_score_offset, out.readout_logits,
                                   (config.readout_weight_seen, config.readout_weight_unseen), config.pbc_soft)
+
+
+def _linear_taps(in_size: int, out_size: int, device: torch.device | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source taps of 1-D linear resampling with ``align_corners=False`` (PyTorch's convention, no antialias).
+
+    Output sample ``i`` is ``lerp(x[i0[i]], x[i1[i]], frac[i])``.
+
+    Returns:
+        i0, i1: (out_size,) int64 source indices in [0, in_size); frac: (out_size,) float32 in [0, 1].
+    """
+    src = ((torch.arange(out_size, dtype=torch.float32, device=device) + 0.5) * (in_size / out_size) - 0.5)
+    src = src.clamp_min(0)
+    i0 = src.long().clamp(max=in_size - 1)
+    i1 = (i0 + 1).clamp(max=in_size - 1)
+    return i0, i1, (src - i0).clamp(0, 1)
+
+
+def _candidate_classes(probs: torch.Tensor, slack: float = 1e-6) -> torch.Tensor:
+    """Classes that can be the bilinear argmax somewhere, found at low resolution.
+
+    Every upsampled pixel is a convex combination of the 4 corners of one low-resolution cell, so a class
+    whose maximum over a cell's corners is below some class's minimum over the same corners loses at every
+    pixel of that cell. A class that loses in every cell is never the argmax and needs no upsampling.
+
+    Args:
+        probs: (K, h, w) float class probabilities (no background channel).
+        slack: tolerance for float rounding in the interpolation.
+
+    Returns:
+        (K',) int64 indices of the candidate classes, ascending.
+    """
+    padded = F.pad(probs[None], (0, 1, 0, 1), mode="replicate")
+    cell_max = F.max_pool2d(padded, 2, stride=1)[0]  # (K, h, w)
+    cell_min = -F.max_pool2d(-padded, 2, stride=1)[0]
+    floor = cell_min.amax(dim=0)  # (h, w): what the best class reaches at least, anywhere in the cell
+    return (cell_max >= floor - slack).flatten(1).any(dim=1).nonzero().flatten()
+
+
+def upsample_labels(probs: torch.Tensor, out_size: tuple[int, int], unlabelled_threshold: float | None = None,
+                    max_elements: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinearly upsample a low-resolution probability map and take the per-pixel best class.
+
+    Equal (within float rounding) to ``F.interpolate(probs, out_size, mode="bilinear")`` followed by an
+    argmax over the classes, without materialising the full-resolution map: the background channel is
+    dropped (it is never chosen), classes that cannot win anywhere are pruned (``candidate_classes``), and
+    the rest is interpolated in row bands (rows by gathers at low width, then columns by 1-D linear
+    interpolation). Cost O(K' * H * W), memory O(max_elements).
+
+    Args:
+        probs: (C + 1, h, w) float per-pixel probabilities, last channel background.
+        out_size: (H, W) of the output.
+        unlabelled_threshold: pixels whose best class probability is below this get ``UNLABELLED`` (-1);
+            ``None`` labels every pixel.
+        max_elements: bound on the floats of one upsampled row band.
+
+    Returns:
+        labels (H, W) int32 in [0, C) (or -1), and confidence (H, W) float32: the probability of the
+        chosen class. Background is never chosen; it only lowers the probabilities of the classes.
+    """
+    height, width = out_size
+    classes = probs[:-1].float()
+    keep = _candidate_classes(classes)
+    classes = classes.index_select(0, keep)
+    y0, y1, fy = _linear_taps(classes.shape[1], height, classes.device)
+    labels = torch.empty(height, width, dtype=torch.int32, device=classes.device)
+    confidence = torch.empty(height, width, dtype=torch.float32, device=classes.device)
+    band = max(1, min(height, max_elements // max(1, classes.shape[0] * width)))
+    for r0 in range(0, height, band):
+        r1 = min(height, r0 + band)
+        rows = torch.lerp(classes.index_select(1, y0[r0:r1]), classes.index_select(1, y1[r0:r1]),
+                          fy[r0:r1, None])  # (K', r, w)
+        part = F.interpolate(rows.reshape(1, -1, rows.shape[-1]), size=width, mode="linear",
+                             align_corners=False).view(rows.shape[0], r1 - r0, width)  # (K', r, W)
+        best, index = part.max(dim=0)
+        index = keep[index]
+        if unlabelled_threshold is not None:
+            index = torch.where(best < unlabelled_threshold, torch.full_like(index, UNLABELLED), index)
+        labels[r0:r1] = index.to(torch.int32)
+        confidence[r0:r1] = best
+    return labels, confidence
 
 
 def upsample_probabilities(probs: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:

@@ -82,6 +82,11 @@ class SegmentPipeline:
         """The back-end's (K, E) prototypes -> float32 numpy."""
         return np.asarray(embeddings, dtype=np.float32)
 
+    def _upsample_labels(self, probs: np.ndarray, size: tuple[int, int],
+                         threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """(C + 1, h, w) probabilities -> (H, W) int32 labels and float32 confidence (``labels.upsample_labels``)."""
+        return upsample_labels(probs, size, threshold)
+
     # Images ------------------------------------------------------------------------------------------
     def load_image(self, image: Any) -> list[LoadedImage]:
         """Decode one input (a BCHW tensor gives B images, everything else one), checked against ``max_pixels``."""
@@ -169,7 +174,7 @@ class SegmentPipeline:
         maps = self._run(images, embeddings, seen_mask, bias_correction)
         results = []
         for img, probs in zip(images, maps):
-            labels, confidence = upsample_labels(probs, img.size, threshold)
+            labels, confidence = self._upsample_labels(probs, img.size, threshold)
             results.append(SegmentationResult(
                 label_map=labels, scores=confidence, class_names=names, class_probs=probs, seen=seen_mask,
                 bias_correction=bias_correction, image=img.to_uint8() if keep_image else None,
