@@ -5,7 +5,8 @@
         [--overlay] [--resume] [--shard I/N] [--no-progress]
     alignzeg demo --out demo.png     # a small model trained on a synthetic world: typed names, real IoUs
     alignzeg models
-    alignzeg export --model DIR_OR_REPO --out model.onnx [--classes road,tree,car]
+    alignzeg export --model DIR_OR_REPO --out model.onnx [--classes road,tree,car] [--int8]
+    alignzeg app [--model DIR_OR_REPO] [--host 127.0.0.1] [--port 7860]   # a web page ([app] extra)
 
 This module's top-level imports are the standard library only; the commands import torch and the model
 when they run, and check every output path before any model is loaded.
@@ -97,7 +98,21 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--classes", type=_parse_classes, default=None,
                         help="comma-separated class names whose embeddings are stored in the file")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--int8", action="store_true",
+                        help="quantize the MatMul/Gemm weights to int8 (dynamic; ~27 %% of the float32 file for "
+                             "vitb16, accuracy in docs/onnx.md)")
     export.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+
+    app = sub.add_parser("app", help='a web page to segment images with typed class names (needs '
+                         'pip install "alignzeg[app]"; see docs/app.md)')
+    app.add_argument("--model", default=None,
+                     help="folder written by save_pretrained, or a Hub repo id (default: the shipped world model, "
+                          "with world test images as examples)")
+    app.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    app.add_argument("--port", type=_positive_int, default=7860, help="port (default 7860)")
+    app.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    app.add_argument("--max-pixels", type=_positive_int, default=25_000_000,
+                     help="largest image (width x height) the page segments (default 25000000)")
     return parser
 
 
@@ -251,10 +266,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from . import AlignZegSegmenter
 
     segmenter = AlignZegSegmenter.from_pretrained(args.model, revision=args.revision, device="cpu")
-    path = segmenter.export_onnx(args.out, opset=args.opset,
+    path = segmenter.export_onnx(args.out, opset=args.opset, int8=args.int8,
                                  vocabulary=None if args.classes is None else _all_names(args.classes))
     stored = f" with {len(args.classes)} stored classes" if args.classes else ""
-    print(f"ONNX graph written to {path}{stored}")
+    print(f"ONNX graph ({'int8' if args.int8 else 'float32'}) written to {path}{stored}")
+    return 0
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    from importlib.util import find_spec
+
+    if find_spec("gradio") is None:
+        print('alignzeg: error: "alignzeg app" needs Gradio, which is not installed; install the app extra: '
+              'pip install "alignzeg[app]"', file=sys.stderr)
+        return 2
+    from .app import serve
+
+    serve(args.model, host=args.host, port=args.port, device=args.device, max_pixels=args.max_pixels)
     return 0
 
 
@@ -273,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_export(args)
         if args.command == "segment":
             return _cmd_segment(args)
+        if args.command == "app":
+            return _cmd_app(args)
         _check_outputs(args)
         _cmd_demo(args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:

@@ -44,14 +44,21 @@ def setup(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Run each function ``warmup`` times, then ``reps`` rounds of all of them in turn; seconds per call."""
+def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1,
+                rotate: bool = False) -> dict[str, list[float]]:
+    """Run each function ``warmup`` times, then ``reps`` rounds of all of them in turn; seconds per call.
+
+    ``rotate``: round r starts with the r-th function (cyclically), so no side always runs right after the
+    same other side (a fixed order can charge one side the memory and cache state the previous one left).
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
+    items = list(fns.items())
+    for r in range(reps):
+        shift = r % len(items) if rotate else 0
+        for name, fn in items[shift:] + items[:shift]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

@@ -5,7 +5,11 @@ the ONNX file), equal intra-op thread counts. Speed: the two sides interleaved o
 process (images/s, and the median per-round ratio). Peak memory: each side in a fresh subprocess that
 loads its model and segments the same images (``VmHWM``); the ONNX child blocks ``import torch``.
 
-    python benchmarks/bench_onnx.py [--reps 3] [--threads 2]
+With ``--int8`` a third side runs in the same interleaved rounds: the int8 file
+(``export_onnx(..., int8=True)``); its file size, speed-up over the float32 file and label agreement with it
+are reported too (random weights: the agreement here is not the accuracy; see bench_int8_accuracy.py).
+
+    python benchmarks/bench_onnx.py [--reps 3] [--threads 2] [--int8] [--no-memory]
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ def _peak_memory(onnx: bool, path: str, images_path: str, names: list[str], thre
 def main() -> None:
     p = c.parser(__doc__.splitlines()[0], reps=3)
     p.add_argument("--images", type=int, default=3, help="different 512x512 images per round")
+    p.add_argument("--int8", action="store_true", help="also time the int8 file (export_onnx(..., int8=True))")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     args = p.parse_args()
     threads = args.threads or 2
     torch.set_num_threads(threads)
@@ -94,28 +100,51 @@ def main() -> None:
         runtime = OnnxSegmenter.load(path, threads=threads)
         session_s = time.perf_counter() - start
         seg.encode_vocabulary(names)
+        sides = {"torch": seg, "onnxruntime": runtime}
+        paths = {"onnxruntime": path}
+        if args.int8:
+            paths["onnxruntime int8"] = str(Path(folder) / "vitb16_int8.onnx")
+            start = time.perf_counter()
+            seg.export_onnx(paths["onnxruntime int8"], vocabulary=names, int8=True)
+            export_int8_s = time.perf_counter() - start
+            sides["onnxruntime int8"] = OnnxSegmenter.load(paths["onnxruntime int8"], threads=threads)
 
         def run(segmenter):
             return lambda: [segmenter.segment(image, names, keep_image=False) for image in images]
 
-        times = c.interleaved({"torch": run(seg), "onnxruntime": run(runtime)}, reps=args.reps)
-        agree = np.mean([(seg.segment(i, names).label_map == runtime.segment(i, names).label_map).mean()
-                         for i in images])
+        times = c.interleaved({k: run(v) for k, v in sides.items()}, reps=args.reps)
+        labels = {k: [v.segment(i, names).label_map for i in images] for k, v in sides.items()}
+        agree = {k: float(np.mean([(a == b).mean() for a, b in zip(labels["onnxruntime"], v)])) for k, v in labels.items()}
         images_path = str(Path(folder) / "images.npy")
         np.save(images_path, images)
-        memory = {"torch": _peak_memory(False, path, images_path, names, threads),
-                  "onnxruntime": _peak_memory(True, path, images_path, names, threads)}
-        file_mb = Path(path).stat().st_size / 2**20
+        memory = {}
+        if not args.no_memory:
+            memory = {"torch": _peak_memory(False, path, images_path, names, threads)}
+            memory.update({k: _peak_memory(True, v, images_path, names, threads) for k, v in paths.items()})
+        file_mb = {k: Path(v).stat().st_size / 2**20 for k, v in paths.items()}
     rate = {k: len(images) / c.median(v) for k, v in times.items()}
     ratio = c.paired_ratio(times["torch"], times["onnxruntime"])
-    rows = [[k, rate[k], memory[k]["after_load_mb"], memory[k]["peak_mb"]] for k in ("torch", "onnxruntime")]
+    nan = {"after_load_mb": float("nan"), "peak_mb": float("nan")}
+    rows = [[k, rate[k], memory.get(k, nan)["after_load_mb"], memory.get(k, nan)["peak_mb"]] for k in sides]
     print(c.table(["side", "images/s", "RSS after load MB", "peak RSS MB"], rows))
     print(f"onnxruntime speed-up (torch time / onnxruntime time, median of {args.reps} interleaved rounds of "
-          f"{len(images)} images): {ratio:.2f}x; threads {threads}; label maps agree on {100 * agree:.3f} % of pixels")
-    print(f"export {export_s:.1f} s, file {file_mb:.0f} MB, onnxruntime session {session_s:.1f} s")
-    c.save("onnx", args, {"images_per_s": rate, "speedup_onnxruntime": ratio, "times_s": times, "threads": threads,
-                          "peak_memory": memory, "export_s": export_s, "session_s": session_s, "file_mb": file_mb,
-                          "label_agreement": float(agree), "images": len(images), "image_size": [512, 512]})
+          f"{len(images)} images): {ratio:.2f}x; threads {threads}; label maps agree with onnxruntime float32 on "
+          + ", ".join(f"{k} {100 * v:.3f} %" for k, v in agree.items()))
+    print(f"export {export_s:.1f} s, files " + ", ".join(f"{k} {v:.1f} MB" for k, v in file_mb.items())
+          + f", onnxruntime session {session_s:.1f} s")
+    extra = {}
+    if args.int8:
+        extra = {"speedup_int8_vs_float32_onnx": c.paired_ratio(times["onnxruntime"], times["onnxruntime int8"]),
+                 "speedup_int8_vs_torch": c.paired_ratio(times["torch"], times["onnxruntime int8"]),
+                 "int8_file_vs_float32": file_mb["onnxruntime int8"] / file_mb["onnxruntime"],
+                 "export_int8_s": export_int8_s}
+        print(f"int8: {extra['speedup_int8_vs_float32_onnx']:.2f}x the float32 file's speed, "
+              f"{extra['speedup_int8_vs_torch']:.2f}x torch's; file {100 * extra['int8_file_vs_float32']:.1f} % "
+              f"of the float32 one (export + quantization {export_int8_s:.1f} s)")
+    c.save("onnx_int8" if args.int8 else "onnx", args,
+           {"images_per_s": rate, "speedup_onnxruntime": ratio, "times_s": times, "threads": threads,
+            "peak_memory": memory, "export_s": export_s, "session_s": session_s, "file_mb": file_mb,
+            "label_agreement_with_onnx_float32": agree, "images": len(images), "image_size": [512, 512], **extra})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ without the side encoder on a quiet machine. On a loaded shared CPU the floor it
 between calls, so every ``segment`` call is also split: "segment / in-call backbone" compares two halves
 of one call that saw the same load.
 
-    python benchmarks/bench_overhead.py [--reps 5] [--threads N]
+``--rotate`` starts round r with the r-th side, so that no side always follows the same one.
+
+    python benchmarks/bench_overhead.py [--reps 5] [--threads N] [--rotate]
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from alignzeg.train.splits import VOC_CLASSES
 
 
 def main() -> None:
-    args = c.parser(__doc__.splitlines()[0], reps=5).parse_args()
+    p = c.parser(__doc__.splitlines()[0], reps=5)
+    p.add_argument("--rotate", action="store_true", help="rotate the order of the sides from round to round")
+    args = p.parse_args()
     c.setup(args)
     plain = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=VOC_CLASSES[:15],
                                           config_overrides={"side_encoder": False})
@@ -65,7 +69,7 @@ def main() -> None:
 
         model.backbone.encode_image_dense = timed
 
-    times = c.interleaved(sides, reps=args.reps)
+    times = c.interleaved(sides, reps=args.reps, rotate=args.rotate)
     for key in in_call:
         in_call[key] = in_call[key][-args.reps:]  # drop the warm-up call
     med = {k: c.median(v) for k, v in times.items()}
@@ -85,7 +89,7 @@ def main() -> None:
     c.save("overhead", args, {
         "preset": "vitb16", "image": [512, 512], "classes": len(names), "reps": args.reps,
         "floor": "open_clip CLIP.encode_image", "flops": flops, "seconds": times, "in_call_backbone_s": in_call,
-        "median_s": med,
+        "median_s": med, "rotate": args.rotate,
         "ratios": {r[0]: {"flop": r[1], "wall": r[2], "wall_in_call": r[3]} for r in rows},
         "target": "segment / clip_image_encoder wall ratio <= 1.10 (quiet machine)",
     })

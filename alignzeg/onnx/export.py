@@ -16,8 +16,15 @@ Output:
         (channel C: background).
 
 The file's ``metadata_props`` hold the model config (``alignzeg.config``), the alignzeg version, the
-opset, the exporter and, optionally, a precomputed vocabulary (``alignzeg.vocabulary``) so that class
-names can be used without a text tower at run time.
+opset, the exporter, the precision (``alignzeg.precision``: ``float32`` or ``int8``, with
+``alignzeg.quantization`` saying how) and, optionally, a precomputed vocabulary (``alignzeg.vocabulary``) so
+that class names can be used without a text tower at run time.
+
+``int8=True`` quantizes the float32 graph with onnxruntime's dynamic quantization: the weights of the
+MatMul/Gemm nodes that multiply by a constant (the transformers' projections and MLPs, the heads' linear
+layers) are stored as int8, one scale per tensor; their activations are quantized to uint8 per call.
+Convolutions, normalisations, the attention's activation-activation products and everything after the
+logits stay float32.
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ import copy
 import json
 import logging
 import os
+import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,16 +49,19 @@ from ..modeling.model import AlignZegModel
 from ..modeling.semantic_map import output_probabilities
 from ..pipeline.vocabulary import validate_class_names
 from .metadata import (
-    INPUT_NAMES, KEY_CONFIG, KEY_EXPORTER, KEY_FORMAT, KEY_OPSET, KEY_VERSION, KEY_VOCABULARY, ONNX_FORMAT,
-    OUTPUT_NAME,
+    INPUT_NAMES, KEY_CONFIG, KEY_EXPORTER, KEY_FORMAT, KEY_OPSET, KEY_PRECISION, KEY_QUANTIZATION, KEY_VERSION,
+    KEY_VOCABULARY, ONNX_FORMAT, OUTPUT_NAME,
 )
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_onnx", "ProbabilityGraph", "DEFAULT_OPSET"]
+__all__ = ["export_onnx", "ProbabilityGraph", "DEFAULT_OPSET", "QUANTIZED_OPS"]
 
 DEFAULT_OPSET = 17
 """ONNX opset of the exported graph (LayerNormalization is native from 17; onnxruntime >= 1.14 runs it)."""
+
+QUANTIZED_OPS = ("MatMul", "Gemm")
+"""Node types whose constant weights ``int8=True`` quantizes (Conv stays float32: ConvInteger measured slower)."""
 
 
 class ProbabilityGraph(nn.Module):
@@ -130,8 +142,49 @@ def _write_metadata(path: str, metadata: dict[str, str]) -> None:
     onnx.save(proto, path)
 
 
+class _DropHint(logging.Filter):
+    """Drops onnxruntime's "consider pre-processing" hint: its shape inference fails on this graph."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+
+@contextmanager
+def _no_preprocess_hint() -> Iterator[None]:
+    root = logging.getLogger()
+    hint = _DropHint()
+    root.addFilter(hint)
+    try:
+        yield
+    finally:
+        root.removeFilter(hint)
+
+
+def _quantize_int8(source: str, target: str) -> dict[str, Any]:
+    """Dynamic int8 quantization of ``source`` into ``target``; returns the ``alignzeg.quantization`` record.
+
+    Weights: int8, symmetric, one scale per tensor (per-channel scales and ``reduce_range`` measured no more
+    accurate on the world model, see docs/onnx.md); activations: uint8 with a scale and zero point computed
+    for each call (``DynamicQuantizeLinear``), so no calibration images are needed.
+    """
+    try:
+        import onnx
+        import onnxruntime
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as err:
+        raise ImportError('export_onnx(int8=True) needs onnxruntime: pip install "alignzeg[onnx]"') from err
+    with _no_preprocess_hint():
+        quantize_dynamic(source, target, op_types_to_quantize=list(QUANTIZED_OPS), weight_type=QuantType.QInt8,
+                         per_channel=False, reduce_range=False)
+    nodes = sum(node.op_type == "MatMulInteger" for node in onnx.load(target).graph.node)
+    return {"method": "dynamic", "tool": "onnxruntime.quantization.quantize_dynamic",
+            "onnxruntime": onnxruntime.__version__, "op_types": list(QUANTIZED_OPS), "quantized_nodes": nodes,
+            "weights": "int8, symmetric, per tensor", "activations": "uint8, per call (DynamicQuantizeLinear)",
+            "per_channel": False, "reduce_range": False}
+
+
 def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OPSET,
-                vocabulary: Sequence[str] | None = None) -> str:
+                vocabulary: Sequence[str] | None = None, int8: bool = False) -> str:
     """Write the segmenter's image path as one ONNX graph with dynamic batch and class count.
 
     Args:
@@ -141,27 +194,46 @@ def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OP
         vocabulary: class names whose embeddings are computed now and stored in the file's metadata, so the
             runtime can segment with these names (any subset, any order) without a text tower. Which of
             them are seen classes follows ``config.seen_classes`` at run time, as in ``segment``.
+        int8: quantize the graph's MatMul/Gemm weights to int8 (onnxruntime dynamic quantization; needs
+            onnxruntime at export). ViT-B/16: the file is ~27 % of the float32 one; accuracy and speed in
+            docs/onnx.md. ``OnnxSegmenter`` runs both kinds.
 
     Returns:
         The path written, as a string.
 
     Raises:
-        TypeError: ``segmenter`` is not an ``AlignZegSegmenter``.
+        TypeError: ``segmenter`` is not an ``AlignZegSegmenter``, or ``int8`` is not a bool.
         ValueError: bad ``opset``, a missing output folder, or a bad vocabulary.
+        ImportError: ``int8=True`` without onnxruntime.
     """
     if not (isinstance(getattr(segmenter, "model", None), AlignZegModel) and hasattr(segmenter, "encode_vocabulary")):
         raise TypeError(f"segmenter must be an AlignZegSegmenter, got {type(segmenter).__name__}")
     if not isinstance(opset, int) or isinstance(opset, bool) or opset < 17:
         raise ValueError(f"opset must be an integer >= 17 (LayerNormalization), got {opset!r}")
+    if not isinstance(int8, bool):
+        raise TypeError(f"int8 must be a bool, got {type(int8).__name__} {int8!r}")
     path = str(path)
     if not Path(path).parent.is_dir():
         raise ValueError(f"the folder of {path!r} does not exist")
     metadata = {KEY_FORMAT: str(ONNX_FORMAT), KEY_VERSION: __version__, KEY_OPSET: str(opset),
-                KEY_EXPORTER: "torchscript",
+                KEY_EXPORTER: "torchscript", KEY_PRECISION: "int8" if int8 else "float32",
                 KEY_CONFIG: json.dumps(segmenter.config.to_dict(), ensure_ascii=False)}
     if vocabulary is not None:
         names = validate_class_names(vocabulary)
         metadata[KEY_VOCABULARY] = _encode_vocabulary(names, segmenter.encode_vocabulary(names))
+    if not int8:
+        _export_float32(segmenter, path, opset)
+    else:
+        with tempfile.TemporaryDirectory(prefix="alignzeg-onnx-") as folder:
+            float_path = str(Path(folder) / "float32.onnx")
+            _export_float32(segmenter, float_path, opset)
+            metadata[KEY_QUANTIZATION] = json.dumps(_quantize_int8(float_path, path))
+    _write_metadata(path, metadata)
+    logger.info("exported %s (opset %d, %s)", path, opset, metadata[KEY_PRECISION])
+    return path
+
+
+def _export_float32(segmenter: Any, path: str, opset: int) -> None:
     graph = ProbabilityGraph(_cpu_float32(segmenter.model)).eval()
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX form
@@ -173,6 +245,3 @@ def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OP
             _export(graph, _example_inputs(graph.model), path, opset)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    _write_metadata(path, metadata)
-    logger.info("exported %s (opset %d)", path, opset)
-    return path

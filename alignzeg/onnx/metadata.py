@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["INPUT_NAMES", "OUTPUT_NAME", "ONNX_FORMAT", "read_vocabulary"]
+__all__ = ["INPUT_NAMES", "OUTPUT_NAME", "ONNX_FORMAT", "read_vocabulary", "read_precision", "read_quantization"]
 
 INPUT_NAMES = ("crops", "class_embeddings", "seen_mask", "bias_correction")
 OUTPUT_NAME = "probabilities"
@@ -27,6 +27,12 @@ KEY_OPSET = "alignzeg.opset"
 KEY_EXPORTER = "alignzeg.exporter"
 KEY_CONFIG = "alignzeg.config"
 KEY_VOCABULARY = "alignzeg.vocabulary"
+KEY_PRECISION = "alignzeg.precision"
+"""``float32`` or ``int8`` (files written before this key existed are float32)."""
+KEY_QUANTIZATION = "alignzeg.quantization"
+"""Only in int8 files: JSON saying how the graph was quantized (method, op types, weight type, ...)."""
+
+PRECISIONS = ("float32", "int8")
 
 
 def read_vocabulary(metadata: Mapping[str, str]) -> tuple[tuple[str, ...], np.ndarray] | None:
@@ -40,3 +46,21 @@ def read_vocabulary(metadata: Mapping[str, str]) -> tuple[tuple[str, ...], np.nd
     data: dict[str, Any] = json.loads(text)
     embeddings = np.frombuffer(base64.b64decode(data["embeddings"]), dtype="<f4").reshape(data["shape"])
     return tuple(data["names"]), embeddings.astype(np.float32)
+
+
+def read_precision(metadata: Mapping[str, str]) -> str:
+    """The file's weight precision, ``"float32"`` or ``"int8"`` (``"float32"`` when the key is absent).
+
+    Raises:
+        ValueError: a precision this alignzeg does not know.
+    """
+    precision = metadata.get(KEY_PRECISION, "float32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown alignzeg.precision {precision!r} in this ONNX file; expected one of {PRECISIONS}")
+    return precision
+
+
+def read_quantization(metadata: Mapping[str, str]) -> dict[str, Any] | None:
+    """How an int8 file was quantized (the JSON written by ``export_onnx(..., int8=True)``), else ``None``."""
+    text = metadata.get(KEY_QUANTIZATION)
+    return None if text is None else json.loads(text)

@@ -24,7 +24,8 @@ from ..config import AlignZegConfig
 from ..pipeline.images import MAX_PIXELS, LoadedImage, decode_image, unsupported_image
 from ..pipeline.segment import SegmentPipeline, check_batch_size, check_max_pixels
 from ..pipeline.vocabulary import class_name_key
-from .metadata import INPUT_NAMES, KEY_CONFIG, KEY_FORMAT, ONNX_FORMAT, OUTPUT_NAME, read_vocabulary
+from .metadata import INPUT_NAMES, KEY_CONFIG, KEY_FORMAT, ONNX_FORMAT, OUTPUT_NAME, read_precision,\
+    read_vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class OnnxSegmenter(SegmentPipeline):
         self.max_pixels = max_pixels
         self.config = AlignZegConfig.from_dict(json.loads(metadata[KEY_CONFIG]))
         self.metadata = dict(metadata)
+        self.precision = read_precision(metadata)  # "float32" or "int8" (export_onnx(..., int8=True))
         stored = read_vocabulary(metadata)
         self._stored = {} if stored is None else {class_name_key(n): e for n, e in zip(stored[0], stored[1])}
         self.stored_names: tuple[str, ...] = () if stored is None else stored[0]
@@ -140,4 +142,4 @@ class OnnxSegmenter(SegmentPipeline):
     def __repr__(self) -> str:
         cfg = self.config
         return (f"OnnxSegmenter(clip={cfg.clip_model!r}, input_size={cfg.input_size}, "
-                f"stored_classes={len(self.stored_names)}, providers={self.session.get_providers()})")
+                f"precision={self.precision!r}, stored_classes={len(self.stored_names)}, providers={self.session.get_providers()})")
