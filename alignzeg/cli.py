@@ -34,11 +34,18 @@ def example_image_path() -> Path:
     return Path(str(resources.files("alignzeg") / "assets" / "voc_example.jpg"))
 
 
-def _parse_classes(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",")]
-    if not any(names):
+def _parse_classes(text: str) -> list[str | tuple[str, ...]]:
+    """``"person|man|woman,car"`` -> ``[("person", "man", "woman"), "car"]``: classes separated by commas,
+    the names of one class (synonyms, reported under the first) by ``|``."""
+    entries = [tuple(n.strip() for n in part.split("|")) for part in text.split(",")]
+    if not any(any(entry) for entry in entries):
         raise argparse.ArgumentTypeError(f"--classes needs comma-separated class names, got {text!r}")
-    return names
+    return [entry[0] if len(entry) == 1 else entry for entry in entries]
+
+
+def _all_names(classes: list[str | tuple[str, ...]]) -> list[str]:
+    """Every name of ``--classes``, synonyms included (what the text tower encodes)."""
+    return [name for entry in classes for name in ((entry,) if isinstance(entry, str) else entry)]
 
 
 class _SubcommandParser(argparse.ArgumentParser):
@@ -68,7 +75,9 @@ def _build_parser() -> argparse.ArgumentParser:
     seg.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or glob patterns")
     seg.add_argument("--manifest", action="append", default=[], metavar="FILE",
                      help="text file with one input per line (relative to the file's folder; # comments)")
-    seg.add_argument("--classes", required=True, type=_parse_classes, help="comma-separated class names, in order")
+    seg.add_argument("--classes", required=True, type=_parse_classes,
+                     help="comma-separated class names, in order; 'person|man|woman' is one class with three "
+                          "names (prototypes averaged, reported as 'person')")
     seg.add_argument("--model", required=True, help="folder written by save_pretrained, or a Hub repo id")
     seg.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
     many = seg.add_argument_group("many images")
@@ -121,7 +130,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _parse_shard(text: str) -> tuple[int, int]:
-    from .batch import parse_shard
+    from .folder_jobs import parse_shard
 
     try:
         return parse_shard(text)
@@ -225,7 +234,7 @@ def _segment(segmenter, image: str, args: argparse.Namespace):
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Check every output path before any model is loaded (``ValueError`` naming the path)."""
-    from .batch import check_output_dir, check_output_file
+    from .folder_jobs import check_output_dir, check_output_file
 
     if args.out:
         check_output_file(args.out, "--out")
@@ -274,7 +283,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _segment_many(args: argparse.Namespace) -> int:
-    from .batch import check_unique_outputs, collect_inputs, log_names, run_batch, select_shard
+    from .folder_jobs import check_unique_outputs, collect_inputs, log_names, run_batch, select_shard
 
     _check_outputs(args)
     images = collect_inputs(args.inputs, args.manifest, exclude=args.out_dir)
@@ -282,13 +291,14 @@ def _segment_many(args: argparse.Namespace) -> int:
     if args.shard is not None:
         images = select_shard(images, *args.shard)
     model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
-    settings = {"classes": list(args.classes), "model": model, "revision": args.revision,
+    classes = [e if isinstance(e, str) else "|".join(e) for e in args.classes]  # as typed, for run.json
+    settings = {"classes": classes, "model": model, "revision": args.revision,
                 "no_bias_correction": args.no_bias_correction, "unlabelled_threshold": args.unlabelled_threshold,
                 "overlay": args.overlay}
     # --no-bias-correction turns PBC off; otherwise the segmenter's default applies.
     options = {"bias_correction": False} if args.no_bias_correction else {}
     segmenter = _load_segmenter(args, progress=not args.no_progress)
-    segmenter.encode_vocabulary(args.classes)  # once, up front (with a bar for large vocabularies)
+    segmenter.encode_vocabulary(_all_names(args.classes))  # once, up front (with a bar for large vocabularies)
     segmenter.progress = False  # one bar over images instead of one per image
     summary = run_batch(segmenter, images, args.classes, args.out_dir, settings=settings, overlay=args.overlay,
                         resume=args.resume, shard=args.shard, progress=not args.no_progress,
@@ -323,7 +333,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     check_output_path(args.out, "--out")
     check_model_argument(args.model)
     segmenter = AlignZegSegmenter.from_pretrained(args.model, revision=args.revision, device="cpu")
-    path = segmenter.export_onnx(args.out, opset=args.opset, vocabulary=args.classes, int8=args.int8)
+    path = segmenter.export_onnx(args.out, opset=args.opset, int8=args.int8,
+                                 vocabulary=None if args.classes is None else _all_names(args.classes))
     stored = f" with {len(args.classes)} stored classes" if args.classes else ""
     print(f"ONNX graph ({'int8' if args.int8 else 'float32'}) written to {path}{stored}")
     return 0

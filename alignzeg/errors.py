@@ -1,8 +1,8 @@
-"""The package's own exception types (a leaf module: it imports nothing from alignzeg)."""
+"""The package's own exception and warning types (a leaf module: it imports nothing from alignzeg)."""
 
 from __future__ import annotations
 
-__all__ = ["WeightsError"]
+__all__ = ["WeightsError", "AlignZegWarning"]
 
 
 class WeightsError(RuntimeError):
@@ -10,3 +10,8 @@ class WeightsError(RuntimeError):
 
     Every problem with a checkpoint's ``config.json`` is one too, naming the file and the key.
     """
+
+
+class AlignZegWarning(UserWarning):
+    """A result that may not be what the caller meant (an untrained class indicator turning bias correction
+    off, prompts cut at the text encoder's context); silence one with ``warnings.filterwarnings``."""

@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["SegmentationResult", "UNLABELLED"]
+from .pipeline.labels import UNLABELLED, upsample_plane
 
-UNLABELLED = -1
-"""Label value of pixels whose best class probability is below the ``unlabelled_threshold``."""
+__all__ = ["SegmentationResult", "UNLABELLED", "RESERVED_NAMES"]
+
+RESERVED_NAMES = ("<unlabelled>",)
+"""Keys the result uses next to the class names (``pixel_counts``); no class may be named so."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class SegmentationResult:
         counts = np.bincount(self.label_map.ravel() + 1, minlength=len(self.class_names) + 1)
         out = {name: int(c) for name, c in zip(self.class_names, counts[1:]) if include_zero or c}
         if counts[0]:
-            out["<unlabelled>"] = int(counts[0])
+            out[RESERVED_NAMES[0]] = int(counts[0])
         return out
 
     def index(self, name: str) -> int:
@@ -96,8 +98,6 @@ class SegmentationResult:
     def probability_map(self, name: str) -> np.ndarray:
         """(H, W) float32 probability of class ``name`` at every pixel (bilinear upsample; ``name`` matched
         as ``index`` does)."""
-        from .onnx.numpy_ops import upsample_plane  # numpy only: results of the torch-free runtime use it too
-
         return upsample_plane(self.class_probs[self.index(name)], self.size)
 
     def overlay(self, alpha: float = 0.5, legend: bool = True, image: Any = None) -> Image.Image:

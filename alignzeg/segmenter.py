@@ -10,17 +10,14 @@ segmenter can serve several threads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 import contextlib
 import logging
 import os
 import tempfile
-from numbers import Real
 from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ._version import __version__
 from .checkpoint import build_model, card_extra, load_model, save_model
@@ -30,43 +27,24 @@ from .device import autocast_dtype, resolve_device
 from .errors import WeightsError
 from .modeling.model import AlignZegModel
 from .modeling.semantic_map import output_probabilities, upsample_labels
-from .modeling.text_encoder import VocabularyEncoder, class_name_key, validate_class_names
-from .names import resolve_bias_correction, seen_flags
-from .preprocess import MAX_PIXELS, ImageInput, LoadedImage, load_image, load_images
+from .modeling.text_encoder import VocabularyEncoder
+from .pipeline.images import MAX_PIXELS
+from .pipeline.options import check_bool
+from .pipeline.segment import SegmentPipeline, check_batch_size, check_max_pixels
+from .pipeline.vocabulary import validate_class_names
+from .preprocess import ImageInput, tensor_images
 from .presets import get_preset_config, preset_info
-from .result import SegmentationResult
-from .sliding_window import cut_windows, plan_windows, stitch_windows
-from .streaming import ImageError, segment_iter
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["AlignZegSegmenter", "ImageInput", "Vocabulary", "WeightsError", "resolve_device"]
 
-Vocabulary = Union[Sequence[str], torch.Tensor, np.ndarray]
-"""A vocabulary: class names (a list or tuple, in label order), or precomputed (C, E) class embeddings."""
+Vocabulary = Union[Sequence[Union[str, Sequence[str]]], Mapping[str, Sequence[str]], torch.Tensor, np.ndarray]
+"""A vocabulary: class names in label order (an entry may be a tuple of synonyms; or a mapping
+name -> synonyms), or precomputed (C, E) class embeddings."""
 
 
-def _check_bool(name: str, value: Any, allow_none: bool = False) -> bool | None:
-    if allow_none and value is None:
-        return None
-    if not isinstance(value, (bool, np.bool_)):
-        what = "True, False or None (auto)" if allow_none else "True or False"
-        raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
-    return bool(value)
-
-
-
-def _check_threshold(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
-        raise TypeError(f"unlabelled_threshold must be a number in [0, 1] or None, got {type(value).__name__} {value!r}")
-    if not 0.0 <= float(value) <= 1.0:  # NaN fails too
-        raise ValueError(f"unlabelled_threshold must be in [0, 1] or None, got {value!r}")
-    return float(value)
-
-
-class AlignZegSegmenter:
+class AlignZegSegmenter(SegmentPipeline):
     """Zero-shot semantic segmentation with an AlignZeg model.
 
     Args:
@@ -78,26 +56,29 @@ class AlignZegSegmenter:
         autocast: use mixed precision on CUDA.
         progress: show progress bars over crops and over the text encoding of large vocabularies.
         max_pixels: image files and PIL images with more pixels are refused before decoding
-            (default ``alignzeg.preprocess.MAX_PIXELS``, 100 MP); ``None``: no limit.
+            (default ``alignzeg.pipeline.images.MAX_PIXELS``, 100 MP); ``None``: no limit.
+
+    ``segment``, ``segment_batch`` and ``segment_iter`` come from ``alignzeg.pipeline.segment.SegmentPipeline``
+    (shared with the ONNX Runtime back-end); this class adds the text tower and the PyTorch forward.
     """
+
+    _single_image_types = SegmentPipeline._single_image_types + (torch.Tensor,)
+    _decode_other = staticmethod(tensor_images)
 
     def __init__(self, model: AlignZegModel, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, batch_size: int = 8, autocast: bool = True,
                  progress: bool = False, max_pixels: int | None = MAX_PIXELS) -> None:
         if not isinstance(model, AlignZegModel):
             raise TypeError(f"model must be an AlignZegModel, got {type(model).__name__}")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if max_pixels is not None and (not isinstance(max_pixels, int) or isinstance(max_pixels, bool)
-                                       or max_pixels < 1):
-            raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+        check_batch_size(batch_size)
+        check_max_pixels(max_pixels)
         if dtype is not None and dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"dtype must be torch.float32, float16 or bfloat16, got {dtype}")
         self.device = resolve_device(device)
         self.model = model.to(device=self.device, dtype=dtype).eval()
         self.batch_size = batch_size
-        self.autocast = _check_bool("autocast", autocast)
-        self.progress = _check_bool("progress", progress)
+        self.autocast = check_bool("autocast", autocast)
+        self.progress = check_bool("progress", progress)
         self.max_pixels = max_pixels
         self.vocabulary = VocabularyEncoder(self.model.backbone, self.config.templates,
                                             progress=lambda: self.progress)
@@ -247,56 +228,35 @@ class AlignZegSegmenter:
         """
         return self.vocabulary(names, templates)
 
-    def _vocabulary(self, vocabulary: Vocabulary, class_names: Sequence[str] | None,
-                    seen: Sequence[Any] | None) -> tuple[torch.Tensor, tuple[str, ...], torch.Tensor]:
-        if isinstance(vocabulary, (torch.Tensor, np.ndarray)):
-            embeddings = self._check_embeddings(torch.as_tensor(vocabulary))
-            num = embeddings.shape[0]
-            names = tuple(f"class_{i}" for i in range(num)) if class_names is None else validate_class_names(class_names)
-            if len(names) != num:
-                raise ValueError(f"class_names has {len(names)} names for {num} embeddings")
-            default_seen = [False] * num
-        else:
-            if class_names is not None:
-                raise ValueError("class_names is only for precomputed embeddings; the vocabulary already names them")
-            names = validate_class_names(vocabulary)
-            embeddings = self.vocabulary.cached(names)  # read-only use: no copy
-            trained = {class_name_key(n) for n in self.config.seen_classes}
-            default_seen = [class_name_key(n) in trained for n in names]
-        seen_mask = default_seen if seen is None else seen_flags(seen, names)
-        return embeddings, names, torch.tensor(seen_mask, dtype=torch.bool)
+    # Back-end hooks of SegmentPipeline ----------------------------------------------------------------
+    def _encode_names(self, names: tuple[str, ...]) -> torch.Tensor:
+        return self.vocabulary.cached(names)  # read-only use: no copy
 
-    def _check_embeddings(self, embeddings: torch.Tensor) -> torch.Tensor:
-        dim = self.config.embed_dim
-        if embeddings.dim() != 2 or embeddings.shape[1] != dim or embeddings.shape[0] < 1:
-            raise ValueError(f"class embeddings must have shape (C, {dim}) with C >= 1, got {tuple(embeddings.shape)}")
-        if not embeddings.is_floating_point():
-            raise TypeError(f"class embeddings must be floating point, got {embeddings.dtype}")
-        embeddings = embeddings.detach().float()
-        if not torch.isfinite(embeddings).all():
-            raise ValueError("class embeddings contain NaN or infinite values")
-        norms = embeddings.norm(dim=1)
-        if (norms == 0).any():
-            raise ValueError(f"class embedding rows {norms.eq(0).nonzero().flatten().tolist()} are all zeros")
-        return torch.nn.functional.normalize(embeddings, dim=1).to(self.device)
+    def _embeddings_array(self, vocabulary: Any) -> np.ndarray | None:
+        if isinstance(vocabulary, torch.Tensor):
+            tensor = vocabulary.detach().cpu()
+            return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
+        return super()._embeddings_array(vocabulary)
 
-    def segment_iter(self, images: Iterable[Any], vocabulary: Any, *, prefetch: int = 4, workers: int = 2,
-                     on_error: str = "raise", **options: Any) -> Iterator[SegmentationResult | ImageError]:
-        """Segment a stream of images lazily, in input order, decoding the next ones on background threads.
+    def _from_array(self, embeddings: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(embeddings).to(self.device)
 
-        Memory stays bounded (``prefetch`` decoded images wait at most). ``on_error="return"`` yields an
-        ``alignzeg.streaming.ImageError`` for an image that cannot be read or decoded instead of raising.
-        ``options``: those of ``segment``. See ``alignzeg.streaming.segment_iter``.
-        """
-        return segment_iter(self, images, vocabulary, prefetch=prefetch, workers=workers, on_error=on_error,
-                            **options)
+    def _to_array(self, embeddings: torch.Tensor) -> np.ndarray:
+        return embeddings.float().cpu().numpy()
+
+    def _predict(self, crops: np.ndarray, embeddings: torch.Tensor, seen: np.ndarray,
+                 bias_correction: bool) -> np.ndarray:
+        probs = self.predict_torch(torch.from_numpy(crops), embeddings, torch.from_numpy(seen), bias_correction)
+        return probs.float().cpu().numpy()
+
+    def _upsample_labels(self, probs: np.ndarray, size: tuple[int, int],
+                         threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+        # torch's banded upsample, measured faster than the numpy one where many classes stay candidates
+        # (untrained or uncertain maps: 2.2x on the tiny preset with 171 classes; docs/architecture.md)
+        labels, confidence = upsample_labels(torch.from_numpy(np.ascontiguousarray(probs)), size, threshold)
+        return labels.numpy(), confidence.numpy()
 
     # Inference ---------------------------------------------------------------------------------------
-    def _resolve_bias_correction(self, bias_correction: bool | None, seen_mask: torch.Tensor) -> bool:
-        """Whether PBC runs (``alignzeg.names.resolve_bias_correction``: ``None`` = if the indicator was trained)."""
-        return resolve_bias_correction(bias_correction, self.config.indicator_trained, seen_mask.tolist(),
-                                       stacklevel=4)
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type != "cuda" or not self.autocast:
             return contextlib.nullcontext()
@@ -309,110 +269,21 @@ class AlignZegSegmenter:
         Args:
             crops: (B, 3, S, S) float RGB in [0, 1], S = ``config.input_size``, on any device.
             class_embeddings: (C, E) float, L2-normalised.
-            seen_mask: (C,) bool.
+            seen_mask: (C,) bool (tensor or array).
             bias_correction: apply PBC; ``None`` (auto): when ``config.indicator_trained``, as in ``segment``.
 
         Returns:
             (B, C + 1, S / mask_stride, S / mask_stride) float32 probabilities (channel C: background).
         """
         cfg = self.config
-        bias_correction = self._resolve_bias_correction(bias_correction, seen_mask)
+        seen_mask = torch.as_tensor(seen_mask, dtype=torch.bool)
+        bias_correction = self._resolve_bias_correction(bias_correction, seen_mask.tolist())
         weight_dtype = next(self.model.extractor.parameters()).dtype
         with torch.inference_mode(), self._autocast():
             seen_mask = seen_mask.to(self.device)
             out = self.model(crops.to(self.device, weight_dtype), class_embeddings.to(self.device, weight_dtype),
                              deep_supervision=False, seen_mask=seen_mask)
             return output_probabilities(out, seen_mask, cfg, bias_correction)
-
-    def _run(self, images: list[LoadedImage], embeddings: torch.Tensor, seen_mask: torch.Tensor,
-             bias_correction: bool) -> list[torch.Tensor]:
-        """Low-resolution probability maps (C + 1, h, w) of each image's resized frame."""
-        fill = torch.tensor(self.config.mean)
-        plans = [plan_windows(img.size, self.config) for img in images]
-        crops = torch.cat([cut_windows(img.pixels, plan, fill) for img, plan in zip(images, plans)])
-        outputs = []
-        starts = range(0, crops.shape[0], self.batch_size)
-        for start in tqdm(starts, disable=not self.progress, desc="alignzeg", unit="batch"):
-            batch = crops[start:start + self.batch_size]
-            outputs.append(self.predict_torch(batch, embeddings, seen_mask, bias_correction).cpu())
-        probs = torch.cat(outputs)
-        maps, offset = [], 0
-        for plan in plans:
-            maps.append(stitch_windows(probs[offset:offset + len(plan.origins)], plan))
-            offset += len(plan.origins)
-        return maps
-
-    def _segment(self, images: list[LoadedImage], vocabulary: Vocabulary, seen: Sequence[Any] | None,
-                 bias_correction: Any, unlabelled_threshold: Any, class_names: Sequence[str] | None,
-                 keep_image: Any) -> list[SegmentationResult]:
-        """``segment_batch`` on decoded images: options validated first, then one run over all crops."""
-        bias_correction = _check_bool("bias_correction", bias_correction, allow_none=True)
-        keep_image = _check_bool("keep_image", keep_image)
-        threshold = _check_threshold(unlabelled_threshold)
-        embeddings, names, seen_mask = self._vocabulary(vocabulary, class_names, seen)
-        bias_correction = self._resolve_bias_correction(bias_correction, seen_mask)
-        maps = self._run(images, embeddings, seen_mask, bias_correction)
-        results = []
-        for img, probs in zip(images, maps):
-            labels, confidence = upsample_labels(probs, img.size, threshold)
-            results.append(SegmentationResult(
-                label_map=labels.numpy(), scores=confidence.numpy(), class_names=names,
-                class_probs=probs.numpy(), seen=seen_mask.numpy(), bias_correction=bias_correction,
-                image=img.to_uint8() if keep_image else None,
-            ))
-        return results
-
-    def segment_batch(self, images: Sequence[ImageInput], vocabulary: Vocabulary, *,
-                      seen: Sequence[str] | Sequence[bool] | None = None, bias_correction: bool | None = None,
-                      unlabelled_threshold: float | None = None, class_names: Sequence[str] | None = None,
-                      keep_image: bool = True) -> list[SegmentationResult]:
-        """Segment several images with one vocabulary; all their crops share forward passes.
-
-        Args: as ``segment``; ``images`` is a list of inputs (a BCHW tensor counts as B images).
-
-        Returns:
-            One ``SegmentationResult`` per image, in input order.
-        """
-        return self._segment(load_images(images, self.max_pixels), vocabulary, seen, bias_correction,
-                             unlabelled_threshold, class_names, keep_image)
-
-    def segment(self, image: ImageInput, vocabulary: Vocabulary, *,
-                seen: Sequence[str] | Sequence[bool] | None = None, bias_correction: bool | None = None,
-                unlabelled_threshold: float | None = None, class_names: Sequence[str] | None = None,
-                keep_image: bool = True) -> SegmentationResult:
-        """Segment one image.
-
-        Args:
-            image: path, PIL image, HWC numpy array (uint8/uint16/float in [0, 1]) or CHW tensor in [0, 1].
-                Files and PIL images above ``max_pixels`` are refused before decoding; a URL or a folder
-                is refused with a message that says so.
-            vocabulary: class names as a list or tuple (order kept and used as label indices; duplicates,
-                empty names, sets, dicts, generators and a bare string are refused), or precomputed class
-                embeddings (C, E) as a tensor/array (then ``class_names`` may name them).
-            seen: which vocabulary entries are seen (training) classes for bias correction, as names or
-                one bool per class; default: the names in the checkpoint's ``config.seen_classes``
-                (none for embeddings).
-            bias_correction: apply Proposal-based Bias Correction (PBC). ``None`` (default, auto): on when
-                the checkpoint's class indicator was trained (``config.indicator_trained``), else off with a
-                warning (when the vocabulary mixes seen and unseen classes). ``True`` on a model whose
-                indicator was not trained raises ``ValueError``. The result's ``bias_correction`` says
-                whether PBC was applied.
-            unlabelled_threshold: pixels whose best class probability is below this number in [0, 1] get
-                -1; ``None`` (default) labels every pixel.
-            keep_image: keep a uint8 copy of the image in the result, for ``overlay()``; must be a bool.
-
-        Returns:
-            SegmentationResult with ``label_map`` (H, W) int32 at the input's size.
-
-        Raises:
-            TypeError: an option of the wrong type (the message names it and the value).
-            ValueError: an option out of range, a bad vocabulary, or an image that cannot be used.
-        """
-        loaded = load_image(image, self.max_pixels)  # decoded once, here
-        if len(loaded) != 1:
-            raise ValueError(f"segment takes one image, got a batch of {len(loaded)}: use segment_batch")
-        return self._segment(loaded, vocabulary, seen, bias_correction, unlabelled_threshold, class_names,
-                             keep_image)[0]
 
     def export_onnx(self, path: str | os.PathLike, **kwargs: Any) -> str:
         """Write the image path as one ONNX graph for onnxruntime (dynamic batch and class count).

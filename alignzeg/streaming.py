@@ -20,13 +20,10 @@ import itertools
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from .preprocess import LoadedImage, load_image
 from .result import SegmentationResult
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .segmenter import AlignZegSegmenter
+from .pipeline.images import LoadedImage, decode_image, unsupported_image
 
 logger = logging.getLogger(__name__)
 
@@ -55,22 +52,31 @@ class ImageError:
         return f"{type(self.error).__name__}: {self.error}"
 
 
-def _decode(image: Any, **limits: Any) -> LoadedImage:
-    loaded = load_image(image, **limits)
+def _shared_decode(image: Any) -> list[LoadedImage]:
+    loaded = decode_image(image)
+    if loaded is None:
+        raise unsupported_image(image)
+    return [loaded]
+
+
+def _decode(image: Any, decode: Callable[[Any], list[LoadedImage]]) -> LoadedImage:
+    loaded = decode(image)
     if len(loaded) != 1:
         raise ValueError(f"segment_iter takes one image per item, got a batch of {len(loaded)} (split the BCHW tensor)")
     return loaded[0]
 
 
 def decode_ahead(images: Iterable[Any], prefetch: int = 4, workers: int = 2,
-                 **limits: Any) -> Iterator[tuple[int, Any, LoadedImage | BaseException]]:
+                 decode: Callable[[Any], list[LoadedImage]] | None = None
+                 ) -> Iterator[tuple[int, Any, LoadedImage | BaseException]]:
     """Decode ``images`` on ``workers`` threads, at most ``prefetch`` ahead of the consumer, in input order.
 
     Args:
         images: any iterable of image inputs (paths, PIL images, arrays, CHW tensors); read lazily.
         prefetch: how many images may be decoded (or decoding) ahead of the one being consumed (>= 1).
         workers: decoding threads (>= 1).
-        limits: passed to ``load_image`` (the pixel limit ``max_pixels`` where the decoder has one).
+        decode: one input -> its decoded images (a segmenter's ``load_image``, which applies its pixel
+            limit and back-end types); default: the shared decoder with the default pixel limit.
 
     Yields:
         ``(index, source, decoded)`` where ``decoded`` is a ``LoadedImage`` ((3, H, W) float32 in [0, 1]) or
@@ -78,21 +84,21 @@ def decode_ahead(images: Iterable[Any], prefetch: int = 4, workers: int = 2,
     """
     _check_positive("prefetch", prefetch)
     _check_positive("workers", workers)
-    return _decode_stream(images, prefetch, workers, limits)
+    return _decode_stream(images, prefetch, workers, decode or _shared_decode)
 
 
 def _decode_stream(images: Iterable[Any], prefetch: int, workers: int,
-                   limits: dict[str, Any]) -> Iterator[tuple[int, Any, LoadedImage | BaseException]]:
+                   decode: Callable[[Any], list[LoadedImage]]) -> Iterator[tuple[int, Any, LoadedImage | BaseException]]:
     sources = enumerate(images)
     window: collections.deque[tuple[int, Any, Future]] = collections.deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alignzeg-decode") as pool:
         try:
             for index, source in itertools.islice(sources, prefetch):
-                window.append((index, source, pool.submit(_decode, source, **limits)))
+                window.append((index, source, pool.submit(_decode, source, decode)))
             while window:
                 index, source, future = window.popleft()
                 for nxt, nxt_source in itertools.islice(sources, 1):  # refill: keep ``prefetch`` in flight
-                    window.append((nxt, nxt_source, pool.submit(_decode, nxt_source, **limits)))
+                    window.append((nxt, nxt_source, pool.submit(_decode, nxt_source, decode)))
                 try:
                     decoded: LoadedImage | BaseException = future.result()
                 except Exception as err:  # noqa: BLE001 - handed to the consumer, who raises or records it
@@ -104,12 +110,12 @@ def _decode_stream(images: Iterable[Any], prefetch: int, workers: int,
                 future.cancel()
 
 
-def segment_iter(segmenter: "AlignZegSegmenter", images: Iterable[Any], vocabulary: Any, *, prefetch: int = 4,
+def segment_iter(segmenter: Any, images: Iterable[Any], vocabulary: Any, *, prefetch: int = 4,
                  workers: int = 2, on_error: str = "raise", **options: Any) -> Iterator[SegmentationResult | ImageError]:
     """Segment a stream of images with one vocabulary, yielding results in input order.
 
     Args:
-        segmenter: the ``AlignZegSegmenter``.
+        segmenter: an ``AlignZegSegmenter`` or ``OnnxSegmenter`` (a ``SegmentPipeline``).
         images: any iterable of image inputs (see ``segment``); each item is one image (a BCHW tensor item
             is refused: split it). Read lazily.
         vocabulary: as ``segment``.
@@ -139,13 +145,12 @@ def segment_iter(segmenter: "AlignZegSegmenter", images: Iterable[Any], vocabula
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise TypeError(f"segment_iter got unknown options {unknown}; segment's options are {sorted(accepted)}")
-    # A segmenter with a pixel limit (``max_pixels``) has its images checked against it before decoding.
-    limits = {"max_pixels": segmenter.max_pixels} if hasattr(segmenter, "max_pixels") else {}
-    return _segment_stream(segmenter, decode_ahead(images, prefetch, workers, **limits), vocabulary, on_error,
-                           options)
+    # The segmenter's decoder: its pixel limit (checked before decoding) and its back-end's image types.
+    return _segment_stream(segmenter, decode_ahead(images, prefetch, workers, segmenter.load_image), vocabulary,
+                           on_error, options)
 
 
-def _segment_stream(segmenter: "AlignZegSegmenter", decoded_stream: Iterator[tuple[int, Any, Any]],
+def _segment_stream(segmenter: Any, decoded_stream: Iterator[tuple[int, Any, Any]],
                     vocabulary: Any, on_error: str, options: dict[str, Any]) -> Iterator[SegmentationResult | ImageError]:
     for index, source, decoded in decoded_stream:
         if isinstance(decoded, BaseException):

@@ -3,7 +3,7 @@
 1. Images/s for N images (default 32) at 512x512 px, ViT-B/16 random init, 20 VOC classes, all read from
    JPEG files, measured in one run with the sides interleaved per round (A, B, C, A, B, C...):
    - loop:   ``for path in paths: seg.segment(path, classes)`` (one process, torch's threads)
-   - stream: ``alignzeg.batch.run_batch`` (the engine of ``alignzeg segment ... --out-dir``: segment_iter
+   - stream: ``alignzeg.folder_jobs.run_batch`` (the engine of ``alignzeg segment ... --out-dir``: segment_iter
              with threaded decode-ahead, writing label PNGs and results.jsonl), in-process, same segmenter
    - ray:    ``segment_dataset`` on a local Ray with 2 actors (1 CPU each, each builds the model once);
              the time includes starting the actor pool and building the models, reported separately from
@@ -47,7 +47,7 @@ def _write_images(folder: Path, count: int, size: tuple[int, int], fmt: str) -> 
 
 def throughput(args, folder: Path) -> dict:
     from alignzeg import AlignZegSegmenter
-    from alignzeg.batch import collect_inputs, run_batch
+    from alignzeg.folder_jobs import collect_inputs, run_batch
     from alignzeg.train.splits import VOC_CLASSES
 
     classes = list(VOC_CLASSES)

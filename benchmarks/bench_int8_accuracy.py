@@ -25,7 +25,7 @@ import numpy as np
 import _common as c
 from alignzeg.demo import DEMO_WORLD, load_demo_model
 from alignzeg.metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
-from alignzeg.names import class_name_key
+from alignzeg.pipeline.vocabulary import class_name_key
 from alignzeg.onnx.metadata import read_vocabulary
 from alignzeg.onnx.runtime import OnnxSegmenter, load_pixels
 from alignzeg.world import AttributeWorld, world_config

@@ -23,7 +23,7 @@ import json, sys, torch
 sys.path.insert(0, {bench!r})
 import _common as c
 from alignzeg import AlignZegSegmenter
-from alignzeg.sliding_window import num_windows
+from alignzeg.pipeline.windows import num_windows
 from alignzeg.train.splits import VOC_CLASSES
 if {threads}: torch.set_num_threads({threads})
 def hwm():

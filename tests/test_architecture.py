@@ -228,7 +228,7 @@ def test_explicit_pbc_on_untrained_indicator_is_an_error(flagging, voc):
     with pytest.raises(ValueError, match=r"bias_correction=True needs a trained class indicator: .*"
                                          r"config.indicator_trained is False"):
         flagging[False].segment(voc["rgb"], VOCAB, bias_correction=True)
-    with pytest.raises(TypeError, match="bias_correction must be True, False or None .auto., got str 'yes'"):
+    with pytest.raises(TypeError, match="bias_correction must be True, False, None or 'auto', got str 'yes'"):
         flagging[False].segment(voc["rgb"], VOCAB, bias_correction="yes")
 
 
@@ -257,3 +257,134 @@ def test_patch_14_grid_fuses_resized_encoder_stages():
         out = seg.model.eval()(torch.rand(2, 3, 56, 56), classes)
     assert out.mask_logits.shape == (2, 8, 8, 8) and out.class_logits.shape == (2, 8, 3)
     assert torch.isfinite(out.mask_logits).all() and torch.isfinite(out.class_logits).all()
+
+
+# Code layers (docs/architecture.md, "Code layers") --------------------------------------------------------
+import ast  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "alignzeg"
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Every alignzeg module each module imports (top level, in functions, under TYPE_CHECKING)."""
+    edges = {}
+    for mod, path in modules.items():
+        is_pkg = path.name == "__init__.py"
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                    base = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            else:
+                continue
+            for target in targets:
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != mod and not (modules[target].name == "__init__.py"
+                                                     and mod.startswith(target + ".")):
+                    found.add(target)
+        edges[mod] = found
+    return edges
+
+
+def _layers() -> list[tuple[str, list[str]]]:
+    """(layer name, module patterns) from the table in docs/architecture.md, in order."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("## Code layers", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+)\. ([\w-]+) \| (.+?) \|", section, flags=re.M)
+    assert [int(r[0]) for r in rows] == list(range(1, len(rows) + 1)) and len(rows) >= 5
+    return [(name, re.findall(r"`([\w.*]+)`", cell)) for _, name, cell in rows]
+
+
+def _layer_of(module: str, layers: list[tuple[str, list[str]]]) -> int:
+    hits = [i for i, (_, patterns) in enumerate(layers) for p in patterns
+            if module == p or (p.endswith(".*") and module.startswith(p[:-1]))]
+    assert len(hits) == 1, f"{module} is in {len(hits)} layers of docs/architecture.md (must be in one)"
+    return hits[0]
+
+
+def test_each_layer_imports_only_its_own_and_lower_layers():
+    modules = _modules()
+    layers = _layers()
+    level = {m: _layer_of(m, layers) for m in modules}
+    upward = [f"{m} (layer {level[m] + 1}) imports {t} (layer {level[t] + 1})"
+              for m, targets in _imports(modules).items() for t in targets if level[t] > level[m]]
+    assert not upward, "imports from a lower layer to a higher one:\n" + "\n".join(sorted(upward))
+
+
+def _circles(edges: dict[str, set[str]]) -> list[set[str]]:
+    """Strongly connected components of two or more modules (iterative Tarjan)."""
+    index, low, on, stack, out = {}, {}, set(), [], []
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root), on.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child), on.add(child)
+                    work.append((child, iter(sorted(edges[child]))))
+                elif child in on:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = set()
+                while True:
+                    top = stack.pop()
+                    on.discard(top)
+                    comp.add(top)
+                    if top == node:
+                        break
+                if len(comp) > 1:
+                    out.append(comp)
+    return out
+
+
+KNOWN_CIRCLES = [{"alignzeg.train.calibrate", "alignzeg.train.evaluate"}]
+"""Circles being removed elsewhere (the evaluation CLI moves out of train/evaluate.py); none may be added."""
+
+
+def test_no_import_circles():
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]  # the finder works
+    found = [c for c in _circles(_imports(_modules())) if c not in KNOWN_CIRCLES]
+    assert not found, f"import circles: {found}"
+
+
+def test_core_and_pipeline_layers_import_no_torch():
+    """Layers 1-2 are what the ONNX runtime runs on: numpy and PIL, never torch or open_clip at import time
+    (a function may try an optional import, as config's check of open_clip's fields does)."""
+    modules = _modules()
+    layers = _layers()
+    heavy = []
+    for mod, path in modules.items():
+        if _layer_of(mod, layers) > 1:
+            continue
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            heavy += [f"{mod}: {n}" for n in names if n.split(".")[0] in ("torch", "open_clip", "onnxruntime")]
+    assert not heavy, heavy

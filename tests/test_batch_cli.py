@@ -5,6 +5,7 @@ import ast
 import json
 import os
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from PIL import Image
 
 import alignzeg.cli
-from alignzeg.batch import collect_inputs, parse_shard, read_log, select_shard
+from alignzeg.folder_jobs import collect_inputs, parse_shard, read_log, select_shard
 from alignzeg.cli import main
 
 CLASSES = ["cat", "dog", "sky"]
@@ -41,7 +42,9 @@ def tree(tmp_path_factory):
 
 
 def _run(args, model):
-    return main(["segment", *map(str, args), "--classes", ",".join(CLASSES), "--model", str(model), "--no-progress"])
+    # --no-bias-correction: the tiny model's indicator is untrained (PBC would be off, with a warning)
+    return main(["segment", *map(str, args), "--classes", ",".join(CLASSES), "--model", str(model), "--no-progress",
+                 "--no-bias-correction"])
 
 
 def _records(path: Path):
@@ -139,6 +142,19 @@ def test_bad_images_are_recorded_and_the_rest_succeed(tiny_checkpoint, tmp_path,
     assert sorted(p.name for p in (out / "labels").iterdir()) == ["a.png", "e.png"]
 
 
+def test_final_progress_line_once_and_outputs_readable(tiny_checkpoint, tmp_path, capsys):
+    root = _make_tree(tmp_path / "in", ["a.png", "b.png"])
+    out = tmp_path / "out"
+    assert main(["segment", str(root), "--classes", ",".join(CLASSES), "--model", str(tiny_checkpoint),
+                 "--out-dir", str(out), "--no-bias-correction"]) == 0
+    err = capsys.readouterr().err  # not a terminal: every drawing of the bar stays in the text
+    assert err.count("2/2 [") == 1, err
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in (out / "labels" / "a.png", out / "results.jsonl"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path  # not mkstemp's 0600
+
+
 def _comparable(path: Path):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in _records(path)]
 
@@ -149,7 +165,7 @@ def test_killed_run_resumes_to_the_same_outputs(tiny_checkpoint, tmp_path):
     root = _make_tree(tmp_path / "in", names, size=(96, 128))
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     command = [sys.executable, "-m", "alignzeg.cli", "segment", str(root), "--classes", ",".join(CLASSES),
-               "--model", str(tiny_checkpoint), "--no-progress", "--prefetch", "1", "--overlay"]
+               "--model", str(tiny_checkpoint), "--no-progress", "--prefetch", "1", "--overlay", "--no-bias-correction"]
     env = {**os.environ, "PYTHONPATH": str(Path(alignzeg.cli.__file__).parents[1])}
     proc = subprocess.Popen(command + ["--out-dir", str(killed)], env=env, stderr=subprocess.PIPE)
     results = killed / "results.jsonl"

@@ -3,9 +3,11 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from alignzeg.cli import example_image_path, main
+from alignzeg.cli import _parse_classes, example_image_path, main
+from alignzeg.errors import AlignZegWarning
 
 
 def test_segment_writes_overlay_and_json(tiny_checkpoint, voc, tmp_path, capsys):
@@ -13,8 +15,9 @@ def test_segment_writes_overlay_and_json(tiny_checkpoint, voc, tmp_path, capsys)
     Image.fromarray(voc["rgb"]).save(image)
     out = tmp_path / "overlay.png"
     labels = tmp_path / "labels.png"
-    code = main(["segment", str(image), "--classes", "person, chair,sofa", "--model", str(tiny_checkpoint),
-                 "--out", str(out), "--labels-out", str(labels), "--json"])
+    with pytest.warns(AlignZegWarning, match="class indicator was never trained"):  # the tiny model's
+        code = main(["segment", str(image), "--classes", "person, chair,sofa", "--model", str(tiny_checkpoint),
+                     "--out", str(out), "--labels-out", str(labels), "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["class_names"] == ["person", "chair", "sofa"]
@@ -92,3 +95,15 @@ def test_zero_pixel_classes_and_case_in_lookups():
     np.testing.assert_array_equal(result.probability_map("SKY"), result.probability_map("sky"))
     with pytest.raises(KeyError, match="'sofa' is not in the vocabulary"):
         result.mask("sofa")
+
+
+def test_classes_with_synonyms(tiny_checkpoint, tmp_path, capsys):
+    assert _parse_classes("person| man |woman, car,sky") == [("person", "man", "woman"), "car", "sky"]
+    assert _parse_classes("cat") == ["cat"]
+    code = main(["segment", str(example_image_path()), "--classes", "person|man|woman,chair", "--model",
+                 str(tiny_checkpoint), "--json", "--no-bias-correction"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["class_names"] == ["person", "chair"]  # the first name reports
+    assert main(["segment", str(example_image_path()), "--classes", "person|chair,chair", "--model",
+                 str(tiny_checkpoint)]) == 2
+    assert "duplicate class name 'chair' at index 1" in capsys.readouterr().err

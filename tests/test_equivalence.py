@@ -17,9 +17,29 @@ import torch.nn.functional as F
 
 from alignzeg import AlignZegSegmenter
 from conftest import VOC_SEEN
-from alignzeg.modeling.semantic_map import candidate_classes, semantic_probabilities, upsample_labels
-from alignzeg.sliding_window import cut_windows, plan_windows, stitch_windows
+from alignzeg.modeling.semantic_map import semantic_probabilities
+from alignzeg.pipeline import labels as np_labels
+from alignzeg.pipeline import windows as np_windows
+from alignzeg.pipeline.windows import plan_windows
 from compare import assert_same_segmentation
+
+
+# The pipeline works in numpy; these tests build their references in torch.
+def upsample_labels(probs, size, **kwargs):
+    labels, confidence = np_labels.upsample_labels(probs.numpy(), size, **kwargs)
+    return torch.from_numpy(labels), torch.from_numpy(confidence)
+
+
+def candidate_classes(probs):
+    return torch.from_numpy(np_labels.candidate_classes(probs.numpy()))
+
+
+def cut_windows(pixels, plan, fill):
+    return torch.from_numpy(np_windows.cut_windows(pixels.numpy(), plan, fill.numpy()))
+
+
+def stitch_windows(maps, plan):
+    return torch.from_numpy(np.ascontiguousarray(np_windows.stitch_windows(maps.numpy(), plan)))
 
 
 def _reference_labels(probs, size, threshold=None):

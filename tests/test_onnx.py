@@ -22,7 +22,8 @@ from alignzeg.cli import main
 from alignzeg.modeling.semantic_map import upsample_probabilities
 from alignzeg.onnx.export import export_onnx
 from alignzeg.onnx.metadata import KEY_CONFIG, KEY_OPSET, KEY_VERSION, read_vocabulary
-from alignzeg.onnx.numpy_ops import resize_bilinear, upsample_labels
+from alignzeg.pipeline.labels import upsample_labels
+from alignzeg.pipeline.windows import resize_bilinear
 from alignzeg.onnx.runtime import OnnxSegmenter, load_pixels
 from conftest import VOC_SEEN
 
@@ -146,7 +147,7 @@ def test_larger_and_smaller_images_use_the_same_windows(loaded, runtime, voc):
                         rtol=0, atol=ATOL)
 
 
-def test_numpy_ops_equal_torch():
+def test_pipeline_resize_and_upsample_equal_torch():
     gen = np.random.default_rng(0)
     pixels = gen.random((3, 37, 53), dtype=np.float32)
     for size in ((64, 90), (20, 31), (64, 24)):  # up, down, mixed (antialiased like torch)

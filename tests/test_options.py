@@ -24,7 +24,7 @@ def image(voc):
 # segment / segment_batch options ----------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["yes", 1, 0.0])
 def test_bias_correction_must_be_a_bool(tiny_segmenter, image, value):
-    with pytest.raises(TypeError, match=f"bias_correction must be True, False or None \\(auto\\), got {type(value).__name__} "
+    with pytest.raises(TypeError, match=f"bias_correction must be True, False, None or 'auto', got {type(value).__name__} "
                                         + re.escape(repr(value))):
         tiny_segmenter.segment(image, VOCAB, bias_correction=value)
 
@@ -65,7 +65,7 @@ def test_seen_must_be_an_ordered_list_of_names_or_bools(tiny_segmenter, image, s
 
 def test_class_names_for_embeddings_are_validated(tiny_segmenter, image):
     embeddings = tiny_segmenter.encode_vocabulary(VOCAB)
-    with pytest.raises(TypeError, match="vocabulary must be a list of class names, got the single string 'abc'"):
+    with pytest.raises(TypeError, match="class_names must be a list of class names, got the single string 'abc'"):
         tiny_segmenter.segment(image, embeddings, class_names="abc")
     with pytest.raises(TypeError, match=r"got set"):
         tiny_segmenter.segment(image, embeddings, class_names={"a", "b", "c"})

@@ -1,9 +1,10 @@
 """Sliding-window geometry: plans, cutting and stitching."""
 
+import numpy as np
 import torch
 
+from alignzeg.pipeline.windows import cut_windows, plan_windows, stitch_windows
 from alignzeg.presets import get_preset_config
-from alignzeg.sliding_window import cut_windows, plan_windows, stitch_windows
 
 CFG = get_preset_config("tiny")  # input 64, stride 48, mask stride 4, max long side 256
 
@@ -31,11 +32,11 @@ def test_thin_image_is_capped_and_padded():
 def test_cut_then_stitch_reconstructs_a_smooth_map():
     plan = plan_windows((100, 300), CFG)
     pixels = torch.linspace(0, 1, 300).expand(3, 100, 300).contiguous()
-    crops = cut_windows(pixels, plan, torch.tensor(CFG.mean))
+    crops = torch.from_numpy(cut_windows(pixels.numpy(), plan, np.asarray(CFG.mean, dtype=np.float32)))
     assert crops.shape == (len(plan.origins), 3, 64, 64)
     # Feed each window's own low-res image back: stitching must give the resized image at cell resolution.
     low = torch.nn.functional.avg_pool2d(crops, plan.cell)
-    stitched = stitch_windows(low, plan)
+    stitched = torch.from_numpy(stitch_windows(low.numpy(), plan))
     assert stitched.shape == (3, plan.resized[0] // 4, plan.resized[1] // 4)
     resized = torch.nn.functional.interpolate(pixels[None], size=plan.resized, mode="bilinear",
                                               align_corners=False, antialias=True)[0]

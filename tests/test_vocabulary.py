@@ -27,7 +27,6 @@ def test_empty_vocabulary_is_refused(tiny_segmenter, image, vocabulary):
 
 @pytest.mark.parametrize("vocabulary,shown", [
     ({"cat", "dog"}, r"got set \{'(cat|dog)', '(cat|dog)'\}: it has no order"),
-    ({"cat": 0, "dog": 1}, r"got dict \{'cat': 0, 'dog': 1\}: it has no order"),
     ((n for n in ["cat", "dog"]), r"got generator <generator object"),
     (iter([]), r"got list_iterator <list_iterator object"),
     (5, r"got int 5; pass a list or tuple"),
@@ -54,16 +53,19 @@ def test_duplicates_are_refused_naming_both_positions(names, index, shown):
         validate_class_names(names)
 
 
-@pytest.mark.parametrize("bad, index", [([""], 0), (["cat", "   "], 1), (["cat", "\t\n"], 1)])
+@pytest.mark.parametrize("bad, index", [([""], 0), (["cat", "   "], 1), (["cat", "\t\n"], 1),
+                                        (["cat", "\u200b\ufeff"], 1)])  # zero-width space + BOM: invisible
 def test_empty_and_whitespace_names_are_refused(bad, index):
-    with pytest.raises(ValueError, match=f"class name at index {index} is empty or whitespace-only"):
+    with pytest.raises(ValueError, match=f"class name at index {index} is empty once whitespace and invisible "
+                                         "characters are removed"):
         validate_class_names(bad)
 
 
 @pytest.mark.parametrize("bad, type_name", [(["cat", None], "NoneType"), (["cat", 3], "int"),
-                                            (["cat", b"dog"], "bytes"), (["cat", ["dog"]], "list")])
+                                            (["cat", b"dog"], "bytes"), (["cat", {"dog"}], "set")])
 def test_non_string_names_are_refused_with_index_and_type(tiny_segmenter, image, bad, type_name):
-    with pytest.raises(TypeError, match=f"class name at index 1 must be a str, got {type_name}"):
+    with pytest.raises(TypeError, match=f"class name at index 1 must be a str .or a tuple of synonyms., "
+                                        f"got {type_name}"):
         tiny_segmenter.segment(image, bad)
 
 
@@ -168,7 +170,7 @@ def test_embeddings_of_the_wrong_shape_are_refused(tiny_segmenter, image, shape)
 
 def test_bad_embedding_values_are_refused(tiny_segmenter, image):
     dim = tiny_segmenter.config.embed_dim
-    with pytest.raises(TypeError, match="must be floating point, got torch.int64"):
+    with pytest.raises(TypeError, match="must be floating point, got int64"):
         tiny_segmenter.segment(image, torch.ones(2, dim, dtype=torch.int64))
     nan = torch.randn(2, dim)
     nan[1, 5] = float("nan")

@@ -1,9 +1,9 @@
-"""Semantic-map assembly: proposals (masks + class probabilities) -> per-pixel class probabilities -> labels.
+"""Semantic-map assembly: proposals (masks + class probabilities) -> per-pixel class probabilities.
 
 Per-pixel evidence for class c is ``sum_n P(c | proposal n) * sigmoid(mask_n)``, background included as
 one more channel; dividing by the sum over all channels gives per-pixel probabilities over
-[classes + background]. Everything is computed at mask resolution (stride ``patch / mask_upsample``);
-the (C + 1)-channel map is upsampled once, in row chunks so that memory stays bounded for any image size.
+[classes + background]. Everything is computed at mask resolution (stride ``patch / mask_upsample``); the
+upsampling to the image and the per-pixel label are the shared pipeline's (``alignzeg.pipeline.labels``).
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..result import UNLABELLED
+from ..pipeline.labels import UNLABELLED
 from .bias_correction import proposal_bias_correction
 from .clip_readout import geometric_ensemble
 
-__all__ = ["semantic_probabilities", "output_probabilities", "bilinear_weights", "linear_taps", "candidate_classes", "upsample_labels",
-           "upsample_probabilities"]
+__all__ = ["semantic_probabilities", "output_probabilities", "upsample_labels", "upsample_probabilities"]
 
 
 def semantic_probabilities(class_logits: torch.Tensor, mask_logits: torch.Tensor, unseen_logits: torch.Tensor,
@@ -64,22 +63,7 @@ def output_probabilities(out, seen_mask: torch.Tensor, config, bias_correction: 
                                   (config.readout_weight_seen, config.readout_weight_unseen), config.pbc_soft)
 
 
-def bilinear_weights(in_size: int, out_size: int, device: torch.device | None = None) -> torch.Tensor:
-    """The (out_size, in_size) matrix of 1-D bilinear resampling, ``align_corners=False`` semantics.
-
-    ``W @ x`` equals ``F.interpolate(x, size=out_size, mode="linear", align_corners=False)`` along one
-    axis (without antialiasing), so a 2-D upsample is ``Wy @ X @ Wx.T``. Built from ``linear_taps``, the
-    same taps ``upsample_labels`` interpolates with.
-    """
-    i0, i1, frac = linear_taps(in_size, out_size, device)
-    weights = torch.zeros(out_size, in_size, device=device)
-    rows = torch.arange(out_size, device=device)
-    weights.index_put_((rows, i0), 1 - frac, accumulate=True)
-    weights.index_put_((rows, i1), frac, accumulate=True)
-    return weights
-
-
-def linear_taps(in_size: int, out_size: int, device: torch.device | None = None
+def _linear_taps(in_size: int, out_size: int, device: torch.device | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Source taps of 1-D linear resampling with ``align_corners=False`` (PyTorch's convention, no antialias).
 
@@ -95,7 +79,7 @@ def linear_taps(in_size: int, out_size: int, device: torch.device | None = None
     return i0, i1, (src - i0).clamp(0, 1)
 
 
-def candidate_classes(probs: torch.Tensor, slack: float = 1e-6) -> torch.Tensor:
+def _candidate_classes(probs: torch.Tensor, slack: float = 1e-6) -> torch.Tensor:
     """Classes that can be the bilinear argmax somewhere, found at low resolution.
 
     Every upsampled pixel is a convex combination of the 4 corners of one low-resolution cell, so a class
@@ -139,9 +123,9 @@ def upsample_labels(probs: torch.Tensor, out_size: tuple[int, int], unlabelled_t
     """
     height, width = out_size
     classes = probs[:-1].float()
-    keep = candidate_classes(classes)
+    keep = _candidate_classes(classes)
     classes = classes.index_select(0, keep)
-    y0, y1, fy = linear_taps(classes.shape[1], height, classes.device)
+    y0, y1, fy = _linear_taps(classes.shape[1], height, classes.device)
     labels = torch.empty(height, width, dtype=torch.int32, device=classes.device)
     confidence = torch.empty(height, width, dtype=torch.float32, device=classes.device)
     band = max(1, min(height, max_elements // max(1, classes.shape[0] * width)))

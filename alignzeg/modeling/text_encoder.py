@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from ..names import class_name_key, validate_class_names
+from ..errors import AlignZegWarning
+from ..pipeline.vocabulary import class_name_key, validate_class_names
 from .clip_backbone import CLIPBackbone
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class VocabularyEncoder:
             warnings.warn(
                 f"{len(too_long)} class name(s) exceed the text encoder's context of {limit} tokens once put "
                 f"in a prompt and are truncated to it: {too_long[:3]}{'...' if len(too_long) > 3 else ''}",
-                UserWarning, stacklevel=4,
+                AlignZegWarning, stacklevel=4,
             )
 
     @torch.no_grad()  # not inference_mode: training uses these prototypes in autograd graphs

@@ -47,7 +47,7 @@ from torch import nn
 from .._version import __version__
 from ..modeling.model import AlignZegModel
 from ..modeling.semantic_map import output_probabilities
-from ..names import validate_class_names
+from ..pipeline.vocabulary import validate_class_names
 from .metadata import (
     INPUT_NAMES, KEY_CONFIG, KEY_EXPORTER, KEY_FORMAT, KEY_OPSET, KEY_PRECISION, KEY_QUANTIZATION, KEY_VERSION,
     KEY_VOCABULARY, ONNX_FORMAT, OUTPUT_NAME,
@@ -206,9 +206,7 @@ def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OP
         ValueError: bad ``opset``, a missing output folder, or a bad vocabulary.
         ImportError: ``int8=True`` without onnxruntime.
     """
-    from ..segmenter import AlignZegSegmenter
-
-    if not isinstance(segmenter, AlignZegSegmenter):
+    if not (isinstance(getattr(segmenter, "model", None), AlignZegModel) and hasattr(segmenter, "encode_vocabulary")):
         raise TypeError(f"segmenter must be an AlignZegSegmenter, got {type(segmenter).__name__}")
     if not isinstance(opset, int) or isinstance(opset, bool) or opset < 17:
         raise ValueError(f"opset must be an integer >= 17 (LayerNormalization), got {opset!r}")

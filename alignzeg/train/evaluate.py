@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..pipeline.options import resolve_bias_correction as resolve_pbc
 from ..metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
 
 __all__ = ["ConfusionMatrix", "EvalResult", "compute_metrics", "evaluate", "resolve_bias_correction"]
@@ -130,27 +131,15 @@ def _image_array(image: Any) -> Any:
 
 
 def resolve_bias_correction(config: Any, bias_correction: bool | str | None = None) -> bool:
-    """Whether to apply PBC for a model config: ``None`` / ``"auto"`` follow ``config.indicator_trained``.
-
-    The same rule as ``AlignZegSegmenter.segment``; resolved once here so that an evaluation logs one
-    warning, not one per image.
+    """Whether to apply PBC for a model config: ``alignzeg.pipeline.options.resolve_bias_correction``, the rule
+    of ``segment`` (``None`` / ``"auto"`` follow ``config.indicator_trained``; one warning when that turns PBC
+    off), resolved once here so that an evaluation warns once, not once per image.
 
     Raises:
-        ValueError: ``bias_correction=True`` for a model whose class indicator was not trained, or a value
-            other than True, False, None and ``"auto"``.
+        ValueError: ``bias_correction=True`` for a model whose class indicator was not trained.
+        TypeError: a value other than True, False, None and ``"auto"``.
     """
-    trained = bool(config.indicator_trained)
-    if bias_correction is None or (isinstance(bias_correction, str) and bias_correction == "auto"):
-        if not trained:
-            logger.warning("bias correction is off: this model's class indicator was not trained "
-                           "(config.indicator_trained is False)")
-        return trained
-    if not isinstance(bias_correction, bool):
-        raise ValueError(f"bias_correction must be True, False, None or 'auto', got {bias_correction!r}")
-    if bias_correction and not trained:
-        raise ValueError("bias_correction=True needs a trained class indicator, but this model's "
-                         "config.indicator_trained is False; use 'auto' or False")
-    return bias_correction
+    return resolve_pbc(bias_correction, bool(config.indicator_trained), stacklevel=3)
 
 
 def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = None, limit: int | None = None,

@@ -248,6 +248,9 @@ def save_clip(clip: torch.nn.Module, path: str | os.PathLike, dtype: torch.dtype
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
+    umask = os.umask(0o022)  # save_file creates the file 0600; give it what open() gives (0644 under umask 022)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
     return path
 
 

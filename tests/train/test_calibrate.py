@@ -26,19 +26,18 @@ def trained_indicator(tiny_segmenter):
     tiny_segmenter.model.config = original
 
 
-def test_resolve_bias_correction(tiny_segmenter, caplog):
+def test_resolve_bias_correction(tiny_segmenter):
     untrained = tiny_segmenter.config
     trained = untrained.replace(indicator_trained=True)
     assert untrained.indicator_trained is False  # the default of a model that was never trained
     assert resolve_bias_correction(trained, "auto") is True and resolve_bias_correction(trained, None) is True
     assert resolve_bias_correction(trained, False) is False
-    with caplog.at_level("WARNING", logger="alignzeg.train.evaluate"):
+    with pytest.warns(UserWarning, match=r"class indicator was never trained .*bias correction \(PBC\) is off"):
         assert resolve_bias_correction(untrained, "auto") is False
-    assert "class indicator was not trained" in caplog.text
     assert resolve_bias_correction(untrained, False) is False
     with pytest.raises(ValueError, match="bias_correction=True needs a trained class indicator"):
         resolve_bias_correction(untrained, True)
-    with pytest.raises(ValueError, match="must be True, False, None or 'auto', got 'yes'"):
+    with pytest.raises(TypeError, match="bias_correction must be True, False, None or 'auto', got str 'yes'"):
         resolve_bias_correction(trained, "yes")
 
 
@@ -47,7 +46,9 @@ def test_evaluate_auto_turns_pbc_off_for_an_untrained_indicator(tiny_segmenter, 
     untrained = tiny_segmenter.config.replace(indicator_trained=False)
     tiny_segmenter.model.config = untrained
     off = evaluate(tiny_segmenter, ds, bias_correction=False)
-    assert np.array_equal(evaluate(tiny_segmenter, ds).confusion, off.confusion)  # auto = off
+    with pytest.warns(UserWarning, match="class indicator was never trained") as caught:
+        assert np.array_equal(evaluate(tiny_segmenter, ds).confusion, off.confusion)  # auto = off
+    assert len(caught) == 1  # once for the evaluation, not once per image
     with pytest.raises(ValueError, match="needs a trained class indicator"):
         evaluate(tiny_segmenter, ds, bias_correction=True)
     tiny_segmenter.model.config = untrained.replace(indicator_trained=True, pbc_threshold=0.0)

@@ -2,6 +2,7 @@
 
 import math
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -63,6 +64,9 @@ def test_captions_name_every_texture_of_their_image(world):
 
 def test_saved_file_loads_through_clip_pretrained(tmp_path, trained):
     path = save_clip(trained, tmp_path / "clip.safetensors")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # as open() makes files (0644), not 0600
     seg = AlignZegSegmenter.from_preset("tiny", clip_pretrained=path)
     assert seg.config.clip_pretrained == os.path.abspath(path)
     loaded = seg.model.backbone.clip.state_dict()

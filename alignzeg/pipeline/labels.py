@@ -1,58 +1,18 @@
-"""numpy twins of the torch inference geometry: resize, pad and cut crops, stitch, upsample + argmax.
+"""Low-resolution probabilities -> full-resolution labels: bilinear upsampling and the per-pixel best class.
 
-Torch-free (numpy + PIL). They follow ``alignzeg.sliding_window`` and ``alignzeg.modeling.semantic_map``
-operation for operation, on the same ``WindowPlan``; results agree with the torch versions to float
-rounding (~1e-6), which is what ``tests/test_onnx.py`` checks.
+numpy only. ``align_corners=False`` resampling (PyTorch's convention): ``upsample_labels`` equals
+``F.interpolate(probs, size, mode="bilinear")`` followed by an argmax to float rounding (~1e-6), without
+materialising the full-resolution map (classes that cannot win are pruned, rows go in bands).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-from ..result import UNLABELLED
-from ..window_plan import WindowPlan
+__all__ = ["UNLABELLED", "linear_taps", "candidate_classes", "upsample_labels", "upsample_plane"]
 
-__all__ = ["resize_bilinear", "cut_windows", "stitch_windows", "linear_taps", "candidate_classes",
-           "upsample_labels", "upsample_plane"]
-
-def resize_bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of (3, H, W) float32 to (3, h, w), antialiased when shrinking, clipped to [0, 1].
-
-    PIL's float ("F" mode) resampling uses the triangle filter that ``F.interpolate(mode="bilinear",
-    antialias=True)`` reproduces; when enlarging both axes it equals plain bilinear (``align_corners=False``).
-    """
-    height, width = size
-    out = np.empty((pixels.shape[0], height, width), dtype=np.float32)
-    for channel, plane in enumerate(pixels):
-        out[channel] = np.asarray(Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
-                                  .resize((width, height), Image.Resampling.BILINEAR))
-    return np.clip(out, 0.0, 1.0, out=out)
-
-
-def cut_windows(pixels: np.ndarray, plan: WindowPlan, fill: np.ndarray) -> np.ndarray:
-    """Resize, pad with ``fill`` (3,) and cut one (3, H, W) float32 image into (n, 3, crop, crop) crops."""
-    image = pixels if tuple(pixels.shape[1:]) == plan.resized else resize_bilinear(pixels, plan.resized)
-    if plan.padded != plan.resized:
-        canvas = np.empty((3, *plan.padded), dtype=np.float32)
-        canvas[:] = np.asarray(fill, dtype=np.float32)[:, None, None]
-        canvas[:, : plan.resized[0], : plan.resized[1]] = image
-        image = canvas
-    c = plan.crop
-    return np.stack([image[:, y:y + c, x:x + c] for y, x in plan.origins])
-
-
-def stitch_windows(window_maps: np.ndarray, plan: WindowPlan) -> np.ndarray:
-    """Average (n, K, crop/cell, crop/cell) window maps into (K, resized_h/cell, resized_w/cell)."""
-    _, channels, side, _ = window_maps.shape
-    cell = plan.cell
-    total = np.zeros((channels, plan.padded[0] // cell, plan.padded[1] // cell), dtype=np.float32)
-    count = np.zeros((1, *total.shape[1:]), dtype=np.float32)
-    for (y, x), window in zip(plan.origins, window_maps):
-        y, x = y // cell, x // cell
-        total[:, y:y + side, x:x + side] += window
-        count[:, y:y + side, x:x + side] += 1
-    return (total / count)[:, : plan.resized[0] // cell, : plan.resized[1] // cell]
+UNLABELLED = -1
+"""Label value of pixels whose best class probability is below the ``unlabelled_threshold``."""
 
 
 def linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -246,6 +246,13 @@ def _check_writable_dir(folder: str, what: str) -> None:
         raise ValueError(f"{what} cannot be created or written to: {err.strerror or err}") from None
 
 
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0644 under the usual 022)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(path: str, write: Callable[[str], None]) -> None:
     """Call ``write(tmp)`` on a temporary name in ``path``'s folder, then ``os.replace`` it onto ``path``."""
     folder, name = os.path.split(path)
@@ -254,6 +261,7 @@ def write_atomic(path: str, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 -> what open() would give (0644 under the usual umask)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -415,7 +423,10 @@ def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[st
                 results_log.write(_json_line(record))
                 results_log.flush()
                 summary.done += 1
-            bar.update(1)
+            if bar.n + 1 < bar.total:
+                bar.update(1)
+            else:  # the last step is drawn once, by close(); drawn here too it would appear twice in a log
+                bar.n += 1
     return summary
 
 

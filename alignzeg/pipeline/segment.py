@@ -1,0 +1,250 @@
+"""``SegmentPipeline``: the steps of ``segment`` that do not depend on the back-end, around its ``predict``.
+
+    decode (images) -> vocabulary + options (vocabulary, options) -> plan + cut windows (windows)
+      -> back-end: class embeddings of names, predict(crops) -> low-resolution probabilities
+      -> stitch (windows) -> upsample + labels (labels) -> SegmentationResult
+
+A back-end subclass implements ``_encode_names`` (names -> unit prototypes: a text tower, or a vocabulary
+stored in the file) and ``_predict`` (crops -> probabilities: a PyTorch forward, an ``InferenceSession.run``),
+and may accept more image types (``_decode_other``) and embeddings types (``_embeddings_array``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..config import AlignZegConfig
+from ..result import SegmentationResult
+from .images import LoadedImage, check_image_list, decode_image, unsupported_image
+from .labels import upsample_labels
+from .options import check_bias_correction, check_bool, check_threshold, resolve_bias_correction, untrained_warning_due
+from .vocabulary import ClassList, class_name_key, merge_synonyms, parse_vocabulary, prompt_text, seen_flags, \
+    unit_rows, validate_class_names
+from .windows import cut_windows, plan_windows, stitch_windows
+
+__all__ = ["SegmentPipeline", "check_batch_size", "check_max_pixels"]
+
+
+def check_batch_size(batch_size: Any) -> int:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
+def check_max_pixels(max_pixels: Any) -> int | None:
+    if max_pixels is not None and (not isinstance(max_pixels, int) or isinstance(max_pixels, bool)
+                                   or max_pixels < 1):
+        raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+    return max_pixels
+
+
+class SegmentPipeline:
+    """The back-end-independent half of a segmenter. Subclasses set ``config``, ``batch_size``,
+    ``max_pixels`` and ``progress`` and implement ``_encode_names`` and ``_predict``."""
+
+    config: AlignZegConfig
+    batch_size: int = 8
+    max_pixels: int | None = None
+    progress: bool = False
+    _single_image_types: tuple[type, ...] = (str, os.PathLike, Image.Image, np.ndarray, LoadedImage)
+    _untrained_warned: bool = False
+
+    # Back-end hooks ----------------------------------------------------------------------------------
+    def _encode_names(self, names: tuple[str, ...]) -> Any:
+        """(K, E) unit class prototypes of ``names`` in the back-end's array type."""
+        raise NotImplementedError
+
+    def _predict(self, crops: np.ndarray, embeddings: Any, seen: np.ndarray, bias_correction: bool) -> np.ndarray:
+        """(B, 3, S, S) float32 crops in [0, 1] -> (B, C + 1, S / mask_stride, S / mask_stride) float32."""
+        raise NotImplementedError
+
+    def _decode_other(self, image: Any) -> list[LoadedImage] | None:
+        """Images of types the shared decoder does not know (``None``: not one of them)."""
+        return None
+
+    def _embeddings_array(self, vocabulary: Any) -> np.ndarray | None:
+        """``vocabulary`` as a numpy array when it is precomputed embeddings, else ``None`` (names)."""
+        if isinstance(vocabulary, np.ndarray) and vocabulary.dtype.kind not in "UOS":
+            return vocabulary
+        return None
+
+    def _from_array(self, embeddings: np.ndarray) -> Any:
+        """Validated (C, E) float32 unit rows -> the back-end's array type."""
+        return embeddings
+
+    def _to_array(self, embeddings: Any) -> np.ndarray:
+        """The back-end's (K, E) prototypes -> float32 numpy."""
+        return np.asarray(embeddings, dtype=np.float32)
+
+    def _upsample_labels(self, probs: np.ndarray, size: tuple[int, int],
+                         threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """(C + 1, h, w) probabilities -> (H, W) int32 labels and float32 confidence (``labels.upsample_labels``)."""
+        return upsample_labels(probs, size, threshold)
+
+    # Images ------------------------------------------------------------------------------------------
+    def load_image(self, image: Any) -> list[LoadedImage]:
+        """Decode one input (a BCHW tensor gives B images, everything else one), checked against ``max_pixels``."""
+        loaded = decode_image(image, self.max_pixels)
+        if loaded is not None:
+            return [loaded]
+        others = self._decode_other(image)
+        if others is None:
+            raise unsupported_image(image)
+        return others
+
+    def load_images(self, images: Any) -> list[LoadedImage]:
+        """Decode a list of inputs (each may itself be a batch), or one input."""
+        if isinstance(images, self._single_image_types):
+            return self.load_image(images)
+        return [loaded for image in check_image_list(images) for loaded in self.load_image(image)]
+
+    # Vocabulary --------------------------------------------------------------------------------------
+    def _vocabulary(self, vocabulary: Any, class_names: Sequence[str] | None,
+                    seen: Sequence[Any] | None) -> tuple[Any, tuple[str, ...], np.ndarray]:
+        """The back-end's (C, E) unit embeddings, the class names and the (C,) bool seen mask."""
+        array = self._embeddings_array(vocabulary)
+        if array is not None:
+            embeddings = unit_rows(array, self.config.embed_dim)
+            num = embeddings.shape[0]
+            names = tuple(f"class_{i}" for i in range(num)) if class_names is None \
+                else validate_class_names(class_names, "class_names")
+            if len(names) != num:
+                raise ValueError(f"class_names has {len(names)} names for {num} embeddings")
+            default_seen = [False] * num
+            embeddings = self._from_array(embeddings)
+        else:
+            if class_names is not None:
+                raise ValueError("class_names is only for precomputed embeddings; the vocabulary already names them")
+            classes = parse_vocabulary(vocabulary)
+            names = classes.names
+            embeddings = self._class_embeddings(classes)
+            trained = {class_name_key(n) for n in self.config.seen_classes}
+            default_seen = [class_name_key(n) in trained for n in names]
+        flags = default_seen if seen is None else seen_flags(seen, names)
+        return embeddings, names, np.asarray(flags, dtype=bool)
+
+    def _class_embeddings(self, classes: ClassList) -> Any:
+        if not classes.has_synonyms:
+            return self._encode_names(tuple(prompt_text(n) for n in classes.names))
+        merged = merge_synonyms(self._to_array(self._encode_names(tuple(prompt_text(n) for n in classes.all_names))),
+                                classes)
+        return self._from_array(merged)
+
+    def _resolve_bias_correction(self, bias_correction: Any, seen: Sequence[bool]) -> bool:
+        """``resolve_bias_correction`` with this model's config, warning once per segmenter."""
+        warn = not self._untrained_warned
+        decision = resolve_bias_correction(bias_correction, self.config.indicator_trained, seen, warn=warn,
+                                           stacklevel=5)
+        if warn and untrained_warning_due(bias_correction, self.config.indicator_trained, seen):
+            self._untrained_warned = True
+        return decision
+
+    # Inference ---------------------------------------------------------------------------------------
+    def _run(self, images: list[LoadedImage], embeddings: Any, seen: np.ndarray,
+             bias_correction: bool) -> list[np.ndarray]:
+        """Low-resolution probability maps (C + 1, h, w) of each image's resized frame."""
+        fill = np.asarray(self.config.mean, dtype=np.float32)
+        plans = [plan_windows(img.size, self.config) for img in images]
+        crops = np.concatenate([cut_windows(img.pixels, plan, fill) for img, plan in zip(images, plans)])
+        starts = range(0, crops.shape[0], self.batch_size)
+        outputs = [self._predict(crops[start:start + self.batch_size], embeddings, seen, bias_correction)
+                   for start in tqdm(starts, disable=not self.progress, desc="alignzeg", unit="batch")]
+        probs = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        maps, offset = [], 0
+        for plan in plans:
+            maps.append(stitch_windows(probs[offset:offset + len(plan.origins)], plan))
+            offset += len(plan.origins)
+        return maps
+
+    def _segment(self, images: list[LoadedImage], vocabulary: Any, seen: Sequence[Any] | None,
+                 bias_correction: Any, unlabelled_threshold: Any, class_names: Sequence[str] | None,
+                 keep_image: Any) -> list[SegmentationResult]:
+        """``segment_batch`` on decoded images: options validated first, then one run over all crops."""
+        check_bias_correction(bias_correction)
+        keep_image = check_bool("keep_image", keep_image)
+        threshold = check_threshold(unlabelled_threshold)
+        embeddings, names, seen_mask = self._vocabulary(vocabulary, class_names, seen)
+        bias_correction = self._resolve_bias_correction(bias_correction, seen_mask.tolist())
+        maps = self._run(images, embeddings, seen_mask, bias_correction)
+        results = []
+        for img, probs in zip(images, maps):
+            labels, confidence = self._upsample_labels(probs, img.size, threshold)
+            results.append(SegmentationResult(
+                label_map=labels, scores=confidence, class_names=names, class_probs=probs, seen=seen_mask,
+                bias_correction=bias_correction, image=img.to_uint8() if keep_image else None,
+            ))
+        return results
+
+    def segment_batch(self, images: Sequence[Any], vocabulary: Any = None, *,
+                      seen: Sequence[str] | Sequence[bool] | None = None, bias_correction: bool | None = None,
+                      unlabelled_threshold: float | None = None, class_names: Sequence[str] | None = None,
+                      keep_image: bool = True) -> list[SegmentationResult]:
+        """Segment several images with one vocabulary; all their crops share forward passes.
+
+        Args: as ``segment``; ``images`` is a list of inputs (a BCHW tensor counts as B images).
+
+        Returns:
+            One ``SegmentationResult`` per image, in input order.
+        """
+        return self._segment(self.load_images(images), vocabulary, seen, bias_correction,
+                             unlabelled_threshold, class_names, keep_image)
+
+    def segment(self, image: Any, vocabulary: Any = None, *,
+                seen: Sequence[str] | Sequence[bool] | None = None, bias_correction: bool | None = None,
+                unlabelled_threshold: float | None = None, class_names: Sequence[str] | None = None,
+                keep_image: bool = True) -> SegmentationResult:
+        """Segment one image.
+
+        Args:
+            image: path, PIL image, HWC numpy array (uint8/uint16/float in [0, 1], any byte order) or, in
+                the PyTorch back-end, a CHW tensor in [0, 1]. Files and PIL images above ``max_pixels`` are
+                refused before decoding; a URL or a folder is refused with a message that says so.
+            vocabulary: class names in label order: a list, tuple or 1-D numpy array of str (duplicates,
+                empty or invisible-only names, sets, generators and a bare string are refused). An entry may
+                be a tuple of synonyms, ``("person", "man", "woman")``: one class, reported under its first
+                name, whose prototype is the normalised mean of the names' prototypes; a mapping
+                ``{"person": ["man", "woman"], "car": []}`` says the same. Or precomputed class embeddings
+                (C, E) as an array (then ``class_names`` may name them).
+            seen: which vocabulary entries are seen (training) classes for bias correction, as names or
+                one bool per class; default: the names in the checkpoint's ``config.seen_classes``
+                (none for embeddings).
+            bias_correction: apply Proposal-based Bias Correction (PBC). ``None`` or ``"auto"`` (default):
+                on when the checkpoint's class indicator was trained (``config.indicator_trained``), else
+                off with a warning (once per segmenter, when the vocabulary mixes seen and unseen classes).
+                ``True`` on a model whose indicator was not trained raises ``ValueError``. The result's
+                ``bias_correction`` says whether PBC was applied.
+            unlabelled_threshold: pixels whose best class probability is below this number in [0, 1] get
+                -1; ``None`` (default) labels every pixel.
+            keep_image: keep a uint8 copy of the image in the result, for ``overlay()``; must be a bool.
+
+        Returns:
+            SegmentationResult with ``label_map`` (H, W) int32 at the input's size.
+
+        Raises:
+            TypeError: an option of the wrong type (the message names it and the value).
+            ValueError: an option out of range, a bad vocabulary, or an image that cannot be used.
+        """
+        loaded = self.load_image(image)  # decoded once, here
+        if len(loaded) != 1:
+            raise ValueError(f"segment takes one image, got a batch of {len(loaded)}: use segment_batch")
+        return self._segment(loaded, vocabulary, seen, bias_correction, unlabelled_threshold, class_names,
+                             keep_image)[0]
+
+    def segment_iter(self, images: Iterable[Any], vocabulary: Any = None, *, prefetch: int = 4, workers: int = 2,
+                     on_error: str = "raise", **options: Any) -> Iterator[Any]:
+        """Segment a stream of images lazily, in input order, decoding the next ones on background threads.
+
+        Memory stays bounded (``prefetch`` decoded images wait at most). ``on_error="return"`` yields an
+        ``alignzeg.streaming.ImageError`` for an image that cannot be read or decoded instead of raising.
+        ``options``: those of ``segment``. See ``alignzeg.streaming.segment_iter``.
+        """
+        from ..streaming import segment_iter  # streaming sits beside the pipeline: it only calls its methods
+
+        return segment_iter(self, images, vocabulary, prefetch=prefetch, workers=workers, on_error=on_error,
+                            **options)

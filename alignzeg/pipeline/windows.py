@@ -1,0 +1,112 @@
+"""Sliding-window inference geometry: plan where an image's square crops come from, cut them, stitch the outputs.
+
+An image is resized so its short side equals the model's ``input_size`` (its long side capped at
+``max_long_side``; a side that ends up shorter than a crop is padded), both sides rounded to a multiple of
+the mask stride so every window lands on the low-resolution output grid. Crop outputs are averaged where
+windows overlap. All coordinates are (row, column) = (y, x), top-left origin. numpy + PIL only: both back-ends
+cut and stitch here (measured faster than the torch versions on the CPU: docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ..config import AlignZegConfig
+
+__all__ = ["WindowPlan", "plan_windows", "num_windows", "resize_bilinear", "cut_windows", "stitch_windows"]
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where one image's crops come from.
+
+    Attributes:
+        image_size: (H, W) of the original image.
+        resized: (h, w) after resizing, multiples of ``cell``.
+        padded: (h, w) after padding to at least one crop, multiples of ``cell``.
+        origins: top-left (y, x) of each crop in padded pixels, multiples of ``cell``.
+        crop: side of the square crop in pixels.
+        cell: pixels per low-resolution output cell (the mask stride).
+    """
+
+    image_size: tuple[int, int]
+    resized: tuple[int, int]
+    padded: tuple[int, int]
+    origins: tuple[tuple[int, int], ...]
+    crop: int
+    cell: int
+
+
+def _axis_origins(length: int, crop: int, stride: int) -> list[int]:
+    if length <= crop:
+        return [0]
+    origins = list(range(0, length - crop, stride))
+    return origins + [length - crop]
+
+
+def _round_to(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def plan_windows(image_size: tuple[int, int], config: AlignZegConfig) -> WindowPlan:
+    """Plan the crops of an (H, W) image for a model with ``config``."""
+    height, width = image_size
+    crop, cell = config.input_size, config.mask_stride
+    scale = crop / min(height, width)
+    if max(height, width) * scale > config.max_long_side:
+        scale = config.max_long_side / max(height, width)
+    resized = (_round_to(height * scale, cell), _round_to(width * scale, cell))
+    padded = (max(resized[0], crop), max(resized[1], crop))
+    stride = max(cell, config.window_stride // cell * cell)
+    origins = tuple((y, x) for y in _axis_origins(padded[0], crop, stride)
+                    for x in _axis_origins(padded[1], crop, stride))
+    return WindowPlan((height, width), resized, padded, origins, crop, cell)
+
+
+def num_windows(image_size: tuple[int, int], config: AlignZegConfig) -> int:
+    """How many crops an (H, W) image needs (for batching and progress)."""
+    return len(plan_windows(image_size, config).origins)
+
+
+def resize_bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (3, H, W) float32 to (3, h, w), antialiased when shrinking, clipped to [0, 1].
+
+    PIL's float ("F" mode) resampling uses the triangle filter that ``F.interpolate(mode="bilinear",
+    antialias=True)`` reproduces; when enlarging both axes it equals plain bilinear (``align_corners=False``).
+    """
+    height, width = size
+    out = np.empty((pixels.shape[0], height, width), dtype=np.float32)
+    for channel, plane in enumerate(pixels):
+        out[channel] = np.asarray(Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32))
+                                  .resize((width, height), Image.Resampling.BILINEAR))
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def cut_windows(pixels: np.ndarray, plan: WindowPlan, fill: np.ndarray) -> np.ndarray:
+    """Resize, pad with ``fill`` (3,) and cut one (3, H, W) float32 image into (n, 3, crop, crop) crops."""
+    image = pixels if tuple(pixels.shape[1:]) == plan.resized else resize_bilinear(pixels, plan.resized)
+    if plan.padded != plan.resized:
+        canvas = np.empty((3, *plan.padded), dtype=np.float32)
+        canvas[:] = np.asarray(fill, dtype=np.float32)[:, None, None]
+        canvas[:, : plan.resized[0], : plan.resized[1]] = image
+        image = canvas
+    c = plan.crop
+    return np.stack([image[:, y:y + c, x:x + c] for y, x in plan.origins])
+
+
+def stitch_windows(window_maps: np.ndarray, plan: WindowPlan) -> np.ndarray:
+    """Average (n, K, crop/cell, crop/cell) window maps into (K, resized_h/cell, resized_w/cell)."""
+    n, channels, side, _ = window_maps.shape
+    cell = plan.cell
+    if n == 1:  # one window (any image whose short side is resized to the crop and long side fits): no overlap
+        return window_maps[0, :, : plan.resized[0] // cell, : plan.resized[1] // cell]
+    total = np.zeros((channels, plan.padded[0] // cell, plan.padded[1] // cell), dtype=np.float32)
+    count = np.zeros((1, *total.shape[1:]), dtype=np.float32)
+    for (y, x), window in zip(plan.origins, window_maps):
+        y, x = y // cell, x // cell
+        total[:, y:y + side, x:x + side] += window
+        count[:, y:y + side, x:x + side] += 1
+    return (total / count)[:, : plan.resized[0] // cell, : plan.resized[1] // cell]
