@@ -133,7 +133,7 @@ def _vocabulary_lut(world: AttributeWorld, vocabulary: Sequence[str]) -> tuple[n
     Raises:
         ValueError: no typed name is a class of the world (nothing could be scored).
     """
-    from .names import class_name_key
+    from .pipeline.vocabulary import class_name_key
 
     typed = {class_name_key(n): i for i, n in enumerate(vocabulary)}
     lut = np.array([typed.get(class_name_key(n), -1) for n in world.class_names])

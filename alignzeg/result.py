@@ -77,13 +77,13 @@ class SegmentationResult:
 
     def index(self, name: str) -> int:
         """Index of class ``name`` in ``class_names``, matched as vocabularies match names: case and
-        surrounding space ignored (``alignzeg.names.class_name_key``), so ``"red striped"`` finds
+        surrounding space ignored (``alignzeg.pipeline.name_keys.class_name_key``), so ``"red striped"`` finds
         ``"Red Striped"``.
 
         Raises:
             KeyError: no class of that name, listing the vocabulary.
         """
-        from .names import class_name_key
+        from .pipeline.name_keys import class_name_key
 
         key = class_name_key(name) if isinstance(name, str) else None
         for i, known in enumerate(self.class_names):

@@ -11,7 +11,6 @@ further names (a string, a sequence, or empty).
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..result import RESERVED_NAMES
+from .name_keys import class_name_key, prompt_text, visible_text as _visible
 
 __all__ = ["ClassList", "class_name_key", "prompt_text", "validate_class_names", "parse_vocabulary", "seen_flags",
            "unit_rows", "merge_synonyms"]
@@ -29,24 +29,6 @@ _SHOWN = 200
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
-
-
-def _visible(name: str) -> str:
-    """``name`` without format characters (zero-width spaces and joiners, BOM, soft hyphen: category Cf)."""
-    return "".join(ch for ch in name if unicodedata.category(ch) != "Cf")
-
-
-def prompt_text(name: str) -> str:
-    """The text of a class name put into prompts: invisible format characters removed, stripped (the name
-    reported in results stays as given)."""
-    return _visible(name).strip()
-
-
-def class_name_key(name: str) -> str:
-    """The form under which two class names count as the same class: NFKC-normalised, invisible format
-    characters removed, stripped and lower-cased the way CLIP's tokenizer lower-cases (``str.lower``, so
-    "Straße" and "strasse" differ)."""
-    return _visible(unicodedata.normalize("NFKC", name)).strip().lower()
 
 
 @dataclass(frozen=True)
