@@ -183,25 +183,11 @@ def pick_classes(rng: np.random.Generator, split: str, count: int, seen_ids: np.
     return rng.permutation(np.concatenate([seen, unseen])).astype(np.int64)
 
 
-class AttributeWorld:
-    """The 48 attribute classes, one seen/unseen split and a deterministic image sampler.
+class ClassSplit:
+    """The seen/unseen views of a world's classes, from its ``class_names`` (K names) and ``seen`` ((K,) bool)."""
 
-    Args:
-        config: world settings.
-
-    Attributes:
-        class_names: ``("red plain", "red striped", ...)``: colour-major, 48 names.
-        attributes: (C, 2) int64, the colour and pattern index of each class.
-        seen: (C,) bool, True for seen (training) classes.
-    """
-
-    def __init__(self, config: WorldConfig | None = None) -> None:
-        self.config = config or WorldConfig()
-        colours = list(COLOURS)
-        self.attributes = np.array([(c, p) for c in range(len(colours)) for p in range(len(PATTERNS))], dtype=np.int64)
-        self.class_names = tuple(f"{colours[c]} {PATTERNS[p]}" for c, p in self.attributes)
-        self.seen = np.ones(len(self.class_names), dtype=bool)
-        self.seen[_pick_unseen(self.config.split_seed, self.config.num_unseen)] = False
+    class_names: tuple[str, ...]
+    seen: np.ndarray
 
     @property
     def num_classes(self) -> int:
@@ -222,6 +208,28 @@ class AttributeWorld:
     @property
     def unseen_classes(self) -> tuple[str, ...]:
         return tuple(n for n, s in zip(self.class_names, self.seen) if not s)
+
+
+class AttributeWorld(ClassSplit):
+    """The 48 attribute classes, one seen/unseen split and a deterministic image sampler.
+
+    Args:
+        config: world settings.
+
+    Attributes:
+        class_names: ``("red plain", "red striped", ...)``: colour-major, 48 names.
+        attributes: (C, 2) int64, the colour and pattern index of each class.
+        seen: (C,) bool, True for seen (training) classes.
+    """
+
+    def __init__(self, config: WorldConfig | None = None) -> None:
+        self.config = config or WorldConfig()
+        colours = list(COLOURS)
+        self.attributes = np.array([(c, p) for c in range(len(colours)) for p in range(len(PATTERNS))], dtype=np.int64)
+        self.class_names = tuple(f"{colours[c]} {PATTERNS[p]}" for c, p in self.attributes)
+        self.seen = np.ones(len(self.class_names), dtype=bool)
+        self.seen[_pick_unseen(self.config.split_seed, self.config.num_unseen)] = False
+
 
     def paint(self, rng: np.random.Generator, class_id: int, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """One jittered instance of class ``class_id`` at pixel centres (x, y): (..., 3) float64, unclipped."""

@@ -50,8 +50,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..world import (_SPLITS, COLOURS, IGNORE, PATTERNS, AttributeWorld, keyed_rng, pattern_mask, pick_classes,
-                     world_config)
+from ..world import (_SPLITS, COLOURS, IGNORE, PATTERNS, AttributeWorld, ClassSplit, keyed_rng, pattern_mask,
+                     pick_classes, world_config)
 
 __all__ = ["OBJECT_COLOURS", "OBJECT_PATTERNS", "SHAPES", "FAMILIES", "ObjectWorldConfig", "ObjectWorld",
            "object_world_config", "shape_mask", "make_world"]
@@ -205,7 +205,7 @@ def _pick_unseen(words: np.ndarray, sizes: Sequence[int], split_seed: int, num_u
     raise ValueError(f"no split of {num_unseen} unseen classes keeps every word pair seen")  # pragma: no cover
 
 
-class ObjectWorld:
+class ObjectWorld(ClassSplit):
     """The object classes (36 by default), one seen/unseen split and a deterministic image sampler.
 
     Same interface as ``alignzeg.world.AttributeWorld`` (``class_names``, ``seen``, ``seen_classes``,
@@ -234,25 +234,6 @@ class ObjectWorld:
         centres = np.arange(self.config.image_size) + 0.5
         self._x, self._y = np.meshgrid(centres, centres)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def seen_ids(self) -> np.ndarray:
-        return np.flatnonzero(self.seen)
-
-    @property
-    def unseen_ids(self) -> np.ndarray:
-        return np.flatnonzero(~self.seen)
-
-    @property
-    def seen_classes(self) -> tuple[str, ...]:
-        return tuple(n for n, s in zip(self.class_names, self.seen) if s)
-
-    @property
-    def unseen_classes(self) -> tuple[str, ...]:
-        return tuple(n for n, s in zip(self.class_names, self.seen) if not s)
 
     # Drawing -------------------------------------------------------------------------------------------
     def background(self, rng: np.random.Generator) -> np.ndarray:
