@@ -289,7 +289,7 @@ class AlignZegSegmenter(SegmentPipeline):
         """Write the image path as one ONNX graph for onnxruntime (dynamic batch and class count).
 
         A thin wrapper over ``alignzeg.onnx.export.export_onnx`` (see it and docs/onnx.md for
-        ``opset``, ``vocabulary``, ``seen`` and ``dynamo``); run the file with ``alignzeg.onnx.OnnxSegmenter``.
+        ``opset``, ``vocabulary`` and ``int8``); run the file with ``alignzeg.onnx.OnnxSegmenter``.
 
         Returns:
             The path written.
