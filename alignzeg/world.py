@@ -184,7 +184,9 @@ def pick_classes(rng: np.random.Generator, split: str, count: int, seen_ids: np.
 
 
 class ClassSplit:
-    """The seen/unseen views of a world's classes, from its ``class_names`` (K names) and ``seen`` ((K,) bool)."""
+    """The seen/unseen views of a world's classes, from its ``class_names`` (K names) and ``seen`` ((K,) bool),
+    and the classes of one image (``pick_classes`` with the world's ``config.train_unseen_prob`` and
+    ``config.min_unseen_test``)."""
 
     class_names: tuple[str, ...]
     seen: np.ndarray
@@ -208,6 +210,10 @@ class ClassSplit:
     @property
     def unseen_classes(self) -> tuple[str, ...]:
         return tuple(n for n, s in zip(self.class_names, self.seen) if not s)
+
+    def _pick_classes(self, rng: np.random.Generator, split: str, count: int) -> np.ndarray:
+        return pick_classes(rng, split, count, self.seen_ids, self.unseen_ids, self.config.train_unseen_prob,
+                            self.config.min_unseen_test)
 
 
 class AttributeWorld(ClassSplit):
@@ -250,10 +256,6 @@ class AttributeWorld(ClassSplit):
             image[ys, xs] = self.paint(rng, int(class_id), xs + 0.5, ys + 0.5)
         image += rng.normal(0, self.config.pixel_noise, image.shape)
         return np.clip(image, 0, 1).astype(np.float32)
-
-    def _pick_classes(self, rng: np.random.Generator, split: str, count: int) -> np.ndarray:
-        return pick_classes(rng, split, count, self.seen_ids, self.unseen_ids, self.config.train_unseen_prob,
-                            self.config.min_unseen_test)
 
     def sample(self, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Segmentation image ``index`` of ``split``, the same on every call.

@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 import _common as c
+from gpu_throughput import cuda_time
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,23 +51,16 @@ def _sync(cuda: bool) -> None:
 
 
 def _time(fn: Callable[[], Any], iters: int, warmup: int, cuda: bool) -> float:
-    """Median seconds per call: CUDA events on the GPU, ``perf_counter`` on the CPU."""
+    """Median seconds per call: CUDA events on the GPU (``gpu_throughput.cuda_time``), ``perf_counter`` on the CPU."""
+    if cuda:
+        return cuda_time(fn, iters, warmup)
     for _ in range(warmup):
         fn()
-    _sync(cuda)
     times = []
     for _ in range(iters):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            start_s = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start_s)
+        start_s = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start_s)
     return c.median(times)
 
 

@@ -51,7 +51,7 @@ from typing import Sequence
 import numpy as np
 
 from ..world import (_SPLITS, COLOURS, IGNORE, PATTERNS, AttributeWorld, ClassSplit, keyed_rng, pattern_mask,
-                     pick_classes, world_config)
+                     world_config)
 
 __all__ = ["OBJECT_COLOURS", "OBJECT_PATTERNS", "SHAPES", "FAMILIES", "ObjectWorldConfig", "ObjectWorld",
            "object_world_config", "shape_mask", "make_world"]
@@ -322,10 +322,6 @@ class ObjectWorld(ClassSplit):
             return tuple(float(np.clip(v + 0.5, margin, s - margin)) for v in (xs[i], ys[i]))
 
         return self._compose(rng, classes, self._layout(rng, classes, centre_of))
-
-    def _pick_classes(self, rng: np.random.Generator, split: str, count: int) -> np.ndarray:
-        return pick_classes(rng, split, count, self.seen_ids, self.unseen_ids, self.config.train_unseen_prob,
-                            self.config.min_unseen_test)
 
     def sample(self, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Segmentation image ``index`` of ``split``, the same on every call.
