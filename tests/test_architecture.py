@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from alignzeg import AlignZegSegmenter
 from alignzeg.config import side_fusion_upsample
 from alignzeg.checkpoint import CLIP_PREFIX, clip_fingerprint
+from alignzeg.modeling.clip_backbone import run_blocks
 from alignzeg.modeling.gepc import mask_pooled_features, soft_max
 from alignzeg.presets import get_preset_config
 
@@ -68,7 +69,7 @@ def test_prompted_blocks_equal_a_hand_written_loop():
     prompts = model.backbone.prompts.tokens
     assert prompts.shape == (1, 4, 64)
     with torch.no_grad():
-        got = model.backbone.prompts.run(blocks, x, visual.transformer.batch_first)
+        got = run_blocks(blocks, x, visual.transformer.batch_first, prompts)
         first = torch.cat([x, prompts[0].expand(2, -1, -1)], dim=1)
         if not visual.transformer.batch_first:
             ref = blocks[0](first.transpose(0, 1)).transpose(0, 1)[:, :65]

@@ -25,7 +25,7 @@ from torch import nn
 from ..config import AlignZegConfig
 from .clip_readout import region_attention_mask, region_tokens
 
-__all__ = ["CLIPBackbone", "DeepPrompts", "VisualFeatures", "interpolate_pos_embed", "build_open_clip"]
+__all__ = ["CLIPBackbone", "DeepPrompts", "VisualFeatures", "interpolate_pos_embed", "build_open_clip", "run_blocks"]
 
 
 @dataclass
@@ -64,23 +64,6 @@ class DeepPrompts(nn.Module):
     @property
     def depth(self) -> int:
         return self.tokens.shape[0]
-
-    def run(self, blocks: nn.ModuleList, x: torch.Tensor, batch_first: bool,
-            keep: list[torch.Tensor] | None = None, keep_from: int = 0) -> torch.Tensor:
-        """Run the ViT ``blocks`` over ``x`` with this layer's prompts appended before each prompted block.
-
-        Args:
-            blocks: open_clip's ``visual.transformer.resblocks`` (no attention mask: every token sees all).
-            x: (B, L, D) tokens ([CLS] + patches) after ``ln_pre``.
-            batch_first: the blocks' layout (open_clip's ``transformer.batch_first``).
-            keep: if given, the (B, L, D) input of every block from index ``keep_from`` on is appended to it
-                (prompts removed).
-            keep_from: see ``keep``.
-
-        Returns:
-            (B, L, D) tokens after the last block, prompts removed.
-        """
-        return run_blocks(blocks, x, batch_first, self.tokens, keep, keep_from)
 
 
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, batch_first: bool, prompts: torch.Tensor | None = None,
