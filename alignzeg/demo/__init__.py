@@ -1,0 +1,19 @@
+"""The demo: the shipped world model, the synthetic world it was trained on, and the ``alignzeg demo`` run.
+
+    from alignzeg.demo import run_demo
+    result = run_demo(["red striped", "pink dotted"])   # world 0 test image 0, typed class names
+    print(result.report())                              # per-class IoU against the ground truth
+
+- ``alignzeg.demo.world``: the attribute world (48 colour x pattern classes rendered from their words, with
+  held-out unseen combinations); numpy only. Training on it is ``alignzeg.train.world``.
+- ``alignzeg.demo.shipped_model``: the trained model the package ships (``assets/``) and its loader.
+- ``alignzeg.demo.run``: the demo run: segment world test images with a typed vocabulary and score them.
+"""
+
+from __future__ import annotations
+
+from .run import DemoResult, class_iou, run_demo
+from .shipped_model import CLIP_SOURCE, DEMO_WORLD, DISCLAIMER, load_demo_model, model_path
+
+__all__ = ["DEMO_WORLD", "CLIP_SOURCE", "DISCLAIMER", "model_path", "load_demo_model", "DemoResult", "run_demo",
+           "class_iou"]
