@@ -145,3 +145,11 @@ def test_the_old_module_alignzeg_world_warns_and_gives_the_same_objects():
         warnings.simplefilter("error")  # no warning for a name that does not exist, only the AttributeError
         with pytest.raises(AttributeError, match="module 'alignzeg.world' has no attribute 'nope'"):
             old.nope  # noqa: B018
+
+
+def test_the_world_imports_numpy_only():
+    """alignzeg.demo loads its run and model modules on first use: the world alone pulls in no PIL, no torch."""
+    code = ("import sys, alignzeg.demo.world; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alignzeg', 'torch', 'PIL', 'imgviz')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.split() == ["['alignzeg',", "'alignzeg._version',", "'alignzeg.demo',", "'alignzeg.demo.world']"]
