@@ -35,7 +35,8 @@ import _common as c
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
-import hashlib, os, sys, tempfile, time
+import hashlib, os, sys, tempfile, time, warnings
+warnings.simplefilter("ignore")  # the untrained-indicator warning of bench_overhead's side (PBC off, as there)
 import numpy as np
 import torch
 torch.set_num_threads({threads})
