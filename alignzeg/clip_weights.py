@@ -70,23 +70,15 @@ class ClipSource:
 
 
 @dataclass(frozen=True)
-class ClipWeights:
-    """CLIP tensors ready to load into ``open_clip.CLIP`` built from ``config.clip_cfg`` (``load_clip_weights``).
+class ClipWeights(ClipSource):
+    """A ``ClipSource`` with its tensors read (``load_clip_weights``).
 
     Attributes:
-        source: as ``ClipSource.source``.
         state: open_clip CLIP state dict (no prefix), the visual position embedding already at the
-            config's ``input_size / patch_size`` grid.
-        config_changes: as ``ClipSource.config_changes``.
+            config's ``input_size / patch_size`` grid, checked against the architecture's shapes.
     """
 
-    source: str
-    state: dict[str, torch.Tensor]
-    config_changes: dict[str, Any] = field(default_factory=dict)
-
-    def apply_to(self, config: AlignZegConfig) -> AlignZegConfig:
-        """``config`` with ``clip_pretrained`` set to ``source`` and ``config_changes`` applied."""
-        return config.replace(clip_pretrained=self.source, **self.config_changes)
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 # Parsing the user's value --------------------------------------------------------------------------------
@@ -331,7 +323,7 @@ def load_clip_weights(config: AlignZegConfig, source: str, cache_dir: str | None
     with torch.device("meta"):  # shapes only: nothing is allocated or initialised
         clip = build_open_clip(config)
     fit_clip_state(state, clip, located, config.clip_model)
-    return ClipWeights(source=located.source, state=state, config_changes=located.config_changes)
+    return ClipWeights(located.source, located.path, located.config_changes, state)
 
 
 def locate_clip_weights(config: AlignZegConfig, source: str, cache_dir: str | None = None,
