@@ -60,7 +60,8 @@ from tqdm.auto import tqdm
 from ..checkpoint import clip_fingerprint, save_checkpoint
 from ..config import write_json
 from ..device import autocast_dtype
-from ..hub import WEIGHTS_NAME, load_state_dict_strict
+from ..hub import WEIGHTS_NAME
+from ..state_dicts import load_state_dict_strict
 from ..modeling.model import AlignZegModel
 from ..modeling.text_encoder import VocabularyEncoder
 from ..segmenter import AlignZegSegmenter
