@@ -41,8 +41,8 @@ except ImportError as _err:  # pragma: no cover - exercised by the CLI's own che
     raise ImportError('alignzeg.app needs Gradio: pip install "alignzeg[app]"') from _err
 
 from .demo import DEMO_WORLD, DISCLAIMER, class_iou, load_demo_model
+from .demo.world import AttributeWorld, world_config
 from .visualize import draw_overlay
-from .world import AttributeWorld, world_config
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _load_failure(model: str | None, err: Exception) -> str:
     """Why the model did not load and how to fix it, as markdown."""
     if model is None:
         what = "the shipped world model"
-        fix = ("its files (alignzeg/assets/world/) are missing or damaged: reinstall alignzeg "
+        fix = ("its files (alignzeg/demo/assets/) are missing or damaged: reinstall alignzeg "
                "(`pip install --force-reinstall \"alignzeg[app]\"`), or start the app with `--model DIR_OR_REPO`.")
     else:
         what = f"the model `{model}`"

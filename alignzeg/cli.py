@@ -26,7 +26,7 @@ from typing import Sequence
 __all__ = ["main", "example_image_path", "EXAMPLE_CLASSES", "check_model_argument", "check_output_path"]
 
 EXAMPLE_CLASSES = ("person", "chair", "diningtable", "bottle", "wall", "window")
-"""Vocabulary of the demo on the bundled PASCAL VOC photo (a cafeteria scene)."""
+"""A vocabulary for the bundled PASCAL VOC photo (a cafeteria scene)."""
 
 
 def example_image_path() -> Path:

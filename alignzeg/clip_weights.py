@@ -10,7 +10,7 @@ CLIP, the ViT position embedding interpolated to the config's input grid, strict
     weights = load_clip_weights(config, "openai")            # open_clip tag for config.clip_model
     weights = load_clip_weights(config, "hf-hub:org/name")   # open_clip_config.json + weights on the Hub
     weights = load_clip_weights(config, "clip.safetensors")  # a local open_clip state dict
-    weights = load_clip_weights(config, "alignzeg:assets/world/clip.safetensors")  # a file shipped in the package
+    weights = load_clip_weights(config, "alignzeg:demo/assets/clip.safetensors")  # a file shipped in the package
 
 Downloads go through huggingface_hub (its cache, its offline mode, its endpoint setting) or, for the few
 open_clip tags published only by URL, through open_clip's own downloader. Nothing here writes HTTP.
@@ -43,6 +43,8 @@ __all__ = [
 HF_HUB_PREFIX = "hf-hub:"
 PACKAGE_PREFIX = "alignzeg:"
 """``alignzeg:<path>`` names a file inside the installed package (the bundled world model's mini-CLIP)."""
+MOVED_PACKAGE_FILES = {"assets/world/clip.safetensors": "demo/assets/clip.safetensors"}
+"""Package files that moved (old ``alignzeg:`` path -> new), so that recorded sources keep loading."""
 HUB_CONFIG_NAME = "open_clip_config.json"
 HUB_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
@@ -344,10 +346,12 @@ def locate_clip_weights(config: AlignZegConfig, source: str, cache_dir: str | No
         return ClipSource(source, path, _config_changes(config, hub_cfg["model_cfg"].get("quick_gelu", False),
                                                         pre.get("mean"), pre.get("std")))
     if source.startswith(PACKAGE_PREFIX):
-        path = Path(str(resources.files("alignzeg") / source[len(PACKAGE_PREFIX):]))
+        name = source[len(PACKAGE_PREFIX):]
+        name = MOVED_PACKAGE_FILES.get(name, name)
+        path = Path(str(resources.files("alignzeg") / name))
         if not path.is_file():
             raise ValueError(f"clip_pretrained {source!r}: the package has no file {str(path)!r}")
-        return ClipSource(source, path)
+        return ClipSource(PACKAGE_PREFIX + name, path)
     if Path(source).is_file():
         return ClipSource(os.path.abspath(source), Path(source))
     if _looks_like_path(source):

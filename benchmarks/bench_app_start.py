@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 def _world_png(folder: str) -> str:
-    from alignzeg.world import AttributeWorld, world_config
+    from alignzeg.demo.world import AttributeWorld, world_config
 
     image, _ = AttributeWorld(world_config(0)).sample("test", 13)
     path = os.path.join(folder, "world_13.png")

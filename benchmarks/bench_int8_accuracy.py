@@ -1,6 +1,6 @@
 """Benchmark: what int8 ONNX costs in accuracy, on the shipped world model and its world's test images.
 
-The shipped model (``alignzeg/assets/world/model``, the tiny preset trained on world 0) is exported in
+The shipped model (``alignzeg/demo/assets/model``, the tiny preset trained on world 0) is exported in
 float32 and in int8 (``export_onnx(..., int8=True)``: onnxruntime dynamic quantization of the MatMul/Gemm
 weights) and both segment the world's first 200 test images with the 48 class names (8 unseen), PBC on.
 Reported per file: size, the fraction of pixels whose label equals the float32 file's, and mIoU(S) /
@@ -24,11 +24,11 @@ import numpy as np
 
 import _common as c
 from alignzeg.demo import DEMO_WORLD, load_demo_model
+from alignzeg.demo.world import AttributeWorld, world_config
 from alignzeg.metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
 from alignzeg.pipeline.vocabulary import class_name_key
 from alignzeg.onnx.metadata import read_vocabulary
 from alignzeg.onnx.runtime import OnnxSegmenter, load_pixels
-from alignzeg.world import AttributeWorld, world_config
 
 
 def _score(segmenter, world: AttributeWorld, names: list[str], count: int) -> tuple[dict, list[np.ndarray]]:

@@ -139,15 +139,15 @@ def measure_throughput(preset: str, batches: Sequence[int], classes: int, iters:
 
 def measure_training(steps: int, batch: int, device: str) -> dict[str, Any]:
     """``steps`` steps of the world recipe (tiny preset, world 0, the shipped mini-CLIP), AMP on CUDA."""
-    from alignzeg.demo import DEMO_WORLD
+    from alignzeg.demo import CLIP_SOURCE, DEMO_WORLD
     from alignzeg.train import Trainer
     from alignzeg.train.variants import world_train_config
     from alignzeg.train.world import WorldDataset
-    from alignzeg.world import AttributeWorld, world_config
+    from alignzeg.demo.world import AttributeWorld, world_config
 
     cuda = device.startswith("cuda")
     world = AttributeWorld(world_config(DEMO_WORLD))
-    config = world_train_config(world, "alignzeg:assets/world/clip.safetensors", iterations=steps, batch_size=batch,
+    config = world_train_config(world, CLIP_SOURCE, iterations=steps, batch_size=batch,
                                 amp=True, device=device, progress=False, log_every=max(steps, 1))
     trainer = Trainer(config, None, WorldDataset(world, "train", max(steps * batch, 16)), out_dir=None)
     _reset_peak(cuda)

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worlds", default="0,1", help="world ids, comma-separated")
     p.add_argument("--family", default="attribute", choices=("attribute", "objects"),
-                   help="world family: attribute textures (alignzeg.world) or objects on a background that is no "
+                   help="world family: attribute textures (alignzeg.demo.world) or objects on a background that is no "
                    "class (alignzeg.train.object_world)")
     p.add_argument("--seeds", default="5", help="N (seeds 0..N-1) or a comma-separated list of training seeds "
                    "('3,' is seed 3 alone)")

@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 
 from alignzeg import AlignZegSegmenter
+from alignzeg.demo.world import AttributeWorld, world_config
 from alignzeg.train import Trainer, evaluate
 from alignzeg.train.calibration_grid import choose_world_settings
 from alignzeg.train.miniclip import MiniClipConfig, pretrain_clip, save_clip, zero_shot_accuracy
 from alignzeg.train.variants import apply_variant, variant_uses_pbc, world_train_config
 from alignzeg.train.world import WorldDataset
-from alignzeg.world import AttributeWorld, world_config
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--clip", type=Path, default=None, help="use this mini-CLIP file instead of pre-training")
     parser.add_argument("--package", action="store_true",
-                        help="write the mini-CLIP and the slim model into alignzeg/assets/world (the demo's model)")
+                        help="write the mini-CLIP and the slim model into alignzeg/demo/assets (the demo's model)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -91,15 +91,14 @@ def package(segmenter: AlignZegSegmenter, clip_path: Path, metrics: dict) -> Non
     """Ship the model: its mini-CLIP file and a slim checkpoint that names it by its place in the package."""
     import shutil
 
-    import alignzeg
-    from alignzeg.clip_weights import PACKAGE_PREFIX
+    from alignzeg.demo import CLIP_SOURCE, model_path
 
-    assets = Path(alignzeg.__file__).parent / "assets" / "world"
+    assets = model_path().parent
     assets.mkdir(parents=True, exist_ok=True)
     if Path(clip_path).resolve() != (assets / "clip.safetensors").resolve():
         shutil.copyfile(clip_path, assets / "clip.safetensors")
     model = segmenter.model
-    model.config = model.config.replace(clip_pretrained=PACKAGE_PREFIX + "assets/world/clip.safetensors")
+    model.config = model.config.replace(clip_pretrained=CLIP_SOURCE)
     segmenter.save_pretrained(assets / "model", include_clip=False, recipe="examples/train_world.py (full, world 0)",
                               metrics={k: round(v, 2) for k, v in metrics.items()})
     print(f"packaged into {assets}")

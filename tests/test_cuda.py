@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from alignzeg import AlignZegSegmenter
-from alignzeg.demo import DEMO_WORLD, load_demo_model
-from alignzeg.world import AttributeWorld, world_config
+from alignzeg.demo import CLIP_SOURCE, DEMO_WORLD, load_demo_model
+from alignzeg.demo.world import AttributeWorld, world_config
 from conftest import VOC_SEEN
 
 pytestmark = [pytest.mark.cuda,
@@ -45,7 +45,7 @@ def test_amp_training_steps_on_cuda():
     from alignzeg.train.world import WorldDataset
 
     world = AttributeWorld(world_config(DEMO_WORLD))
-    config = world_train_config(world, "alignzeg:assets/world/clip.safetensors", iterations=3, batch_size=4,
+    config = world_train_config(world, CLIP_SOURCE, iterations=3, batch_size=4,
                                 amp=True, device="cuda", progress=False)
     trainer = Trainer(config, None, WorldDataset(world, "train", 16), out_dir=None)
     before = [p.detach().clone() for p in trainer.model.trainable_parameters()]

@@ -1,16 +1,19 @@
 """The shipped world model: it loads with from_pretrained, and its zero-shot IoUs on fixed world images."""
 
+import json
 import math
+import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from alignzeg import AlignZegSegmenter
-from alignzeg.demo import class_iou, load_demo_model, model_path, run_demo
-from alignzeg.world import AttributeWorld, world_config
+from alignzeg.demo import CLIP_SOURCE, class_iou, load_demo_model, model_path, run_demo
+from alignzeg.demo.world import AttributeWorld, world_config
 
 MIOU_UNSEEN_FLOOR = 0.45
 """mIoU(U) of the shipped model on world 0's test images 0-19 measured 0.572 (with PBC; 0.494 without); the
@@ -25,7 +28,7 @@ def demo_model():
 
 def test_shipped_model_loads_with_from_pretrained_and_its_packaged_clip(demo_model):
     config = demo_model.config
-    assert config.clip_pretrained == "alignzeg:assets/world/clip.safetensors"
+    assert config.clip_pretrained == CLIP_SOURCE == "alignzeg:demo/assets/clip.safetensors"
     world = AttributeWorld(world_config(0))
     assert config.seen_classes == world.seen_classes and len(config.seen_classes) == 40
     again = AlignZegSegmenter.from_pretrained(model_path(), device="cpu")
@@ -106,3 +109,47 @@ def test_a_vocabulary_without_world_classes_is_an_error_and_names_match_without_
     np.testing.assert_allclose(upper.iou, lower.iou, rtol=0, atol=1e-12)
     assert upper.untyped_pixels == lower.untyped_pixels and not upper.unknown
     assert run_demo(["red grid", "dog"], num_images=1, segmenter=demo_model).unknown == ("dog",)
+
+
+def test_a_checkpoint_naming_the_mini_clip_by_its_old_package_path_loads_the_same_model(demo_model, tmp_path):
+    """Checkpoints of 0.2 record the shipped mini-CLIP as alignzeg:assets/world/clip.safetensors; the file moved to
+    alignzeg/demo/assets/, and the old name still loads it (and its fingerprint is checked)."""
+    folder = tmp_path / "old"
+    shutil.copytree(model_path(), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["clip_pretrained"] = "alignzeg:assets/world/clip.safetensors"
+    (folder / "config.json").write_text(json.dumps(config))
+    old = AlignZegSegmenter.from_pretrained(folder, device="cpu", local_files_only=True)
+    assert old.config.clip_pretrained == "alignzeg:assets/world/clip.safetensors"
+    a, b = demo_model.model.state_dict(), old.model.state_dict()
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    config["clip_pretrained"] = "alignzeg:assets/elsewhere/clip.safetensors"  # a package file that never was
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"'alignzeg:assets/elsewhere/clip.safetensors': the package has no file"):
+        AlignZegSegmenter.from_pretrained(folder, device="cpu", local_files_only=True)
+
+
+def test_the_old_module_alignzeg_world_warns_and_gives_the_same_objects():
+    import alignzeg.demo.world as world
+    import alignzeg.world as old
+
+    with pytest.warns(DeprecationWarning, match=r"^alignzeg\.world is deprecated: import AttributeWorld from "
+                                                r"alignzeg\.demo\.world \(alignzeg\.world will be removed in 0\.4\)$"):
+        from alignzeg.world import AttributeWorld
+    assert AttributeWorld is world.AttributeWorld
+    for name in world.__all__:
+        with pytest.warns(DeprecationWarning, match=f"import {name} from"):
+            assert getattr(old, name) is getattr(world, name)
+    assert dir(old) == sorted(world.__all__)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning for a name that does not exist, only the AttributeError
+        with pytest.raises(AttributeError, match="module 'alignzeg.world' has no attribute 'nope'"):
+            old.nope  # noqa: B018
+
+
+def test_the_world_imports_numpy_only():
+    """alignzeg.demo loads its run and model modules on first use: the world alone pulls in no PIL, no torch."""
+    code = ("import sys, alignzeg.demo.world; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alignzeg', 'torch', 'PIL', 'imgviz')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.split() == ["['alignzeg',", "'alignzeg._version',", "'alignzeg.demo',", "'alignzeg.demo.world']"]

@@ -13,10 +13,10 @@ import pytest
 
 from alignzeg.cli import main
 from alignzeg.demo import DEMO_WORLD, load_demo_model, model_path
+from alignzeg.demo.world import AttributeWorld, world_config
 from alignzeg.onnx.export import QUANTIZED_OPS, export_onnx
 from alignzeg.onnx.metadata import KEY_PRECISION, KEY_QUANTIZATION, read_precision, read_quantization
 from alignzeg.onnx.runtime import OnnxSegmenter
-from alignzeg.world import AttributeWorld, world_config
 
 AGREEMENT = 0.97
 """Least mean fraction of pixels whose int8 label equals the float32 label (measured: 99.2 % on the 200 test images)."""

@@ -43,10 +43,10 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from ..config import AlignZegConfig
+from ..demo.world import AttributeWorld, keyed_rng, voronoi_labels
 from ..modeling.clip_backbone import CLIPBackbone
 from ..modeling.text_encoder import VocabularyEncoder
 from ..presets import get_preset_config
-from ..world import AttributeWorld, keyed_rng, voronoi_labels
 
 __all__ = ["CAPTION_TEMPLATES", "MiniClipConfig", "pretrain_clip", "save_clip", "zero_shot_accuracy",
            "render_captioned_batch", "world_captions", "CaptionSource"]

@@ -1,6 +1,6 @@
 """A zero-shot world of objects on a background that is no class: "red striped", "blue dotted", ... objects.
 
-The attribute world (``alignzeg.world``) tiles every pixel with a class. Photos are different: objects
+The attribute world (``alignzeg.demo.world``) tiles every pixel with a class. Photos are different: objects
 of a few classes, of varied size, shape and pose, cover part of the picture, hide each other, and the
 rest is clutter that belongs to no class. This world has that structure and is a drop-in for
 ``AttributeWorld`` wherever the training side uses a world (``WorldDataset``, ``export_world``, the
@@ -50,17 +50,17 @@ from typing import Sequence
 
 import numpy as np
 
-from ..world import (_SPLITS, COLOURS, IGNORE, PATTERNS, AttributeWorld, ClassSplit, keyed_rng, pattern_mask,
+from ..demo.world import (_SPLITS, COLOURS, IGNORE, PATTERNS, AttributeWorld, ClassSplit, keyed_rng, pattern_mask,
                      world_config)
 
 __all__ = ["OBJECT_COLOURS", "OBJECT_PATTERNS", "SHAPES", "FAMILIES", "ObjectWorldConfig", "ObjectWorld",
            "object_world_config", "shape_mask", "make_world"]
 
 OBJECT_COLOURS = ("red", "yellow", "green", "cyan", "blue", "purple")
-"""Colour words of the object world (their RGB: ``alignzeg.world.COLOURS``)."""
+"""Colour words of the object world (their RGB: ``alignzeg.demo.world.COLOURS``)."""
 
 OBJECT_PATTERNS = PATTERNS
-"""Pattern words: the attribute world's six (drawn by ``alignzeg.world.pattern_mask``)."""
+"""Pattern words: the attribute world's six (drawn by ``alignzeg.demo.world.pattern_mask``)."""
 
 SHAPES = ("disc", "square", "triangle")
 """Object shapes (see ``shape_mask``); a word of the class names only when ``ObjectWorldConfig.shapes`` says so."""
@@ -91,8 +91,8 @@ class ObjectWorldConfig:
         pattern_angle_std: std of the pattern's angle in radians around 0 (as in the attribute world);
             ``None``: any angle.
         pixel_noise: std of the i.i.d. Gaussian pixel noise.
-        colours: colour words (of ``alignzeg.world.COLOURS``), the first word of every class name.
-        patterns: pattern words (of ``alignzeg.world.PATTERNS``), the second word.
+        colours: colour words (of ``alignzeg.demo.world.COLOURS``), the first word of every class name.
+        patterns: pattern words (of ``alignzeg.demo.world.PATTERNS``), the second word.
         shapes: shape words (of ``SHAPES``) as a third word of the class names; empty (the default): the
             shape is not part of the class, every object takes one of ``SHAPES`` at random.
     """
@@ -145,7 +145,7 @@ def object_world_config(world: int, **changes) -> ObjectWorldConfig:
 
 
 def make_world(family: str, world: int) -> AttributeWorld | ObjectWorld:
-    """World ``world`` of ``family`` (``"attribute"``: ``alignzeg.world``; ``"objects"``: this module)."""
+    """World ``world`` of ``family`` (``"attribute"``: ``alignzeg.demo.world``; ``"objects"``: this module)."""
     if family == "attribute":
         return AttributeWorld(world_config(world))
     if family == "objects":
@@ -208,7 +208,7 @@ def _pick_unseen(words: np.ndarray, sizes: Sequence[int], split_seed: int, num_u
 class ObjectWorld(ClassSplit):
     """The object classes (36 by default), one seen/unseen split and a deterministic image sampler.
 
-    Same interface as ``alignzeg.world.AttributeWorld`` (``class_names``, ``seen``, ``seen_classes``,
+    Same interface as ``alignzeg.demo.world.AttributeWorld`` (``class_names``, ``seen``, ``seen_classes``,
     ``unseen_classes``, ``num_classes``, ``config.image_size``, ``sample``, ``train_labels``, ``render``).
 
     Args:

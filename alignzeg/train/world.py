@@ -1,6 +1,6 @@
 """The attribute world for training: a torch dataset of its images and its export to a folder dataset.
 
-The world itself (classes, split, renderer) is ``alignzeg.world``; its mini-CLIP is
+The world itself (classes, split, renderer) is ``alignzeg.demo.world``; its mini-CLIP is
 ``alignzeg.train.miniclip``.
 
     world = AttributeWorld(world_config(0))
@@ -10,7 +10,7 @@ The world itself (classes, split, renderer) is ``alignzeg.world``; its mini-CLIP
 folder-dataset layout (``classes.txt``, ``seen.txt``, ``{train,val,test}/{images,labels}``),
 pre-trains its mini-CLIP into ``clip.safetensors`` and writes a ``train_config.json`` for ``alignzeg-train``
 whose ``clip_pretrained`` is an absolute path (the config works from any folder). ``--clip FILE`` reuses a
-mini-CLIP instead of pre-training one (``--clip alignzeg:assets/world/clip.safetensors``: the one shipped
+mini-CLIP instead of pre-training one (``--clip alignzeg:demo/assets/clip.safetensors``: the one shipped
 with the package, pre-trained on world 0's captions; the 48 class names are the same in every world).
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..world import _SPLITS, IGNORE, AttributeWorld, WorldConfig, world_config
+from ..demo.world import _SPLITS, IGNORE, AttributeWorld, WorldConfig, world_config
 
 __all__ = ["AttributeWorld", "WorldConfig", "world_config", "IGNORE", "WorldDataset", "export_world", "main"]
 
@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="write a world as a folder dataset (+ its mini-CLIP and a train config)")
     exp.add_argument("--world", type=int, default=0, help="world id (seed and split seed)")
     exp.add_argument("--family", default="attribute", choices=("attribute", "objects"),
-                     help="attribute textures (alignzeg.world) or objects on a background that is no class "
+                     help="attribute textures (alignzeg.demo.world) or objects on a background that is no class "
                      "(alignzeg.train.object_world; background labelled 255)")
     exp.add_argument("--out", required=True, help="output folder")
     exp.add_argument("--train-images", type=int, default=4000)
@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
                           "(default 600; not with --clip; 0: the data only, no train_config.json)")
     exp.add_argument("--clip", default=None, metavar="FILE",
                      help="reuse this mini-CLIP instead of pre-training one (a save_clip file, or "
-                          "alignzeg:assets/world/clip.safetensors for the package's)")
+                          "alignzeg:demo/assets/clip.safetensors for the package's)")
     return parser
 
 
@@ -136,12 +136,12 @@ def _check_clip(source: str) -> str:
     value = source if source.startswith(PACKAGE_PREFIX) else str(Path(source).expanduser().resolve())
     if not source.startswith(PACKAGE_PREFIX) and not Path(value).is_file():
         raise ValueError(f"--clip {source!r}: no such file (a mini-CLIP written by save_clip, or "
-                         f"{PACKAGE_PREFIX}assets/world/clip.safetensors)")
+                         f"{PACKAGE_PREFIX}demo/assets/clip.safetensors)")
     try:
-        load_clip_weights(get_preset_config("tiny"), value)
+        weights = load_clip_weights(get_preset_config("tiny"), value)
     except WeightsError as err:
         raise ValueError(f"--clip {source!r} is not a mini-CLIP of the tiny preset: {err}") from err
-    return value
+    return weights.source if value.startswith(PACKAGE_PREFIX) else value  # a moved package file: its new name
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = export_world(world, args.out, args.train_images, args.test_images, args.val_images).resolve()
     if args.clip_steps == 0:
         print(f"wrote the data of {out} only: --clip-steps 0 makes no mini-CLIP and so no train_config.json; "
-              "reuse one with --clip FILE (e.g. --clip alignzeg:assets/world/clip.safetensors) to get a config")
+              "reuse one with --clip FILE (e.g. --clip alignzeg:demo/assets/clip.safetensors) to get a config")
         return 0
     if clip_source is None:
         from .miniclip import MiniClipConfig, pretrain_clip, save_clip

@@ -232,7 +232,7 @@ def test_contradictory_options_are_refused(tiny_checkpoint, tmp_path, capsys):
 def test_calibrating_the_shipped_demo_model_leaves_the_package_alone(tmp_path, capsys):
     from alignzeg.demo import model_path
     from alignzeg.train.world import export_world
-    from alignzeg.world import AttributeWorld, world_config
+    from alignzeg.demo.world import AttributeWorld, world_config
 
     before = _hashes(model_path())
     export_world(AttributeWorld(world_config(0)), tmp_path / "w", train_images=1, test_images=2, val_images=2)

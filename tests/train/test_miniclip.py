@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from alignzeg import AlignZegSegmenter
+from alignzeg.demo.world import AttributeWorld, world_config
 from alignzeg.train.miniclip import (
     MiniClipConfig, _contrastive_loss, pretrain_clip, render_captioned_batch, save_clip, zero_shot_accuracy,
 )
-from alignzeg.world import AttributeWorld, world_config
 
 TINY = dict(steps=2, batch_size=6, warmup=1)
 

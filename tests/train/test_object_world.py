@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from alignzeg.demo.world import IGNORE, AttributeWorld, keyed_rng
 from alignzeg.train.object_world import (OBJECT_COLOURS, OBJECT_PATTERNS, SHAPES, ObjectWorld, ObjectWorldConfig,
                                          make_world, object_world_config, shape_mask)
 from alignzeg.train.world import WorldDataset
-from alignzeg.world import IGNORE, AttributeWorld, keyed_rng
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from alignzeg import AlignZegSegmenter
+from alignzeg.demo.world import AttributeWorld, world_config
 from alignzeg.train.calibration_grid import cache_outputs, evaluate_cached, search
 from alignzeg.train.evaluate import evaluate
 from alignzeg.train.losses import extra_class_logits, holdout_profile_batch
-from alignzeg.world import AttributeWorld, world_config
 
 
 def test_holdout_batch_labels_the_held_out_classes_and_uses_them_as_other_names():

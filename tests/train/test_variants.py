@@ -5,12 +5,12 @@ import json
 import pytest
 
 from alignzeg.config import AlignZegConfig
+from alignzeg.demo.world import AttributeWorld, world_config
 from alignzeg.train.cli import main as train_main
 from alignzeg.train.cli import resolve_config
 from alignzeg.train.config import TrainConfig
 from alignzeg.train.variants import VARIANTS, apply_variant, list_variants, variant_uses_pbc, world_train_config
 from alignzeg.train.world import export_world
-from alignzeg.world import AttributeWorld, world_config
 
 
 def test_rows_in_ablation_order_with_the_contract_switches():

@@ -9,9 +9,9 @@ import torch
 
 import alignzeg
 
+from alignzeg.demo.world import COLOURS, IGNORE, PATTERNS, AttributeWorld, WorldConfig, pattern_mask, world_config
 from alignzeg.train.datasets import build_dataset, folder_dataset
 from alignzeg.train.world import WorldDataset, export_world
-from alignzeg.world import COLOURS, IGNORE, PATTERNS, AttributeWorld, WorldConfig, pattern_mask, world_config
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,8 @@ def test_val_is_drawn_like_test_from_its_own_stream(world):
 
 
 def test_export_with_a_reused_clip_trains_from_another_folder(tmp_path, monkeypatch, capsys):
-    """--clip reuses the shipped mini-CLIP (no pre-training); train_config.json works from any folder."""
+    """--clip reuses the shipped mini-CLIP (no pre-training); train_config.json works from any folder. Given by
+    its path before it moved into alignzeg/demo/, the config records its present one."""
     from alignzeg.train.cli import main as train_main
     from alignzeg.train.world import main
 
@@ -167,7 +168,7 @@ def test_export_with_a_reused_clip_trains_from_another_folder(tmp_path, monkeypa
                  "--val-images", "1", "--clip", "alignzeg:assets/world/clip.safetensors"]) == 0
     assert not (tmp_path / "a" / "w1" / "clip.safetensors").exists()
     config = json.loads((tmp_path / "a" / "w1" / "train_config.json").read_text())
-    assert config["clip_pretrained"] == "alignzeg:assets/world/clip.safetensors" and config["progress"] is False
+    assert config["clip_pretrained"] == "alignzeg:demo/assets/clip.safetensors" and config["progress"] is False
     monkeypatch.chdir(tmp_path / "b")
     data = tmp_path / "a" / "w1"
     assert train_main(["--config", str(data / "train_config.json"), "--set", "iterations=1", "--set", "batch_size=1",
@@ -176,7 +177,7 @@ def test_export_with_a_reused_clip_trains_from_another_folder(tmp_path, monkeypa
     assert (tmp_path / "b" / "run" / "model.safetensors").is_file()
     # A file given by a relative path is recorded as an absolute one.
     clip = tmp_path / "a" / "my_clip.safetensors"
-    clip.write_bytes((Path(alignzeg.__file__).parent / "assets" / "world" / "clip.safetensors").read_bytes())
+    clip.write_bytes((Path(alignzeg.__file__).parent / "demo" / "assets" / "clip.safetensors").read_bytes())
     monkeypatch.chdir(tmp_path / "a")
     assert main(["export", "--out", "w2", "--train-images", "1", "--test-images", "1", "--val-images", "0",
                  "--clip", "my_clip.safetensors"]) == 0

@@ -1,9 +1,4 @@
-"""The demo: a small AlignZeg model trained on a synthetic world segments a world image from typed names.
-
-The package ships one trained model (``alignzeg/assets/world/``): the ``tiny`` preset trained on world 0
-of the attribute world (``alignzeg.world``: 48 classes "red striped", "blue dotted", ... of which 8
-combinations are unseen), on top of a mini-CLIP pre-trained on captions of all 48 classes. It is a small
-model trained on a synthetic world, NOT a photo model: it knows colours and patterns, nothing else.
+"""The ``alignzeg demo`` run: the shipped world model segments world test images from typed names, scored.
 
     result = run_demo()                     # world 0 test image 0, vocabulary = the 48 class names
     print(result.report())                  # per-class IoU against the ground truth, mIoU(S/U), hIoU
@@ -21,38 +16,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from . import metrics
-from .metrics import ConfusionMatrix, harmonic_iou, nanmean
-from .result import SegmentationResult
-from .visualize import draw_overlay
+from .. import metrics
+from ..metrics import ConfusionMatrix, harmonic_iou, nanmean
+from ..result import SegmentationResult
+from ..visualize import draw_overlay
+from .shipped_model import DEMO_WORLD, load_demo_model
 from .world import AttributeWorld, world_config
 
-__all__ = ["DEMO_WORLD", "model_path", "load_demo_model", "DemoResult", "run_demo", "class_iou"]
+__all__ = ["DemoResult", "run_demo", "class_iou"]
 
-DEMO_WORLD = 0
-"""The world the shipped model was trained on."""
-
-_ASSETS = "assets/world"
 _SCALE = 6  # the 64 px world image is drawn 6x larger in the overlay so the legend is readable
-
-
-def model_path() -> Path:
-    """Folder of the shipped world model (``config.json``, ``model.safetensors``; its CLIP is ``clip.safetensors``)."""
-    return Path(str(resources.files("alignzeg") / _ASSETS / "model"))
-
-
-def load_demo_model(device: str | None = None):
-    """The shipped world model through ``AlignZegSegmenter.from_pretrained`` (its mini-CLIP from the package)."""
-    from .segmenter import AlignZegSegmenter
-
-    return AlignZegSegmenter.from_pretrained(model_path(), device=device, local_files_only=True)
 
 
 def class_iou(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore: int = 255) -> np.ndarray:
@@ -133,7 +112,7 @@ def _vocabulary_lut(world: AttributeWorld, vocabulary: Sequence[str]) -> tuple[n
     Raises:
         ValueError: no typed name is a class of the world (nothing could be scored).
     """
-    from .pipeline.vocabulary import class_name_key
+    from ..pipeline.vocabulary import class_name_key
 
     typed = {class_name_key(n): i for i, n in enumerate(vocabulary)}
     lut = np.array([typed.get(class_name_key(n), -1) for n in world.class_names])
@@ -142,7 +121,7 @@ def _vocabulary_lut(world: AttributeWorld, vocabulary: Sequence[str]) -> tuple[n
     if (lut < 0).all():
         raise ValueError(f"none of the typed classes {list(vocabulary)} is a class of the demo world, so nothing "
                          f"can be scored; its classes are colour + pattern names such as "
-                         f"{', '.join(repr(n) for n in world.class_names[:4])} (48 in all: alignzeg.world)")
+                         f"{', '.join(repr(n) for n in world.class_names[:4])} (48 in all: alignzeg.demo.world)")
     return lut, unknown
 
 
@@ -181,9 +160,3 @@ def run_demo(vocabulary: Sequence[str] | None = None, index: int = 0, num_images
     s, u = nanmean(iou[seen]), nanmean(iou[~seen])
     return DemoResult(vocabulary, seen, iou, s, u, harmonic_iou(s, u), num_images, first, truths[0],
                       list(range(index, index + num_images)), int((truth < 0).sum()), unknown)
-
-
-DISCLAIMER = ("alignzeg demo: a SMALL model (the 'tiny' preset, 64 px) trained on a SYNTHETIC world of 48 "
-              "colour-pattern classes ('red striped', 'blue dotted', ...), 8 of them unseen in its segmentation "
-              "training, on top of a mini-CLIP pre-trained on captions of all 48. It is not a photo model: real "
-              "photos need a real CLIP (see README).")

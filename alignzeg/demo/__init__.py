@@ -1,0 +1,43 @@
+"""The demo: the shipped world model, the synthetic world it was trained on, and the ``alignzeg demo`` run.
+
+    from alignzeg.demo import run_demo
+    result = run_demo(["red striped", "pink dotted"])   # world 0 test image 0, typed class names
+    print(result.report())                              # per-class IoU against the ground truth
+
+- ``alignzeg.demo.world``: the attribute world (48 colour x pattern classes rendered from their words, with
+  held-out unseen combinations); numpy only. Training on it is ``alignzeg.train.world``.
+- ``alignzeg.demo.shipped_model``: the trained model the package ships (``assets/``) and its loader.
+- ``alignzeg.demo.run``: the demo run: segment world test images with a typed vocabulary and score them.
+
+The names below are imported on first use (PEP 562), so ``import alignzeg.demo.world`` imports numpy only.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "DEMO_WORLD": ".shipped_model", "CLIP_SOURCE": ".shipped_model", "DISCLAIMER": ".shipped_model",
+    "model_path": ".shipped_model", "load_demo_model": ".shipped_model",
+    "DemoResult": ".run", "run_demo": ".run", "class_iou": ".run",
+}
+
+__all__ = ["DEMO_WORLD", "CLIP_SOURCE", "DISCLAIMER", "model_path", "load_demo_model", "DemoResult", "run_demo",
+           "class_iou"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .run import DemoResult, class_iou, run_demo
+    from .shipped_model import CLIP_SOURCE, DEMO_WORLD, DISCLAIMER, load_demo_model, model_path
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'alignzeg.demo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
