@@ -10,8 +10,9 @@ parts (``alignzeg.onnx.runtime``, ``alignzeg.config``, ``alignzeg.result``) impo
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import attach
 
 from ._version import __version__
 
@@ -42,13 +43,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .segmenter import AlignZegSegmenter, Vocabulary
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'alignzeg' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = attach(__name__, _LAZY)

@@ -14,8 +14,9 @@ The names below are imported on first use (PEP 562), so ``import alignzeg.demo.w
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import attach
 
 _LAZY = {
     "DEMO_WORLD": ".shipped_model", "CLIP_SOURCE": ".shipped_model", "DISCLAIMER": ".shipped_model",
@@ -31,13 +32,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .shipped_model import CLIP_SOURCE, DEMO_WORLD, DISCLAIMER, load_demo_model, model_path
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'alignzeg.demo' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = attach(__name__, _LAZY)
