@@ -57,7 +57,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from ..checkpoint import clip_fingerprint, save_checkpoint
+from ..checkpoint import build_model, clip_fingerprint, save_checkpoint
+from ..clip_weights import load_clip_weights, normalize_clip_pretrained
 from ..config import write_json
 from ..device import autocast_dtype
 from ..hub import WEIGHTS_NAME, load_state_dict_strict
@@ -71,7 +72,7 @@ from .optim import parameter_groups
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "lr_factor", "run_record", "run_differences"]
+__all__ = ["Trainer", "lr_factor", "run_record", "run_differences", "untrained_model"]
 
 STATE_NAME = "trainer_state.pt"
 RUN_NAME = "run.json"
@@ -161,13 +162,29 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def untrained_model(config: TrainConfig) -> AlignZegModel:
+    """The model a run starts from: ``config.model_config`` built with ``config.seed`` (on the CPU), its
+    frozen CLIP's weights from ``config.clip_pretrained`` (random with ``None``), recorded in the model's
+    ``config.clip_pretrained``; what ``AlignZegSegmenter.from_preset`` gives for the same preset and overrides.
+    """
+    source = normalize_clip_pretrained(config.clip_pretrained or None)
+    if source is None:
+        return build_model(config.model_config, config.seed)
+    weights = load_clip_weights(config.model_config, source)
+    model = build_model(weights.apply_to(config.model_config), config.seed)
+    model.backbone.clip.load_state_dict(weights.state, strict=True)
+    logger.info("loaded CLIP weights %s into preset %s", weights.source, config.preset)
+    return model
+
+
 class Trainer:
     """Trains an AlignZeg model.
 
     Args:
         config: training settings.
         model: an ``AlignZegModel`` or ``AlignZegSegmenter`` to train, or ``None`` to build
-            ``config.preset`` (seeded with ``config.seed``; CLIP weights from ``config.clip_pretrained``).
+            ``config.model_config`` (``untrained_model``: seeded with ``config.seed``, CLIP weights from
+            ``config.clip_pretrained``).
         dataset: a training dataset (protocol in ``alignzeg.train.data``).
         out_dir: where checkpoints and the final model go; ``None`` writes nothing.
         resume: a checkpoint folder to continue from, ``"auto"`` (the latest in ``out_dir``, if any) or ``None``.
@@ -223,9 +240,7 @@ class Trainer:
             return model
         if model is not None:
             raise TypeError(f"model must be an AlignZegModel, an AlignZegSegmenter or None, got {type(model).__name__}")
-        cfg = self.config
-        return AlignZegSegmenter.from_preset(cfg.preset, seed=cfg.seed, config_overrides=cfg.model_overrides,
-                                             clip_pretrained=cfg.clip_pretrained or False, device="cpu").model
+        return untrained_model(self.config)
 
     def _training_classes(self) -> tuple[list[int], tuple[str, ...]]:
         names = tuple(getattr(self.dataset, "class_names", ()) or ())
