@@ -18,9 +18,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from ..config import AlignZegConfig, check_field_types, fields_to_dict, unknown_fields, write_json
+from ..config import AlignZegConfig, FrozenDict, check_field_types, fields_to_dict, unknown_fields, write_json
 from ..presets import get_preset_config, preset_info
 
 __all__ = ["TrainConfig", "apply_overrides", "assign_fields"]
@@ -115,10 +115,18 @@ class TrainConfig:
         log_every / checkpoint_every: in optimizer steps; 0 disables checkpoints.
         progress: show a tqdm bar.
         device: ``None`` picks CUDA when available (each torchrun process uses its LOCAL_RANK GPU).
+
+    Checked when made: each field's type from its annotation (``alignzeg.config.check_field_types``, as
+    ``AlignZegConfig``; lists become tuples, ``model_overrides`` and ``data`` read-only ``FrozenDict``s),
+    then ranges and choices, then the model config is built (``model_config``).
+
+    Raises:
+        TypeError: a field of the wrong type. ValueError: a value out of range, an unknown preset, or
+            ``model_overrides`` the preset refuses (each message names the field or key and the value).
     """
 
     preset: str = "tiny"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    model_overrides: Mapping[str, Any] = field(default_factory=FrozenDict)
     clip_pretrained: str | None = None
     dataset: str | None = None
     seen_classes: tuple[str, ...] | None = None
@@ -160,7 +168,7 @@ class TrainConfig:
     crop_scale: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
     photometric: bool = False
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=FrozenDict)
     num_workers: int = 0
     seed: int = 0
     log_every: int = 20
@@ -206,8 +214,9 @@ class TrainConfig:
         overrides = self.model_overrides
         unknown = unknown_fields(AlignZegConfig, dict(overrides), "train config model_overrides")
         if unknown:
+            known = sorted(f.name for f in dataclasses.fields(AlignZegConfig))
             raise ValueError(f"train config model_overrides has unknown keys {unknown}; the model config "
-                             f"(AlignZegConfig) fields are {sorted(f.name for f in dataclasses.fields(AlignZegConfig))}")
+                             f"(AlignZegConfig) fields are {known}")
         for key in overrides:
             if key in _NOT_OVERRIDDEN:
                 raise ValueError(f"train config model_overrides cannot set {key!r}: {_NOT_OVERRIDDEN[key]}")
