@@ -18,11 +18,14 @@ from typing import Any, Mapping
 
 import torch
 
-from .clip_weights import clip_hub_repo, load_clip_weights, normalize_clip_pretrained
+from .clip_weights import (
+    clip_hub_repo, fit_clip_state, load_clip_into, locate_clip_weights, normalize_clip_pretrained, read_clip_state,
+)
 from .config import AlignZegConfig
 from .errors import WeightsError
-from .hub import CONFIG_NAME, WEIGHTS_NAME, load_state_dict_strict, read_weights, resolve_checkpoint
+from .hub import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint
 from .modeling.model import CLIP_PREFIX, AlignZegModel
+from .state_dicts import load_state_dict_strict, read_weights
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +36,27 @@ __all__ = [
 
 
 # Building and fingerprinting -----------------------------------------------------------------------------
-def build_model(config: AlignZegConfig, seed: int | None = None) -> AlignZegModel:
-    """A randomly initialised model; with ``seed`` reproducible, and the global RNG state is left untouched."""
+def build_model(config: AlignZegConfig, seed: int | None = None, clip_pretrained: str | None = None,
+                cache_dir: str | None = None, local_files_only: bool = False) -> AlignZegModel:
+    """A model of ``config``, randomly initialised; with ``seed`` reproducible (the global RNG state is left
+    untouched). With ``clip_pretrained`` (a source as ``normalize_clip_pretrained`` returns it) its frozen
+    CLIP gets those weights: they are located first (their config changes applied, the source recorded in
+    ``config.clip_pretrained``), then the model is built once and the weights are loaded into its CLIP.
+
+    Raises: as ``clip_weights.load_clip_weights`` for the CLIP weights.
+    """
+    located = None
+    if clip_pretrained is not None:
+        located = locate_clip_weights(config, clip_pretrained, cache_dir, local_files_only)
+        config = located.apply_to(config)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        return AlignZegModel(config)
+        model = AlignZegModel(config)
+    if located is not None:
+        load_clip_into(model.backbone.clip, located, config)
+        logger.info("loaded CLIP weights %s", located.source)
+    return model
 
 
 def clip_fingerprint(state: Mapping[str, torch.Tensor], prefix: str = CLIP_PREFIX) -> str:
@@ -71,20 +89,23 @@ def _saved_dtype(state: Mapping[str, torch.Tensor]) -> torch.dtype:
     return dtypes.pop() if len(dtypes) == 1 else torch.float32
 
 
-def _slim_clip_state(config: AlignZegConfig, state: Mapping[str, torch.Tensor], override: Any,
+def _slim_clip_state(model: AlignZegModel, state: Mapping[str, torch.Tensor], override: Any,
                      cache_dir: str | None, local_files_only: bool) -> dict[str, torch.Tensor]:
-    """Fetch a slim checkpoint's CLIP tensors (prefixed, in the checkpoint's dtype) and check their fingerprint."""
+    """Fetch a slim checkpoint's CLIP tensors (prefixed, in the checkpoint's dtype, shaped like ``model``'s
+    CLIP) and check their fingerprint."""
+    config = model.config
     recorded = override is None or override is True  # True: the source config.json records
     source = config.clip_pretrained if recorded else normalize_clip_pretrained(override)
     if not source:
         raise WeightsError("the checkpoint holds no CLIP weights (slim) and config.json names no clip_pretrained "
                            "source; pass clip_pretrained='<open_clip tag | hf-hub:org/name | path>'")
-    weights = load_clip_weights(config, source, cache_dir=cache_dir, local_files_only=local_files_only)
+    located = locate_clip_weights(config, source, cache_dir, local_files_only)
+    weights = fit_clip_state(read_clip_state(located, config), model.backbone.clip, located, config.clip_model)
     dtype = _saved_dtype(state)
-    clip_state = {CLIP_PREFIX + k: (v.to(dtype) if v.is_floating_point() else v) for k, v in weights.state.items()}
+    clip_state = {CLIP_PREFIX + k: (v.to(dtype) if v.is_floating_point() else v) for k, v in weights.items()}
     if not config.clip_fingerprint:
         logger.warning("slim checkpoint records no clip_fingerprint: cannot check the CLIP weights %s", source)
-    _check_fingerprint(config, clip_state, repr(weights.source))
+    _check_fingerprint(config, clip_state, repr(located.source))
     return clip_state
 
 
@@ -102,14 +123,15 @@ def load_model(name_or_path: str | os.PathLike, revision: str | None = None, cac
                                                    allow_pickle)
     config = AlignZegConfig.from_json(config_path)
     state = read_weights(weights_path)
-    if any(k.startswith(CLIP_PREFIX) for k in state):
-        if clip_pretrained is not None:
-            raise ValueError(f"{str(name_or_path)!r} is a full checkpoint with its own CLIP weights; "
-                             "clip_pretrained= is only for slim checkpoints (saved with include_clip=False)")
+    full = any(k.startswith(CLIP_PREFIX) for k in state)
+    if full and clip_pretrained is not None:
+        raise ValueError(f"{str(name_or_path)!r} is a full checkpoint with its own CLIP weights; "
+                         "clip_pretrained= is only for slim checkpoints (saved with include_clip=False)")
+    if full:
         _check_fingerprint(config, state, f"{WEIGHTS_NAME} of {str(name_or_path)!r}")
-    else:
-        state = {**state, **_slim_clip_state(config, state, clip_pretrained, cache_dir, local_files_only)}
     model = AlignZegModel(config)
+    if not full:
+        state = {**state, **_slim_clip_state(model, state, clip_pretrained, cache_dir, local_files_only)}
     load_state_dict_strict(model, state)
     return model
 

@@ -1,8 +1,11 @@
 """Where the frozen CLIP weights come from: open_clip tags, ``hf-hub:`` repos and local files.
 
 A preset names its CLIP architecture and the public weights it starts from (``openai`` for ``vitb16`` and
-``vitl14``). ``load_clip_weights`` turns a ``clip_pretrained`` value into CLIP tensors that fit the
-config's architecture, with the ViT position embedding interpolated to the config's input grid:
+``vitl14``). Two steps, kept apart: ``locate_clip_weights`` (transport) turns a ``clip_pretrained`` value
+into a local file and the config changes it implies; ``load_clip_into`` reads that file into a model's
+CLIP, the ViT position embedding interpolated to the config's input grid, strictly.
+``checkpoint.build_model(config, clip_pretrained=...)`` does both around building the model once.
+``load_clip_weights`` gives the checked tensors without a model:
 
     weights = load_clip_weights(config, "openai")            # open_clip tag for config.clip_model
     weights = load_clip_weights(config, "hf-hub:org/name")   # open_clip_config.json + weights on the Hub
@@ -18,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,13 +29,15 @@ from typing import Any, Mapping
 import torch
 from .config import AlignZegConfig
 from .errors import WeightsError
-from .hub import HubUnreachable, check_finite, hub_download, load_state_dict_strict, not_cached_message
+from .hub import HubUnreachable, hub_download, not_cached_message
 from .modeling.clip_backbone import build_open_clip, interpolate_pos_embed
+from .state_dicts import check_finite, state_dict_problems
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "HF_HUB_PREFIX", "PACKAGE_PREFIX", "ClipWeights", "normalize_clip_pretrained", "load_clip_weights", "clip_hub_repo",
+    "HF_HUB_PREFIX", "PACKAGE_PREFIX", "ClipSource", "ClipWeights", "normalize_clip_pretrained", "locate_clip_weights",
+    "read_clip_state", "fit_clip_state", "load_clip_into", "load_clip_weights", "clip_hub_repo",
 ]
 
 HF_HUB_PREFIX = "hf-hub:"
@@ -45,25 +49,36 @@ _FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 @dataclass(frozen=True)
-class ClipWeights:
-    """CLIP tensors ready to load into ``open_clip.CLIP`` built from ``config.clip_cfg``.
+class ClipSource:
+    """Where CLIP weights are on this machine (after any download), and what they imply for the config.
 
     Attributes:
-        source: the value to record in ``config.clip_pretrained`` (a tag, ``hf-hub:org/name`` or an
-            absolute file path).
-        state: open_clip CLIP state dict (no prefix), the visual position embedding already at the
-            config's ``input_size / patch_size`` grid.
+        source: the value to record in ``config.clip_pretrained`` (a tag, ``hf-hub:org/name``,
+            ``alignzeg:<path>`` or an absolute file path).
+        path: the local weights file.
         config_changes: config fields the weights imply (``clip_cfg`` with the activation they were
             trained with, ``mean``/``std`` of their preprocessing); empty when nothing is known.
     """
 
     source: str
-    state: dict[str, torch.Tensor]
+    path: Path
     config_changes: dict[str, Any] = field(default_factory=dict)
 
     def apply_to(self, config: AlignZegConfig) -> AlignZegConfig:
         """``config`` with ``clip_pretrained`` set to ``source`` and ``config_changes`` applied."""
         return config.replace(clip_pretrained=self.source, **self.config_changes)
+
+
+@dataclass(frozen=True)
+class ClipWeights(ClipSource):
+    """A ``ClipSource`` with its tensors read (``load_clip_weights``).
+
+    Attributes:
+        state: open_clip CLIP state dict (no prefix), the visual position embedding already at the
+            config's ``input_size / patch_size`` grid, checked against the architecture's shapes.
+    """
+
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 # Parsing the user's value --------------------------------------------------------------------------------
@@ -234,32 +249,58 @@ def _read_state(path: Path, source: str) -> dict[str, torch.Tensor]:
     return check_finite(dict(state), f"CLIP weights {source!r} ({str(path)!r})")
 
 
-def _fit_state(state: dict[str, torch.Tensor], config: AlignZegConfig, source: str) -> dict[str, torch.Tensor]:
-    """Interpolate the visual position embedding to the config's grid and check every key and shape."""
+def read_clip_state(located: ClipSource, config: AlignZegConfig) -> dict[str, torch.Tensor]:
+    """The CLIP tensors of ``located`` (float, CPU, finite), the visual position embedding interpolated to
+    ``config``'s ``input_size / patch_size`` grid.
+
+    Raises:
+        WeightsError: an unreadable file, NaN/inf values, or a position embedding that cannot be resized.
+    """
+    state = _read_state(located.path, located.source)
     key = "visual.positional_embedding"
     if key in state:
         grid = config.input_size // config.patch_size
         try:
             state[key] = interpolate_pos_embed(state[key], (grid, grid))
         except ValueError as err:
-            raise WeightsError(f"CLIP weights {source!r}: {err}") from err
-    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
-        clip = build_open_clip(config)
+            raise WeightsError(f"CLIP weights {located.source!r}: {err}") from err
+    return state
+
+
+def fit_clip_state(state: dict[str, torch.Tensor], clip: torch.nn.Module, located: ClipSource,
+                   arch: str) -> dict[str, torch.Tensor]:
+    """``state`` with ``logit_scale`` shaped like ``clip``'s (open_clip versions store it 0-d or (1,)), after
+    checking that every key and shape fits ``clip`` (an ``open_clip.CLIP``; reads only its state dict).
+
+    Raises:
+        WeightsError: weights of another architecture than ``arch``, naming what differs.
+    """
     if "logit_scale" in state and state["logit_scale"].dim() != clip.logit_scale.dim():
         state["logit_scale"] = state["logit_scale"].reshape(clip.logit_scale.shape)
-    try:
-        with warnings.catch_warnings():  # loading into meta tensors is a no-op torch warns about
-            warnings.simplefilter("ignore", UserWarning)
-            load_state_dict_strict(clip, state)
-    except WeightsError as err:
-        raise WeightsError(f"CLIP weights {source!r} do not fit the {config.clip_model} architecture of this "
-                           f"config: {str(err).split(': ', 1)[-1]}") from err
+    problems = state_dict_problems(clip.state_dict(), state)
+    if problems:
+        raise WeightsError(f"CLIP weights {located.source!r} do not fit the {arch} architecture of this "
+                           "config: " + "; ".join(problems))
     return state
+
+
+def load_clip_into(clip: torch.nn.Module, located: ClipSource, config: AlignZegConfig) -> None:
+    """Read the weights of ``located`` and load them into ``clip`` (an ``open_clip.CLIP`` of ``config``), strictly.
+
+    Raises:
+        WeightsError: as ``read_clip_state``, or weights of another architecture (naming what differs).
+    """
+    state = fit_clip_state(read_clip_state(located, config), clip, located, config.clip_model)
+    clip.load_state_dict(state, strict=True)
 
 
 def load_clip_weights(config: AlignZegConfig, source: str, cache_dir: str | None = None,
                       local_files_only: bool = False) -> ClipWeights:
-    """Fetch and check the CLIP weights named by ``source`` for ``config``'s architecture.
+    """Fetch and check the CLIP weights named by ``source`` for ``config``'s architecture, without a model.
+
+    Building a model with its CLIP weights is ``checkpoint.build_model(config, clip_pretrained=source)``,
+    which loads them straight into the model's CLIP; this function gives the tensors alone (checked
+    against the architecture's shapes on the meta device, which allocates nothing).
 
     Args:
         config: the model config; ``clip_model`` names the open_clip architecture for tags and
@@ -277,14 +318,21 @@ def load_clip_weights(config: AlignZegConfig, source: str, cache_dir: str | None
         WeightsError: not cached while offline (the message says what to download), unreadable files,
             or weights of another architecture.
     """
-    path, label, changes = _locate(config, source, cache_dir, local_files_only)
-    state = _fit_state(_read_state(path, source), config, source)
-    return ClipWeights(source=label, state=state, config_changes=changes)
+    located = locate_clip_weights(config, source, cache_dir, local_files_only)
+    state = read_clip_state(located, config)
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        clip = build_open_clip(config)
+    fit_clip_state(state, clip, located, config.clip_model)
+    return ClipWeights(located.source, located.path, located.config_changes, state)
 
 
-def _locate(config: AlignZegConfig, source: str, cache_dir: str | None,
-            local_files_only: bool) -> tuple[Path, str, dict[str, Any]]:
-    """(weights file, value to record in ``clip_pretrained``, config changes the weights imply)."""
+def locate_clip_weights(config: AlignZegConfig, source: str, cache_dir: str | None = None,
+                        local_files_only: bool = False) -> ClipSource:
+    """The local weights file named by ``source`` (downloaded into huggingface_hub's cache if needed),
+    the value to record for it, and the config changes it implies. Reads no tensor.
+
+    Raises: as ``load_clip_weights`` (all but the architecture check).
+    """
     if source.startswith(HF_HUB_PREFIX):
         repo_id = source[len(HF_HUB_PREFIX):].strip("/")
         path, hub_cfg = _hub_repo_files(repo_id, cache_dir, local_files_only)
@@ -293,20 +341,21 @@ def _locate(config: AlignZegConfig, source: str, cache_dir: str | None,
             raise WeightsError(f"{source!r} holds another CLIP architecture than {config.clip_model}: "
                                + "; ".join(diffs))
         pre = hub_cfg.get("preprocess_cfg", {})
-        return path, source, _config_changes(config, hub_cfg["model_cfg"].get("quick_gelu", False),
-                                             pre.get("mean"), pre.get("std"))
+        return ClipSource(source, path, _config_changes(config, hub_cfg["model_cfg"].get("quick_gelu", False),
+                                                        pre.get("mean"), pre.get("std")))
     if source.startswith(PACKAGE_PREFIX):
         path = Path(str(resources.files("alignzeg") / source[len(PACKAGE_PREFIX):]))
         if not path.is_file():
             raise ValueError(f"clip_pretrained {source!r}: the package has no file {str(path)!r}")
-        return path, source, {}
+        return ClipSource(source, path)
     if Path(source).is_file():
-        return Path(source), os.path.abspath(source), {}
+        return ClipSource(os.path.abspath(source), Path(source))
     if _looks_like_path(source):
         raise ValueError(f"clip_pretrained file {source!r} does not exist (expected an open_clip weights file, "
                          "an open_clip tag or 'hf-hub:org/name')")
     path, cfg = _tag_file(config.clip_model, source, cache_dir, local_files_only)
-    return path, source, _config_changes(config, cfg.get("quick_gelu", False), cfg.get("mean"), cfg.get("std"))
+    return ClipSource(source, path, _config_changes(config, cfg.get("quick_gelu", False), cfg.get("mean"),
+                                                    cfg.get("std")))
 
 
 # Model cards ---------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Weights on disk and on the Hugging Face Hub: ``config.json`` + ``model.safetensors``, strictly loaded.
+"""Weight transport: where a checkpoint's ``config.json`` and weights file are, locally or on the Hub.
 
-All Hub traffic goes through huggingface_hub (its cache, its offline mode, its endpoint setting); no
-pickle is loaded unless the caller opts in, and then only with ``torch.load(weights_only=True)``.
+All Hub traffic goes through huggingface_hub (its cache, its offline mode, its endpoint setting), behind a
+reachability probe that fails fast. This module finds and downloads files; it reads no tensor (that is
+``alignzeg.state_dicts``) and builds no model (``alignzeg.checkpoint``). A pickle file is only returned
+when the caller opts in.
 """
 
 from __future__ import annotations
@@ -11,12 +13,7 @@ import os
 import socket
 from functools import partial
 from pathlib import Path
-from typing import Iterable, Mapping
 from urllib.parse import urlsplit
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from ._version import __version__
 from .errors import WeightsError
@@ -24,8 +21,8 @@ from .errors import WeightsError
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "CONFIG_NAME", "WEIGHTS_NAME", "WeightsError", "hub_download", "resolve_checkpoint", "read_weights",
-    "check_finite", "load_state_dict_strict", "not_cached_message", "HUB_CONNECT_TIMEOUT", "HubUnreachable",
+    "CONFIG_NAME", "WEIGHTS_NAME", "WeightsError", "hub_download", "resolve_checkpoint", "not_cached_message",
+    "HUB_CONNECT_TIMEOUT", "HubUnreachable",
 ]
 
 CONFIG_NAME = "config.json"
@@ -224,70 +221,3 @@ def _local_weights(folder: Path, allow_pickle: bool) -> Path:
             "allow_pickle=True (it is then read with torch.load(weights_only=True)), or convert it to safetensors."
         )
     raise WeightsError(f"{str(folder)!r} has no {WEIGHTS_NAME}")
-
-
-# Reading and matching tensors ----------------------------------------------------------------------------
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a weights file, on the CPU. Damaged files raise ``WeightsError`` naming the file."""
-    if path.suffix != ".safetensors":
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - torch raises many types for bad pickles
-            raise WeightsError(f"cannot read pickle checkpoint {str(path)!r} with weights_only=True: {err}") from err
-        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise WeightsError(f"{str(path)!r} does not hold a flat name -> tensor state dict")
-        return check_finite(dict(state), repr(str(path)))
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as err:
-        raise WeightsError(
-            f"{str(path)!r} is not a readable safetensors file (truncated or corrupt download?): {err}. "
-            "Delete it and download again."
-        ) from err
-    return check_finite(state, repr(str(path)))
-
-
-def check_finite(state: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
-    """``state`` itself, after checking that every floating tensor is finite.
-
-    Raises:
-        WeightsError: naming ``what`` and the tensors holding NaN or infinite values.
-    """
-    bad = [name for name, tensor in state.items()
-           if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all())]
-    if bad:
-        raise WeightsError(f"{what} holds NaN or infinite values in {len(bad)} tensor(s): {_list(bad)}; "
-                           "the file is damaged or the training diverged")
-    return state
-
-
-def _list(names: Iterable[str], limit: int = 8) -> str:
-    names = sorted(names)
-    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def load_state_dict_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Load ``state`` into ``model`` exactly: same keys, same shapes, floating tensors for floating slots.
-
-    Raises:
-        WeightsError: naming the missing keys, unexpected keys, or shape/dtype mismatches.
-    """
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_list(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_list(unexpected)}")
-    wrong_shape = [f"{k} (checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)})"
-                   for k, v in state.items() if k in expected and v.shape != expected[k].shape]
-    if wrong_shape:
-        problems.append(f"shape mismatches: {_list(wrong_shape)}")
-    wrong_dtype = [f"{k} (checkpoint {v.dtype}, model {expected[k].dtype})" for k, v in state.items()
-                   if k in expected and v.is_floating_point() != expected[k].is_floating_point()]
-    if wrong_dtype:
-        problems.append(f"dtype mismatches: {_list(wrong_dtype)}")
-    if problems:
-        raise WeightsError("checkpoint does not match the model architecture in config.json: " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)

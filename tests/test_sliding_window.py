@@ -1,6 +1,7 @@
 """Sliding-window geometry: plans, cutting and stitching."""
 
 import numpy as np
+import pytest
 import torch
 
 from alignzeg.pipeline.windows import cut_windows, plan_windows, stitch_windows
@@ -41,3 +42,18 @@ def test_cut_then_stitch_reconstructs_a_smooth_map():
     resized = torch.nn.functional.interpolate(pixels[None], size=plan.resized, mode="bilinear",
                                               align_corners=False, antialias=True)[0]
     assert torch.allclose(stitched, torch.nn.functional.avg_pool2d(resized, 4), atol=1e-5)
+
+
+@pytest.mark.parametrize("size,target", [((512, 512), (64, 64)), ((96, 200), (128, 264)), ((480, 640), (512, 680))])
+def test_torch_resize_matches_the_pipeline_resize(size, target):
+    """The torch back-end's resize (torch antialiased bilinear) and the shared one (PIL's triangle filter) are
+    one function: they agree within 1e-4 when shrinking and enlarging."""
+    from alignzeg.pipeline.windows import resize_bilinear
+    from alignzeg.preprocess import resize_pixels
+
+    pixels = np.random.default_rng(0).random((3, *size), dtype=np.float32)
+    shared = resize_bilinear(pixels, target)
+    by_torch = resize_pixels(torch.from_numpy(pixels), target).numpy()
+    assert shared.shape == by_torch.shape == (3, *target)
+    np.testing.assert_allclose(by_torch, shared, atol=1e-4)
+    assert by_torch.min() >= 0.0 and by_torch.max() <= 1.0

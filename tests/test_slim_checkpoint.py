@@ -179,3 +179,37 @@ def test_slim_checkpoint_and_its_clip_from_the_loopback_hub(monkeypatch, tmp_pat
     a, b = seg.segment(voc["rgb"], vocab, bias_correction=False), \
         loaded.segment(voc["rgb"], vocab, bias_correction=False)
     assert np.array_equal(a.label_map, b.label_map) and np.array_equal(a.scores, b.scores)
+
+
+@pytest.fixture
+def clip_builds(monkeypatch):
+    """Every open_clip CLIP built while the test runs (the config's clip_model, and whether on meta)."""
+    from alignzeg import clip_weights
+    from alignzeg.modeling import clip_backbone
+
+    built, real = [], clip_backbone.build_open_clip
+
+    def counting(config):
+        clip = real(config)
+        built.append((config.clip_model, next(clip.parameters()).device.type))
+        return clip
+
+    monkeypatch.setattr(clip_backbone, "build_open_clip", counting)
+    monkeypatch.setattr(clip_weights, "build_open_clip", counting)
+    return built
+
+
+def test_preset_with_clip_weights_builds_clip_once(clip_file, clip_builds):
+    seg = AlignZegSegmenter.from_preset("tiny", seen_classes=VOC_SEEN, seed=0, clip_pretrained=clip_file)
+    assert clip_builds == [("tiny", "cpu")]
+    from safetensors.torch import load_file as read
+
+    on_disk = read(str(clip_file))
+    loaded = seg.model.backbone.clip.state_dict()
+    assert torch.equal(loaded["transformer.resblocks.0.attn.in_proj_weight"],
+                       on_disk["transformer.resblocks.0.attn.in_proj_weight"])
+
+
+def test_slim_load_builds_clip_once(folders, clip_builds):
+    AlignZegSegmenter.from_pretrained(folders[1])
+    assert clip_builds == [("tiny", "cpu")]

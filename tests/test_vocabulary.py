@@ -200,3 +200,39 @@ def test_large_vocabulary_shows_a_text_progress_bar_only_when_progress_is_on(tin
     assert "alignzeg text" in capsys.readouterr().err
     loud.encode_vocabulary(["cat", "dog"])  # one batch: no bar
     assert "alignzeg text" not in capsys.readouterr().err
+
+
+def _key_by_the_general_rule(name: str) -> str:
+    """class_name_key written out without its ASCII shortcut: NFKC, drop category Cf, strip, lower."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", name)
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf").strip().lower()
+
+
+def test_class_name_key_ascii_shortcut_equals_the_general_rule():
+    from alignzeg.pipeline.name_keys import class_name_key, visible_text
+
+    every_ascii = [chr(i) for i in range(128)]
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(every_ascii, size=int(rng.integers(0, 12)))) for _ in range(500)]
+    words += [" Cat ", "\tSOFA\n", "potted plant", "A\x00B", "x\x7f"]
+    for word in every_ascii + words:
+        assert class_name_key(word) == _key_by_the_general_rule(word), repr(word)
+        assert visible_text(word) == word
+    # non-ASCII names take the general path: NFKC folds the full-width letters, Cf characters go
+    assert class_name_key("\uff23at\u200b") == "cat" == _key_by_the_general_rule("\uff23at\u200b")
+    assert visible_text("so\u00adfa\ufeff") == "sofa"
+
+
+def test_remembered_vocabularies_fail_and_parse_like_fresh_ones():
+    """parse_vocabulary remembers plain-name vocabularies: a bad one still fails on every call with the same
+    message, and a list and a tuple of the same names give the same classes."""
+    from alignzeg.pipeline.vocabulary import _parse_vocabulary, parse_vocabulary
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"duplicate class name 'Cat' at index 1 \(same as index 0: 'cat'\)"):
+            parse_vocabulary(["cat", "Cat"])
+    names = ["cat", " sofa", "wall\u200b"]
+    assert parse_vocabulary(names) == parse_vocabulary(tuple(names)) == _parse_vocabulary(names, "vocabulary")
+    assert parse_vocabulary(names).names == ("cat", " sofa", "wall\u200b")  # names kept exactly as given

@@ -58,10 +58,16 @@ class VocabularyEncoder:
 
     def cached(self, names: Sequence[str], templates: Sequence[str] | None = None) -> torch.Tensor:
         """``__call__`` without the copy: the tensor shared with the cache, for callers that only read it."""
-        names = validate_class_names(names)
         templates = self.templates if templates is None else tuple(templates)
-        device = next(self.backbone.parameters()).device
-        key = (names, templates, str(device))
+        device = str(next(self.backbone.parameters()).device)
+        if isinstance(names, tuple) and all(type(n) is str for n in names):  # cached keys were validated once
+            with self._lock:
+                hit = self._cache.get((names, templates, device))
+                if hit is not None:
+                    self._cache.move_to_end((names, templates, device))
+                    return hit
+        names = validate_class_names(names)
+        key = (names, templates, device)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)

@@ -26,7 +26,7 @@ from .labels import upsample_labels
 from .options import check_bias_correction, check_bool, check_threshold, resolve_bias_correction, untrained_warning_due
 from .vocabulary import ClassList, class_name_key, merge_synonyms, parse_vocabulary, prompt_text, seen_flags, \
     unit_rows, validate_class_names
-from .windows import cut_windows, plan_windows, stitch_windows
+from .windows import cut_windows, plan_windows, resize_bilinear, stitch_windows
 
 __all__ = ["SegmentPipeline", "check_batch_size", "check_max_pixels"]
 
@@ -86,6 +86,10 @@ class SegmentPipeline:
                          threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
         """(C + 1, h, w) probabilities -> (H, W) int32 labels and float32 confidence (``labels.upsample_labels``)."""
         return upsample_labels(probs, size, threshold)
+
+    def _resize(self, pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """(3, H, W) float32 in [0, 1] -> (3, h, w), antialiased bilinear (``windows.resize_bilinear``)."""
+        return resize_bilinear(pixels, size)
 
     # Images ------------------------------------------------------------------------------------------
     def load_image(self, image: Any) -> list[LoadedImage]:
@@ -151,7 +155,8 @@ class SegmentPipeline:
         """Low-resolution probability maps (C + 1, h, w) of each image's resized frame."""
         fill = np.asarray(self.config.mean, dtype=np.float32)
         plans = [plan_windows(img.size, self.config) for img in images]
-        crops = np.concatenate([cut_windows(img.pixels, plan, fill) for img, plan in zip(images, plans)])
+        crops = np.concatenate([cut_windows(img.pixels, plan, fill, self._resize)
+                                for img, plan in zip(images, plans)])
         starts = range(0, crops.shape[0], self.batch_size)
         outputs = [self._predict(crops[start:start + self.batch_size], embeddings, seen, bias_correction)
                    for start in tqdm(starts, disable=not self.progress, desc="alignzeg", unit="batch")]

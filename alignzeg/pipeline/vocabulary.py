@@ -11,6 +11,7 @@ further names (a string, a sequence, or empty).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,9 @@ def _entry_names(entry: Any, index: int) -> tuple[Any, ...]:
 def parse_vocabulary(vocabulary: Any, what: str = "vocabulary") -> ClassList:
     """Check a vocabulary of names (with optional synonyms) and return its ``ClassList``, order kept.
 
+    A list or tuple of plain strings is checked once and remembered (the last 32 such vocabularies), since a
+    loop over images passes the same one each call.
+
     Raises:
         TypeError: not an ordered sequence or mapping (a bare string, a set, a generator...), or a name that
             is not a string.
@@ -94,6 +98,18 @@ def parse_vocabulary(vocabulary: Any, what: str = "vocabulary") -> ClassList:
             removed; a name is reserved by the result (``"<unlabelled>"``); or a name appears twice
             (compared with ``class_name_key``: CLIP's tokenizer lower-cases, so "Cat" and "cat" are one class).
     """
+    if type(vocabulary) in (list, tuple) and all(type(n) is str for n in vocabulary):
+        return _parse_plain_names(tuple(vocabulary), what)
+    return _parse_vocabulary(vocabulary, what)
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_plain_names(names: tuple[str, ...], what: str) -> ClassList:
+    return _parse_vocabulary(names, what)  # exceptions are not cached: a bad vocabulary fails every time
+
+
+def _parse_vocabulary(vocabulary: Any, what: str) -> ClassList:
+    """``parse_vocabulary`` without the memory."""
     entries = _as_entries(vocabulary, what)
     if not entries:
         raise ValueError(f"{what} is empty: give at least one class name")

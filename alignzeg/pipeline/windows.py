@@ -10,6 +10,7 @@ cut and stitch here (measured faster than the torch versions on the CPU: docs/ar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -85,9 +86,13 @@ def resize_bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def cut_windows(pixels: np.ndarray, plan: WindowPlan, fill: np.ndarray) -> np.ndarray:
-    """Resize, pad with ``fill`` (3,) and cut one (3, H, W) float32 image into (n, 3, crop, crop) crops."""
-    image = pixels if tuple(pixels.shape[1:]) == plan.resized else resize_bilinear(pixels, plan.resized)
+def cut_windows(pixels: np.ndarray, plan: WindowPlan, fill: np.ndarray,
+                resize: Callable[[np.ndarray, tuple[int, int]], np.ndarray] = resize_bilinear) -> np.ndarray:
+    """Resize, pad with ``fill`` (3,) and cut one (3, H, W) float32 image into (n, 3, crop, crop) crops.
+
+    ``resize``: ``resize_bilinear`` or a back-end's implementation of it (same arguments and result).
+    """
+    image = pixels if tuple(pixels.shape[1:]) == plan.resized else resize(pixels, plan.resized)
     if plan.padded != plan.resized:
         canvas = np.empty((3, *plan.padded), dtype=np.float32)
         canvas[:] = np.asarray(fill, dtype=np.float32)[:, None, None]

@@ -61,7 +61,8 @@ from ..checkpoint import build_model, clip_fingerprint, save_checkpoint
 from ..clip_weights import load_clip_weights, normalize_clip_pretrained
 from ..config import write_json
 from ..device import autocast_dtype
-from ..hub import WEIGHTS_NAME, load_state_dict_strict
+from ..hub import WEIGHTS_NAME
+from ..state_dicts import load_state_dict_strict
 from ..modeling.model import AlignZegModel
 from ..modeling.text_encoder import VocabularyEncoder
 from ..segmenter import AlignZegSegmenter
