@@ -58,7 +58,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..checkpoint import build_model, clip_fingerprint, save_checkpoint
-from ..clip_weights import load_clip_weights, normalize_clip_pretrained
+from ..clip_weights import normalize_clip_pretrained
 from ..config import write_json
 from ..device import autocast_dtype
 from ..hub import WEIGHTS_NAME
@@ -168,14 +168,8 @@ def untrained_model(config: TrainConfig) -> AlignZegModel:
     frozen CLIP's weights from ``config.clip_pretrained`` (random with ``None``), recorded in the model's
     ``config.clip_pretrained``; what ``AlignZegSegmenter.from_preset`` gives for the same preset and overrides.
     """
-    source = normalize_clip_pretrained(config.clip_pretrained or None)
-    if source is None:
-        return build_model(config.model_config, config.seed)
-    weights = load_clip_weights(config.model_config, source)
-    model = build_model(weights.apply_to(config.model_config), config.seed)
-    model.backbone.clip.load_state_dict(weights.state, strict=True)
-    logger.info("loaded CLIP weights %s into preset %s", weights.source, config.preset)
-    return model
+    return build_model(config.model_config, config.seed,
+                       clip_pretrained=normalize_clip_pretrained(config.clip_pretrained or None))
 
 
 class Trainer:
