@@ -18,7 +18,8 @@ from typing import Any, Iterator, Mapping
 
 from .errors import WeightsError
 
-__all__ = ["AlignZegConfig", "FrozenDict", "FORMAT_VERSION", "DEFAULT_TEMPLATES", "check_format_version"]
+__all__ = ["AlignZegConfig", "FrozenDict", "FORMAT_VERSION", "DEFAULT_TEMPLATES", "check_format_version",
+           "check_field_types", "fields_to_dict"]
 
 FORMAT_VERSION = 3
 """Version of the ``config.json`` layout. A file with another version is refused with a clear error."""
@@ -179,32 +180,56 @@ _SCALARS = {"int": (_is_int, "an integer"), "float": (_is_real, "a finite number
             "bool": (lambda v: isinstance(v, bool), "true or false"), "str": (lambda v: isinstance(v, str), "a string")}
 
 
-def _check_field(name: str, annotation: str, value: Any) -> Any:
-    """``value`` checked against ``annotation`` (as written in the dataclass); sequences become tuples.
+def _check_field(name: str, annotation: str, value: Any, what: str = "config") -> Any:
+    """``value`` checked against ``annotation`` (as written in the dataclass); sequences become tuples (of
+    floats for ``tuple[float, ...]``), mappings ``FrozenDict``s.
 
     Raises:
-        TypeError: naming the field, the expected type and the value.
+        TypeError: naming the field (``what`` names the config), the expected type and the value.
     """
     optional = annotation.endswith(" | None")
     kind = annotation[: -len(" | None")] if optional else annotation
     if optional and value is None:
         return None
     if kind.startswith("tuple["):
-        item = kind[len("tuple["):].split(",")[0].strip()
-        check, what = _SCALARS[item]
+        item = kind[len("tuple["):].split(",")[0].rstrip("]").strip()
+        check, expected = _SCALARS[item]
         if not isinstance(value, (list, tuple)) or not all(check(v) for v in value):
-            raise TypeError(f"config {name} must be a list of {what.split(' ', 1)[1]}s, got "
+            raise TypeError(f"{what} {name} must be a list of {expected.split(' ', 1)[1]}s, got "
                             f"{type(value).__name__} {value!r}")
-        return tuple(value)
+        return tuple(float(v) for v in value) if item == "float" else tuple(value)
     if kind.startswith(("dict[", "Mapping[")):
         if not isinstance(value, Mapping):
-            raise TypeError(f"config {name} must be a JSON object, got {type(value).__name__} {value!r}")
+            raise TypeError(f"{what} {name} must be a JSON object, got {type(value).__name__} {value!r}")
         return FrozenDict(value)
-    check, what = _SCALARS[kind]
+    check, expected = _SCALARS[kind]
     if not check(value):
-        raise TypeError(f"config {name} must be {what}{' or null' if optional else ''}, "
+        raise TypeError(f"{what} {name} must be {expected}{' or null' if optional else ''}, "
                         f"got {type(value).__name__} {value!r}")
     return value
+
+
+def check_field_types(instance: Any, what: str = "config") -> None:
+    """Check every field of the frozen dataclass ``instance`` against its annotation, in place.
+
+    The one type check of the package's configs (``AlignZegConfig``, ``alignzeg.train.TrainConfig``), read
+    from the annotations so that a new field is checked as soon as it is declared. Annotations understood:
+    ``int``, ``float`` (any finite real), ``bool``, ``str``, ``tuple[T, ...]`` of those, ``dict[...]`` /
+    ``Mapping[...]``, each optionally ``| None``. Lists become tuples (of floats for ``tuple[float, ...]``)
+    and mappings read-only ``FrozenDict``s, so configs compare and hash the same however they were made.
+    Ranges and choices are the config's own ``_validate``.
+
+    Raises:
+        TypeError: ``"{what} {field} must be {expected}, got {type} {value!r}"``.
+    """
+    for f in dataclasses.fields(instance):
+        object.__setattr__(instance, f.name, _check_field(f.name, str(f.type), getattr(instance, f.name), what))
+
+
+def fields_to_dict(instance: Any) -> dict[str, Any]:
+    """The fields of a dataclass checked by ``check_field_types`` as plain JSON types (``FrozenDict``s to
+    dicts, tuples to lists)."""
+    return {f.name: _thaw(getattr(instance, f.name)) for f in dataclasses.fields(instance)}
 
 
 def _check_clip_cfg(clip_cfg: Mapping[str, Any]) -> None:
@@ -350,8 +375,7 @@ class AlignZegConfig:
     def __post_init__(self) -> None:
         # Types are checked first; lists become tuples and mappings FrozenDicts, so configs compare and
         # hash the same however they were made, and nothing inside can be edited in place.
-        for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, _check_field(f.name, str(f.type), getattr(self, f.name)))
+        check_field_types(self)
         self._validate()
 
     def _validate(self) -> None:
@@ -447,7 +471,7 @@ class AlignZegConfig:
     # Serialisation -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types: dicts, lists, strings, numbers (``FrozenDict``s and tuples converted back)."""
-        return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return fields_to_dict(self)
 
     def to_json(self, path: str | Path) -> None:
         write_json(path, self.to_dict())

@@ -141,7 +141,7 @@ def measure_training(steps: int, batch: int, device: str) -> dict[str, Any]:
     """``steps`` steps of the world recipe (tiny preset, world 0, the shipped mini-CLIP), AMP on CUDA."""
     from alignzeg.demo import CLIP_SOURCE, DEMO_WORLD
     from alignzeg.train import Trainer
-    from alignzeg.train.variants import world_train_config
+    from alignzeg.train.world import world_train_config
     from alignzeg.train.world import WorldDataset
     from alignzeg.demo.world import AttributeWorld, world_config
 

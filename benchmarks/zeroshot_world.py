@@ -1,8 +1,8 @@
 """The AlignZeg ablation on the attribute zero-shot world, with confidence intervals.
 
 For each world (``alignzeg.train.world``): a mini-CLIP is pre-trained contrastively on captions of ALL 48
-classes (``alignzeg.train.miniclip``), then every row (``alignzeg.train.variants``) is trained on the
-world's seen classes through ``alignzeg.train.Trainer`` with that CLIP frozen, the class names going
+classes (``alignzeg.train.miniclip``), then every row (a variant of ``alignzeg.train.registry``) is trained on
+the world's seen classes through ``alignzeg.train.Trainer`` with that CLIP frozen, the class names going
 through templates -> tokenizer -> text tower, and evaluated on the same test images (seen + unseen
 classes) through ``alignzeg.train.evaluate`` (``AlignZegSegmenter.segment`` with the class names typed
 as text).
@@ -141,7 +141,8 @@ def run_job(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     from alignzeg.train import Trainer, evaluate
-    from alignzeg.train.variants import apply_variant, variant_uses_pbc, world_train_config
+    from alignzeg.train.registry import apply_variant, variant_uses_pbc
+    from alignzeg.train.world import world_train_config
     from alignzeg.train.object_world import make_world
     from alignzeg.train.world import WorldDataset
 
@@ -314,13 +315,13 @@ def plan(args: argparse.Namespace, clips: dict[int, str]) -> list[dict]:
     ``--thread-check`` one more run repeats the first "full" run (or the first run) with ``--threads + 1``
     threads.
     """
-    from alignzeg.train.variants import VARIANTS
+    from alignzeg.train.registry import list_variants
 
     wanted = [r for r in args.rows.split(",") if r]
     unknown = [r for r in wanted if r not in ROWS]
     if unknown:
         raise ValueError(f"unknown rows {unknown}; rows are {ROWS}")
-    rows = [r for r in wanted if r in VARIANTS]
+    rows = [r for r in wanted if r in list_variants()]
     reuse = "+GEPC" in rows and "full" in rows and not args.separate_gepc  # +GEPC+offset needs it too
     trained = [r for r in rows if not (reuse and r == "+GEPC")]
     common = {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images", "val_images",

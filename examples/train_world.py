@@ -28,8 +28,8 @@ from alignzeg.demo.world import AttributeWorld, world_config
 from alignzeg.train import Trainer, evaluate
 from alignzeg.train.calibration_grid import choose_world_settings
 from alignzeg.train.miniclip import MiniClipConfig, pretrain_clip, save_clip, zero_shot_accuracy
-from alignzeg.train.variants import apply_variant, variant_uses_pbc, world_train_config
-from alignzeg.train.world import WorldDataset
+from alignzeg.train.registry import apply_variant, variant_uses_pbc
+from alignzeg.train.world import WorldDataset, world_train_config
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--world", type=int, default=0)
     parser.add_argument("--clip-steps", type=int, default=600, help="mini-CLIP pre-training steps (batch 96)")
     parser.add_argument("--iterations", type=int, default=1500, help="AlignZeg training steps (batch 8)")
-    parser.add_argument("--variant", default="full", help="ablation row (alignzeg.train.variants)")
+    parser.add_argument("--variant", default="full", help="ablation row (alignzeg-train --list-variants)")
     parser.add_argument("--val-images", type=int, default=500, help="val images to calibrate PBC on")
     parser.add_argument("--test-images", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

@@ -41,7 +41,7 @@ def test_bf16_autocast_labels_agree_with_float32_on_the_world_model():
 def test_amp_training_steps_on_cuda():
     """A few AMP steps of the world recipe on the GPU: finite losses, the trainable weights move."""
     from alignzeg.train import Trainer
-    from alignzeg.train.variants import world_train_config
+    from alignzeg.train.world import world_train_config
     from alignzeg.train.world import WorldDataset
 
     world = AttributeWorld(world_config(DEMO_WORLD))

@@ -27,7 +27,19 @@ from ..metrics import ConfusionMatrix
 from ..modeling.semantic_map import semantic_probabilities
 from .evaluate import EvalResult, compute_metrics
 
-__all__ = ["CachedOutputs", "cache_outputs", "evaluate_cached", "upsampled_argmax", "search", "choose_world_settings", "SETTINGS"]
+__all__ = ["CachedOutputs", "cache_outputs", "evaluate_cached", "upsampled_argmax", "search", "choose_world_settings",
+           "SETTINGS", "WORLD_CALIB_THRESHOLDS", "WORLD_CALIB_OFFSETS", "WORLD_CALIB_PBC", "WORLD_CALIB_READOUT"]
+
+WORLD_CALIB_THRESHOLDS = (0.3, 0.5, 0.7, 0.9, 1.0)
+"""PBC threshold grid of the world models' calibration on the world's val split; 1.0 flags no proposal
+(scores are compared strictly), leaving the seen-score offset alone."""
+WORLD_CALIB_OFFSETS = (0.0, 0.25, 0.5, 1.0, 2.0)
+"""Seen-score offset grid (logits) of that calibration."""
+WORLD_CALIB_PBC = WORLD_CALIB_THRESHOLDS + ("soft",)
+"""PBC settings of the world calibration on cached outputs (``search``): hard thresholds and soft PBC."""
+WORLD_CALIB_READOUT = ((0.0, 0.0), (0.0, 0.8), (0.3, 0.5), (0.3, 0.8), (0.3, 1.0), (0.6, 0.8), (0.6, 1.0))
+"""(seen, unseen) weights of the CLIP readout in the geometric ensemble searched on val (FC-CLIP's default
+is (0.4, 0.8))."""
 
 
 @dataclass
@@ -166,8 +178,8 @@ SETTINGS = ("pbc_threshold", "pbc_soft", "seen_score_offset", "readout_weight_se
 def choose_world_settings(segmenter: Any, val: Any, pbc: bool = True) -> dict[str, Any]:
     """The zero-shot worlds' calibration: the post-processing settings with the best hIoU on ``val``.
 
-    The grid is ``WORLD_CALIB_PBC`` x ``WORLD_CALIB_OFFSETS`` x ``WORLD_CALIB_READOUT`` of
-    ``alignzeg.train.variants`` (readout weights only for a model with ``clip_readout``).
+    The grid is ``WORLD_CALIB_PBC`` x ``WORLD_CALIB_OFFSETS`` x ``WORLD_CALIB_READOUT`` (readout weights
+    only for a model with ``clip_readout``).
 
     Args:
         segmenter: a trained ``AlignZegSegmenter``.
@@ -180,8 +192,6 @@ def choose_world_settings(segmenter: Any, val: Any, pbc: bool = True) -> dict[st
         without the class indicator): dicts of config fields; ``*_val_hIoU`` their val hIoU in %;
         ``val_images``.
     """
-    from .variants import WORLD_CALIB_OFFSETS, WORLD_CALIB_PBC, WORLD_CALIB_READOUT
-
     config = segmenter.model.config
     cached = cache_outputs(segmenter, val)
     weights = WORLD_CALIB_READOUT if config.clip_readout else ((0.0, 0.0),)

@@ -1,6 +1,6 @@
 """``alignzeg-train``: train from a recipe and/or a JSON config, with ``--set key=value`` overrides.
 
-    alignzeg-train --list-recipes
+    alignzeg-train --list-recipes          # and --list-variants
     alignzeg-train --recipe voc-vitb16 --data-root data/VOCdevkit --out runs/voc
     alignzeg-train --config cfg.json --set lr=1e-4 --set model_overrides.num_queries=50 \\
         --dataset folder --data-root data/mine --out runs/mine
@@ -12,7 +12,8 @@
 The fully resolved config is logged at the start and saved as ``train_config.json`` in ``--out``, with
 ``run.json`` (the run's settings, data description and fingerprint). ``--resume`` refuses a checkpoint of a
 different run, naming what differs; a fresh run refuses a non-empty ``--out`` unless ``--overwrite``.
-``--variant`` applies one ablation row (``alignzeg.train.variants``) after the ``--set`` overrides;
+``--recipe`` and ``--variant`` name entries of one registry (``alignzeg.train.registry``); the variant, an
+ablation row, is applied after the ``--set`` overrides;
 ``--seeds`` trains once per seed, each into ``--out/seed_<seed>``.
 """
 
@@ -25,9 +26,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .config import TrainConfig, apply_overrides
-from .recipes import RECIPES, get_recipe, list_recipes
-from .variants import apply_variant, list_variants
+from .config import TrainConfig, assign_fields
+from .registry import lookup, names
 
 __all__ = ["main", "resolve_config"]
 
@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="a JSON file of TrainConfig fields")
     parser.add_argument("--recipe", help="a named recipe (see --list-recipes); --config fields override it")
     parser.add_argument("--list-recipes", action="store_true", help="list the recipes and exit")
+    parser.add_argument("--list-variants", action="store_true", help="list the variants (ablation rows) and exit")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field (JSON value), repeatable")
     parser.add_argument("--dataset", help="voc, coco-stuff, context or folder (default: the config's)")
@@ -55,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
                              "(settings and data, recorded in run.json)")
     parser.add_argument("--overwrite", action="store_true",
                         help="let a fresh run write into a non-empty --out (its old checkpoints are deleted)")
-    parser.add_argument("--variant", choices=list_variants(), default=None,
-                        help="an ablation row applied on top of the config (see alignzeg.train.variants)")
+    parser.add_argument("--variant", default=None,
+                        help="an ablation row applied on top of the config (see --list-variants)")
     parser.add_argument("--seeds", type=_parse_seeds, default=None, metavar="S1,S2,...",
                         help="train once per seed (comma-separated), each into OUT/seed_<seed>")
     return parser
@@ -74,8 +75,10 @@ def _parse_seeds(text: str) -> list[int]:
 
 def resolve_config(recipe: str | None, config_path: str | None, overrides: Sequence[str],
                    variant: str | None = None) -> TrainConfig:
-    """The recipe's fields, updated by the JSON file's, then by the ``--set`` assignments, then the variant's."""
-    data = get_recipe(recipe).to_dict() if recipe else {}
+    """The recipe's fields, updated by the JSON file's, then by the ``--set`` assignments, then the variant's;
+    the config (and its model config) is made and checked once, from the result."""
+    base, row = (lookup(recipe, "recipe") if recipe else None), (lookup(variant, "variant") if variant else None)
+    data = base.fields() if base else {}
     if config_path:
         try:
             given = json.loads(Path(config_path).read_text(encoding="utf-8"))
@@ -84,17 +87,18 @@ def resolve_config(recipe: str | None, config_path: str | None, overrides: Seque
         if not isinstance(given, dict):
             raise ValueError(f"{config_path} must hold a JSON object of TrainConfig fields")
         data.update(given)
-    config = apply_overrides(TrainConfig.from_dict(data), overrides)
-    return apply_variant(config, variant) if variant else config
+    data = assign_fields(data, overrides)
+    return TrainConfig.from_dict(row.fields(data) if row else data)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.list_recipes:
-        for name in list_recipes():
-            cfg = RECIPES[name]
-            print(f"{name}: preset={cfg['preset']} dataset={cfg['dataset']} iterations={cfg['iterations']}")
+    listed = [kind for kind, wanted in (("recipe", args.list_recipes), ("variant", args.list_variants)) if wanted]
+    for kind in listed:
+        for name in names(kind):
+            print(f"{name}: {lookup(name, kind).description}")
+    if listed:
         return 0
     try:
         config = resolve_config(args.recipe, args.config, args.overrides, args.variant)

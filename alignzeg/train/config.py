@@ -18,15 +18,34 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from ..config import unknown_fields, write_json
+from ..config import AlignZegConfig, FrozenDict, check_field_types, fields_to_dict, unknown_fields, write_json
+from ..presets import get_preset_config, preset_info
 
-__all__ = ["TrainConfig", "apply_overrides"]
+__all__ = ["TrainConfig", "apply_overrides", "assign_fields"]
 
-_SCHEDULES = ("poly", "cosine", "constant")
-_MASK_LOSSES = ("bce", "focal")
-_CLASS_COSTS = ("prob", "logprob")
+# Ranges and choices of the fields (their types come from the annotations) -------------------------------
+_POSITIVE = frozenset({"iterations", "batch_size", "grad_accum", "negative_topk", "log_every"})
+_NON_NEGATIVE = frozenset({"warmup_iters", "checkpoint_every", "num_workers", "num_synthetic", "seed", "lr",
+                           "weight_decay", "eos_coef", "negative_weight", "poly_power", "cost_class", "cost_mask",
+                           "cost_dice"})  # and every lambda_*
+_CHOICES = {"schedule": ("poly", "cosine", "constant"), "mask_loss": ("bce", "focal"),
+            "class_cost": ("prob", "logprob"), "vir_target": ("soft", "extra")}
+_PAIRS = {  # (low, high): the low and high checks and the rule in words
+    "indicator_angle": (lambda v: v >= 0.0, lambda v: v <= 90.0, "0 <= low <= high <= 90 (degrees)"),
+    "indicator_holdout": (lambda v: v > 0.0, lambda v: v < 1.0, "0 < low <= high < 1 (fractions)"),
+    "crop_scale": (lambda v: v > 0.0, lambda v: True, "0 < low <= high"),
+}
+_NOT_OVERRIDDEN = {
+    "clip_model": "the preset fixes the CLIP architecture (choose another preset)",
+    "clip_cfg": "the preset fixes the CLIP architecture (choose another preset)",
+    "clip_pretrained": "set the CLIP weights with the train config's clip_pretrained",
+    "clip_fingerprint": "it is computed from the CLIP weights when the model is saved",
+    "seen_classes": "the trainer records them (set the train config's seen_classes)",
+    "indicator_trained": "the trainer records it (class_indicator and lambda_bc > 0)",
+}
+"""Model config fields that ``model_overrides`` may not set, and why."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +55,11 @@ class TrainConfig:
     Attributes:
         preset: model preset name (``alignzeg.list_models()``), used when no model is given to the trainer.
         model_overrides: ``AlignZegConfig`` fields to change in the preset (``num_queries``,
-            ``mutual_refinement``, ``num_bg_prototypes``, ``side_encoder``...).
+            ``mutual_refinement``, ``num_bg_prototypes``, ``side_encoder``...). The model config is built
+            when this config is made (``model_config``), so an unknown key, a wrong type or a bad value
+            raises at once, naming the key; ``clip_model``, ``clip_cfg``, ``clip_pretrained``,
+            ``clip_fingerprint``, ``seen_classes`` and ``indicator_trained`` are refused (they come from the
+            preset, the CLIP weights or the trainer).
         clip_pretrained: the frozen CLIP's weights for a model built from the preset, passed to
             ``AlignZegSegmenter.from_preset(clip_pretrained=...)``: an open_clip tag (``"openai"``),
             ``"hf-hub:org/name"`` or a local file; ``None`` keeps the random initialisation (tests, timing).
@@ -92,10 +115,18 @@ class TrainConfig:
         log_every / checkpoint_every: in optimizer steps; 0 disables checkpoints.
         progress: show a tqdm bar.
         device: ``None`` picks CUDA when available (each torchrun process uses its LOCAL_RANK GPU).
+
+    Checked when made: each field's type from its annotation (``alignzeg.config.check_field_types``, as
+    ``AlignZegConfig``; lists become tuples, ``model_overrides`` and ``data`` read-only ``FrozenDict``s),
+    then ranges and choices, then the model config is built (``model_config``).
+
+    Raises:
+        TypeError: a field of the wrong type. ValueError: a value out of range, an unknown preset, or
+            ``model_overrides`` the preset refuses (each message names the field or key and the value).
     """
 
     preset: str = "tiny"
-    model_overrides: dict[str, Any] = field(default_factory=dict)
+    model_overrides: Mapping[str, Any] = field(default_factory=FrozenDict)
     clip_pretrained: str | None = None
     dataset: str | None = None
     seen_classes: tuple[str, ...] | None = None
@@ -137,7 +168,7 @@ class TrainConfig:
     crop_scale: tuple[float, float] = (0.5, 2.0)
     flip: bool = True
     photometric: bool = False
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=FrozenDict)
     num_workers: int = 0
     seed: int = 0
     log_every: int = 20
@@ -146,70 +177,65 @@ class TrainConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        if self.seen_classes is not None:
-            object.__setattr__(self, "seen_classes", tuple(self.seen_classes))
-        object.__setattr__(self, "crop_scale", tuple(float(v) for v in self.crop_scale))
-        object.__setattr__(self, "indicator_angle", tuple(float(v) for v in self.indicator_angle))
-        object.__setattr__(self, "indicator_holdout", tuple(float(v) for v in self.indicator_holdout))
-        if not isinstance(self.model_overrides, dict) or not isinstance(self.data, dict):
-            raise TypeError(f"train config model_overrides and data must be dicts, got "
-                            f"{type(self.model_overrides).__name__} and {type(self.data).__name__}")
-        object.__setattr__(self, "model_overrides", dict(self.model_overrides))
-        object.__setattr__(self, "data", dict(self.data))
+        check_field_types(self, "train config")  # the model config's check, from the annotations
         self._validate()
+        object.__setattr__(self, "_model_config", self._build_model_config())
 
     def _validate(self) -> None:
-        for name in ("iterations", "batch_size", "grad_accum", "negative_topk", "log_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"train config {name} must be a positive integer, got {value!r}")
-        for name in ("warmup_iters", "checkpoint_every", "num_workers", "num_synthetic", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"train config {name} must be a non-negative integer, got {value!r}")
-        for name in ("lr", "weight_decay", "eos_coef", "negative_weight", "poly_power", "cost_class",
-                     "cost_mask", "cost_dice") + tuple(f.name for f in dataclasses.fields(self)
-                                                      if f.name.startswith("lambda_")):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"train config {name} must be a number >= 0, got {value!r}")
-        if self.schedule not in _SCHEDULES:
-            raise ValueError(f"train config schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
-        if self.mask_loss not in _MASK_LOSSES:
-            raise ValueError(f"train config mask_loss must be one of {_MASK_LOSSES}, got {self.mask_loss!r}")
-        if self.class_cost not in _CLASS_COSTS:
-            raise ValueError(f"train config class_cost must be one of {_CLASS_COSTS}, got {self.class_cost!r}")
-        lo, hi = self.indicator_angle if len(self.indicator_angle) == 2 else (1.0, 0.0)
-        if not 0.0 <= lo <= hi <= 90.0:
-            raise ValueError(f"train config indicator_angle must be (low, high) degrees with 0 <= low <= high <= 90, "
-                             f"got {self.indicator_angle}")
-        lo, hi = self.indicator_holdout if len(self.indicator_holdout) == 2 else (1.0, 0.0)
-        if not 0.0 < lo <= hi < 1.0:
-            raise ValueError(f"train config indicator_holdout must be (low, high) fractions with 0 < low <= high < 1, "
-                             f"got {self.indicator_holdout}")
-        if self.vir_target not in ("soft", "extra"):
-            raise ValueError(f"train config vir_target must be 'soft' or 'extra', got {self.vir_target!r}")
+        """Ranges and choices (the types are checked from the annotations)."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _POSITIVE and value < 1:
+                raise ValueError(f"train config {f.name} must be a positive integer, got {value!r}")
+            if (f.name in _NON_NEGATIVE or f.name.startswith("lambda_")) and value < 0:
+                expected = "a non-negative integer" if f.type == "int" else "a number >= 0"
+                raise ValueError(f"train config {f.name} must be {expected}, got {value!r}")
+            if f.name in _CHOICES and value not in _CHOICES[f.name]:
+                raise ValueError(f"train config {f.name} must be one of {_CHOICES[f.name]}, got {value!r}")
+        for name, (low, high, rule) in _PAIRS.items():
+            pair = getattr(self, name)
+            if len(pair) != 2 or not low(pair[0]) or not pair[0] <= pair[1] or not high(pair[1]):
+                raise ValueError(f"train config {name} must be (low, high) with {rule}, got {pair}")
         if self.mixup_alpha <= 0:
             raise ValueError(f"train config mixup_alpha must be > 0, got {self.mixup_alpha!r}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"train config grad_clip must be > 0 or None, got {self.grad_clip!r}")
-        lo, hi = self.crop_scale if len(self.crop_scale) == 2 else (0.0, -1.0)
-        if not 0 < lo <= hi:
-            raise ValueError(f"train config crop_scale must be (low, high) with 0 < low <= high, got {self.crop_scale}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         if not self.inductive:
             raise ValueError("only inductive training (inductive=True) is implemented")
 
+    def _build_model_config(self) -> AlignZegConfig:
+        """``preset`` with ``model_overrides``; a bad override raises here, naming the key."""
+        try:
+            preset_info(self.preset)
+        except ValueError as err:
+            raise ValueError(f"train config preset: {err}") from err
+        overrides = self.model_overrides
+        unknown = unknown_fields(AlignZegConfig, dict(overrides), "train config model_overrides")
+        if unknown:
+            known = sorted(f.name for f in dataclasses.fields(AlignZegConfig))
+            raise ValueError(f"train config model_overrides has unknown keys {unknown}; the model config "
+                             f"(AlignZegConfig) fields are {known}")
+        for key in overrides:
+            if key in _NOT_OVERRIDDEN:
+                raise ValueError(f"train config model_overrides cannot set {key!r}: {_NOT_OVERRIDDEN[key]}")
+        try:
+            return get_preset_config(self.preset, **overrides)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"train config model_overrides (preset {self.preset!r}): {err}") from err
+
+    @property
+    def model_config(self) -> AlignZegConfig:
+        """The untrained model's config: ``preset`` with ``model_overrides``, built (and so checked) when this
+        config was made. The ``Trainer`` builds its model from it (when no model is given) and then records
+        ``seen_classes``, ``indicator_trained`` and the CLIP weights' ``clip_pretrained``."""
+        return self._model_config
+
     # Serialisation -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["crop_scale"] = list(self.crop_scale)
-        data["indicator_angle"] = list(self.indicator_angle)
-        data["indicator_holdout"] = list(self.indicator_holdout)
-        if self.seen_classes is not None:
-            data["seen_classes"] = list(self.seen_classes)
-        return data
+        """Plain JSON types (``model_overrides`` and ``data`` as dicts, pairs and ``seen_classes`` as lists)."""
+        return fields_to_dict(self)
 
     def to_json(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
@@ -243,16 +269,26 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(config: TrainConfig, assignments: Sequence[str]) -> TrainConfig:
-    """Apply ``key=value`` strings (``--set`` on the command line) to a config.
+    """Apply ``key=value`` strings (``--set`` on the command line) to a config (see ``assign_fields``).
+
+    Raises:
+        ValueError: an assignment without ``=`` or with an unknown key; TypeError/ValueError: a bad value.
+    """
+    return TrainConfig.from_dict(assign_fields(config.to_dict(), assignments))
+
+
+def assign_fields(data: dict[str, Any], assignments: Sequence[str]) -> dict[str, Any]:
+    """``data`` (``TrainConfig`` fields, not necessarily all) with ``key=value`` strings applied.
 
     Values are read as JSON when they parse (``lr=1e-4``, ``reg=false``, ``crop_scale=[0.5,1.5]``), else as
     strings. ``model_overrides.num_queries=50`` sets one architecture override, ``data.label_dir=...`` one
-    dataset option.
+    dataset option. Nothing is checked but the keys: ``TrainConfig`` checks the values when it is made.
 
     Raises:
         ValueError: an assignment without ``=`` or with an unknown key.
     """
-    data = config.to_dict()
+    data = dict(data)
+    known = sorted(f.name for f in dataclasses.fields(TrainConfig))
     for item in assignments:
         key, sep, value = item.partition("=")
         key = key.strip()
@@ -262,9 +298,9 @@ def apply_overrides(config: TrainConfig, assignments: Sequence[str]) -> TrainCon
         if dot and prefix in ("model_overrides", "data"):
             if not sub:
                 raise ValueError(f"--set {item!r} names no {prefix} key")
-            data[prefix] = {**data[prefix], sub: _parse_value(value)}
-        elif key in data:
+            data[prefix] = {**(data.get(prefix) or {}), sub: _parse_value(value)}
+        elif key in known:
             data[key] = _parse_value(value)
         else:
-            raise ValueError(f"unknown train config key {key!r} in --set {item!r}; known keys are {sorted(data)}")
-    return TrainConfig.from_dict(data)
+            raise ValueError(f"unknown train config key {key!r} in --set {item!r}; known keys are {known}")
+    return data

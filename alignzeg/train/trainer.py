@@ -57,7 +57,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from ..checkpoint import clip_fingerprint, save_checkpoint
+from ..checkpoint import build_model, clip_fingerprint, save_checkpoint
+from ..clip_weights import normalize_clip_pretrained
 from ..config import write_json
 from ..device import autocast_dtype
 from ..hub import WEIGHTS_NAME
@@ -72,7 +73,7 @@ from .optim import parameter_groups
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Trainer", "lr_factor", "run_record", "run_differences"]
+__all__ = ["Trainer", "lr_factor", "run_record", "run_differences", "untrained_model"]
 
 STATE_NAME = "trainer_state.pt"
 RUN_NAME = "run.json"
@@ -162,13 +163,23 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def untrained_model(config: TrainConfig) -> AlignZegModel:
+    """The model a run starts from: ``config.model_config`` built with ``config.seed`` (on the CPU), its
+    frozen CLIP's weights from ``config.clip_pretrained`` (random with ``None``), recorded in the model's
+    ``config.clip_pretrained``; what ``AlignZegSegmenter.from_preset`` gives for the same preset and overrides.
+    """
+    return build_model(config.model_config, config.seed,
+                       clip_pretrained=normalize_clip_pretrained(config.clip_pretrained or None))
+
+
 class Trainer:
     """Trains an AlignZeg model.
 
     Args:
         config: training settings.
         model: an ``AlignZegModel`` or ``AlignZegSegmenter`` to train, or ``None`` to build
-            ``config.preset`` (seeded with ``config.seed``; CLIP weights from ``config.clip_pretrained``).
+            ``config.model_config`` (``untrained_model``: seeded with ``config.seed``, CLIP weights from
+            ``config.clip_pretrained``).
         dataset: a training dataset (protocol in ``alignzeg.train.data``).
         out_dir: where checkpoints and the final model go; ``None`` writes nothing.
         resume: a checkpoint folder to continue from, ``"auto"`` (the latest in ``out_dir``, if any) or ``None``.
@@ -224,9 +235,7 @@ class Trainer:
             return model
         if model is not None:
             raise TypeError(f"model must be an AlignZegModel, an AlignZegSegmenter or None, got {type(model).__name__}")
-        cfg = self.config
-        return AlignZegSegmenter.from_preset(cfg.preset, seed=cfg.seed, config_overrides=cfg.model_overrides,
-                                             clip_pretrained=cfg.clip_pretrained or False, device="cpu").model
+        return untrained_model(self.config)
 
     def _training_classes(self) -> tuple[list[int], tuple[str, ...]]:
         names = tuple(getattr(self.dataset, "class_names", ()) or ())

@@ -22,7 +22,7 @@ from alignzeg.train.gepc import off_prototype_features
 from alignzeg.train.losses import AlignZegCriterion, indicator_batch
 from alignzeg.train.matching import ImageTargets, class_cost_matrix, class_mask_costs
 from alignzeg.train.optim import parameter_groups
-from alignzeg.train.recipes import get_recipe, list_recipes
+from alignzeg.train.registry import get_recipe, list_recipes
 
 
 # Parameter groups ------------------------------------------------------------------------------------

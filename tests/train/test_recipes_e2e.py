@@ -9,7 +9,7 @@ from PIL import Image
 
 from alignzeg import AlignZegSegmenter
 from alignzeg.train.cli import main as train_main
-from alignzeg.train.recipes import get_recipe, list_recipes
+from alignzeg.train.registry import get_recipe, list_recipes
 from alignzeg.train.splits import SPLITS
 
 

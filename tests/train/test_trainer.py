@@ -14,7 +14,7 @@ from alignzeg.train import TrainConfig, Trainer
 from alignzeg.train.cli import main as train_main
 from alignzeg.train.cli import resolve_config
 from alignzeg.train.config import apply_overrides
-from alignzeg.train.recipes import get_recipe, list_recipes
+from alignzeg.train.registry import get_recipe, list_recipes
 from alignzeg.train.trainer import lr_factor
 
 FAST = dict(preset="tiny", lr=1e-3, progress=False, checkpoint_every=0, seed=0, device="cpu")
@@ -140,7 +140,7 @@ def test_recipes():
     assert (coco.iterations, coco.batch_size, coco.schedule, coco.clip_pretrained, coco.preset) == (
         80000, 16, "poly", "openai", "vitb16")
     assert (voc.iterations, voc.preset, voc.dataset) == (20000, "vitl14", "voc")
-    with pytest.raises(ValueError, match="unknown recipe 'x'; available recipes: coco-stuff-vitb16"):
+    with pytest.raises(ValueError, match="unknown recipe 'x'; recipes are: coco-stuff-vitb16, coco-stuff-vitl14, "):
         get_recipe("x")
     assert resolve_config("voc-vitb16", None, ["iterations=5"]).iterations == 5
 

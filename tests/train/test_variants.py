@@ -9,8 +9,8 @@ from alignzeg.demo.world import AttributeWorld, world_config
 from alignzeg.train.cli import main as train_main
 from alignzeg.train.cli import resolve_config
 from alignzeg.train.config import TrainConfig
-from alignzeg.train.variants import VARIANTS, apply_variant, list_variants, variant_uses_pbc, world_train_config
-from alignzeg.train.world import export_world
+from alignzeg.train.registry import apply_variant, list_variants, lookup, variant_uses_pbc
+from alignzeg.train.world import export_world, world_train_config
 
 
 def test_rows_in_ablation_order_with_the_contract_switches():
@@ -33,12 +33,12 @@ def test_rows_in_ablation_order_with_the_contract_switches():
     assert not gepc.class_indicator and apply_variant(TrainConfig(), "full").class_indicator
     assert apply_variant(TrainConfig(), "no-learnable-encoder").model_overrides["side_encoder"] is False
     assert [variant_uses_pbc(n) for n in ("baseline", "+MRPE", "+GEPC", "full")] == [False, False, False, True]
-    for name, variant in VARIANTS.items():  # every row's model switches are real config fields
-        assert set(variant["model"]) <= set(fields), name
+    for name in names:  # every row's model switches are real config fields
+        assert set(lookup(name, "variant").model) <= set(fields), name
 
 
 def test_unknown_variant():
-    with pytest.raises(ValueError, match="unknown variant 'fully'; variants are baseline"):
+    with pytest.raises(ValueError, match="unknown variant 'fully'; variants are: baseline, \\+MRPE, "):
         apply_variant(TrainConfig(), "fully")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alignzeg.train.variants import WORLD_CALIB_OFFSETS, WORLD_CALIB_READOUT, WORLD_CALIB_THRESHOLDS
+from alignzeg.train.calibration_grid import WORLD_CALIB_OFFSETS, WORLD_CALIB_READOUT, WORLD_CALIB_THRESHOLDS
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "zeroshot_world.py"
 
