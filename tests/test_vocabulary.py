@@ -236,3 +236,10 @@ def test_remembered_vocabularies_fail_and_parse_like_fresh_ones():
     names = ["cat", " sofa", "wall\u200b"]
     assert parse_vocabulary(names) == parse_vocabulary(tuple(names)) == _parse_vocabulary(names, "vocabulary")
     assert parse_vocabulary(names).names == ("cat", " sofa", "wall\u200b")  # names kept exactly as given
+
+
+def test_trained_flags_match_names_as_vocabulary_keys():
+    from alignzeg.pipeline.vocabulary import trained_flags
+
+    assert trained_flags(("Cat", "sofa", "\uff37all", "dog"), ("cat", "wall ")) == (True, False, True, False)
+    assert trained_flags(("cat",), ()) == (False,)

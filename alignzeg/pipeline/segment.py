@@ -24,7 +24,7 @@ from ..result import SegmentationResult
 from .images import LoadedImage, check_image_list, decode_image, unsupported_image
 from .labels import upsample_labels
 from .options import check_bias_correction, check_bool, check_threshold, resolve_bias_correction, untrained_warning_due
-from .vocabulary import ClassList, class_name_key, merge_synonyms, parse_vocabulary, prompt_text, seen_flags, \
+from .vocabulary import ClassList, merge_synonyms, parse_vocabulary, prompt_text, seen_flags, trained_flags, \
     unit_rows, validate_class_names
 from .windows import cut_windows, plan_windows, resize_bilinear, stitch_windows
 
@@ -128,8 +128,7 @@ class SegmentPipeline:
             classes = parse_vocabulary(vocabulary)
             names = classes.names
             embeddings = self._class_embeddings(classes)
-            trained = {class_name_key(n) for n in self.config.seen_classes}
-            default_seen = [class_name_key(n) in trained for n in names]
+            default_seen = list(trained_flags(names, tuple(self.config.seen_classes)))
         flags = default_seen if seen is None else seen_flags(seen, names)
         return embeddings, names, np.asarray(flags, dtype=bool)
 

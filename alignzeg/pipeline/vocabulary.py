@@ -22,7 +22,7 @@ from ..result import RESERVED_NAMES
 from .name_keys import class_name_key, prompt_text, visible_text as _visible
 
 __all__ = ["ClassList", "class_name_key", "prompt_text", "validate_class_names", "parse_vocabulary", "seen_flags",
-           "unit_rows", "merge_synonyms"]
+           "trained_flags", "unit_rows", "merge_synonyms"]
 
 _SHOWN = 200
 
@@ -159,6 +159,14 @@ def validate_class_names(names: Any, what: str = "vocabulary") -> tuple[str, ...
     if classes.has_synonyms or isinstance(names, Mapping):
         raise TypeError(f"{what} must be a list of plain class names (no synonyms), got {_shown(names)}")
     return classes.names
+
+
+@functools.lru_cache(maxsize=32)
+def trained_flags(names: tuple[str, ...], trained: tuple[str, ...]) -> tuple[bool, ...]:
+    """Which of ``names`` are among the model's training classes ``trained`` (``class_name_key``): the
+    default seen flags of a vocabulary."""
+    keys = {class_name_key(n) for n in trained}
+    return tuple(class_name_key(n) in keys for n in names)
 
 
 def seen_flags(seen: Sequence[Any], names: Sequence[str]) -> list[bool]:
