@@ -61,9 +61,9 @@ def main() -> None:
     for key, model in (("segment", plain.model), ("segment_side_encoder", side.model)):
         encode = model.backbone.encode_image_dense
 
-        def timed(images, encode=encode, key=key):
+        def timed(images, *args, encode=encode, key=key, **kwargs):
             start = time.perf_counter()
-            out = encode(images)
+            out = encode(images, *args, **kwargs)
             in_call[key].append(time.perf_counter() - start)
             return out
 
