@@ -112,7 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="comma-separated class names whose embeddings are stored in the file")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     export.add_argument("--int8", action="store_true",
-                        help="quantize the MatMul/Gemm weights to int8 (dynamic; ~27 %% of the float32 file for "
+                        help="quantize the MatMul/Gemm weights to int8 (dynamic; ~31 %% of the float32 file for "
                              "vitb16, accuracy in docs/onnx.md)")
     export.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
 
