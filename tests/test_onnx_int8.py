@@ -50,12 +50,20 @@ def test_int8_metadata_graph_and_size(files):
     ops = [node.op_type for node in graph.node]
     assert record["method"] == "dynamic" and record["op_types"] == list(QUANTIZED_OPS)
     assert record["quantized_nodes"] == ops.count("MatMulInteger") > 0
-    # every MatMul/Gemm left in float multiplies two activations (no constant weight left unquantized)
-    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    assert not [n.name for n in graph.node if n.op_type in QUANTIZED_OPS and set(n.input) & constants]
+    # every MatMul/Gemm left in float multiplies two activations: no weight left unquantized, also none that
+    # reaches its MatMul through nodes of constants only (the readout's weights came through Identity nodes)
+    constants = {i.name for i in graph.initializer}
+    for node in graph.node:  # ONNX graphs are topologically sorted
+        if node.op_type == "Constant" or (node.input and all(i in constants for i in node.input if i)):
+            constants.update(node.output)
+    left = [n.name for n in graph.node if n.op_type in QUANTIZED_OPS and set(n.input) & constants]
+    # ... but the classifier's cosine logits (x class / background prototypes), kept float32 on purpose
+    assert left == ["/model/classifier/MatMul_1"]  # the background prototypes' (normalised: a constant)
+    float_matmuls = {n.name for n in graph.node if n.op_type == "MatMul"}
+    assert {"/model/classifier/MatMul", "/model/classifier/MatMul_1"} <= float_matmuls
     assert int8.config == fp32.config and int8.stored_names == fp32.stored_names
-    # the tiny model's many small tensors keep its ratio well above vitb16's (~27 %, docs/onnx.md)
-    assert Path(int8_path).stat().st_size < 0.85 * Path(fp32_path).stat().st_size  # measured 0.75
+    # the tiny model's many small tensors keep its ratio well above vitb16's (~31 %, docs/onnx.md)
+    assert Path(int8_path).stat().st_size < 0.62 * Path(fp32_path).stat().st_size  # measured 0.54
 
 
 def test_int8_segments_like_float32_on_world_images(files, world):

@@ -173,6 +173,16 @@ def _fold_constants(source: str, target: str) -> None:
     onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+COSINE_LOGIT_NODES = "/model/classifier/MatMul"
+"""Name prefix of the classifier's cosine MatMuls (proposal embeddings x class / background prototypes): kept
+float32, since the logit scale (~1/0.07) would multiply their quantization error. Once constant-folded, the
+normalised background prototypes are a constant the quantizer would otherwise take."""
+
+
+def _cosine_logit_nodes(model: Any) -> list[str]:
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name.startswith(COSINE_LOGIT_NODES)]
+
+
 def _quantize_int8(source: str, target: str) -> dict[str, Any]:
     """Dynamic int8 quantization of ``source`` into ``target``; returns the ``alignzeg.quantization`` record.
 
@@ -189,9 +199,10 @@ def _quantize_int8(source: str, target: str) -> dict[str, Any]:
     folded = target + ".folded.onnx"
     try:
         _fold_constants(source, folded)
+        cosines = _cosine_logit_nodes(onnx.load(folded, load_external_data=False))
         with _no_preprocess_hint():
             quantize_dynamic(folded, target, op_types_to_quantize=list(QUANTIZED_OPS), weight_type=QuantType.QInt8,
-                             per_channel=False, reduce_range=False)
+                             per_channel=False, reduce_range=False, nodes_to_exclude=cosines)
     finally:
         if os.path.exists(folded):
             os.remove(folded)
