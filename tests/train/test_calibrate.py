@@ -272,6 +272,11 @@ def test_contradictory_options_are_refused(tiny_checkpoint, tmp_path, capsys):
             "--pbc-threshold fix the values that --calibrate would choose",
         ("--no-bias-correction", "--seen-score-offset", "1"): "no effect with bias correction off",
         ("--calib-split", "calib"): "--calib-split only apply with --calibrate",
+        ("--readout-weights", "0:0"): "--readout-weights only apply with --calibrate",
+        # tiny_checkpoint's class indicator was never trained: PBC's grids do not apply to it
+        ("--device", "cpu", "--no-bias-correction", "--calibrate", "--calib-split", "calib", "--out", str(tmp_path / "o"),
+         "--offsets", "0,1"):
+            "offsets were given, but PBC (and with it the offset) needs a trained class indicator",
     }
     for extra, message in cases.items():
         assert main(base + list(extra)) == 2, extra
