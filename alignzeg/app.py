@@ -21,16 +21,21 @@ shared by all of them. Needs the ``app`` extra: ``pip install "alignzeg[app]"``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
 import os
+import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -46,8 +51,8 @@ from .visualize import draw_overlay
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SegmentApp", "AppInputError", "Segmentation", "WorldExample", "build_page", "serve", "parse_class_names",
-           "MAX_PIXELS", "MAX_CLASSES", "MAX_FILE_SIZE", "EXAMPLE_INDICES", "write_world_examples",
+__all__ = ["SegmentApp", "AppInputError", "Segmentation", "WorldExample", "build_page", "serve", "app_process",
+           "free_port", "parse_class_names", "MAX_PIXELS", "MAX_CLASSES", "MAX_FILE_SIZE", "EXAMPLE_INDICES", "write_world_examples",
            "example_cache_dir"]
 
 MAX_PIXELS = 25_000_000
@@ -499,3 +504,57 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, d
                 allowed_paths=allowed, prevent_thread_lock=not block, ssr_mode=False, theme=theme,
                 footer_links=["api"], css=_CSS)
     return page
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def app_process(args: Sequence[str] = (), port: int | None = None, env: Mapping[str, str] | None = None,
+                log: str | os.PathLike | None = None, timeout: float = 240.0) -> Iterator[str]:
+    """``alignzeg app --port PORT ARGS`` in a child process: yields the page's URL once it answers HTTP 200,
+    and stops the process when the block ends (for scripts, benchmarks and tests that talk to a live page).
+
+    Args:
+        args: further ``alignzeg app`` options (``["--device", "cpu"]``).
+        port: loopback port (default: a free one).
+        env: the child's environment (default: this process's).
+        log: file for the child's output (default: discarded).
+        timeout: seconds to wait for the page.
+
+    Raises:
+        RuntimeError: the page did not answer within ``timeout`` or the process ended first (naming the URL,
+            the exit status and, with ``log``, its last lines).
+    """
+    port = free_port() if port is None else port
+    url = f"http://127.0.0.1:{port}/"
+    command = [sys.executable, "-m", "alignzeg.cli", "app", "--port", str(port), *args]
+    with open(log if log is not None else os.devnull, "wb") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=None if env is None else dict(env))
+    start = time.monotonic()
+    try:
+        while not _answers(url):
+            if proc.poll() is not None or time.monotonic() - start > timeout:
+                tail = Path(log).read_text(errors="replace")[-3000:] if log is not None else ""
+                raise RuntimeError(f"alignzeg app did not serve {url} within {timeout:.0f} s (exit status "
+                                   f"{proc.poll()})" + (f":\n{tail}" if tail else ""))
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _answers(url: str) -> bool:
+    with contextlib.suppress(OSError):
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    return False

@@ -10,27 +10,17 @@ port, times the first HTTP 200 on the page and then one ``/segment`` call (a wor
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _world_png(folder: str) -> str:
@@ -46,32 +36,16 @@ def one_round(image: str, timeout: float, cache: str) -> tuple[float, float]:
     """(seconds until the page answers 200, seconds of the first /segment call)."""
     from gradio_client import Client, handle_file
 
-    port = _free_port()
+    from alignzeg.app import app_process
+
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
                XDG_CACHE_HOME=cache)
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "alignzeg.cli", "app", "--port", str(port), "--device", "cpu"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            if proc.poll() is not None or time.perf_counter() - start > timeout:
-                raise RuntimeError(f"alignzeg app did not serve {url} within {timeout} s")
-            time.sleep(0.1)
+    with app_process(["--device", "cpu"], env=env, timeout=timeout) as url:
         served = time.perf_counter() - start
         t0 = time.perf_counter()
         Client(url, verbose=False).predict(handle_file(image), "red striped, blue dotted", api_name="/segment")
         return served, time.perf_counter() - t0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def main() -> None:

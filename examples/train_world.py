@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--clip", type=Path, default=None, help="use this mini-CLIP file instead of pre-training")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train afresh into an --out that holds an earlier run (its model/ is replaced)")
     parser.add_argument("--package", action="store_true",
                         help="write the mini-CLIP and the slim model into alignzeg/demo/assets (the demo's model)")
     args = parser.parse_args()
@@ -65,7 +67,8 @@ def main() -> None:
           f"(unseen-class images {100 * accuracy['unseen']:.1f} %)")
 
     config = apply_variant(world_train_config(world, clip_path, iterations=args.iterations), args.variant)
-    segmenter = Trainer(config, None, WorldDataset(world, "train", 4000), out_dir=args.out / "model").train()
+    segmenter = Trainer(config, None, WorldDataset(world, "train", 4000), out_dir=args.out / "model",
+                        overwrite=args.overwrite).train()
 
     pbc = variant_uses_pbc(args.variant)
     if pbc or segmenter.config.clip_readout:  # the benchmark's grid (benchmarks/zeroshot_world.py)

@@ -1,15 +1,11 @@
 """``alignzeg app``: the page's callbacks without a server, then one live server on a loopback port, called
 with gradio_client and driven in headless chromium (skipped only where no browser is installed)."""
 
-import contextlib
 import io
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +14,7 @@ from PIL import Image
 
 gr = pytest.importorskip("gradio", reason='the app extra is not installed (pip install "alignzeg[app]")')
 
-from alignzeg.app import (EXAMPLE_INDICES, AppInputError, SegmentApp, build_page,  # noqa: E402
+from alignzeg.app import (EXAMPLE_INDICES, AppInputError, SegmentApp, app_process, build_page,  # noqa: E402
                           parse_class_names)
 from alignzeg.demo.world import AttributeWorld, world_config  # noqa: E402
 
@@ -186,41 +182,23 @@ def test_cli_without_gradio_says_how_to_install_it(monkeypatch, capsys):
 
 
 # A live server ----------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``alignzeg app --port P`` in a subprocess; yields its URL once the page answers."""
-    port = _free_port()
+    """``alignzeg app`` on a free loopback port in a subprocess (``app_process``); yields its URL once the page
+    answers."""
     log = tmp_path_factory.mktemp("server") / "app.log"
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(Path(__file__).parents[1]),
                XDG_CACHE_HOME=str(log.parent / "cache"))  # the example images go here
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "alignzeg.cli", "app", "--port", str(port), "--device", "cpu"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
-    url, start = f"http://127.0.0.1:{port}/", time.monotonic()
-    try:
-        while True:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            if proc.poll() is not None or time.monotonic() - start > START_TIMEOUT:
-                pytest.fail(f"alignzeg app did not serve {url} within {START_TIMEOUT:.0f} s "
-                            f"(exit status {proc.poll()}):\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with app_process(["--device", "cpu"], env=env, log=log, timeout=START_TIMEOUT) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+
+
+def test_app_process_names_the_url_and_the_exit_status_when_the_app_cannot_start(tmp_path):
+    log = tmp_path / "app.log"
+    with pytest.raises(RuntimeError, match=r"(?s)alignzeg app did not serve http://127\.0\.0\.1:\d+/ within 60 s "
+                                           r"\(exit status 2\):\n.*--max-pixels: expected a positive integer, got 'zero'"):
+        with app_process(["--max-pixels", "zero"], log=log, timeout=60):
+            pass
 
 
 def _world_png(tmp_path, index) -> str:

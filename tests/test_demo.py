@@ -149,8 +149,11 @@ def test_the_old_module_alignzeg_world_warns_and_gives_the_same_objects():
 
 def test_the_world_imports_numpy_only():
     """alignzeg.demo loads its run and model modules on first use: the world alone pulls in no PIL, no torch."""
-    code = ("import sys, alignzeg.demo.world; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alignzeg', 'torch', 'PIL', 'imgviz')))")
+    code = ("import sys, json, alignzeg.demo.world; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('alignzeg', 'torch', 'PIL', 'imgviz'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
-    assert out.split() == ["['alignzeg',", "'alignzeg._lazy',", "'alignzeg._version',", "'alignzeg.demo',",
-                           "'alignzeg.demo.world']"]
+    loaded = json.loads(out)
+    assert "alignzeg.demo.world" in loaded
+    assert [m for m in loaded if m.split(".")[0] in ("torch", "PIL", "imgviz")] == []
+    assert set(loaded) <= {"alignzeg", "alignzeg._lazy", "alignzeg._version", "alignzeg.config", "alignzeg.errors",
+                           "alignzeg.demo", "alignzeg.demo.world"}

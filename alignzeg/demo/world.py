@@ -37,6 +37,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..config import check_field_types
+
 __all__ = ["COLOURS", "PATTERNS", "IGNORE", "WorldConfig", "AttributeWorld", "world_config", "pattern_mask",
            "voronoi_labels", "keyed_rng"]
 
@@ -85,6 +87,7 @@ class WorldConfig:
     pixel_noise: float = 0.03
 
     def __post_init__(self) -> None:
+        check_field_types(self, "world config")  # types from the annotations, as every config of the package
         if not 1 <= self.num_unseen <= min(len(COLOURS), 2 * len(PATTERNS)):
             raise ValueError(f"num_unseen must be in [1, {min(len(COLOURS), 2 * len(PATTERNS))}], got {self.num_unseen}")
         if not 1 <= self.min_regions <= self.max_regions <= 8:

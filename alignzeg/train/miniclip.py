@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from ..config import AlignZegConfig
+from ..config import AlignZegConfig, check_field_types
 from ..demo.world import AttributeWorld, keyed_rng, voronoi_labels
 from ..modeling.clip_backbone import CLIPBackbone
 from ..modeling.text_encoder import VocabularyEncoder
@@ -85,10 +85,10 @@ class MiniClipConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
+        check_field_types(self, "mini-CLIP config")
         for name in ("steps", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"mini-CLIP {name} must be a positive integer, got {value!r}")
+            if getattr(self, name) < 1:
+                raise ValueError(f"mini-CLIP {name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0.0 <= self.multi_prob <= 1.0:
             raise ValueError(f"mini-CLIP multi_prob must be in [0, 1], got {self.multi_prob!r}")
 

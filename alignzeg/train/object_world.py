@@ -50,6 +50,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..config import check_field_types
 from ..demo.world import (_SPLITS, COLOURS, IGNORE, PATTERNS, AttributeWorld, ClassSplit, keyed_rng, pattern_mask,
                      world_config)
 
@@ -116,6 +117,7 @@ class ObjectWorldConfig:
     shapes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        check_field_types(self, "object world config")
         if not 1 <= self.num_unseen <= 9:
             raise ValueError(f"num_unseen must be in [1, 9], got {self.num_unseen}")
         if not 1 <= self.min_objects <= self.max_objects <= 6:

@@ -36,6 +36,24 @@ class ShapesDataset:
         return self.items[i]
 
 
+def write_folder_dataset(root, classes, items):
+    """A folder dataset (``alignzeg.train.datasets``' layout: ``images/``, ``labels/``, ``classes.txt``) at
+    ``root``; ``items`` maps an image file name (its suffix picks the format) to (HxWx3 uint8 image, HxW uint8
+    label). Returns ``root``."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("".join(f"{name}\n" for name in classes))
+    for filename, (image, label) in items.items():
+        Image.fromarray(image).save(root / "images" / filename)
+        Image.fromarray(label).save(root / "labels" / (Path(filename).stem + ".png"))
+    return root
+
+
 @pytest.fixture
 def shapes():
     return ShapesDataset()

@@ -5,10 +5,10 @@ import math
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from alignzeg.train.eval_cli import main
 from alignzeg.train.evaluate import ConfusionMatrix, compute_metrics, evaluate
+from conftest import write_folder_dataset  # tests/train/conftest.py
 
 LABEL = np.array([[0, 0, 1, 1], [2, 2, 255, 0]])
 PRED = np.array([[0, 1, 1, 1], [2, 0, 2, -1]])
@@ -81,15 +81,10 @@ def test_evaluate_runs_the_segment_path(tiny_segmenter, shapes_factory):
 
 
 def test_alignzeg_eval_cli(tiny_checkpoint, tmp_path, capsys):
-    root = tmp_path / "data"
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    (root / "classes.txt").write_text("cat\ndog\n")
     label = np.zeros((32, 40), np.uint8)
     label[:, 20:] = 1
     label[:4] = 255
-    Image.fromarray(np.full((32, 40, 3), 90, np.uint8)).save(root / "images" / "a.jpg")
-    Image.fromarray(label).save(root / "labels" / "a.png")
+    root = write_folder_dataset(tmp_path / "data", ["cat", "dog"], {"a.jpg": (np.full((32, 40, 3), 90, np.uint8), label)})
     out = tmp_path / "m.json"
     rc = main([str(tiny_checkpoint), "--bias-correction", "off",  # untrained indicator: PBC off, no warning
                "--dataset", "folder", "--data-root", str(root), "--seen", "cat",
@@ -118,15 +113,10 @@ def test_fixed_bias_correction_values_are_evaluated_without_writing(tiny_checkpo
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "indicator_trained": True}))
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
-    root = tmp_path / "data"
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    (root / "classes.txt").write_text("cat\ndog\n")
     label = np.zeros((32, 40), np.uint8)
     label[:, 20:] = 1
     pixels = np.random.default_rng(0).integers(0, 255, (32, 40, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(root / "images" / "a.png")
-    Image.fromarray(label).save(root / "labels" / "a.png")
+    root = write_folder_dataset(tmp_path / "data", ["cat", "dog"], {"a.png": (pixels, label)})
     base = [str(folder), "--dataset", "folder", "--data-root", str(root), "--seen", "cat", "--device", "cpu", "--quiet"]
     assert (config["pbc_threshold"], config["seen_score_offset"]) != (0.0, 10.0)
     out = tmp_path / "m.json"

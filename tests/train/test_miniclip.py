@@ -1,5 +1,6 @@
 """Mini-CLIP pre-training: determinism, the multi-positive contrastive loss, captions, the saved file's loading."""
 
+import re
 import math
 import os
 import stat
@@ -116,3 +117,12 @@ def test_world_captions_use_the_templates_given(world):
     assert all(c == f"an image of {world.class_names[next(iter(k))]}" for c, k in zip(captions, keys))
     with pytest.raises(ValueError, match="one '\\{\\}' each"):
         world_captions(world, templates=("no slot",))
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: MiniClipConfig(steps=2.5), "mini-CLIP config steps must be an integer, got float 2.5"),
+    (lambda: MiniClipConfig(progress="yes"), "mini-CLIP config progress must be true or false, got str 'yes'"),
+])
+def test_config_types_are_checked_from_the_annotations(make, message):
+    with pytest.raises(TypeError, match=re.escape(message)):
+        make()

@@ -147,17 +147,12 @@ def test_recipes():
 
 def test_cli_trains_a_folder_dataset(tmp_path, capsys):
     import numpy as np
-    from PIL import Image
+    from conftest import write_folder_dataset
 
-    root = tmp_path / "data"
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    (root / "classes.txt").write_text("left\nright\n")
-    for i in range(2):
-        label = np.zeros((40, 48), np.uint8)
-        label[:, 24:] = 1
-        Image.fromarray((label * 200 + i * 20).astype(np.uint8)).convert("RGB").save(root / "images" / f"{i}.png")
-        Image.fromarray(label).save(root / "labels" / f"{i}.png")
+    label = np.zeros((40, 48), np.uint8)
+    label[:, 24:] = 1
+    gray = [np.repeat((label * 200 + i * 20).astype(np.uint8)[:, :, None], 3, axis=2) for i in range(2)]
+    root = write_folder_dataset(tmp_path / "data", ["left", "right"], {f"{i}.png": (gray[i], label) for i in range(2)})
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({"preset": "tiny", "iterations": 2, "batch_size": 2, "progress": False}))
     out = tmp_path / "run"
@@ -227,18 +222,13 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
 
 
 def test_cli_refuses_a_non_empty_out_unless_overwrite(tmp_path, capsys):
-    from conftest import ShapesDataset  # noqa: F401  (the CLI reads a folder dataset)
     import numpy as np
-    from PIL import Image
+    from conftest import write_folder_dataset  # the CLI reads a folder dataset
 
-    root = tmp_path / "data"
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    (root / "classes.txt").write_text("left\nright\n")
     label = np.zeros((16, 16), np.uint8)
     label[:, 8:] = 1
-    Image.fromarray(label * 200).convert("RGB").save(root / "images" / "0.png")
-    Image.fromarray(label).save(root / "labels" / "0.png")
+    root = write_folder_dataset(tmp_path / "data", ["left", "right"],
+                                {"0.png": (np.repeat((label * 200)[:, :, None], 3, axis=2), label)})
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_text("someone else's")

@@ -1,5 +1,6 @@
 """The attribute world: determinism, held-out combinations, exact patterns and labels, the folder export."""
 
+import re
 import json
 from pathlib import Path
 
@@ -200,3 +201,12 @@ def test_export_refuses_no_clip_and_contradictory_clip_options(tmp_path, capsys)
     printed = capsys.readouterr().out
     assert "no train_config.json" in printed and "--clip FILE" in printed
     assert (tmp_path / "d" / "classes.txt").is_file() and not (tmp_path / "d" / "train_config.json").exists()
+
+
+def test_world_configs_check_their_types_from_the_annotations():
+    from alignzeg.train.object_world import ObjectWorldConfig
+
+    with pytest.raises(TypeError, match=re.escape("world config image_size must be an integer, got str '64'")):
+        WorldConfig(image_size="64")
+    with pytest.raises(TypeError, match=re.escape("object world config shapes must be")):
+        ObjectWorldConfig(shapes="circle")
