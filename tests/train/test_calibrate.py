@@ -92,7 +92,8 @@ def test_calibrate_picks_the_best_grid_point(trained_indicator, shapes_factory):
     assert result.pbc_soft is False and (result.readout_weight_seen, result.readout_weight_unseen) == weights[0]
     # both knobs take effect: flagging every proposal (0) vs none (1), and the offset at threshold 1
     assert result.grid[0]["mIoU(U)"] != result.grid[4]["mIoU(U)"]
-    assert (result.grid[4]["mIoU(S)"], result.grid[4]["mIoU(U)"]) != (result.grid[5]["mIoU(S)"], result.grid[5]["mIoU(U)"])
+    assert ((result.grid[4]["mIoU(S)"], result.grid[4]["mIoU(U)"])
+            != (result.grid[5]["mIoU(S)"], result.grid[5]["mIoU(U)"]))
     with pytest.raises(ValueError, match=r"pbc thresholds must be in \[0, 1\] \(1.0: no proposal flagged\), got 1.5"):
         calibrate(tiny_segmenter, ds, thresholds=(1.5,), offsets=(0.0,))
     with pytest.raises(ValueError, match="hIoU is undefined"):
@@ -170,7 +171,8 @@ def _by_hand(segmenter, dataset, pbc, offsets, weights):
     grid = []
     for mode, offset, (ws, wu) in itertools.product(pbc, offsets, weights):
         point = {"pbc_threshold": config.pbc_threshold if mode == "soft" else float(mode), "pbc_soft": mode == "soft",
-                 "seen_score_offset": float(offset), "readout_weight_seen": float(ws), "readout_weight_unseen": float(wu)}
+                 "seen_score_offset": float(offset), "readout_weight_seen": float(ws),
+                 "readout_weight_unseen": float(wu)}
         grid.append((point, evaluate_cached(cached, config.replace(**point), bias_correction=True).hiou))
     best = grid[0]
     for point, hiou in grid[1:]:
@@ -197,14 +199,16 @@ def test_alignzeg_eval_calibrate_writes_a_new_folder_and_never_its_input(tiny_ch
     assert "calibration: 2 images of split 'calib'" in printed and "evaluation: 1 images of split 'val'" in printed
     assert _hashes(folder) == before  # the input model is untouched, byte for byte
     written = json.loads((out / "config.json").read_text())
-    assert written["pbc_threshold"] in (0.0, 1.0, config["pbc_threshold"]) and written["seen_score_offset"] in (0.0, 2.0)
+    assert written["pbc_threshold"] in (0.0, 1.0, config["pbc_threshold"])  # soft PBC keeps the model's threshold
+    assert written["seen_score_offset"] in (0.0, 2.0)
     assert isinstance(written["pbc_soft"], bool)
     assert (written["readout_weight_seen"], written["readout_weight_unseen"]) in ((0.0, 0.0), (0.6, 1.0))
     report = json.loads((tmp_path / "m.json").read_text())
     soft = "on" if written["pbc_soft"] else "off"
     assert (f"pbc_threshold {written['pbc_threshold']:g}, seen_score_offset {written['seen_score_offset']:g}, "
             f"pbc_soft {soft}, readout weights {written['readout_weight_seen']:g} (seen) / "
-            f"{written['readout_weight_unseen']:g} (unseen) (hIoU {100 * report['calibration']['hIoU']:.2f})") in printed
+            f"{written['readout_weight_unseen']:g} (unseen) "
+            f"(hIoU {100 * report['calibration']['hIoU']:.2f})") in printed
     changed = ("pbc_threshold", "seen_score_offset", "pbc_soft", "readout_weight_seen", "readout_weight_unseen")
     assert {k: v for k, v in written.items() if k not in changed} == {
         k: v for k, v in json.loads((folder / "config.json").read_text()).items() if k not in changed}
@@ -274,8 +278,8 @@ def test_contradictory_options_are_refused(tiny_checkpoint, tmp_path, capsys):
         ("--calib-split", "calib"): "--calib-split only apply with --calibrate",
         ("--readout-weights", "0:0"): "--readout-weights only apply with --calibrate",
         # tiny_checkpoint's class indicator was never trained: PBC's grids do not apply to it
-        ("--device", "cpu", "--no-bias-correction", "--calibrate", "--calib-split", "calib", "--out", str(tmp_path / "o"),
-         "--offsets", "0,1"):
+        ("--device", "cpu", "--no-bias-correction", "--calibrate", "--calib-split", "calib",
+         "--out", str(tmp_path / "o"), "--offsets", "0,1"):
             "offsets were given, but PBC (and with it the offset) needs a trained class indicator",
     }
     for extra, message in cases.items():
