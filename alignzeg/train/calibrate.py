@@ -1,16 +1,22 @@
-"""Calibration of bias correction on a validation split: ``pbc_threshold`` and ``seen_score_offset``.
+"""Calibration of the post-processing settings on a validation split: PBC's ``pbc_threshold`` or soft mode
+(``pbc_soft``), the ``seen_score_offset`` and the CLIP readout's ensemble weights (``readout_weight_seen``,
+``readout_weight_unseen``).
 
-PBC flags a proposal when the class indicator's unseen score is above ``pbc_threshold``; ZegCLIP-style
-calibration subtracts ``seen_score_offset`` from the seen-class logits. Both are chosen by a grid search
-that maximises hIoU on a labelled **validation** split, never on the split the model is evaluated on
-(the paper's family: thresholds are set on validation data). The search runs ``evaluate`` (the exact
-inference path) once per grid point, so it costs ``len(thresholds) * len(offsets)`` passes over the
-split: use a few hundred images (``limit``). Ties keep the first grid point (smallest threshold, then
-smallest offset).
+PBC flags a proposal when the class indicator's unseen score is above ``pbc_threshold`` (soft PBC weighs the
+masked softmax by the score instead); ZegCLIP-style calibration subtracts ``seen_score_offset`` from the
+seen-class logits; the geometric ensemble weighs the CLIP readout's log-probabilities against the decoder's.
+Every setting that applies to the model is chosen by one grid search that maximises hIoU on a labelled
+**validation** split, never on the split the model is evaluated on (the paper's family: thresholds are set
+on validation data): PBC's settings only when the class indicator was trained (``config.indicator_trained``;
+PBC never runs otherwise), the readout weights only with ``config.clip_readout``. The network runs once per
+crop of each image and every grid point re-runs only the post-processing
+(``alignzeg.train.calibration_grid``: ``cache_outputs``, then ``search``, the search the zero-shot worlds'
+benchmark uses too). Ties keep the first grid point in the grid's order (thresholds, then ``"soft"``, in the
+outer loop; offsets; readout weights in the inner loop).
 
 ``alignzeg-eval --calibrate --out DIR`` writes the calibrated model to a new folder (``save_calibrated``:
-the model's files copied, ``config.json`` with the two values changed and every other key unchanged); the
-model it read is never modified. ``write_calibration`` changes a folder's ``config.json`` in place, for
+the model's files copied, ``config.json`` with the chosen values changed and every other key unchanged);
+the model it read is never modified. ``write_calibration`` changes a folder's ``config.json`` in place, for
 folders the caller owns. The calibration and evaluation images must differ (``check_disjoint``).
 
     alignzeg-eval runs/voc --dataset voc --data-root data/VOCdevkit --split val \\
@@ -21,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -29,33 +34,68 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import AlignZegConfig, write_json
-from .evaluate import evaluate
+from .calibration_grid import applicable_grid, cache_outputs, check_grid, search
 
-__all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_OFFSETS", "CalibrationResult", "calibrate", "apply_calibration",
-           "write_calibration", "save_calibrated", "check_calibration_out", "check_calibration_split",
-           "check_disjoint", "image_files"]
+__all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_PBC", "DEFAULT_OFFSETS", "DEFAULT_READOUT_WEIGHTS", "CalibrationResult",
+           "calibrate", "apply_calibration", "write_calibration", "save_calibrated", "check_calibration_out",
+           "check_calibration_split", "check_disjoint", "image_files"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""PBC thresholds searched by default."""
+DEFAULT_PBC = DEFAULT_THRESHOLDS + ("soft",)
+"""PBC settings searched by default: the thresholds, then soft PBC (``pbc_soft``)."""
 DEFAULT_OFFSETS = (0.0, 0.5, 1.0, 2.0, 4.0)
 """Offsets in logit units (the classifier's scaled cosine similarities)."""
+DEFAULT_READOUT_WEIGHTS = ((0.0, 0.0), (0.0, 0.8), (0.3, 0.5), (0.3, 0.8), (0.4, 0.8), (0.3, 1.0), (0.6, 0.8),
+                           (0.6, 1.0))
+"""(seen, unseen) weights of the CLIP readout in the geometric ensemble searched by default: the zero-shot
+worlds' grid (``calibration_grid.WORLD_CALIB_READOUT``) and FC-CLIP's (0.4, 0.8), the presets' values."""
+
+_CHOSEN = ("pbc_threshold", "seen_score_offset", "pbc_soft", "readout_weight_seen", "readout_weight_unseen")
 
 
 @dataclass
 class CalibrationResult:
-    """The chosen bias-correction settings and the whole grid.
+    """The chosen post-processing settings and the whole grid.
 
     Attributes:
-        pbc_threshold / seen_score_offset: the grid point with the highest hIoU.
+        pbc_threshold / seen_score_offset: the grid point with the highest hIoU (the model's own values when
+            PBC was not searched: a class indicator that was never trained).
         hiou: its hIoU on the calibration split (fraction in [0, 1]).
-        grid: one dict per grid point: ``threshold``, ``offset``, ``mIoU(S)``, ``mIoU(U)``, ``hIoU``.
+        grid: one dict per grid point: the config fields ``pbc_threshold``, ``pbc_soft``,
+            ``seen_score_offset``, ``readout_weight_seen``, ``readout_weight_unseen``, the metrics ``mIoU(S)``,
+            ``mIoU(U)``, ``hIoU``, and ``threshold`` / ``offset`` (the first two under their earlier names).
+        pbc_soft: the chosen PBC mode; ``None``: not searched (left as the model has it).
+        readout_weight_seen / readout_weight_unseen: the chosen ensemble weights; ``None``: not searched (a
+            model without ``clip_readout``).
     """
 
     pbc_threshold: float
     seen_score_offset: float
     hiou: float
     grid: list[dict[str, Any]] = field(default_factory=list)
+    pbc_soft: bool | None = None
+    readout_weight_seen: float | None = None
+    readout_weight_unseen: float | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The config fields this result sets: ``pbc_threshold``, ``seen_score_offset`` and those of
+        ``pbc_soft``, ``readout_weight_seen``, ``readout_weight_unseen`` that were chosen (not ``None``)."""
+        return {k: getattr(self, k) for k in _CHOSEN if getattr(self, k) is not None}
+
+    def describe(self) -> str:
+        """One line: the chosen values, e.g. ``pbc_threshold 0.5, seen_score_offset 1, pbc_soft off, readout
+        weights 0.3 (seen) / 0.8 (unseen)``."""
+        parts = [f"pbc_threshold {self.pbc_threshold:g}, seen_score_offset {self.seen_score_offset:g}"]
+        if self.pbc_soft is not None:
+            parts.append(f"pbc_soft {'on' if self.pbc_soft else 'off'}")
+        if self.readout_weight_seen is not None and self.readout_weight_unseen is not None:
+            parts.append(f"readout weights {self.readout_weight_seen:g} (seen) / {self.readout_weight_unseen:g} "
+                         "(unseen)")
+        return ", ".join(parts)
 
 
 def check_calibration_split(calib_split: str, eval_split: str | None) -> None:
@@ -95,63 +135,67 @@ def check_disjoint(calibration: Any, evaluation: Any) -> None:
     shared = sorted({p.resolve() for p in calib} & {p.resolve() for p in evaluated})
     if shared:
         raise ValueError(f"the calibration and evaluation data share {len(shared)} of their images "
-                         f"(e.g. {[str(p) for p in shared[:3]]}); PBC's threshold and offset must be chosen on "
-                         "held-out validation images, never on the images reported")
+                         f"(e.g. {[str(p) for p in shared[:3]]}); the post-processing settings must be chosen "
+                         "on held-out validation images, never on the images reported")
 
 
-def calibrate(segmenter: Any, dataset: Any, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-              offsets: Sequence[float] = DEFAULT_OFFSETS, limit: int | None = None,
-              progress: bool = False) -> CalibrationResult:
-    """Grid search of ``pbc_threshold`` x ``seen_score_offset`` maximising hIoU with PBC on.
+def calibrate(segmenter: Any, dataset: Any, thresholds: Sequence[float | str] | None = None,
+              offsets: Sequence[float] | None = None, limit: int | None = None, progress: bool = False,
+              readout_weights: Sequence[tuple[float, float]] | None = None) -> CalibrationResult:
+    """Grid search of every post-processing setting that applies to the model, maximising hIoU.
 
-    The segmenter's config is restored afterwards (apply the result with ``write_calibration`` or
-    ``config.replace``).
+    The grid is ``thresholds`` x ``offsets`` x ``readout_weights`` (nested in that order), PBC's axes only
+    when the class indicator was trained and the readout weights only with ``config.clip_readout``. The
+    network runs once per crop (``calibration_grid.cache_outputs``), each grid point re-runs the
+    post-processing only (``calibration_grid.search``). The segmenter's config is not changed (apply the
+    result with ``apply_calibration`` / ``save_calibrated``).
 
     Args:
-        segmenter: an ``AlignZegSegmenter`` whose class indicator was trained.
+        segmenter: an ``AlignZegSegmenter`` whose class indicator was trained or that has the CLIP readout.
         dataset: the calibration split (a protocol dataset with unseen pixels kept and both seen and unseen
             classes present), never the test split.
-        thresholds: values in [0, 1].
-        offsets: values >= 0 (logits).
+        thresholds: PBC thresholds in [0, 1] and/or ``"soft"`` (soft PBC); default ``DEFAULT_PBC``.
+        offsets: seen-score offsets >= 0 (logits); default ``DEFAULT_OFFSETS``.
         limit: use only the first ``limit`` images.
-        progress: show progress bars.
+        progress: show a progress bar.
+        readout_weights: (seen, unseen) pairs in [0, 1]; default ``DEFAULT_READOUT_WEIGHTS``.
 
     Raises:
-        ValueError: empty or out-of-range grids, an untrained indicator (``config.indicator_trained`` False:
-            PBC, and with it the offset, never runs on such a model), or a split without seen or unseen
+        ValueError: an empty grid or a value out of range (the message names it); ``thresholds`` or
+            ``offsets`` given for a model whose indicator was not trained, or ``readout_weights`` for one
+            without the readout; a model with neither (nothing to calibrate); a split without seen or unseen
             classes (hIoU undefined everywhere).
     """
-    thresholds, offsets = [float(t) for t in thresholds], [float(o) for o in offsets]
-    if not thresholds or not offsets:
-        raise ValueError(f"thresholds and offsets must be non-empty, got {thresholds} and {offsets}")
-    if any(not 0.0 <= t <= 1.0 for t in thresholds):
-        raise ValueError(f"thresholds must be in [0, 1], got {thresholds}")
-    if any(o < 0 or not math.isfinite(o) for o in offsets):
-        raise ValueError(f"offsets must be finite and >= 0, got {offsets}")
-    original = segmenter.model.config
-    grid = []
-    try:
-        for threshold in thresholds:
-            for offset in offsets:
-                segmenter.model.config = original.replace(pbc_threshold=threshold, seen_score_offset=offset)
-                r = evaluate(segmenter, dataset, bias_correction=True, limit=limit, progress=progress)
-                grid.append({"threshold": threshold, "offset": offset, "mIoU(S)": r.miou_seen,
-                             "mIoU(U)": r.miou_unseen, "hIoU": r.hiou})
-                logger.info("threshold %.3f offset %.3f: hIoU %.4f", threshold, offset, r.hiou)
-    finally:
-        segmenter.model.config = original
-    scored = [g for g in grid if not math.isnan(g["hIoU"])]
-    if not scored:
-        raise ValueError("hIoU is undefined on the calibration split (it needs both seen and unseen classes)")
-    best = max(scored, key=lambda g: g["hIoU"])  # max keeps the first of equal values
-    return CalibrationResult(best["threshold"], best["offset"], best["hIoU"], grid)
+    config = segmenter.model.config
+    check_grid(thresholds, offsets, readout_weights)
+    given_pbc = [n for n, v in (("thresholds", thresholds), ("offsets", offsets)) if v is not None]
+    if given_pbc and not config.indicator_trained:
+        raise ValueError(f"{' and '.join(given_pbc)} were given, but PBC (and with it the offset) needs a trained "
+                         "class indicator: config.indicator_trained is False, so PBC never runs on this model")
+    if readout_weights is not None and not config.clip_readout:
+        raise ValueError(f"readout_weights {list(map(tuple, readout_weights))} were given, but the model has no "
+                         "CLIP readout (config.clip_readout is False)")
+    pbc, offsets, weights, bias_correction = applicable_grid(
+        config, DEFAULT_PBC if thresholds is None else thresholds, DEFAULT_OFFSETS if offsets is None else offsets,
+        DEFAULT_READOUT_WEIGHTS if readout_weights is None else readout_weights)
+    cached = cache_outputs(segmenter, dataset, limit, batch_size=segmenter.batch_size, progress=progress)
+    best, grid = search(cached, config, pbc, offsets, weights, bias_correction)
+    logger.info("calibrated on %d images, %d grid points: %s (hIoU %.4f)", cached.num_images, len(grid),
+                {k: best[k] for k in _CHOSEN}, best["hIoU"])
+    return CalibrationResult(
+        best["pbc_threshold"], best["seen_score_offset"], best["hIoU"],
+        [dict(g, threshold=g["pbc_threshold"], offset=g["seen_score_offset"], **{"mIoU(S)": g["mIoU_S"],
+                                                                                "mIoU(U)": g["mIoU_U"]})
+         for g in grid],
+        pbc_soft=best["pbc_soft"] if pbc is not None else None,
+        readout_weight_seen=best["readout_weight_seen"] if weights is not None else None,
+        readout_weight_unseen=best["readout_weight_unseen"] if weights is not None else None)
 
 
 def apply_calibration(segmenter: Any, result: CalibrationResult) -> None:
-    """Set the chosen ``pbc_threshold`` and ``seen_score_offset`` on the segmenter's config (in memory;
+    """Set the chosen settings (``result.settings``) on the segmenter's config (in memory;
     ``write_calibration`` writes them into a checkpoint folder)."""
-    segmenter.model.config = segmenter.model.config.replace(pbc_threshold=result.pbc_threshold,
-                                                            seen_score_offset=result.seen_score_offset)
+    segmenter.model.config = segmenter.model.config.replace(**result.settings)
 
 
 def save_calibrated(source: str | os.PathLike, out: str | os.PathLike, result: CalibrationResult,
@@ -196,8 +240,9 @@ def check_calibration_out(source: str | os.PathLike, out: str | os.PathLike) -> 
 
 
 def write_calibration(folder: str | os.PathLike, result: CalibrationResult) -> Path:
-    """Write the chosen values into ``folder/config.json`` in place: a new file moved over the old one
-    (atomic), every other key and the key order unchanged. For a model you did not make (the package's demo
+    """Write the chosen values (``result.settings``) into ``folder/config.json`` in place: a new file moved
+    over the old one (atomic), every other key and the key order unchanged (a key the file lacks, as a
+    format-2 file lacks ``pbc_soft``, is added at the end). For a model you did not make (the package's demo
     model, a download) use ``save_calibrated``, which leaves its input alone.
 
     Raises:
@@ -207,12 +252,10 @@ def write_calibration(folder: str | os.PathLike, result: CalibrationResult) -> P
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} does not exist: calibration is written into a local checkpoint folder")
     data = json.loads(path.read_text(encoding="utf-8"))
-    data["pbc_threshold"] = result.pbc_threshold
-    data["seen_score_offset"] = result.seen_score_offset
+    data.update(result.settings)
     AlignZegConfig.from_dict(dict(data))  # refuse to write a config that would not load
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write_json(tmp, data)
     os.replace(tmp, path)
-    logger.info("wrote pbc_threshold=%s seen_score_offset=%s into %s", result.pbc_threshold,
-                result.seen_score_offset, path)
+    logger.info("wrote %s into %s", result.settings, path)
     return path

@@ -1,11 +1,12 @@
 """Grid search of the post-processing settings on cached model outputs: one forward pass per image.
 
-``calibrate`` (``alignzeg.train.calibrate``) runs the whole inference path once per grid point; that is exact
-for any image size but costs ``len(grid)`` passes. The settings searched here act after the network only
-(PBC's threshold, offset and mode, the CLIP readout's ensemble weights), so for images that are one model
-crop (``input_size`` square, as the zero-shot worlds' images) the network runs once per image and every grid
-point re-runs only ``semantic_probabilities``, the bilinear upsampling and the argmax. The labels equal the
-``segment`` path's up to float rounding (checked by the tests).
+The settings searched act after the network only (PBC's threshold, offset and mode, the CLIP readout's
+ensemble weights), so the network runs once per crop of each image (``cache_outputs``, with ``segment``'s
+resizing and sliding windows) and every grid point re-runs only ``semantic_probabilities``, the window
+averaging, the bilinear upsampling and the argmax (``evaluate_cached``). The labels equal the ``segment``
+path's up to float rounding (checked by the tests). ``search`` is the one search: ``alignzeg-eval
+--calibrate`` (``alignzeg.train.calibrate.calibrate``, over the axes ``applicable_grid`` keeps) and the
+zero-shot worlds' benchmark (``choose_world_settings``) both call it.
 
     cached = cache_outputs(segmenter, WorldDataset(world, "val", 500))
     best, grid = search(cached, segmenter.config, pbc=(0.5, 0.9, 1.0, "soft"), offsets=(0, 0.5, 1),
@@ -15,6 +16,7 @@ point re-runs only ``semantic_probabilities``, the bilinear upsampling and the a
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -22,13 +24,18 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..metrics import ConfusionMatrix
-from ..modeling.semantic_map import semantic_probabilities
+from ..modeling.semantic_map import semantic_probabilities, upsample_labels
+from ..pipeline.windows import WindowPlan, cut_windows, plan_windows, stitch_windows
 from .evaluate import EvalResult, compute_metrics
 
-__all__ = ["CachedOutputs", "cache_outputs", "evaluate_cached", "upsampled_argmax", "search", "choose_world_settings",
-           "SETTINGS", "WORLD_CALIB_THRESHOLDS", "WORLD_CALIB_OFFSETS", "WORLD_CALIB_PBC", "WORLD_CALIB_READOUT"]
+__all__ = ["CachedOutputs", "cache_outputs", "evaluate_cached", "upsampled_argmax", "check_grid", "search",
+           "applicable_grid", "choose_world_settings", "SETTINGS", "WORLD_CALIB_THRESHOLDS", "WORLD_CALIB_OFFSETS",
+           "WORLD_CALIB_PBC", "WORLD_CALIB_READOUT"]
+
+logger = logging.getLogger(__name__)
 
 WORLD_CALIB_THRESHOLDS = (0.3, 0.5, 0.7, 0.9, 1.0)
 """PBC threshold grid of the world models' calibration on the world's val split; 1.0 flags no proposal
@@ -44,55 +51,106 @@ is (0.4, 0.8))."""
 
 @dataclass
 class CachedOutputs:
-    """Model outputs of I images of one crop each.
+    """Network outputs of the P crops of I images (``segment``'s sliding windows, before any post-processing).
 
     Attributes:
-        class_logits: (I, N, C + 1) float32. mask_logits: (I, N, h, w) float32. unseen_logits: (I, N) float32.
-        readout_logits: (I, N, C) float32 or ``None``. labels: (I, S, S) int64 ground truth.
+        class_logits: (P, N, C + 1) float32. mask_logits: (P, N, h, w) float32. unseen_logits: (P, N) float32.
+        readout_logits: (P, N, C) float32 or ``None`` (a model without ``clip_readout``).
+        labels: ground truth, (I, S, S) int64 when every image is one ``input_size`` square crop, else a list
+            of I (H, W) arrays.
         seen: (C,) bool. class_names: C names.
+        plans: the I images' ``WindowPlan``s, in crop order (``pipeline.windows``); ``()`` when every image is
+            one ``input_size`` square crop (then P = I).
     """
 
     class_logits: torch.Tensor
     mask_logits: torch.Tensor
     unseen_logits: torch.Tensor
     readout_logits: torch.Tensor | None
-    labels: np.ndarray
+    labels: np.ndarray | list[np.ndarray]
     seen: np.ndarray
     class_names: tuple[str, ...]
+    plans: tuple[WindowPlan, ...] = ()
+
+    @property
+    def num_images(self) -> int:
+        """I, the number of images."""
+        return len(self.plans) if self.plans else self.class_logits.shape[0]
 
 
-def cache_outputs(segmenter: Any, dataset: Any, limit: int | None = None, batch_size: int = 32) -> CachedOutputs:
-    """Run the network once over a protocol dataset whose images are ``input_size`` squares.
-
-    Raises:
-        ValueError: an image of another size (use ``calibrate``, which runs the full inference path).
-    """
+def _vocabulary(segmenter: Any, dataset: Any) -> tuple[torch.Tensor, tuple[str, ...], np.ndarray]:
+    """The class prototypes, names and seen flags ``evaluate`` gives ``segment`` for ``dataset``: its
+    ``class_embeddings`` when it has them, else its class names encoded by the model's text tower."""
     names = tuple(dataset.class_names)
-    seen_names = set(dataset.seen_classes)
-    seen = np.array([n in seen_names for n in names], dtype=bool)
-    model, size = segmenter.model, segmenter.config.input_size
-    vocabulary = segmenter.encode_vocabulary(list(names)).to(segmenter.device)
+    seen_names = set(getattr(dataset, "seen_classes", ()) or ())
+    seen = [n in seen_names for n in names]
+    fixed = getattr(dataset, "class_embeddings", None)
+    vocabulary, class_names = (fixed, names) if fixed is not None else (list(names), None)
+    embeddings, _, flags = segmenter._vocabulary(vocabulary, class_names, seen)
+    return embeddings, names, flags
+
+
+def _forward(segmenter: Any, crops: np.ndarray, embeddings: torch.Tensor, seen_mask: torch.Tensor) -> Any:
+    """The network on (B, 3, S, S) float32 crops, with ``predict_torch``'s device, dtype and autocast."""
+    weight_dtype = next(segmenter.model.extractor.parameters()).dtype
+    with torch.inference_mode(), segmenter._autocast():
+        return segmenter.model(torch.from_numpy(crops).to(segmenter.device, weight_dtype),
+                               embeddings.to(segmenter.device, weight_dtype), deep_supervision=False,
+                               seen_mask=seen_mask)
+
+
+def cache_outputs(segmenter: Any, dataset: Any, limit: int | None = None, batch_size: int = 32,
+                  progress: bool = False) -> CachedOutputs:
+    """Run the network once over the crops of a protocol dataset's images, as ``segment`` cuts them.
+
+    Images are decoded, resized, padded and cut into windows by the ``segment`` pipeline's own steps; the
+    vocabulary is ``evaluate``'s (the dataset's ``class_embeddings``, else its class names). Memory:
+    ``N * (h * w + 2 * C + 2)`` float32 per crop (ViT-B/16 at 512 px, 100 queries, 171 classes: 1.8 MB a crop).
+
+    Args:
+        segmenter: an ``AlignZegSegmenter``.
+        dataset: a protocol dataset built for evaluation (``alignzeg.train.data``).
+        limit: use only the first ``limit`` images.
+        batch_size: crops per forward pass.
+        progress: show a progress bar.
+    """
+    embeddings, names, seen = _vocabulary(segmenter, dataset)
+    model, config = segmenter.model, segmenter.config
     seen_mask = torch.from_numpy(seen).to(segmenter.device)
+    fill = np.asarray(config.mean, dtype=np.float32)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("class", "mask", "unseen", "readout")}
-    labels = []
-    model.eval()
-    for start in range(0, count, batch_size):
-        items = [dataset[i] for i in range(start, min(count, start + batch_size))]
-        images = torch.stack([item["image"] for item in items])
-        if tuple(images.shape[-2:]) != (size, size):
-            raise ValueError(f"cache_outputs needs images of the model's input size {size}x{size}, got "
-                             f"{tuple(images.shape[-2:])}; use alignzeg.train.calibrate.calibrate")
-        with torch.inference_mode():
-            out = model(images.to(segmenter.device), vocabulary, deep_supervision=False, seen_mask=seen_mask)
+    labels, plans, pending = [], [], []
+
+    def run(crops: list[np.ndarray]) -> None:
+        out = _forward(segmenter, np.stack(crops), embeddings, seen_mask)
         parts["class"].append(out.class_logits.float().cpu())
         parts["mask"].append(out.mask_logits.float().cpu())
         parts["unseen"].append(out.unseen_logits.float().cpu())
         if out.readout_logits is not None:
             parts["readout"].append(out.readout_logits.float().cpu())
-        labels += [np.asarray(item["label"]) for item in items]
+
+    model.eval()
+    for i in tqdm(range(count), disable=not progress, desc="alignzeg-calibrate"):
+        item = dataset[i]
+        (image,) = segmenter.load_image(item["image"])
+        plan = plan_windows(image.size, config)
+        plans.append(plan)
+        pending.extend(cut_windows(image.pixels, plan, fill, segmenter._resize))
+        labels.append(np.asarray(item["label"]))
+        while len(pending) >= batch_size:
+            run(pending[:batch_size])
+            pending = pending[batch_size:]
+    if pending:
+        run(pending)
+    if not plans:
+        raise ValueError("cache_outputs needs at least one image, got an empty dataset")
+    size = config.input_size
+    one_crop = all(p.image_size == (size, size) and len(p.origins) == 1 and p.resized == (size, size) for p in plans)
+    same_size = len({label.shape for label in labels}) == 1
     return CachedOutputs(torch.cat(parts["class"]), torch.cat(parts["mask"]), torch.cat(parts["unseen"]),
-                         torch.cat(parts["readout"]) if parts["readout"] else None, np.stack(labels), seen, names)
+                         torch.cat(parts["readout"]) if parts["readout"] else None,
+                         np.stack(labels) if same_size else labels, seen, names, () if one_crop else tuple(plans))
 
 
 def upsampled_argmax(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -111,60 +169,141 @@ def upsampled_argmax(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     return up.permute(0, 2, 3, 1).argmax(dim=-1)
 
 
+def _probabilities(cached: CachedOutputs, part: slice, config: Any, bias_correction: bool) -> torch.Tensor:
+    """(p, C + 1, h, w) probabilities of the crops ``part`` post-processed with ``config``'s settings."""
+    readout = None if cached.readout_logits is None else cached.readout_logits[part]
+    return semantic_probabilities(cached.class_logits[part], cached.mask_logits[part], cached.unseen_logits[part],
+                                  torch.from_numpy(cached.seen), bias_correction, config.pbc_threshold,
+                                  config.seen_score_offset, readout,
+                                  (config.readout_weight_seen, config.readout_weight_unseen), config.pbc_soft)
+
+
 def evaluate_cached(cached: CachedOutputs, config: Any, bias_correction: bool = True, chunk: int = 64) -> EvalResult:
     """Metrics of the cached outputs post-processed with ``config``'s settings (as ``segment`` does).
+
+    One-crop squares are upsampled together (``upsampled_argmax``); other images have their windows averaged
+    and their map upsampled to the image size as ``segment`` does (``stitch_windows``, ``upsample_labels``).
 
     Args:
         cached: from ``cache_outputs``.
         config: an ``AlignZegConfig`` (``pbc_threshold``, ``seen_score_offset``, ``pbc_soft``,
             ``readout_weight_seen`` / ``readout_weight_unseen``).
         bias_correction: apply PBC.
-        chunk: images post-processed at once.
+        chunk: crops post-processed at once.
     """
-    seen_mask = torch.from_numpy(cached.seen)
-    size = tuple(cached.labels.shape[-2:])
     confusion = ConfusionMatrix(len(cached.class_names))
-    for start in range(0, cached.class_logits.shape[0], chunk):
-        part = slice(start, start + chunk)
-        readout = None if cached.readout_logits is None else cached.readout_logits[part]
-        probs = semantic_probabilities(cached.class_logits[part], cached.mask_logits[part], cached.unseen_logits[part],
-                                       seen_mask, bias_correction, config.pbc_threshold, config.seen_score_offset,
-                                       readout, (config.readout_weight_seen, config.readout_weight_unseen),
-                                       config.pbc_soft)
-        confusion.update(upsampled_argmax(probs[:, :-1], size).numpy(), cached.labels[part])
+    if not cached.plans:
+        size = tuple(cached.labels.shape[-2:])
+        for start in range(0, cached.class_logits.shape[0], chunk):
+            part = slice(start, start + chunk)
+            probs = _probabilities(cached, part, config, bias_correction)
+            confusion.update(upsampled_argmax(probs[:, :-1], size).numpy(), cached.labels[part])
+        return compute_metrics(confusion.matrix, cached.seen, cached.class_names)
+    first = 0
+    for group in _image_groups(cached.plans, chunk):
+        crops = sum(len(cached.plans[i].origins) for i in group)
+        probs = _probabilities(cached, slice(first, first + crops), config, bias_correction).numpy()
+        offset = 0
+        for i in group:
+            plan = cached.plans[i]
+            stitched = stitch_windows(probs[offset:offset + len(plan.origins)], plan)
+            labels, _ = upsample_labels(torch.from_numpy(np.ascontiguousarray(stitched)), plan.image_size)
+            confusion.update(labels.numpy(), cached.labels[i])
+            offset += len(plan.origins)
+        first += crops
     return compute_metrics(confusion.matrix, cached.seen, cached.class_names)
 
 
-def search(cached: CachedOutputs, config: Any, pbc: Sequence[float | str] = (1.0,), offsets: Sequence[float] = (0.0,),
-           readout_weights: Sequence[tuple[float, float]] = ((0.0, 0.0),), bias_correction: bool = True
+def _image_groups(plans: Sequence[WindowPlan], chunk: int) -> list[list[int]]:
+    """Consecutive images whose crops add up to about ``chunk`` (an image's crops stay together)."""
+    groups: list[list[int]] = [[]]
+    crops = 0
+    for i, plan in enumerate(plans):
+        if groups[-1] and crops + len(plan.origins) > chunk:
+            groups.append([])
+            crops = 0
+        groups[-1].append(i)
+        crops += len(plan.origins)
+    return groups
+
+
+def check_grid(pbc: Sequence[float | str] | None = None, offsets: Sequence[float] | None = None,
+               readout_weights: Sequence[tuple[float, float]] | None = None) -> None:
+    """Refuse a grid that is empty or holds a value a config would refuse (``None``: that axis is not searched).
+
+    Raises:
+        ValueError: naming the value and what was expected.
+        TypeError: a value that is not a number (nor ``"soft"`` in ``pbc``), or a readout point that is not a pair.
+    """
+    for name, values in (("pbc", pbc), ("offsets", offsets), ("readout_weights", readout_weights)):
+        if values is not None and (isinstance(values, (str, bytes)) or len(values) == 0):
+            raise ValueError(f"{name} must be a non-empty sequence (or None: not searched), got {values!r}")
+    for value in pbc or ():
+        if isinstance(value, str):
+            if value != "soft":
+                raise ValueError(f"a pbc grid value must be a threshold in [0, 1] or 'soft', got {value!r}")
+        elif not 0.0 <= _number(value, "pbc threshold") <= 1.0:
+            raise ValueError(f"pbc thresholds must be in [0, 1] (1.0: no proposal flagged), got {value!r}")
+    for value in offsets or ():
+        if not 0.0 <= _number(value, "seen-score offset") < math.inf:
+            raise ValueError(f"seen-score offsets must be finite and >= 0 (logits), got {value!r}")
+    for point in readout_weights or ():
+        if isinstance(point, (str, bytes)) or not isinstance(point, Sequence) or len(point) != 2:
+            raise TypeError(f"a readout_weights point must be a (seen, unseen) pair, got {point!r}")
+        for value in point:
+            if not 0.0 <= _number(value, "readout weight") <= 1.0:
+                raise ValueError(f"readout weights must be in [0, 1], got {value!r} in {tuple(point)!r}")
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"a {what} must be a number, got {type(value).__name__} {value!r}")
+    return float(value)
+
+
+def search(cached: CachedOutputs, config: Any, pbc: Sequence[float | str] | None = (1.0,),
+           offsets: Sequence[float] | None = (0.0,),
+           readout_weights: Sequence[tuple[float, float]] | None = ((0.0, 0.0),), bias_correction: bool = True
            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The grid point with the highest hIoU (ties: the first), and every point's metrics.
+
+    The grid is ``pbc`` x ``offsets`` x ``readout_weights`` in that nesting order (the last varies fastest);
+    an axis given as ``None`` is not searched and keeps ``config``'s value.
 
     Args:
         cached: outputs of a validation split (never the test split).
         config: the model's ``AlignZegConfig`` (other settings are kept).
-        pbc: thresholds in [0, 1] (1.0 flags no proposal: the offset alone) and/or ``"soft"``.
+        pbc: thresholds in [0, 1] (1.0 flags no proposal: the offset alone) and/or ``"soft"`` (soft PBC; the
+            config's threshold is kept, soft PBC does not use it).
         offsets: seen-score offsets (logits), >= 0.
-        readout_weights: (seen, unseen) ensemble weights; only with cached readout logits.
-        bias_correction: ``False`` searches the readout weights alone (give one ``pbc`` and one offset).
+        readout_weights: (seen, unseen) ensemble weights in [0, 1]; only with cached readout logits.
+        bias_correction: ``False`` searches the readout weights alone (``pbc`` and ``offsets`` ``None``, or
+            one value each).
 
     Returns:
         (best, grid): each a dict with ``pbc_threshold``, ``pbc_soft``, ``seen_score_offset``,
         ``readout_weight_seen``, ``readout_weight_unseen`` (config fields) and ``mIoU_S``, ``mIoU_U``, ``hIoU``.
 
     Raises:
-        ValueError: readout weights other than (0, 0) without readout logits, or hIoU undefined everywhere.
+        ValueError: a bad grid (``check_grid``), readout weights other than (0, 0) without readout logits, or
+            hIoU undefined everywhere.
     """
-    if cached.readout_logits is None and any(tuple(w) != (0.0, 0.0) for w in readout_weights):
+    check_grid(pbc, offsets, readout_weights)
+    if cached.readout_logits is None and any(tuple(w) != (0.0, 0.0) for w in readout_weights or ()):
         raise ValueError("readout_weights need a model with clip_readout (no readout logits were cached)")
+    modes = ("soft" if config.pbc_soft else config.pbc_threshold,) if pbc is None else pbc
+    offsets = (config.seen_score_offset,) if offsets is None else offsets
+    weights = ((config.readout_weight_seen, config.readout_weight_unseen),) if readout_weights is None \
+        else readout_weights
     grid = []
-    for mode, offset, (ws, wu) in itertools.product(pbc, offsets, readout_weights):
+    for mode, offset, (ws, wu) in itertools.product(modes, offsets, weights):
         soft = mode == "soft"
         point = {"pbc_threshold": config.pbc_threshold if soft else float(mode), "pbc_soft": soft,
                  "seen_score_offset": float(offset), "readout_weight_seen": float(ws),
                  "readout_weight_unseen": float(wu)}
         result = evaluate_cached(cached, config.replace(**point), bias_correction)
         grid.append(dict(point, mIoU_S=result.miou_seen, mIoU_U=result.miou_unseen, hIoU=result.hiou))
+        logger.debug("%s: hIoU %.4f", point, result.hiou)
     scored = [g for g in grid if not math.isnan(g["hIoU"])]
     if not scored:
         raise ValueError("hIoU is undefined on the calibration split (it needs both seen and unseen classes)")
@@ -175,11 +314,35 @@ SETTINGS = ("pbc_threshold", "pbc_soft", "seen_score_offset", "readout_weight_se
 """The config fields that ``search`` chooses."""
 
 
+def applicable_grid(config: Any, pbc: Sequence[float | str] | None, offsets: Sequence[float] | None,
+                    readout_weights: Sequence[tuple[float, float]] | None
+                    ) -> tuple[Sequence[float | str] | None, Sequence[float] | None,
+                               Sequence[tuple[float, float]] | None, bool]:
+    """The axes of a grid that apply to a model: PBC's (thresholds or soft mode, offsets) only when its class
+    indicator was trained (``config.indicator_trained``: PBC never runs otherwise), the readout weights only
+    with ``config.clip_readout``; the others become ``None`` (not searched, the config's value kept).
+
+    Returns:
+        (pbc, offsets, readout_weights, bias_correction): the arguments of ``search``.
+
+    Raises:
+        ValueError: nothing applies (no trained indicator and no readout): nothing to calibrate.
+    """
+    use_pbc, use_readout = bool(config.indicator_trained), bool(config.clip_readout)
+    if not use_pbc and not use_readout:
+        raise ValueError("nothing to calibrate: PBC's threshold and offset need a trained class indicator "
+                         "(config.indicator_trained is False) and the model has no CLIP readout "
+                         "(config.clip_readout is False)")
+    return (pbc if use_pbc else None, offsets if use_pbc else None, readout_weights if use_readout else None,
+            use_pbc)
+
+
 def choose_world_settings(segmenter: Any, val: Any, pbc: bool = True) -> dict[str, Any]:
     """The zero-shot worlds' calibration: the post-processing settings with the best hIoU on ``val``.
 
     The grid is ``WORLD_CALIB_PBC`` x ``WORLD_CALIB_OFFSETS`` x ``WORLD_CALIB_READOUT`` (readout weights
-    only for a model with ``clip_readout``).
+    only for a model with ``clip_readout``), searched on outputs cached once by ``search``, the search of
+    ``alignzeg-eval --calibrate`` (``alignzeg.train.calibrate.calibrate``).
 
     Args:
         segmenter: a trained ``AlignZegSegmenter``.

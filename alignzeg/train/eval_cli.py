@@ -1,8 +1,10 @@
-"""``alignzeg-eval``: zero-shot evaluation of a model on a dataset, with optional PBC calibration.
+"""``alignzeg-eval``: zero-shot evaluation of a model on a dataset, with optional calibration of the
+post-processing settings (PBC's threshold or soft mode, the seen-score offset, the CLIP readout's weights).
 
     alignzeg-eval MODEL --dataset voc --data-root data/VOCdevkit --split val [--json metrics.json]
     alignzeg-eval MODEL --dataset folder --data-root data/world0 --split test \\
         --calibrate --calib-split val --out runs/calibrated     # writes a calibrated copy of MODEL
+        [--thresholds 0.3,0.5,soft] [--offsets 0,1] [--readout-weights 0:0,0.3:0.8]
     alignzeg-eval MODEL ... --pbc-threshold 0.7 --seen-score-offset 0.5   # evaluate at given values
 
 Rules the command enforces before any model is loaded:
@@ -28,9 +30,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .calibrate import (DEFAULT_OFFSETS, DEFAULT_THRESHOLDS, CalibrationResult, apply_calibration, calibrate,
-                        check_calibration_out, check_calibration_split, check_disjoint, image_files,
-                        save_calibrated)
+from .calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, DEFAULT_READOUT_WEIGHTS, CalibrationResult,
+                        apply_calibration, calibrate, check_calibration_out, check_calibration_split,
+                        check_disjoint, image_files, save_calibrated)
+from .calibration_grid import SETTINGS, check_grid
 from .datasets import build_dataset, default_split
 from .evaluate import evaluate, resolve_bias_correction
 
@@ -59,15 +62,23 @@ def _parser() -> argparse.ArgumentParser:
     fixed.add_argument("--seen-score-offset", type=float, default=None, help="evaluate at this seen_score_offset")
     calib = parser.add_argument_group("calibration")
     calib.add_argument("--calibrate", action="store_true",
-                       help="first choose pbc_threshold and seen_score_offset on --calib-split (max hIoU), write "
+                       help="first choose every post-processing setting that applies to the model on --calib-split "
+                            "(max hIoU): pbc_threshold or pbc_soft and seen_score_offset when the class indicator "
+                            "was trained, readout_weight_seen / readout_weight_unseen with the CLIP readout; write "
                             "the calibrated model to --out, then evaluate it")
     calib.add_argument("--calib-split", default=None,
                        help="the labelled validation split to calibrate on; never the test split, never --split")
     calib.add_argument("--out", default=None, metavar="DIR",
                        help="new or empty folder for the calibrated model (MODEL itself is never modified)")
     calib.add_argument("--calib-limit", type=int, default=None, help="calibrate on the first N images only")
-    calib.add_argument("--thresholds", default=None, help="comma-separated pbc_threshold grid")
-    calib.add_argument("--offsets", default=None, help="comma-separated seen_score_offset grid (logits)")
+    calib.add_argument("--thresholds", default=None,
+                       help="comma-separated pbc_threshold grid in [0, 1], 'soft' for soft PBC (default: "
+                            f"{_text(DEFAULT_PBC)})")
+    calib.add_argument("--offsets", default=None,
+                       help=f"comma-separated seen_score_offset grid, logits >= 0 (default: {_text(DEFAULT_OFFSETS)})")
+    calib.add_argument("--readout-weights", default=None, metavar="SEEN:UNSEEN,...",
+                       help="comma-separated readout_weight_seen:readout_weight_unseen pairs in [0, 1] (default: "
+                            f"{_pairs_text(DEFAULT_READOUT_WEIGHTS)})")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
     parser.add_argument("--json", default=None, metavar="FILE",
@@ -76,13 +87,59 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _grid(text: str | None, default: Sequence[float], what: str) -> list[float]:
+def _text(values: Sequence[Any]) -> str:
+    return ",".join(v if isinstance(v, str) else f"{v:g}" for v in values)
+
+
+def _pairs_text(pairs: Sequence[tuple[float, float]]) -> str:
+    return ",".join(f"{s:g}:{u:g}" for s, u in pairs)
+
+
+def _grid(text: str | None, what: str, soft: bool = False) -> list[float | str] | None:
+    """A comma-separated grid (``None``: the option was not given); ``soft``: the word ``soft`` is allowed."""
     if text is None:
-        return list(default)
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError as err:
-        raise ValueError(f"--{what} must be comma-separated numbers, got {text!r}") from err
+        return None
+    values: list[float | str] = []
+    for item in (v.strip() for v in text.split(",")):
+        if not item:
+            continue
+        if soft and item == "soft":
+            values.append(item)
+            continue
+        try:
+            values.append(float(item))
+        except ValueError as err:
+            kind = "numbers or 'soft'" if soft else "numbers"
+            raise ValueError(f"--{what} must be comma-separated {kind}, got {item!r} in {text!r}") from err
+    return values
+
+
+def _pairs(text: str | None) -> list[tuple[float, float]] | None:
+    """``--readout-weights 0:0,0.3:0.8`` -> [(0.0, 0.0), (0.3, 0.8)] (``None``: not given)."""
+    if text is None:
+        return None
+    pairs = []
+    for item in (v.strip() for v in text.split(",")):
+        if not item:
+            continue
+        try:
+            seen, unseen = (float(v) for v in item.split(":"))
+        except ValueError as err:
+            raise ValueError(f"--readout-weights must be comma-separated SEEN:UNSEEN pairs of numbers, got {item!r} "
+                             f"in {text!r}") from err
+        pairs.append((seen, unseen))
+    return pairs
+
+
+def _grids(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """The calibration grids given on the command line, checked (``None``: the default grid)."""
+    grids = (_grid(args.thresholds, "thresholds", soft=True), _grid(args.offsets, "offsets"),
+             _pairs(args.readout_weights))
+    for option, grid in zip(("--thresholds", "--offsets", "--readout-weights"), grids):
+        if grid is not None and not grid:
+            raise ValueError(f"{option} is empty; give at least one value")
+    check_grid(*grids)
+    return grids
 
 
 def _bias_mode(args: argparse.Namespace) -> str:
@@ -99,7 +156,8 @@ def _bias_mode(args: argparse.Namespace) -> str:
     if not args.calibrate:
         extra = [o for o, v in (("--calib-split", args.calib_split), ("--out", args.out),
                                 ("--calib-limit", args.calib_limit), ("--thresholds", args.thresholds),
-                                ("--offsets", args.offsets)) if v is not None]
+                                ("--offsets", args.offsets), ("--readout-weights", args.readout_weights))
+                 if v is not None]
         if extra:
             raise ValueError(f"{', '.join(extra)} only apply with --calibrate")
     return mode
@@ -139,13 +197,13 @@ def _describe(what: str, info: dict[str, Any]) -> str:
 
 
 def _calibrate(args: argparse.Namespace, segmenter: Any, calib: Any) -> CalibrationResult:
-    grids = _grid(args.thresholds, DEFAULT_THRESHOLDS, "thresholds"), _grid(args.offsets, DEFAULT_OFFSETS, "offsets")
-    result = calibrate(segmenter, calib, *grids, limit=args.calib_limit, progress=not args.quiet)
+    thresholds, offsets, weights = _grids(args)
+    result = calibrate(segmenter, calib, thresholds, offsets, limit=args.calib_limit, progress=not args.quiet,
+                       readout_weights=weights)
     path = save_calibrated(args.model, args.out, result, segmenter)
     apply_calibration(segmenter, result)
-    print(f"calibrated on {args.calib_split!r}: pbc_threshold {result.pbc_threshold:g}, seen_score_offset "
-          f"{result.seen_score_offset:g} (hIoU {100 * result.hiou:.2f}); calibrated model written to "
-          f"{path.parent}")
+    print(f"calibrated on {args.calib_split!r} ({len(result.grid)} grid points): {result.describe()} "
+          f"(hIoU {100 * result.hiou:.2f}); calibrated model written to {path.parent}")
     return result
 
 
@@ -160,14 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         if args.calibrate:
-            _grid(args.thresholds, DEFAULT_THRESHOLDS, "thresholds")
-            _grid(args.offsets, DEFAULT_OFFSETS, "offsets")
+            _grids(args)
         split = args.split if args.split is not None else default_split(args.dataset, args.data_root, train=False)
         args.split = split
         _check_outputs(args)
         dataset = build_dataset(args.dataset, args.data_root, split=split, seen_classes=args.seen, train=False)
         used = {"evaluated": _images_used(dataset, split, args.limit)}
-        calib = None
+        calib = calibration = None
         if args.calibrate:
             calib = build_dataset(args.dataset, args.data_root, split=args.calib_split, seen_classes=args.seen,
                                   train=False)
@@ -185,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 float("nan")))
         if calib is not None:
             print(_describe("calibration", used["calibration"]))
-            _calibrate(args, segmenter, calib)
+            calibration = _calibrate(args, segmenter, calib)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
         print(f"alignzeg-eval: error: {err}", file=sys.stderr)
         return 2
@@ -196,8 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         config = segmenter.config
         data = {**result.to_dict(), "bias_correction": bias_correction,
-                "pbc_threshold": config.pbc_threshold, "seen_score_offset": config.seen_score_offset,
-                "images": used}
+                **{k: getattr(config, k) for k in SETTINGS}, "images": used}
+        if calibration is not None:
+            data["calibration"] = {"chosen": calibration.settings, "hIoU": calibration.hiou,
+                                   "grid_points": len(calibration.grid)}
         Path(args.json).write_text(json.dumps(data, indent=2), encoding="utf-8")
     return 0
 

@@ -79,7 +79,7 @@ def export_world(world: AttributeWorld, out: str | Path, train_images: int, test
     """Write ``world`` as a folder dataset: ``classes.txt``, ``seen.txt``, ``{train,val,test}/{images,labels}``.
 
     ``val`` (written when ``val_images > 0``) is drawn like ``test`` from its own stream: the split that
-    ``alignzeg-eval --calibrate --calib-split val`` chooses PBC's threshold and offset on.
+    ``alignzeg-eval --calibrate --calib-split val`` chooses the post-processing settings on.
 
     Images are 8-bit RGB PNGs (``<index:06d>.png``); labels are 8-bit PNGs of class ids with every pixel's
     true class (train labels included: the folder dataset drops unseen pixels when training).

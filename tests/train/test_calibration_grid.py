@@ -1,0 +1,76 @@
+"""The one calibration search (``alignzeg.train.calibration_grid``): the zero-shot worlds' benchmark and
+``alignzeg-eval --calibrate`` make the same choice on the same images, and the world's choice is the one of
+the cache as it was built before images of any size were cached."""
+
+import numpy as np
+import pytest
+import torch
+
+from alignzeg import AlignZegSegmenter
+from alignzeg.train.calibrate import calibrate
+from alignzeg.train.calibration_grid import (SETTINGS, WORLD_CALIB_OFFSETS, WORLD_CALIB_PBC, WORLD_CALIB_READOUT,
+                                             CachedOutputs, applicable_grid, cache_outputs, check_grid,
+                                             choose_world_settings, search)
+
+
+@pytest.fixture(scope="module")
+def demo_and_val():
+    from alignzeg.demo import model_path
+    from alignzeg.demo.world import AttributeWorld, world_config
+    from alignzeg.train.world import WorldDataset
+
+    segmenter = AlignZegSegmenter.from_pretrained(model_path(), device="cpu", local_files_only=True)
+    return segmenter, WorldDataset(AttributeWorld(world_config(0)), "val", 8)
+
+
+def _stacked_cache(segmenter, val):
+    """The cache as ``cache_outputs`` built it for one-crop images before: the images stacked, one forward."""
+    names = tuple(val.class_names)
+    seen = np.array([n in set(val.seen_classes) for n in names])
+    items = [val[i] for i in range(len(val))]
+    with torch.inference_mode():
+        out = segmenter.model(torch.stack([item["image"] for item in items]),
+                              segmenter.encode_vocabulary(list(names)), deep_supervision=False,
+                              seen_mask=torch.from_numpy(seen))
+    return CachedOutputs(out.class_logits.float(), out.mask_logits.float(), out.unseen_logits.float(),
+                         out.readout_logits.float(), np.stack([np.asarray(item["label"]) for item in items]), seen,
+                         names)
+
+
+def test_the_world_and_the_cli_make_the_same_choice(demo_and_val):
+    segmenter, val = demo_and_val
+    config = segmenter.config
+    before = _stacked_cache(segmenter, val)
+    cached = cache_outputs(segmenter, val)
+    assert cached.plans == () and cached.num_images == 8  # one 64 px crop per image: the stacked fast path
+    for name in ("class_logits", "mask_logits", "unseen_logits", "readout_logits"):
+        torch.testing.assert_close(getattr(cached, name), getattr(before, name), rtol=1e-5, atol=1e-5)
+    chosen = choose_world_settings(segmenter, val)
+    best, grid = search(before, config, WORLD_CALIB_PBC, WORLD_CALIB_OFFSETS, WORLD_CALIB_READOUT)
+    no_pbc, _ = search(before, config, (1.0,), (0.0,), WORLD_CALIB_READOUT, bias_correction=False)
+    assert len(grid) == 210 and len({g["hIoU"] for g in grid}) > 1
+    assert chosen["best"] == {k: best[k] for k in SETTINGS}
+    assert chosen["no_pbc"] == {k: no_pbc[k] for k in SETTINGS}
+    assert chosen["val_hIoU"] == pytest.approx(100 * best["hIoU"], abs=0.01)
+    result = calibrate(segmenter, val, WORLD_CALIB_PBC, WORLD_CALIB_OFFSETS, readout_weights=WORLD_CALIB_READOUT)
+    assert result.settings == chosen["best"] and len(result.grid) == 210
+
+
+def test_applicable_grid_and_check_grid(demo_and_val):
+    config = demo_and_val[0].config
+    grids = ((0.5, "soft"), (0.0, 1.0), ((0.0, 0.0),))
+    assert applicable_grid(config, *grids) == (*grids, True)
+    assert applicable_grid(config.replace(clip_readout=False), *grids) == (*grids[:2], None, True)
+    assert applicable_grid(config.replace(indicator_trained=False), *grids) == (None, None, grids[2], False)
+    with pytest.raises(ValueError, match="nothing to calibrate"):
+        applicable_grid(config.replace(indicator_trained=False, clip_readout=False), *grids)
+    check_grid(*grids)
+    check_grid(None, None, None)
+    for bad, error, message in (((("0.5",), None, None), ValueError, "or 'soft', got '0.5'"),
+                                (((True,), None, None), TypeError, "a pbc threshold must be a number, got bool True"),
+                                ((None, (float("inf"),), None), ValueError, "got inf"),
+                                ((None, None, ((0.1, 0.2, 0.3),)), TypeError, r"pair, got \(0.1, 0.2, 0.3\)"),
+                                ((None, None, ((-0.1, 0.5),)), ValueError, r"got -0.1 in \(-0.1, 0.5\)"),
+                                ((None, "0,1", None), ValueError, "offsets must be a non-empty sequence")):
+        with pytest.raises(error, match=message):
+            check_grid(*bad)
