@@ -88,10 +88,12 @@ class CalibrationResult:
 
     def describe(self) -> str:
         """One line: the chosen values, e.g. ``pbc_threshold 0.5, seen_score_offset 1, pbc_soft off, readout
-        weights 0.3 (seen) / 0.8 (unseen)``."""
-        parts = [f"pbc_threshold {self.pbc_threshold:g}, seen_score_offset {self.seen_score_offset:g}"]
-        if self.pbc_soft is not None:
-            parts.append(f"pbc_soft {'on' if self.pbc_soft else 'off'}")
+        weights 0.3 (seen) / 0.8 (unseen)``; with soft PBC chosen ``soft PBC (no threshold), ...`` (its
+        threshold is not used)."""
+        pbc = "soft PBC (no threshold)" if self.pbc_soft else f"pbc_threshold {self.pbc_threshold:g}"
+        parts = [f"{pbc}, seen_score_offset {self.seen_score_offset:g}"]
+        if self.pbc_soft is False:
+            parts.append("pbc_soft off")
         if self.readout_weight_seen is not None and self.readout_weight_unseen is not None:
             parts.append(f"readout weights {self.readout_weight_seen:g} (seen) / {self.readout_weight_unseen:g} "
                          "(unseen)")

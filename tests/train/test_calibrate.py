@@ -422,3 +422,14 @@ def test_a_model_without_the_readout_gets_the_choice_of_the_full_path_search(sha
         assert default.hiou > new.hiou
     else:
         assert (default.pbc_threshold, default.seen_score_offset) == old_choice
+
+
+def test_describe_names_only_the_settings_that_act():
+    from alignzeg.train.calibrate import CalibrationResult
+
+    hard = CalibrationResult(0.7, 1.0, 0.5, pbc_soft=False, readout_weight_seen=0.3, readout_weight_unseen=0.8)
+    assert hard.describe() == ("pbc_threshold 0.7, seen_score_offset 1, pbc_soft off, "
+                               "readout weights 0.3 (seen) / 0.8 (unseen)")
+    soft = CalibrationResult(0.5, 0.25, 0.5, pbc_soft=True)
+    assert soft.describe() == "soft PBC (no threshold), seen_score_offset 0.25"
+    assert CalibrationResult(0.5, 0.0, 0.5).describe() == "pbc_threshold 0.5, seen_score_offset 0"
