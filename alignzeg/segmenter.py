@@ -257,7 +257,9 @@ class AlignZegSegmenter(SegmentPipeline):
         return resize_pixels(torch.from_numpy(pixels), size).numpy()
 
     # Inference ---------------------------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def autocast_context(self) -> contextlib.AbstractContextManager:
+        """The mixed precision ``segment`` runs the network under: bf16/fp16 autocast on CUDA when ``autocast``
+        is on, else none."""
         if self.device.type != "cuda" or not self.autocast:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=autocast_dtype())
@@ -279,7 +281,7 @@ class AlignZegSegmenter(SegmentPipeline):
         seen_mask = torch.as_tensor(seen_mask, dtype=torch.bool)
         bias_correction = self._resolve_bias_correction(bias_correction, seen_mask.tolist())
         weight_dtype = next(self.model.extractor.parameters()).dtype
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast_context():
             seen_mask = seen_mask.to(self.device)
             out = self.model(crops.to(self.device, weight_dtype), class_embeddings.to(self.device, weight_dtype),
                              deep_supervision=False, seen_mask=seen_mask)

@@ -63,7 +63,7 @@ def main() -> None:
     bare = CLIPBackbone(config.replace(clip_prompt_tokens=0)).eval()
     bare.clip = first.model.backbone.clip
     names = list(VOC_CLASSES)
-    embeddings, _, seen = first._vocabulary(names, None, None)
+    embeddings, _, seen = first.prepare_vocabulary(names)
     image = c.test_image((512, 512))
     pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     normalized = first.model.normalize(pixels)

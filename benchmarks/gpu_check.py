@@ -121,7 +121,7 @@ def measure_throughput(preset: str, batches: Sequence[int], classes: int, iters:
         crops = torch.rand(batch, 3, size, size, device=device)
 
         def clip_encoder() -> None:
-            with torch.inference_mode(), seg._autocast():
+            with torch.inference_mode(), seg.autocast_context():
                 model.backbone.encode_image_dense(model.normalize(crops))
 
         def network() -> None:

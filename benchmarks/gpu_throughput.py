@@ -71,7 +71,7 @@ def main() -> None:
     crops = torch.rand(args.batch, 3, size, size, device="cuda")
 
     def floor() -> None:
-        with torch.inference_mode(), seg._autocast():
+        with torch.inference_mode(), seg.autocast_context():
             model.backbone.encode_image_dense(model.normalize(crops))
 
     def network() -> None:

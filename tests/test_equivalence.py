@@ -196,7 +196,7 @@ def test_segment_matches_straightforward_pipeline(voc):
     image = voc["rgb"]
     result = seg.segment(image, names)
     assert result.bias_correction
-    embeddings, _, seen = seg._vocabulary(names, None, None)
+    embeddings, _, seen = seg.prepare_vocabulary(names)
     pixels = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255
     plan = plan_windows(pixels.shape[1:], seg.config)
     crops = cut_windows(pixels, plan, torch.tensor(seg.config.mean))

@@ -95,14 +95,14 @@ class OnnxSegmenter(SegmentPipeline):
         return cls(session, batch_size=batch_size, max_pixels=max_pixels)
 
     # Back-end hooks of SegmentPipeline ----------------------------------------------------------------
-    def _vocabulary(self, vocabulary: Any, class_names: Sequence[str] | None,
-                    seen: Sequence[Any] | None) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
+    def prepare_vocabulary(self, vocabulary: Any, class_names: Sequence[str] | None = None,
+                           seen: Sequence[Any] | None = None) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
         if vocabulary is None:  # the names stored at export
             if not self.stored_names:
                 raise ValueError("this ONNX file stores no vocabulary: pass (C, E) class embeddings, or export "
                                  "with export_onnx(..., vocabulary=[names])")
             vocabulary = self.stored_names
-        return super()._vocabulary(vocabulary, class_names, seen)
+        return super().prepare_vocabulary(vocabulary, class_names, seen)
 
     def _encode_names(self, names: tuple[str, ...]) -> np.ndarray:
         missing = [n for n in names if class_name_key(n) not in self._stored]

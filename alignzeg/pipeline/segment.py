@@ -26,7 +26,7 @@ from .labels import upsample_labels
 from .options import check_bias_correction, check_bool, check_threshold, resolve_bias_correction, untrained_warning_due
 from .vocabulary import ClassList, merge_synonyms, parse_vocabulary, prompt_text, seen_flags, trained_flags, \
     unit_rows, validate_class_names
-from .windows import cut_windows, plan_windows, resize_bilinear, stitch_windows
+from .windows import WindowPlan, cut_windows, plan_windows, resize_bilinear, stitch_windows
 
 __all__ = ["SegmentPipeline", "check_batch_size", "check_max_pixels"]
 
@@ -87,6 +87,12 @@ class SegmentPipeline:
         """(C + 1, h, w) probabilities -> (H, W) int32 labels and float32 confidence (``labels.upsample_labels``)."""
         return upsample_labels(probs, size, threshold)
 
+    def window_crops(self, image: LoadedImage) -> tuple[np.ndarray, WindowPlan]:
+        """``segment``'s crops of one decoded image: (n, 3, S, S) float32 (resized, padded with the CLIP mean,
+        cut by the sliding-window plan) and that plan."""
+        plan = plan_windows(image.size, self.config)
+        return cut_windows(image.pixels, plan, np.asarray(self.config.mean, dtype=np.float32), self._resize), plan
+
     def _resize(self, pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """(3, H, W) float32 in [0, 1] -> (3, h, w), antialiased bilinear (``windows.resize_bilinear``)."""
         return resize_bilinear(pixels, size)
@@ -109,9 +115,10 @@ class SegmentPipeline:
         return [loaded for image in check_image_list(images) for loaded in self.load_image(image)]
 
     # Vocabulary --------------------------------------------------------------------------------------
-    def _vocabulary(self, vocabulary: Any, class_names: Sequence[str] | None,
-                    seen: Sequence[Any] | None) -> tuple[Any, tuple[str, ...], np.ndarray]:
-        """The back-end's (C, E) unit embeddings, the class names and the (C,) bool seen mask."""
+    def prepare_vocabulary(self, vocabulary: Any, class_names: Sequence[str] | None = None,
+                           seen: Sequence[Any] | None = None) -> tuple[Any, tuple[str, ...], np.ndarray]:
+        """What ``segment`` makes of its vocabulary arguments (checked as there): the back-end's (C, E) unit
+        class embeddings, the class names and the (C,) bool seen mask."""
         array = self._embeddings_array(vocabulary)
         if array is not None:
             embeddings = unit_rows(array, self.config.embed_dim)
@@ -152,10 +159,9 @@ class SegmentPipeline:
     def _run(self, images: list[LoadedImage], embeddings: Any, seen: np.ndarray,
              bias_correction: bool) -> list[np.ndarray]:
         """Low-resolution probability maps (C + 1, h, w) of each image's resized frame."""
-        fill = np.asarray(self.config.mean, dtype=np.float32)
-        plans = [plan_windows(img.size, self.config) for img in images]
-        crops = np.concatenate([cut_windows(img.pixels, plan, fill, self._resize)
-                                for img, plan in zip(images, plans)])
+        cut = [self.window_crops(img) for img in images]
+        plans = [plan for _, plan in cut]
+        crops = np.concatenate([crops for crops, _ in cut])
         starts = range(0, crops.shape[0], self.batch_size)
         outputs = [self._predict(crops[start:start + self.batch_size], embeddings, seen, bias_correction)
                    for start in tqdm(starts, disable=not self.progress, desc="alignzeg", unit="batch")]
@@ -173,7 +179,7 @@ class SegmentPipeline:
         check_bias_correction(bias_correction)
         keep_image = check_bool("keep_image", keep_image)
         threshold = check_threshold(unlabelled_threshold)
-        embeddings, names, seen_mask = self._vocabulary(vocabulary, class_names, seen)
+        embeddings, names, seen_mask = self.prepare_vocabulary(vocabulary, class_names, seen)
         bias_correction = self._resolve_bias_correction(bias_correction, seen_mask.tolist())
         maps = self._run(images, embeddings, seen_mask, bias_correction)
         results = []

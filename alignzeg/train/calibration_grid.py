@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import ConfusionMatrix
 from ..modeling.semantic_map import semantic_probabilities, upsample_labels
-from ..pipeline.windows import WindowPlan, cut_windows, plan_windows, stitch_windows
+from ..pipeline.windows import WindowPlan, stitch_windows
 from .evaluate import EvalResult, compute_metrics
 
 __all__ = ["CachedOutputs", "cache_outputs", "evaluate_cached", "upsampled_argmax", "check_grid", "search",
@@ -86,14 +86,14 @@ def _vocabulary(segmenter: Any, dataset: Any) -> tuple[torch.Tensor, tuple[str, 
     seen = [n in seen_names for n in names]
     fixed = getattr(dataset, "class_embeddings", None)
     vocabulary, class_names = (fixed, names) if fixed is not None else (list(names), None)
-    embeddings, _, flags = segmenter._vocabulary(vocabulary, class_names, seen)
+    embeddings, _, flags = segmenter.prepare_vocabulary(vocabulary, class_names, seen)
     return embeddings, names, flags
 
 
 def _forward(segmenter: Any, crops: np.ndarray, embeddings: torch.Tensor, seen_mask: torch.Tensor) -> Any:
     """The network on (B, 3, S, S) float32 crops, with ``predict_torch``'s device, dtype and autocast."""
     weight_dtype = next(segmenter.model.extractor.parameters()).dtype
-    with torch.inference_mode(), segmenter._autocast():
+    with torch.inference_mode(), segmenter.autocast_context():
         return segmenter.model(torch.from_numpy(crops).to(segmenter.device, weight_dtype),
                                embeddings.to(segmenter.device, weight_dtype), deep_supervision=False,
                                seen_mask=seen_mask)
@@ -117,7 +117,6 @@ def cache_outputs(segmenter: Any, dataset: Any, limit: int | None = None, batch_
     embeddings, names, seen = _vocabulary(segmenter, dataset)
     model, config = segmenter.model, segmenter.config
     seen_mask = torch.from_numpy(seen).to(segmenter.device)
-    fill = np.asarray(config.mean, dtype=np.float32)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("class", "mask", "unseen", "readout")}
     labels, plans, pending = [], [], []
@@ -134,9 +133,9 @@ def cache_outputs(segmenter: Any, dataset: Any, limit: int | None = None, batch_
     for i in tqdm(range(count), disable=not progress, desc="alignzeg-calibrate"):
         item = dataset[i]
         (image,) = segmenter.load_image(item["image"])
-        plan = plan_windows(image.size, config)
+        crops, plan = segmenter.window_crops(image)
         plans.append(plan)
-        pending.extend(cut_windows(image.pixels, plan, fill, segmenter._resize))
+        pending.extend(crops)
         labels.append(np.asarray(item["label"]))
         while len(pending) >= batch_size:
             run(pending[:batch_size])
