@@ -16,7 +16,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from alignzeg import AlignZegSegmenter
 from alignzeg.onnx.runtime import OnnxSegmenter
 from compare import assert_same_labels
-from conftest import VOC_SEEN
+from voc_split import VOC_SEEN
 
 NAMES = ["cat", "dog", "sofa", "person", "kitty", "puppy", "couch"]
 VOCAB = ["cat", "dog", "sofa"]

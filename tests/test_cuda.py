@@ -12,7 +12,7 @@ import torch
 from alignzeg import AlignZegSegmenter
 from alignzeg.demo import CLIP_SOURCE, DEMO_WORLD, load_demo_model
 from alignzeg.demo.world import AttributeWorld, world_config
-from conftest import VOC_SEEN
+from voc_split import VOC_SEEN
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from alignzeg import AlignZegSegmenter
-from conftest import VOC_SEEN
+from voc_split import VOC_SEEN
 from alignzeg.modeling.semantic_map import semantic_probabilities
 from alignzeg.pipeline import labels as np_labels
 from alignzeg.pipeline import windows as np_windows

@@ -25,7 +25,7 @@ from alignzeg.onnx.metadata import KEY_CONFIG, KEY_OPSET, KEY_VERSION, read_voca
 from alignzeg.pipeline.labels import upsample_labels
 from alignzeg.pipeline.windows import resize_bilinear
 from alignzeg.onnx.runtime import OnnxSegmenter, load_pixels
-from conftest import VOC_SEEN
+from voc_split import VOC_SEEN
 
 ATOL = 1e-4
 NAMES = ["person", "chair", "diningtable", "bottle", "wall", "window", "sheep", "sofa"]

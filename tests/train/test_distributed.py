@@ -13,7 +13,7 @@ WORKER = textwrap.dedent("""
     import torch
     from safetensors.torch import save_file
     sys.path.insert(0, {here!r})
-    from conftest import ShapesDataset
+    from shapes_data import ShapesDataset
     from alignzeg.train import TrainConfig, Trainer
 
     torch.set_num_threads(1)

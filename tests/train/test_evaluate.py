@@ -8,7 +8,7 @@ import pytest
 
 from alignzeg.train.eval_cli import main
 from alignzeg.train.evaluate import ConfusionMatrix, compute_metrics, evaluate
-from conftest import write_folder_dataset  # tests/train/conftest.py
+from shapes_data import write_folder_dataset
 
 LABEL = np.array([[0, 0, 1, 1], [2, 2, 255, 0]])
 PRED = np.array([[0, 1, 1, 1], [2, 0, 2, -1]])

@@ -57,7 +57,7 @@ def test_parameter_groups_put_embeddings_norms_biases_prototypes_and_scale_at_ze
 
 
 def test_trainer_optimizer_uses_the_groups(tmp_path):
-    from conftest import ShapesDataset
+    from shapes_data import ShapesDataset
 
     from alignzeg.train import Trainer
 
@@ -205,7 +205,7 @@ def test_photometric_distortion_is_seeded_and_keeps_the_range():
 
 
 def test_photometric_training_resumes_exactly(tmp_path):
-    from conftest import ShapesDataset
+    from shapes_data import ShapesDataset
 
     from alignzeg.train import Trainer
 

@@ -23,7 +23,7 @@ FAST = dict(preset="tiny", lr=1e-3, progress=False, checkpoint_every=0, seed=0, 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """A 30-step run of the tiny preset on coloured shapes (fixed class embeddings, no text tower)."""
-    from conftest import ShapesDataset
+    from shapes_data import ShapesDataset
 
     out = tmp_path_factory.mktemp("smoke")
     cfg = TrainConfig(**{**FAST, "iterations": 30, "batch_size": 4, "schedule": "constant"})
@@ -65,7 +65,7 @@ def test_saved_folder_loads_for_inference(smoke):
 
 
 def test_resume_gives_the_same_weights(tmp_path):
-    from conftest import ShapesDataset
+    from shapes_data import ShapesDataset
 
     cfg = TrainConfig(**{**FAST, "iterations": 8, "batch_size": 2, "checkpoint_every": 4})
     full = Trainer(cfg, None, ShapesDataset(num=6), out_dir=tmp_path / "full")
@@ -85,7 +85,7 @@ def test_resume_gives_the_same_weights(tmp_path):
 
 def test_names_vocabulary_accumulation_and_param_count(caplog):
     """Without class_embeddings the trainer encodes the seen names with the text tower."""
-    from conftest import ShapesDataset
+    from shapes_data import ShapesDataset
 
     ds = ShapesDataset(num=4, with_embeddings=False)
     seg = AlignZegSegmenter.from_preset("tiny", seed=1, device="cpu")
@@ -100,7 +100,7 @@ def test_names_vocabulary_accumulation_and_param_count(caplog):
 
 
 def test_bad_inputs():
-    from conftest import ShapesDataset
+    from shapes_data import ShapesDataset
 
     with pytest.raises(ValueError, match=r"seen classes \['purple'\] are not among"):
         Trainer(TrainConfig(**{**FAST, "seen_classes": ("purple",)}), None, ShapesDataset(num=2))
@@ -147,7 +147,7 @@ def test_recipes():
 
 def test_cli_trains_a_folder_dataset(tmp_path, capsys):
     import numpy as np
-    from conftest import write_folder_dataset
+    from shapes_data import write_folder_dataset
 
     label = np.zeros((40, 48), np.uint8)
     label[:, 24:] = 1
@@ -187,7 +187,7 @@ def test_import_guard_and_inference_package_independence():
 
 
 def test_clip_weights_go_through_from_preset():
-    from conftest import ShapesDataset
+    from shapes_data import ShapesDataset
 
     # the tiny preset has no pretrained CLIP: the request reaches from_preset, which refuses it
     with pytest.raises(ValueError, match="'tiny' is not an open_clip architecture"):
@@ -197,7 +197,7 @@ def test_clip_weights_go_through_from_preset():
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     """run.json records the settings and the data; --resume names what differs; a fresh run refuses a
     non-empty --out unless told to overwrite."""
-    from conftest import ShapesDataset
+    from shapes_data import ShapesDataset
 
     cfg = TrainConfig(**{**FAST, "iterations": 2, "batch_size": 2, "checkpoint_every": 1})
     out = tmp_path / "run"
@@ -223,7 +223,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
 
 def test_cli_refuses_a_non_empty_out_unless_overwrite(tmp_path, capsys):
     import numpy as np
-    from conftest import write_folder_dataset  # the CLI reads a folder dataset
+    from shapes_data import write_folder_dataset  # the CLI reads a folder dataset
 
     label = np.zeros((16, 16), np.uint8)
     label[:, 8:] = 1
