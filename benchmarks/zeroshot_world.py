@@ -37,6 +37,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,34 @@ def _metrics(result) -> dict[str, float]:
             "misaligned": 100 * float(misaligned)}
 
 
+def clip_settings(family: str, world_config: Any, clip_config: Any) -> dict:
+    """What makes a mini-CLIP file: the world family, all world settings and all pre-training settings."""
+    from alignzeg.config import fields_to_dict
+
+    return {"family": family, "world": fields_to_dict(world_config), "mini_clip": fields_to_dict(clip_config)}
+
+
+def check_clip_file(path: str, settings: dict) -> None:
+    """Refuse to re-use the mini-CLIP file ``path`` unless its record (``path + ".json"``) equals ``settings``.
+
+    Raises:
+        ValueError: naming the settings that differ, or saying the file records none.
+    """
+    record = Path(path + ".json")
+    if not record.is_file():
+        raise ValueError(f"mini-CLIP file {path} records no settings ({record.name} is missing), so it may come "
+                         "from other world or pre-training settings; delete it to pre-train it again")
+    made = json.loads(record.read_text())
+    diffs = [f"{part}.{key}: file {made.get(part, {}).get(key)!r}, now {value!r}"
+             for part in ("world", "mini_clip") for key, value in settings[part].items()
+             if made.get(part, {}).get(key) != value]
+    if made.get("family") != settings["family"]:
+        diffs.insert(0, f"family: file {made.get('family')!r}, now {settings['family']!r}")
+    if diffs:
+        raise ValueError(f"mini-CLIP file {path} was made with other settings ({'; '.join(diffs)}); delete it "
+                         "to pre-train it again")
+
+
 def pretrain_job(job: dict) -> dict:
     """Pre-train (or load) world ``job["world"]``'s mini-CLIP and measure its zero-shot accuracy."""
     import torch
@@ -120,12 +149,16 @@ def pretrain_job(job: dict) -> dict:
     from alignzeg.train.object_world import make_world
 
     world = make_world(job.get("family", "attribute"), job["world"])
+    config = MiniClipConfig(steps=job["clip_steps"], batch_size=job["clip_batch"], seed=job["world"])
+    settings = clip_settings(job.get("family", "attribute"), world.config, config)
     start, seconds = time.time(), None
-    if not Path(job["path"]).is_file():  # a file of the same world, steps and batch is the same file
-        clip = pretrain_clip(world, MiniClipConfig(steps=job["clip_steps"], batch_size=job["clip_batch"],
-                                                   seed=job["world"]))
+    if Path(job["path"]).is_file():
+        check_clip_file(job["path"], settings)  # re-used only if made with these very settings
+    else:
+        clip = pretrain_clip(world, config)
         seconds = round(time.time() - start, 1)
         save_clip(clip, job["path"])
+        Path(job["path"] + ".json").write_text(json.dumps(settings, indent=2) + "\n")
     # What the segmenter sees: the fp16 file's values.
     from alignzeg.segmenter import AlignZegSegmenter
 

@@ -108,3 +108,19 @@ def test_family_reaches_every_job(bench):
     assert bench._parser().parse_args([]).family == "attribute"
     with pytest.raises(SystemExit):
         bench._parser().parse_args(["--family", "photos"])
+
+
+def test_a_mini_clip_file_is_reused_only_with_its_own_settings(bench, tmp_path):
+    from alignzeg.demo.world import world_config
+    from alignzeg.train.miniclip import MiniClipConfig
+
+    settings = bench.clip_settings("attribute", world_config(0), MiniClipConfig(steps=600, seed=0))
+    path = str(tmp_path / "world0.safetensors")
+    with pytest.raises(ValueError, match=r"records no settings \(world0.safetensors.json is missing\)"):
+        bench.check_clip_file(path, settings)
+    Path(path + ".json").write_text(json.dumps(settings))
+    bench.check_clip_file(path, settings)  # the same settings: re-used
+    other = bench.clip_settings("attribute", world_config(0, num_unseen=6), MiniClipConfig(steps=300, seed=0))
+    with pytest.raises(ValueError, match=r"other settings \(world.num_unseen: file 8, now 6; "
+                                         r"mini_clip.steps: file 600, now 300\)"):
+        bench.check_clip_file(path, other)
