@@ -382,8 +382,8 @@ class AlignZegConfig:
         check_format_version(self.format_version)
         for name in ("input_size", "window_stride", "decoder_dim", "num_queries", "num_decoder_layers",
                      "num_heads", "mask_upsample", "num_bg_prototypes", "indicator_hidden", "max_long_side"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            value = getattr(self, name)  # an int: check_field_types ran first
+            if value < 1:
                 raise ValueError(f"config {name} must be a positive integer, got {value!r}")
         if self.window_stride > self.input_size:
             raise ValueError(
