@@ -60,13 +60,7 @@ class VocabularyEncoder:
         """``__call__`` without the copy: the tensor shared with the cache, for callers that only read it."""
         templates = self.templates if templates is None else tuple(templates)
         device = str(next(self.backbone.parameters()).device)
-        if isinstance(names, tuple) and all(type(n) is str for n in names):  # cached keys were validated once
-            with self._lock:
-                hit = self._cache.get((names, templates, device))
-                if hit is not None:
-                    self._cache.move_to_end((names, templates, device))
-                    return hit
-        names = validate_class_names(names)
+        names = validate_class_names(names)  # remembered per vocabulary (pipeline.vocabulary.parse_vocabulary)
         key = (names, templates, device)
         with self._lock:
             if key in self._cache:
