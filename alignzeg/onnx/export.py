@@ -185,6 +185,7 @@ def _cosine_logit_nodes(model: Any) -> list[str]:
 
 def _quantize_int8(source: str, target: str) -> dict[str, Any]:
     """Dynamic int8 quantization of ``source`` into ``target``; returns the ``alignzeg.quantization`` record.
+    ``source`` lies in a temporary folder: the constant-folded copy is written beside it.
 
     Weights: int8, symmetric, one scale per tensor (per-channel scales and ``reduce_range`` measured no more
     accurate on the world model, see docs/onnx.md); activations: uint8 with a scale and zero point computed
@@ -196,16 +197,12 @@ def _quantize_int8(source: str, target: str) -> dict[str, Any]:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as err:
         raise ImportError('export_onnx(int8=True) needs onnxruntime: pip install "alignzeg[onnx]"') from err
-    folded = target + ".folded.onnx"
-    try:
-        _fold_constants(source, folded)
-        cosines = _cosine_logit_nodes(onnx.load(folded, load_external_data=False))
-        with _no_preprocess_hint():
-            quantize_dynamic(folded, target, op_types_to_quantize=list(QUANTIZED_OPS), weight_type=QuantType.QInt8,
-                             per_channel=False, reduce_range=False, nodes_to_exclude=cosines)
-    finally:
-        if os.path.exists(folded):
-            os.remove(folded)
+    folded = str(Path(source).with_suffix(".folded.onnx"))  # beside the float32 file, in its temporary folder
+    _fold_constants(source, folded)
+    cosines = _cosine_logit_nodes(onnx.load(folded, load_external_data=False))
+    with _no_preprocess_hint():
+        quantize_dynamic(folded, target, op_types_to_quantize=list(QUANTIZED_OPS), weight_type=QuantType.QInt8,
+                         per_channel=False, reduce_range=False, nodes_to_exclude=cosines)
     nodes = sum(node.op_type == "MatMulInteger" for node in onnx.load(target).graph.node)
     return {"method": "dynamic", "tool": "onnxruntime.quantization.quantize_dynamic",
             "onnxruntime": onnxruntime.__version__, "op_types": list(QUANTIZED_OPS), "quantized_nodes": nodes,
