@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import AlignZegConfig, write_json
-from .calibration_grid import applicable_grid, cache_outputs, check_grid, search
+from .calibration_grid import SETTINGS, applicable_grid, cache_outputs, check_grid, search
 
 __all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_PBC", "DEFAULT_OFFSETS", "DEFAULT_READOUT_WEIGHTS", "CalibrationResult",
            "calibrate", "apply_calibration", "write_calibration", "save_calibrated", "check_calibration_out",
@@ -52,9 +52,6 @@ DEFAULT_READOUT_WEIGHTS = ((0.0, 0.0), (0.0, 0.8), (0.3, 0.5), (0.3, 0.8), (0.4,
                            (0.6, 1.0))
 """(seen, unseen) weights of the CLIP readout in the geometric ensemble searched by default: the zero-shot
 worlds' grid (``calibration_grid.WORLD_CALIB_READOUT``) and FC-CLIP's (0.4, 0.8), the presets' values."""
-
-_CHOSEN = ("pbc_threshold", "seen_score_offset", "pbc_soft", "readout_weight_seen", "readout_weight_unseen")
-
 
 @dataclass
 class CalibrationResult:
@@ -84,7 +81,7 @@ class CalibrationResult:
     def settings(self) -> dict[str, Any]:
         """The config fields this result sets: ``pbc_threshold``, ``seen_score_offset`` and those of
         ``pbc_soft``, ``readout_weight_seen``, ``readout_weight_unseen`` that were chosen (not ``None``)."""
-        return {k: getattr(self, k) for k in _CHOSEN if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in SETTINGS if getattr(self, k) is not None}
 
     def describe(self) -> str:
         """One line: the chosen values, e.g. ``pbc_threshold 0.5, seen_score_offset 1, pbc_soft off, readout
@@ -183,7 +180,7 @@ def calibrate(segmenter: Any, dataset: Any, thresholds: Sequence[float | str] | 
     cached = cache_outputs(segmenter, dataset, limit, batch_size=segmenter.batch_size, progress=progress)
     best, grid = search(cached, config, pbc, offsets, weights, bias_correction)
     logger.info("calibrated on %d images, %d grid points: %s (hIoU %.4f)", cached.num_images, len(grid),
-                {k: best[k] for k in _CHOSEN}, best["hIoU"])
+                {k: best[k] for k in SETTINGS}, best["hIoU"])
     return CalibrationResult(
         best["pbc_threshold"], best["seen_score_offset"], best["hIoU"],
         [dict(g, threshold=g["pbc_threshold"], offset=g["seen_score_offset"], **{"mIoU(S)": g["mIoU_S"],
