@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import stat
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,7 +20,7 @@ import torch
 from .clip_weights import (
     clip_hub_repo, fit_clip_state, load_clip_into, locate_clip_weights, normalize_clip_pretrained, read_clip_state,
 )
-from .config import AlignZegConfig
+from .config import AlignZegConfig, file_mode
 from .errors import WeightsError
 from .hub import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint
 from .modeling.model import CLIP_PREFIX, AlignZegModel
@@ -190,8 +189,7 @@ def save_checkpoint(directory: str | os.PathLike, config: AlignZegConfig, state:
     # One metadata key only: safetensors keeps metadata in a hash map whose order varies between calls, and
     # a checkpoint's bytes should depend on its tensors alone (reproducible hashes on the Hub).
     save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-    # save_file creates its file 0600; give it config.json's mode (what open() gives under the umask).
-    os.chmod(directory / WEIGHTS_NAME, stat.S_IMODE((directory / CONFIG_NAME).stat().st_mode))
+    os.chmod(directory / WEIGHTS_NAME, file_mode())  # save_file creates its file 0600
     slim = not any(k.startswith(CLIP_PREFIX) for k in tensors)
     (directory / "README.md").write_text(model_card(config, slim=slim), encoding="utf-8")
     return directory

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
@@ -75,6 +76,14 @@ def unknown_fields(cls: type, data: Any, what: str) -> list[str]:
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     """Write ``data`` as indented UTF-8 JSON with a trailing newline."""
     Path(path).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (0644 under the usual 022): for files
+    that other writers create 0600 (``safetensors.save_file``, ``tempfile.mkstemp``)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def check_format_version(version: Any, what: str = "config") -> None:

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from .config import file_mode
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -244,13 +246,6 @@ def _check_writable_dir(folder: str, what: str) -> None:
             pass
     except OSError as err:
         raise ValueError(f"{what} cannot be created or written to: {err.strerror or err}") from None
-
-
-def file_mode() -> int:
-    """The mode ``open()`` gives a new file under the current umask (0644 under the usual 022)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def write_atomic(path: str, write: Callable[[str], None]) -> None:

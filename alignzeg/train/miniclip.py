@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from ..config import AlignZegConfig, check_field_types
+from ..config import AlignZegConfig, check_field_types, file_mode
 from ..demo.world import AttributeWorld, keyed_rng, voronoi_labels
 from ..modeling.clip_backbone import CLIPBackbone
 from ..modeling.text_encoder import VocabularyEncoder
@@ -248,9 +248,7 @@ def save_clip(clip: torch.nn.Module, path: str | os.PathLike, dtype: torch.dtype
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
-    umask = os.umask(0o022)  # save_file creates the file 0600; give it what open() gives (0644 under umask 022)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    os.chmod(path, file_mode())  # save_file creates the file 0600
     return path
 
 
