@@ -19,10 +19,10 @@ from typing import Any, Iterator, Mapping
 
 from .errors import WeightsError
 
-__all__ = ["AlignZegConfig", "FrozenDict", "FORMAT_VERSION", "DEFAULT_TEMPLATES", "check_format_version",
+__all__ = ["AlignZegConfig", "ENSEMBLE_VOID", "CALIBRATION_PROTOCOLS", "FrozenDict", "FORMAT_VERSION", "DEFAULT_TEMPLATES", "check_format_version",
            "check_field_types", "fields_to_dict"]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """Version of the ``config.json`` layout. A file with another version is refused with a clear error."""
 
 FORMAT_CHANGES = {
@@ -35,13 +35,18 @@ FORMAT_CHANGES = {
 }
 """Why each older ``format_version`` is refused: what changed since (there is no migration)."""
 
+_FORMAT_4_FIELDS: dict[str, Any] = {"ensemble_void": "joint", "calibration_protocol": "none",
+                                    "calibration_classes": ()}
 FORMAT_MIGRATIONS: dict[int, dict[str, Any]] = {
     2: {"clip_readout": False, "clip_readout_layers": None, "readout_weight_seen": 0.0,
-        "readout_weight_unseen": 0.0, "indicator_inputs": "embedding", "pbc_soft": False},
+        "readout_weight_unseen": 0.0, "indicator_inputs": "embedding", "pbc_soft": False, **_FORMAT_4_FIELDS},
+    3: dict(_FORMAT_4_FIELDS),
 }
 """Older formats that load: the fields added since, with the values that keep such a checkpoint's model
 exactly as it was (format 3 added the CLIP region readout, the vocabulary-aware class indicator and soft
-PBC; a format-2 checkpoint is a format-3 one with all three off)."""
+PBC; a format-2 checkpoint is a format-3 one with all three off. Format 4 added the ensemble's background
+handling, kept as it was (``"joint"``), and the calibration's provenance, which older files did not record
+(``"none"``))."""
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -277,6 +282,12 @@ def _open_clip_tower_fields() -> dict[str, frozenset[str]] | None:
             "text_cfg": frozenset(f.name for f in dataclasses.fields(CLIPTextCfg))}
 
 
+ENSEMBLE_VOID = ("joint", "fcclip")
+"""Background handling of the CLIP readout's ensemble (``AlignZegConfig.ensemble_void``)."""
+CALIBRATION_PROTOCOLS = ("none", "inductive", "transductive", "fixed")
+"""How a model's post-processing settings were chosen (``AlignZegConfig.calibration_protocol``)."""
+
+
 @dataclass(frozen=True)
 class AlignZegConfig:
     """Architecture and inference settings of one AlignZeg model.
@@ -320,10 +331,11 @@ class AlignZegConfig:
             pooled under its mask (a learned per-proposal gate) before the cosine classifier.
         bg_temperature: background logit = ``t * logsumexp(cos / t)`` over the M background prototypes
             (a soft maximum that sends gradient to every prototype); 0 = hard max.
-        seen_score_offset: subtracted from the seen-class logits of every proposal by PBC (ZegCLIP's
-            calibration); 0 = none.
-        indicator_trained: the class indicator was trained (set by the Trainer). PBC needs it: on a
-            model without, ``segment`` turns PBC off (with a warning) unless asked for explicitly (error).
+        seen_score_offset: subtracted from the seen-class logits of every proposal by the bias correction
+            (ZegCLIP's calibration); 0 = none. It needs no class indicator: on a model whose indicator was
+            not trained the bias correction is this offset alone.
+        indicator_trained: the class indicator was trained (set by the Trainer). PBC's flags need it: on a
+            model without, no proposal is flagged (the bias correction is the seen-score offset alone).
         clip_readout: read each proposal out of the frozen CLIP with a region token whose attention is
             masked to the proposal (SAN-style; ``modeling.clip_readout``) and combine its class scores with the
             decoder's (FC-CLIP's geometric ensemble). Adds no trained weight.
@@ -335,6 +347,17 @@ class AlignZegConfig:
             and non-seen names, from the decoder and the CLIP readout: ``class_indicator.profile_features``).
         pbc_soft: PBC mixes the plain and the seen-masked softmax with the indicator's probability as weight
             instead of flagging proposals above ``pbc_threshold``.
+        ensemble_void: how the readout's ensemble treats the background (void) column: ``"joint"`` (the
+            decoder's softmax over classes + background, the background column kept as its log-probability) or
+            ``"fcclip"`` (FC-CLIP's: the decoder's softmax over the classes alone enters the ensemble, the
+            ensemble is renormalised over the classes and scaled by one minus the decoder's background
+            probability, which is kept as it is).
+        calibration_protocol: how the post-processing settings were chosen: ``"none"`` (not calibrated),
+            ``"inductive"`` (on validation classes: seen classes held out of a calibration model's training;
+            no label of a class outside ``calibration_classes`` was read), ``"transductive"`` (on labels that
+            include classes unseen in training) or ``"fixed"`` (set in advance).
+        calibration_classes: the class names whose labels chose the settings (empty for ``"none"`` and
+            ``"fixed"``).
         format_version: layout version of this file.
         extra: free-form provenance (``recipe``, ``metrics``), held as a read-only ``FrozenDict``.
 
@@ -378,6 +401,9 @@ class AlignZegConfig:
     readout_weight_unseen: float = 0.8
     indicator_inputs: str = "embedding"
     pbc_soft: bool = False
+    ensemble_void: str = "joint"
+    calibration_protocol: str = "none"
+    calibration_classes: tuple[str, ...] = ()
     format_version: int = FORMAT_VERSION
     extra: Mapping[str, Any] = field(default_factory=FrozenDict)
 
@@ -457,6 +483,11 @@ class AlignZegConfig:
                 raise ValueError(f"config {name} must be in [0, 1], got {value!r}")
         if self.indicator_inputs not in ("embedding", "profile"):
             raise ValueError(f"config indicator_inputs must be 'embedding' or 'profile', got {self.indicator_inputs!r}")
+        if self.ensemble_void not in ENSEMBLE_VOID:
+            raise ValueError(f"config ensemble_void must be one of {ENSEMBLE_VOID}, got {self.ensemble_void!r}")
+        if self.calibration_protocol not in CALIBRATION_PROTOCOLS:
+            raise ValueError(f"config calibration_protocol must be one of {CALIBRATION_PROTOCOLS}, got "
+                             f"{self.calibration_protocol!r}")
 
     # Derived quantities ------------------------------------------------------------------------------
     @property

@@ -272,7 +272,8 @@ class AlignZegSegmenter(SegmentPipeline):
             crops: (B, 3, S, S) float RGB in [0, 1], S = ``config.input_size``, on any device.
             class_embeddings: (C, E) float, L2-normalised.
             seen_mask: (C,) bool (tensor or array).
-            bias_correction: apply PBC; ``None`` (auto): when ``config.indicator_trained``, as in ``segment``.
+            bias_correction: apply the bias correction; ``None`` (auto): when ``config.indicator_trained`` or a
+                seen-score offset, as in ``segment``.
 
         Returns:
             (B, C + 1, S / mask_stride, S / mask_stride) float32 probabilities (channel C: background).

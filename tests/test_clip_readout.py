@@ -149,5 +149,5 @@ def test_readout_config_fields_are_checked_and_format_2_loads_with_them_off():
         del old[key]
     old["format_version"] = 2
     loaded = AlignZegConfig.from_dict(old)
-    assert loaded.format_version == 3 and loaded.clip_readout is False and loaded.indicator_inputs == "embedding"
+    assert loaded.format_version == FORMAT_VERSION and loaded.clip_readout is False and loaded.indicator_inputs == "embedding"
     assert loaded.pbc_soft is False and (loaded.readout_weight_seen, loaded.readout_weight_unseen) == (0.0, 0.0)

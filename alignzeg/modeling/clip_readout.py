@@ -102,7 +102,7 @@ def region_tokens(blocks: list[nn.Module], block_inputs: list[torch.Tensor], all
 
 
 def geometric_ensemble(class_logits: torch.Tensor, readout_logits: torch.Tensor, seen_mask: torch.Tensor,
-                       weight_seen: float, weight_unseen: float) -> torch.Tensor:
+                       weight_seen: float, weight_unseen: float, void: str = "joint") -> torch.Tensor:
     """FC-CLIP's geometric ensemble of the decoder's and the CLIP readout's class probabilities.
 
     Args:
@@ -110,19 +110,31 @@ def geometric_ensemble(class_logits: torch.Tensor, readout_logits: torch.Tensor,
         readout_logits: (B, N, C) float readout logits (CLIP's logit scale times cosine).
         seen_mask: (C,) bool, True for the seen (training) classes.
         weight_seen / weight_unseen: the readout's weight in [0, 1] for seen / unseen classes.
+        void: ``"joint"``: the decoder's log-softmax over classes and background enters the ensemble and the
+            background column is the decoder's log-probability. ``"fcclip"`` (FC-CLIP's void handling): the
+            decoder's log-softmax over the classes alone enters the ensemble, which is renormalised over the
+            classes and scaled by ``1 - p_void`` (the decoder's background probability, kept as it is).
 
     Returns:
-        (B, N, C + 1) float32 log-scores (use them as logits: a softmax renormalises them). Column c is
-        ``(1 - w_c) log_softmax(class_logits)[c] + w_c log_softmax(readout_logits)[c]``; the background
-        column is the decoder's log-probability. With both weights 0 it is ``log_softmax(class_logits)``.
+        (B, N, C + 1) float32 log-scores (use them as logits: a softmax renormalises them). ``"joint"``: column c
+        is ``(1 - w_c) log_softmax(class_logits)[c] + w_c log_softmax(readout_logits)[c]``. ``"fcclip"``: the
+        columns are log-probabilities summing to 1 with the background's equal to the decoder's. With both
+        weights 0, ``"joint"`` gives ``log_softmax(class_logits)``.
     """
     if readout_logits.shape != class_logits.shape[:-1] + (class_logits.shape[-1] - 1,):
         raise ValueError(f"readout_logits {tuple(readout_logits.shape)} do not match class_logits "
                          f"{tuple(class_logits.shape)} (expected the same shape without the background column)")
-    dec = F.log_softmax(class_logits.float(), dim=-1)
+    if void not in ("joint", "fcclip"):
+        raise ValueError(f"void must be 'joint' or 'fcclip', got {void!r}")
+    logits = class_logits.float()
+    dec = F.log_softmax(logits, dim=-1)
     clip = F.log_softmax(readout_logits.float(), dim=-1)
     seen = seen_mask.to(device=dec.device, dtype=torch.bool)
     weight = torch.where(seen, torch.tensor(float(weight_seen), device=dec.device),
                          torch.tensor(float(weight_unseen), device=dec.device))  # (C,)
-    classes = (1 - weight) * dec[..., :-1] + weight * clip
-    return torch.cat([classes, dec[..., -1:]], dim=-1)
+    if void == "joint":
+        classes = (1 - weight) * dec[..., :-1] + weight * clip
+        return torch.cat([classes, dec[..., -1:]], dim=-1)
+    classes = (1 - weight) * F.log_softmax(logits[..., :-1], dim=-1) + weight * clip
+    not_void = torch.log1p(-dec[..., -1:].exp().clamp(max=1 - 1e-7))  # log(1 - p_void)
+    return torch.cat([F.log_softmax(classes, dim=-1) + not_void, dec[..., -1:]], dim=-1)

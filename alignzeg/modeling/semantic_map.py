@@ -18,32 +18,35 @@ from .clip_readout import geometric_ensemble
 __all__ = ["semantic_probabilities", "output_probabilities", "upsample_labels", "upsample_probabilities"]
 
 
-def semantic_probabilities(class_logits: torch.Tensor, mask_logits: torch.Tensor, unseen_logits: torch.Tensor,
+def semantic_probabilities(class_logits: torch.Tensor, mask_logits: torch.Tensor, unseen_logits: torch.Tensor | None,
                            seen_mask: torch.Tensor, bias_correction: bool = True, threshold: float = 0.5,
                            seen_score_offset: float = 0.0, readout_logits: torch.Tensor | None = None,
-                           readout_weights: tuple[float, float] = (0.0, 0.0), soft: bool = False) -> torch.Tensor:
+                           readout_weights: tuple[float, float] = (0.0, 0.0), soft: bool = False,
+                           void: str = "joint") -> torch.Tensor:
     """Combine proposals into a per-pixel probability map.
 
     Args:
         class_logits: (B, N, C + 1) float, last column background.
         mask_logits: (B, N, h, w) float.
-        unseen_logits: (B, N) float, the class indicator's logits.
+        unseen_logits: (B, N) float, the class indicator's logits; ``None``: no trained indicator (the bias
+            correction is the seen-score offset alone).
         seen_mask: (C,) bool, True for the checkpoint's seen (training) classes.
         bias_correction: apply PBC (``proposal_bias_correction``, a masked softmax) instead of a plain softmax.
         threshold, seen_score_offset, soft: PBC settings (unused without bias correction).
         readout_logits: (B, N, C) float CLIP readout logits; when given, the class logits are first replaced by
             ``geometric_ensemble(class_logits, readout_logits, seen_mask, *readout_weights)``.
         readout_weights: the readout's weight for (seen, unseen) classes.
+        void: the ensemble's background handling (``geometric_ensemble``).
 
     Returns:
         (B, C + 1, h, w) float32, non-negative, summing to 1 over channels at each pixel;
         channel C is background.
     """
     if readout_logits is not None:
-        class_logits = geometric_ensemble(class_logits, readout_logits, seen_mask, *readout_weights)
+        class_logits = geometric_ensemble(class_logits, readout_logits, seen_mask, *readout_weights, void=void)
     if bias_correction:
-        probs = proposal_bias_correction(class_logits, unseen_logits.float().sigmoid(), seen_mask, threshold,
-                                         seen_score_offset, soft)
+        scores = None if unseen_logits is None else unseen_logits.float().sigmoid()
+        probs = proposal_bias_correction(class_logits, scores, seen_mask, threshold, seen_score_offset, soft)
     else:
         probs = class_logits.float().softmax(dim=-1)
     masks = mask_logits.float().sigmoid()
@@ -53,14 +56,18 @@ def semantic_probabilities(class_logits: torch.Tensor, mask_logits: torch.Tensor
 
 def output_probabilities(out, seen_mask: torch.Tensor, config, bias_correction: bool) -> torch.Tensor:
     """``semantic_probabilities`` of a model output (``AlignZegOutput``) with the settings of ``config``
-    (``AlignZegConfig``: PBC threshold, offset and mode, the CLIP readout's ensemble weights).
+    (``AlignZegConfig``: PBC threshold, offset and mode, the CLIP readout's ensemble weights and background
+    handling). The class indicator's scores are used only when it was trained (``config.indicator_trained``);
+    otherwise the bias correction is the seen-score offset alone.
 
     Returns:
         (B, C + 1, h, w) float32 probabilities, as ``semantic_probabilities``.
     """
-    return semantic_probabilities(out.class_logits, out.mask_logits, out.unseen_logits, seen_mask, bias_correction,
+    unseen = out.unseen_logits if config.indicator_trained else None
+    return semantic_probabilities(out.class_logits, out.mask_logits, unseen, seen_mask, bias_correction,
                                   config.pbc_threshold, config.seen_score_offset, out.readout_logits,
-                                  (config.readout_weight_seen, config.readout_weight_unseen), config.pbc_soft)
+                                  (config.readout_weight_seen, config.readout_weight_unseen), config.pbc_soft,
+                                  config.ensemble_void)
 
 
 def _linear_taps(in_size: int, out_size: int, device: torch.device | None = None

@@ -52,40 +52,47 @@ def check_bias_correction(bias_correction: Any) -> bool | None:
     return None if bias_correction is None else bool(bias_correction)
 
 
-def untrained_warning_due(bias_correction: Any, indicator_trained: bool, seen: Sequence[bool] | None) -> bool:
-    """Whether ``resolve_bias_correction`` warns for these arguments (auto on an untrained indicator, with a
-    vocabulary that mixes seen and unseen classes, or an unknown one: ``seen=None``)."""
-    if check_bias_correction(bias_correction) is not None or indicator_trained:
+def untrained_warning_due(bias_correction: Any, indicator_trained: bool, seen: Sequence[bool] | None,
+                          seen_score_offset: float = 0.0) -> bool:
+    """Whether ``resolve_bias_correction`` warns for these arguments (auto on an untrained indicator without a
+    seen-score offset, with a vocabulary that mixes seen and unseen classes, or an unknown one: ``seen=None``)."""
+    if check_bias_correction(bias_correction) is not None or indicator_trained or seen_score_offset:
         return False
     return seen is None or (any(seen) and not all(seen))
 
 
 def resolve_bias_correction(bias_correction: Any, indicator_trained: bool, seen: Sequence[bool] | None = None,
-                            warn: bool = True, stacklevel: int = 2) -> bool:
-    """Whether PBC runs: ``None`` or ``"auto"`` means "if the class indicator was trained".
+                            warn: bool = True, stacklevel: int = 2, seen_score_offset: float = 0.0) -> bool:
+    """Whether the bias correction runs: ``None`` or ``"auto"`` means "if the class indicator was trained or
+    the model has a seen-score offset".
 
-    Auto on a model whose ``config.indicator_trained`` is False turns PBC off, with a warning when the
-    vocabulary mixes seen and unseen classes (otherwise PBC would be the identity anyway) or is not known
-    yet (``seen=None``).
+    The bias correction is the seen-score offset (any model) and PBC's flags (only with a trained class
+    indicator). Auto on a model whose ``config.indicator_trained`` is False and whose offset is 0 turns it
+    off, with a warning when the vocabulary mixes seen and unseen classes (otherwise it would be the
+    identity anyway) or is not known yet (``seen=None``).
 
     Args:
         bias_correction: the caller's choice: True, False, None or "auto".
         indicator_trained: ``config.indicator_trained``.
         seen: one flag per vocabulary entry, or ``None`` (decided before the vocabulary).
+        seen_score_offset: ``config.seen_score_offset``; non-zero, the bias correction runs without a trained
+            indicator (the offset alone).
         warn: emit the warning (a segmenter warns once, not on every call).
         stacklevel: passed to ``warnings.warn`` (counted from this function).
 
     Raises:
         TypeError: ``bias_correction`` is not None, "auto" or a bool.
-        ValueError: ``bias_correction=True`` on a model whose indicator was not trained.
+        ValueError: ``bias_correction=True`` on a model whose indicator was not trained and whose
+            seen-score offset is 0 (nothing would be corrected).
     """
     choice = check_bias_correction(bias_correction)
     if choice is None:
-        if warn and untrained_warning_due(choice, indicator_trained, seen):
+        if warn and untrained_warning_due(choice, indicator_trained, seen, seen_score_offset):
             warnings.warn(UNTRAINED_INDICATOR + "; bias correction (PBC) is off. Pass bias_correction=False "
                           "to silence this.", AlignZegWarning, stacklevel=stacklevel + 1)
-        return bool(indicator_trained)
-    if choice and not indicator_trained:
-        raise ValueError("bias_correction=True needs a trained class indicator: " + UNTRAINED_INDICATOR
-                         + ". Leave bias_correction=None (auto) or pass False.")
+        return bool(indicator_trained or seen_score_offset)
+    if choice and not indicator_trained and not seen_score_offset:
+        raise ValueError("bias_correction=True needs a trained class indicator or a seen-score offset: "
+                         + UNTRAINED_INDICATOR + " and config.seen_score_offset is 0. Leave bias_correction=None "
+                         "(auto) or pass False.")
     return choice

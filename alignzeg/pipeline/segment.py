@@ -149,9 +149,10 @@ class SegmentPipeline:
     def _resolve_bias_correction(self, bias_correction: Any, seen: Sequence[bool]) -> bool:
         """``resolve_bias_correction`` with this model's config, warning once per segmenter."""
         warn = not self._untrained_warned
+        offset = self.config.seen_score_offset
         decision = resolve_bias_correction(bias_correction, self.config.indicator_trained, seen, warn=warn,
-                                           stacklevel=5)
-        if warn and untrained_warning_due(bias_correction, self.config.indicator_trained, seen):
+                                           stacklevel=5, seen_score_offset=offset)
+        if warn and untrained_warning_due(bias_correction, self.config.indicator_trained, seen, offset):
             self._untrained_warned = True
         return decision
 
@@ -224,11 +225,12 @@ class SegmentPipeline:
             seen: which vocabulary entries are seen (training) classes for bias correction, as names or
                 one bool per class; default: the names in the checkpoint's ``config.seen_classes``
                 (none for embeddings).
-            bias_correction: apply Proposal-based Bias Correction (PBC). ``None`` or ``"auto"`` (default):
-                on when the checkpoint's class indicator was trained (``config.indicator_trained``), else
-                off with a warning (once per segmenter, when the vocabulary mixes seen and unseen classes).
-                ``True`` on a model whose indicator was not trained raises ``ValueError``. The result's
-                ``bias_correction`` says whether PBC was applied.
+            bias_correction: apply the bias correction: the seen-score offset (``config.seen_score_offset``)
+                and Proposal-based Bias Correction's flags (PBC, with a trained class indicator only).
+                ``None`` or ``"auto"`` (default): on when the checkpoint's class indicator was trained
+                (``config.indicator_trained``) or its offset is not 0, else off with a warning (once per
+                segmenter, when the vocabulary mixes seen and unseen classes). ``True`` on a model with
+                neither raises ``ValueError``. The result's ``bias_correction`` says whether it was applied.
             unlabelled_threshold: pixels whose best class probability is below this number in [0, 1] get
                 -1; ``None`` (default) labels every pixel.
             keep_image: keep a uint8 copy of the image in the result, for ``overlay()``; must be a bool.

@@ -33,11 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from ..config import AlignZegConfig, write_json
 from .calibration_grid import SETTINGS, applicable_grid, cache_outputs, check_grid, search
 
 __all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_PBC", "DEFAULT_OFFSETS", "DEFAULT_READOUT_WEIGHTS", "CalibrationResult",
-           "calibrate", "apply_calibration", "write_calibration", "save_calibrated", "check_calibration_out",
+           "calibrate", "calibrate_inductive", "CalibrationView", "pick_validation_classes", "validation_classes",
+           "labelled_classes", "apply_calibration", "write_calibration", "save_calibrated", "check_calibration_out",
            "check_calibration_split", "check_disjoint", "image_files"]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +70,10 @@ class CalibrationResult:
         pbc_soft: the chosen PBC mode; ``None``: not searched (left as the model has it).
         readout_weight_seen / readout_weight_unseen: the chosen ensemble weights; ``None``: not searched (a
             model without ``clip_readout``).
+        protocol: ``"inductive"`` (chosen on validation classes of a calibration model: no label of a class
+            outside ``calibration_classes`` was read) or ``"transductive"`` (chosen on labels that may include
+            classes unseen in the model's training).
+        calibration_classes: the class names whose labels chose the settings.
     """
 
     pbc_threshold: float
@@ -76,12 +83,16 @@ class CalibrationResult:
     pbc_soft: bool | None = None
     readout_weight_seen: float | None = None
     readout_weight_unseen: float | None = None
+    protocol: str = "transductive"
+    calibration_classes: tuple[str, ...] = ()
 
     @property
     def settings(self) -> dict[str, Any]:
-        """The config fields this result sets: ``pbc_threshold``, ``seen_score_offset`` and those of
-        ``pbc_soft``, ``readout_weight_seen``, ``readout_weight_unseen`` that were chosen (not ``None``)."""
-        return {k: getattr(self, k) for k in SETTINGS if getattr(self, k) is not None}
+        """The config fields this result sets: ``pbc_threshold``, ``seen_score_offset``, those of
+        ``pbc_soft``, ``readout_weight_seen``, ``readout_weight_unseen`` that were chosen (not ``None``), and
+        the provenance ``calibration_protocol`` and ``calibration_classes``."""
+        chosen = {k: getattr(self, k) for k in SETTINGS if getattr(self, k) is not None}
+        return dict(chosen, calibration_protocol=self.protocol, calibration_classes=tuple(self.calibration_classes))
 
     def describe(self) -> str:
         """One line: the chosen values, e.g. ``pbc_threshold 0.5, seen_score_offset 1, pbc_soft off, readout
@@ -94,7 +105,7 @@ class CalibrationResult:
         if self.readout_weight_seen is not None and self.readout_weight_unseen is not None:
             parts.append(f"readout weights {self.readout_weight_seen:g} (seen) / {self.readout_weight_unseen:g} "
                          "(unseen)")
-        return ", ".join(parts)
+        return ", ".join(parts) + f" ({self.protocol})"
 
 
 def check_calibration_split(calib_split: str, eval_split: str | None) -> None:
@@ -140,37 +151,46 @@ def check_disjoint(calibration: Any, evaluation: Any) -> None:
 
 def calibrate(segmenter: Any, dataset: Any, thresholds: Sequence[float | str] | None = None,
               offsets: Sequence[float] | None = None, limit: int | None = None, progress: bool = False,
-              readout_weights: Sequence[tuple[float, float]] | None = None) -> CalibrationResult:
+              readout_weights: Sequence[tuple[float, float]] | None = None,
+              protocol: str = "transductive") -> CalibrationResult:
     """Grid search of every post-processing setting that applies to the model, maximising hIoU.
 
-    The grid is ``thresholds`` x ``offsets`` x ``readout_weights`` (nested in that order), PBC's axes only
-    when the class indicator was trained and the readout weights only with ``config.clip_readout``. The
-    network runs once per crop (``calibration_grid.cache_outputs``), each grid point re-runs the
-    post-processing only (``calibration_grid.search``). The segmenter's config is not changed (apply the
-    result with ``apply_calibration`` / ``save_calibrated``).
+    The grid is ``thresholds`` x ``offsets`` x ``readout_weights`` (nested in that order): the seen-score
+    offsets always, PBC's thresholds only when the class indicator was trained and the readout weights only
+    with ``config.clip_readout``. The network runs once per crop (``calibration_grid.cache_outputs``), each
+    grid point re-runs the post-processing only (``calibration_grid.search``). The segmenter's config is not
+    changed (apply the result with ``apply_calibration`` / ``save_calibrated``).
+
+    hIoU is computed between the dataset's seen classes (``dataset.seen_classes``, default the model's) and
+    its other classes, so the labels of every class of ``dataset.class_names`` choose the settings: on a
+    split that labels classes unseen in the model's training this is *transductive* calibration (the
+    default ``protocol``); ``calibrate_inductive`` is the inductive protocol (validation classes of a
+    calibration model).
 
     Args:
-        segmenter: an ``AlignZegSegmenter`` whose class indicator was trained or that has the CLIP readout.
-        dataset: the calibration split (a protocol dataset with unseen pixels kept and both seen and unseen
-            classes present), never the test split.
+        segmenter: an ``AlignZegSegmenter``.
+        dataset: the calibration split (a protocol dataset with both seen and unseen classes present), never
+            the test split.
         thresholds: PBC thresholds in [0, 1] and/or ``"soft"`` (soft PBC); default ``DEFAULT_PBC``.
         offsets: seen-score offsets >= 0 (logits); default ``DEFAULT_OFFSETS``.
         limit: use only the first ``limit`` images.
         progress: show a progress bar.
         readout_weights: (seen, unseen) pairs in [0, 1]; default ``DEFAULT_READOUT_WEIGHTS``.
+        protocol: ``"transductive"`` or ``"inductive"``, recorded in the result.
 
     Raises:
-        ValueError: an empty grid or a value out of range (the message names it); ``thresholds`` or
-            ``offsets`` given for a model whose indicator was not trained, or ``readout_weights`` for one
-            without the readout; a model with neither (nothing to calibrate); a split without seen or unseen
-            classes (hIoU undefined everywhere).
+        ValueError: an empty grid or a value out of range (the message names it); ``thresholds`` given for a
+            model whose indicator was not trained, or ``readout_weights`` for one without the readout; a split
+            without seen or unseen classes (hIoU undefined everywhere); an unknown protocol.
     """
     config = segmenter.model.config
+    if protocol not in ("transductive", "inductive"):
+        raise ValueError(f"protocol must be 'transductive' or 'inductive', got {protocol!r}")
     check_grid(thresholds, offsets, readout_weights)
-    given_pbc = [n for n, v in (("thresholds", thresholds), ("offsets", offsets)) if v is not None]
-    if given_pbc and not config.indicator_trained:
-        raise ValueError(f"{' and '.join(given_pbc)} were given, but PBC (and with it the offset) needs a trained "
-                         "class indicator: config.indicator_trained is False, so PBC never runs on this model")
+    if thresholds is not None and not config.indicator_trained:
+        raise ValueError("thresholds were given, but PBC's flags need a trained class indicator: "
+                         "config.indicator_trained is False, so no proposal is ever flagged on this model "
+                         "(its bias correction is the seen-score offset alone: give offsets only)")
     if readout_weights is not None and not config.clip_readout:
         raise ValueError(f"readout_weights {list(map(tuple, readout_weights))} were given, but the model has no "
                          "CLIP readout (config.clip_readout is False)")
@@ -188,7 +208,121 @@ def calibrate(segmenter: Any, dataset: Any, thresholds: Sequence[float | str] | 
          for g in grid],
         pbc_soft=best["pbc_soft"] if pbc is not None else None,
         readout_weight_seen=best["readout_weight_seen"] if weights is not None else None,
-        readout_weight_unseen=best["readout_weight_unseen"] if weights is not None else None)
+        readout_weight_unseen=best["readout_weight_unseen"] if weights is not None else None,
+        protocol=protocol, calibration_classes=tuple(cached.class_names))
+
+
+def pick_validation_classes(seen_classes: Sequence[str], count: int, seed: int = 0) -> tuple[str, ...]:
+    """``count`` of the seen classes drawn at random with ``seed``, in the seen classes' order: the
+    validation classes a calibration model holds out (``TrainConfig.validation_classes``).
+
+    Raises:
+        ValueError: ``count`` not in [1, number of seen classes - 1].
+    """
+    seen = list(dict.fromkeys(seen_classes))
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count < len(seen):
+        raise ValueError(f"the number of validation classes must be an integer in [1, {len(seen) - 1}] (some "
+                         f"of the {len(seen)} seen classes must stay in training), got {count!r}")
+    chosen = set(np.random.default_rng(seed).choice(len(seen), count, replace=False).tolist())
+    return tuple(name for i, name in enumerate(seen) if i in chosen)
+
+
+def validation_classes(config: Any) -> tuple[str, ...]:
+    """The validation classes a calibration model was trained without (``config.extra["validation_classes"]``,
+    recorded by the trainer); ``()`` for a model trained on all its seen classes."""
+    return tuple(config.extra.get("validation_classes", ()))
+
+
+class CalibrationView:
+    """A labelled split as inductive calibration sees it: the calibration classes and nothing else.
+
+    Label values of classes outside ``calibration_classes`` become 255 (ignored) through a lookup table before
+    anything else reads the label, so no label of another class (a class unseen at test time) can choose a
+    setting. ``class_names`` are the calibration classes in the dataset's order; ``seen_classes`` the
+    calibration model's seen classes (the validation classes play unseen).
+
+    Args:
+        dataset: a protocol dataset (``alignzeg.train.data``) with ``class_names``.
+        calibration_classes: names of ``dataset.class_names`` whose labels are kept.
+        seen_classes: the calibration model's seen classes (a subset of ``calibration_classes``).
+
+    Raises:
+        ValueError: a calibration or seen class the dataset does not have.
+    """
+
+    def __init__(self, dataset: Any, calibration_classes: Sequence[str], seen_classes: Sequence[str]) -> None:
+        names = [str(n) for n in dataset.class_names]
+        missing = [c for c in calibration_classes if c not in names]
+        if missing:
+            raise ValueError(f"calibration classes {missing} are not classes of the calibration split {names}")
+        outside = [c for c in seen_classes if c not in calibration_classes]
+        if outside:
+            raise ValueError(f"the calibration model's seen classes {outside} are not calibration classes")
+        keep = [k for k, n in enumerate(names) if n in set(calibration_classes)]
+        self.dataset = dataset
+        self.class_names = tuple(names[k] for k in keep)
+        self.seen_classes = tuple(n for n in self.class_names if n in set(seen_classes))
+        self.lut = np.full(256, 255, dtype=np.int64)
+        self.lut[keep] = np.arange(len(keep))
+        self.images = getattr(dataset, "images", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.dataset[index])
+        label = np.asarray(item["label"])
+        if label.size and (label.min() < 0 or label.max() > 255):
+            raise ValueError(f"calibration item {index} has label values outside [0, 255]")
+        item["label"] = self.lut[label.astype(np.int64)]
+        return item
+
+
+def calibrate_inductive(calibration_segmenter: Any, dataset: Any, thresholds: Sequence[float | str] | None = None,
+                        offsets: Sequence[float] | None = None, limit: int | None = None, progress: bool = False,
+                        readout_weights: Sequence[tuple[float, float]] | None = None) -> CalibrationResult:
+    """Inductive calibration: choose the post-processing settings on the validation classes of a calibration
+    model, to be applied to the model trained on all seen classes (the validation-class protocol of
+    GZSL benchmarks).
+
+    The calibration model (trained with ``TrainConfig.validation_classes`` held out) segments the split with
+    the calibration classes as the vocabulary (its seen classes + its validation classes: the seen classes
+    of the model the settings are for); hIoU is scored between its seen classes and the validation classes,
+    which play unseen. Pixels of every other class (a test split's unseen classes) are ignored before
+    anything reads them (``CalibrationView``). The result records ``protocol="inductive"`` and the calibration
+    classes; ``save_calibrated`` / ``write_calibration`` write it into the final model's config.
+
+    Args:
+        calibration_segmenter: the calibration model (``config.extra["validation_classes"]`` recorded).
+        dataset: a labelled validation split with every calibration class in ``class_names``.
+        thresholds, offsets, limit, progress, readout_weights: as ``calibrate``.
+
+    Raises:
+        ValueError: a model trained without validation classes; the errors of ``calibrate``.
+    """
+    config = calibration_segmenter.model.config
+    held_out = validation_classes(config)
+    if not held_out:
+        raise ValueError("inductive calibration needs a calibration model: a model trained with validation "
+                         "classes held out (TrainConfig.validation_classes / alignzeg-train --validation-classes); "
+                         "this model records none (config.extra['validation_classes'])")
+    classes = tuple(config.seen_classes) + held_out
+    view = CalibrationView(dataset, classes, config.seen_classes)
+    result = calibrate(calibration_segmenter, view, thresholds, offsets, limit, progress, readout_weights,
+                       protocol="inductive")
+    result.calibration_classes = view.class_names
+    return result
+
+
+def labelled_classes(dataset: Any, limit: int | None = None) -> list[str]:
+    """The class names whose label values occur in the first ``limit`` images of ``dataset`` (255 ignored),
+    in the dataset's class order."""
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    present = np.zeros(256, dtype=bool)
+    for i in range(count):
+        label = np.asarray(dataset[i]["label"]).astype(np.int64).ravel()
+        present[np.unique(label[(label >= 0) & (label < 255)])] = True
+    return [name for k, name in enumerate(dataset.class_names) if k < 255 and present[k]]
 
 
 def apply_calibration(segmenter: Any, result: CalibrationResult) -> None:

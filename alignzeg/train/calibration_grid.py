@@ -171,10 +171,12 @@ def upsampled_argmax(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 def _probabilities(cached: CachedOutputs, part: slice, config: Any, bias_correction: bool) -> torch.Tensor:
     """(p, C + 1, h, w) probabilities of the crops ``part`` post-processed with ``config``'s settings."""
     readout = None if cached.readout_logits is None else cached.readout_logits[part]
-    return semantic_probabilities(cached.class_logits[part], cached.mask_logits[part], cached.unseen_logits[part],
+    unseen = cached.unseen_logits[part] if config.indicator_trained else None
+    return semantic_probabilities(cached.class_logits[part], cached.mask_logits[part], unseen,
                                   torch.from_numpy(cached.seen), bias_correction, config.pbc_threshold,
                                   config.seen_score_offset, readout,
-                                  (config.readout_weight_seen, config.readout_weight_unseen), config.pbc_soft)
+                                  (config.readout_weight_seen, config.readout_weight_unseen), config.pbc_soft,
+                                  config.ensemble_void)
 
 
 def evaluate_cached(cached: CachedOutputs, config: Any, bias_correction: bool = True, chunk: int = 64) -> EvalResult:
@@ -317,23 +319,16 @@ def applicable_grid(config: Any, pbc: Sequence[float | str] | None, offsets: Seq
                     readout_weights: Sequence[tuple[float, float]] | None
                     ) -> tuple[Sequence[float | str] | None, Sequence[float] | None,
                                Sequence[tuple[float, float]] | None, bool]:
-    """The axes of a grid that apply to a model: PBC's (thresholds or soft mode, offsets) only when its class
-    indicator was trained (``config.indicator_trained``: PBC never runs otherwise), the readout weights only
-    with ``config.clip_readout``; the others become ``None`` (not searched, the config's value kept).
+    """The axes of a grid that apply to a model: the seen-score offsets always (the offset needs no class
+    indicator), PBC's thresholds or soft mode only when its class indicator was trained
+    (``config.indicator_trained``: its flags are never used otherwise), the readout weights only with
+    ``config.clip_readout``; the others become ``None`` (not searched, the config's value kept).
 
     Returns:
-        (pbc, offsets, readout_weights, bias_correction): the arguments of ``search``.
-
-    Raises:
-        ValueError: nothing applies (no trained indicator and no readout): nothing to calibrate.
+        (pbc, offsets, readout_weights, bias_correction): the arguments of ``search`` (bias correction on).
     """
     use_pbc, use_readout = bool(config.indicator_trained), bool(config.clip_readout)
-    if not use_pbc and not use_readout:
-        raise ValueError("nothing to calibrate: PBC's threshold and offset need a trained class indicator "
-                         "(config.indicator_trained is False) and the model has no CLIP readout "
-                         "(config.clip_readout is False)")
-    return (pbc if use_pbc else None, offsets if use_pbc else None, readout_weights if use_readout else None,
-            use_pbc)
+    return pbc if use_pbc else None, offsets, readout_weights if use_readout else None, True
 
 
 def choose_world_settings(segmenter: Any, val: Any, pbc: bool = True) -> dict[str, Any]:

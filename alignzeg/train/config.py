@@ -65,6 +65,10 @@ class TrainConfig:
             ``"hf-hub:org/name"`` or a local file; ``None`` keeps the random initialisation (tests, timing).
         dataset: dataset name for the CLI (``voc``, ``coco-stuff``, ``context``, ``folder``); unused from Python.
         seen_classes: the training classes; ``None`` takes the dataset's ``seen_classes``.
+        validation_classes: seen classes held out of this run's segmentation training (their pixels are
+            ignored, their names are not seen classes of the model): the run makes a *calibration model* on
+            which the post-processing settings are chosen inductively, the held-out classes playing unseen
+            (``alignzeg.train.calibrate.calibrate_inductive``; ``pick_validation_classes`` draws them).
         inductive: unseen names and pixels are never used in training (only inductive training is implemented).
         iterations: optimizer steps.
         batch_size: images per optimizer step over all processes and accumulation steps.
@@ -130,6 +134,7 @@ class TrainConfig:
     clip_pretrained: str | None = None
     dataset: str | None = None
     seen_classes: tuple[str, ...] | None = None
+    validation_classes: tuple[str, ...] = ()
     inductive: bool = True
     iterations: int = 1000
     batch_size: int = 16
@@ -204,6 +209,16 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         if not self.inductive:
             raise ValueError("only inductive training (inductive=True) is implemented")
+        if len(set(self.validation_classes)) != len(self.validation_classes):
+            raise ValueError(f"train config validation_classes has duplicates: {list(self.validation_classes)}")
+        if self.seen_classes is not None:
+            outside = [c for c in self.validation_classes if c not in self.seen_classes]
+            if outside:
+                raise ValueError(f"train config validation_classes {outside} are not seen classes; validation "
+                                 f"classes are held out of the seen classes {list(self.seen_classes)}")
+            if len(self.validation_classes) >= len(self.seen_classes):
+                raise ValueError(f"train config validation_classes holds out all {len(self.seen_classes)} seen "
+                                 "classes; at least one must stay in training")
 
     def _build_model_config(self) -> AlignZegConfig:
         """``preset`` with ``model_overrides``; a bad override raises here, naming the key."""

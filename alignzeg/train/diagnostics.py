@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from tqdm.auto import tqdm
 
+from ..modeling.clip_readout import geometric_ensemble
 from .data import to_tensors
 from .matching import build_targets, hungarian_match, pairwise_mask_costs
 
-__all__ = ["roc_auc", "IndicatorAUC", "indicator_auc", "reference_scores", "prototype_usage", "BackgroundUsage",
+__all__ = ["roc_auc", "IndicatorAUC", "indicator_auc", "ensemble_margin", "reference_scores", "prototype_usage", "BackgroundUsage",
            "background_prototype_usage"]
 
 logger = logging.getLogger(__name__)
@@ -113,6 +114,10 @@ class IndicatorAUC:
         num_unseen / num_seen: matched proposals of each kind.
         mean_unseen / mean_seen / mean_unmatched: mean unseen score (sigmoid) of each group (NaN if empty).
         reference_auc: the same AUC for the untrained score ``1 - max cos(proposal, seen prototypes)``.
+        margin_auc: the same AUC for the untrained ensemble margin (``ensemble_margin``): the statistic the
+            seen-score offset thresholds, the class indicator's fair reference.
+        readout_acc_seen / readout_acc_unseen: top-1 of the CLIP readout alone on the matched seen / unseen
+            proposals.
     """
 
     auc: float
@@ -122,6 +127,7 @@ class IndicatorAUC:
     mean_seen: float
     mean_unmatched: float
     reference_auc: float = float("nan")
+    margin_auc: float = float("nan")
     readout_acc_seen: float = float("nan")
     readout_acc_unseen: float = float("nan")
 
@@ -154,6 +160,30 @@ def reference_scores(embeddings: torch.Tensor, prototypes: torch.Tensor, seen: n
     return 1.0 - (embeddings.float() @ prototypes[mask].float().t()).amax(-1)
 
 
+def ensemble_margin(out: Any, seen: np.ndarray, config: Any) -> torch.Tensor:
+    """Per proposal: the best non-seen class's log-score minus the best seen class's, after the CLIP
+    readout's ensemble with ``config``'s weights (the decoder's log-softmax without the readout). A proposal
+    changes from a seen to a non-seen class exactly when this margin rises above ``-seen_score_offset``,
+    so it is the statistic the offset thresholds.
+
+    Args:
+        out: an ``AlignZegOutput`` of one image (batch 1).
+        seen: (C,) bool with at least one seen and one non-seen class.
+        config: an ``AlignZegConfig`` (readout weights, ``ensemble_void``).
+
+    Returns:
+        (N,) float32.
+    """
+    mask = torch.from_numpy(np.asarray(seen, dtype=bool)).to(out.class_logits.device)
+    if out.readout_logits is None:
+        scores = F.log_softmax(out.class_logits[0].float(), dim=-1)
+    else:
+        scores = geometric_ensemble(out.class_logits, out.readout_logits, mask, config.readout_weight_seen,
+                                    config.readout_weight_unseen, void=config.ensemble_void)[0]
+    classes = scores[:, :-1]
+    return classes[:, ~mask].amax(-1) - classes[:, mask].amax(-1)
+
+
 def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_mask: float = 5.0,
                   cost_dice: float = 5.0, progress: bool = False) -> IndicatorAUC:
     """ROC AUC of the class indicator for unseen vs seen regions of a labelled split (see the module doc).
@@ -169,6 +199,7 @@ def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_m
     labels: list[bool] = []
     unmatched: list[float] = []
     reference: list[float] = []
+    margins: list[float] = []
     readout_hits: list[tuple[bool, bool]] = []  # (unseen region, readout top-1 correct)
     for out, label, seen, vocabulary in _forward(segmenter, dataset, limit, progress):
         (target,) = build_targets(label, tuple(out.mask_logits.shape[-2:]))
@@ -179,10 +210,12 @@ def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_m
         bce, dice = pairwise_mask_costs(out.mask_logits[0].flatten(1).cpu(), target.masks, target.weight)
         rows, cols = hungarian_match(cost_mask * bce + cost_dice * dice)
         far = reference_scores(out.embeddings[0], vocabulary, seen).cpu() if seen.any() else None
+        margin = ensemble_margin(out, seen, segmenter.model.config).cpu() if seen.any() and not seen.all() else None
         for n, g in zip(rows.tolist(), cols.tolist()):
             scores.append(float(probs[n]))
             labels.append(not seen[int(target.classes[g])])
             reference.append(float("nan") if far is None else float(far[n]))
+            margins.append(float("nan") if margin is None else float(margin[n]))
             if out.readout_logits is not None:
                 true = int(target.classes[g])
                 readout_hits.append((not seen[true], int(out.readout_logits[0, n].argmax()) == true))
@@ -196,6 +229,8 @@ def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_m
                           mean_unmatched=_mean(unmatched),
                           reference_auc=(roc_auc(reference, labels) if scores and not np.isnan(reference).any()
                                          else float("nan")),
+                          margin_auc=(roc_auc(margins, labels) if scores and not np.isnan(margins).any()
+                                      else float("nan")),
                           readout_acc_seen=_mean([float(ok) for unseen, ok in readout_hits if not unseen]),
                           readout_acc_unseen=_mean([float(ok) for unseen, ok in readout_hits if unseen]))
     logger.info("class indicator: %s", result.to_dict())

@@ -139,7 +139,8 @@ def resolve_bias_correction(config: Any, bias_correction: bool | str | None = No
         ValueError: ``bias_correction=True`` for a model whose class indicator was not trained.
         TypeError: a value other than True, False, None and ``"auto"``.
     """
-    return resolve_pbc(bias_correction, bool(config.indicator_trained), stacklevel=3)
+    return resolve_pbc(bias_correction, bool(config.indicator_trained), stacklevel=3,
+                       seen_score_offset=config.seen_score_offset)
 
 
 def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = None, limit: int | None = None,

@@ -28,7 +28,8 @@ or of the first item) and a SHA-256 fingerprint of both. It is written to ``out_
 resuming from a checkpoint of a different run is refused with the differences named. A fresh run refuses a
 non-empty ``out_dir`` unless ``overwrite=True`` (which deletes the old run's checkpoints, so that a later
 ``resume="auto"`` cannot pick them up). The
-model config gets ``seen_classes`` and ``indicator_trained`` (True exactly when this run trains the class
+model config gets ``seen_classes`` (without ``validation_classes``, which go to ``extra["validation_classes"]``:
+a calibration model) and ``indicator_trained`` (True exactly when this run trains the class
 indicator: ``class_indicator`` and ``lambda_bc > 0``), and at the end ``out_dir`` receives
 ``save_pretrained``'s files plus ``train_config.json``.
 
@@ -209,8 +210,12 @@ class Trainer:
         self.model = self._build_model(model).to(self.device)
         self.train_ids, self.class_names = self._training_classes()
         self.class_embeddings = self._class_embeddings()
+        extra = dict(self.model.config.extra)
+        if config.validation_classes:  # a calibration model: calibrate_inductive reads them
+            extra["validation_classes"] = tuple(config.validation_classes)
         self.model.config = self.model.config.replace(
-            seen_classes=self.class_names, indicator_trained=bool(config.class_indicator and config.lambda_bc > 0))
+            seen_classes=self.class_names, indicator_trained=bool(config.class_indicator and config.lambda_bc > 0),
+            extra=extra)
         self.criterion = AlignZegCriterion(config)
 
     # Setup -------------------------------------------------------------------------------------------
@@ -249,7 +254,12 @@ class Trainer:
         unknown = [s for s in seen if s not in names]
         if unknown:
             raise ValueError(f"seen classes {unknown} are not among the dataset's classes {list(names)}")
-        wanted = set(seen)
+        held_out = [c for c in self.config.validation_classes if c not in seen]
+        if held_out:
+            raise ValueError(f"validation classes {held_out} are not among the seen classes {list(seen)}")
+        wanted = set(seen) - set(self.config.validation_classes)
+        if not wanted:
+            raise ValueError(f"validation classes {list(self.config.validation_classes)} leave no seen class to train")
         ids = [k for k, n in enumerate(names) if n in wanted]
         return ids, tuple(names[k] for k in ids)
 
