@@ -225,9 +225,28 @@ def test_untrained_indicator_turns_default_pbc_off_with_one_warning(flagging, vo
         seg.segment_batch([voc["rgb"]], VOCAB, bias_correction=False)
 
 
+def test_the_seen_score_offset_runs_without_a_trained_indicator(flagging, voc):
+    """ZegCLIP's offset needs no class indicator: on a model whose indicator was never trained it is the whole
+    bias correction (auto turns it on, no warning), and the indicator's flags are never used."""
+    seg = flagging[False]  # its untrained indicator would flag every proposal
+    before = seg.model.config
+    seg.model.config = before.replace(seen_score_offset=2.0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            auto = seg.segment(voc["rgb"], VOCAB)
+        plain = seg.segment(voc["rgb"], VOCAB, bias_correction=False)
+    finally:
+        seg.model.config = before
+    assert auto.bias_correction is True and plain.bias_correction is False
+    seen = [VOCAB.index(n) for n in ("person", "chair")]
+    assert auto.class_probs[seen].sum() < plain.class_probs[seen].sum()  # seen classes lowered...
+    assert auto.class_probs[seen].sum() > 0.01 * plain.class_probs[seen].sum()  # ...not masked by flags
+
+
 def test_explicit_pbc_on_untrained_indicator_is_an_error(flagging, voc):
-    with pytest.raises(ValueError, match=r"bias_correction=True needs a trained class indicator: .*"
-                                         r"config.indicator_trained is False"):
+    with pytest.raises(ValueError, match=r"bias_correction=True needs a trained class indicator or a seen-score "
+                                         r"offset: .*config.indicator_trained is False"):
         flagging[False].segment(voc["rgb"], VOCAB, bias_correction=True)
     with pytest.raises(TypeError, match="bias_correction must be True, False, None or 'auto', got str 'yes'"):
         flagging[False].segment(voc["rgb"], VOCAB, bias_correction="yes")

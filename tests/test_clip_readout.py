@@ -3,12 +3,13 @@ class indicator's profile and soft PBC: hand-made cases, a second computation, a
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from alignzeg import AlignZegSegmenter, proposal_bias_correction
-from alignzeg.config import AlignZegConfig
+from alignzeg.config import FORMAT_VERSION, AlignZegConfig
 from alignzeg.modeling.class_indicator import PROFILE_FEATURES, profile_features
 from alignzeg.modeling.clip_readout import geometric_ensemble, region_attention_mask, region_tokens
 from alignzeg.modeling.semantic_map import output_probabilities, semantic_probabilities
@@ -65,6 +66,50 @@ def test_geometric_ensemble_by_hand():
     torch.testing.assert_close(geometric_ensemble(dec, clip, seen, 0, 0).softmax(-1), dec.softmax(-1), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="readout_logits"):
         geometric_ensemble(dec, clip[..., :2], seen, 0.4, 0.8)
+    with pytest.raises(ValueError, match="void must be 'joint' or 'fcclip', got 'none'"):
+        geometric_ensemble(dec, clip, seen, 0.4, 0.8, void="none")
+
+
+def test_fcclip_void_handling_by_hand():
+    """FC-CLIP's ensemble: the decoder's class probabilities without the void column, geometrically mixed with
+    the readout's, renormalised over the classes and scaled by 1 - p_void; p_void is the decoder's own."""
+    import math
+
+    dec = [2.0, 0.0, 1.0, 0.5]  # 3 classes + background (void)
+    clip = [0.0, 3.0, 1.0]
+    weights = [0.25, 0.25, 0.75]  # seen, seen, unseen
+    z = sum(math.exp(v) for v in dec)
+    p_void = math.exp(dec[3]) / z
+    zc = sum(math.exp(v) for v in dec[:3])
+    zr = sum(math.exp(v) for v in clip)
+    mixed = [(math.exp(dec[c]) / zc) ** (1 - weights[c]) * (math.exp(clip[c]) / zr) ** weights[c] for c in range(3)]
+    probs = [m / sum(mixed) * (1 - p_void) for m in mixed] + [p_void]
+    out = geometric_ensemble(torch.tensor([[dec]]), torch.tensor([[clip]]), torch.tensor([True, True, False]), 0.25,
+                             0.75, void="fcclip")
+    torch.testing.assert_close(out[0, 0].exp(), torch.tensor(probs), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.softmax(-1), out.exp(), rtol=0, atol=1e-6)  # already log-probabilities
+    # weights 0: the decoder's own distribution in both modes
+    zero = geometric_ensemble(torch.tensor([[dec]]), torch.tensor([[clip]]), torch.tensor([True, True, False]), 0, 0,
+                              void="fcclip")
+    torch.testing.assert_close(zero.softmax(-1), torch.tensor([[dec]]).softmax(-1), rtol=0, atol=1e-6)
+
+
+def test_ensemble_margin_by_hand():
+    from types import SimpleNamespace
+
+    from alignzeg.train.diagnostics import ensemble_margin
+
+    dec = torch.tensor([[[2.0, 0.0, 1.0, 0.5], [0.0, 1.0, 3.0, 0.0]]])  # 2 proposals, 3 classes + background
+    clip = torch.tensor([[[0.0, 3.0, 1.0], [1.0, 0.0, 2.0]]])
+    seen = np.array([True, True, False])
+    config = SimpleNamespace(readout_weight_seen=0.25, readout_weight_unseen=0.75, ensemble_void="joint")
+    ens = geometric_ensemble(dec, clip, torch.from_numpy(seen), 0.25, 0.75)[0]
+    expected = ens[:, 2] - ens[:, :2].amax(-1)  # best non-seen minus best seen log-score
+    torch.testing.assert_close(ensemble_margin(SimpleNamespace(class_logits=dec, readout_logits=clip), seen, config),
+                               expected, rtol=0, atol=1e-6)
+    plain = F.log_softmax(dec[0], -1)
+    torch.testing.assert_close(ensemble_margin(SimpleNamespace(class_logits=dec, readout_logits=None), seen, config),
+                               plain[:, 2] - plain[:, :2].amax(-1), rtol=0, atol=1e-6)
 
 
 def test_profile_features_by_hand():

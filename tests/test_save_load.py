@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from alignzeg import AlignZegSegmenter, WeightsError
 from alignzeg.checkpoint import clip_fingerprint
+from alignzeg.config import FORMAT_VERSION
 
 
 def test_round_trip_is_bit_identical(tiny_segmenter, tiny_checkpoint, voc):
@@ -35,7 +36,7 @@ def test_folder_contents_and_model_card(tiny_checkpoint):
     card = (tiny_checkpoint / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: alignzeg\n")
     config = json.loads((tiny_checkpoint / "config.json").read_text())
-    assert config["format_version"] == 3 and config["clip_model"] == "tiny"
+    assert config["format_version"] == FORMAT_VERSION == 4 and config["clip_model"] == "tiny"
     assert "person" in config["seen_classes"]
 
 

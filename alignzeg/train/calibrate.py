@@ -40,7 +40,7 @@ from .calibration_grid import SETTINGS, applicable_grid, cache_outputs, check_gr
 
 __all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_PBC", "DEFAULT_OFFSETS", "DEFAULT_READOUT_WEIGHTS", "CalibrationResult",
            "calibrate", "calibrate_inductive", "CalibrationView", "pick_validation_classes", "validation_classes",
-           "labelled_classes", "apply_calibration", "write_calibration", "save_calibrated", "check_calibration_out",
+           "labelled_classes", "check_calibration_model", "apply_calibration", "write_calibration", "save_calibrated", "check_calibration_out",
            "check_calibration_split", "check_disjoint", "image_files"]
 
 logger = logging.getLogger(__name__)
@@ -312,6 +312,24 @@ def calibrate_inductive(calibration_segmenter: Any, dataset: Any, thresholds: Se
                        protocol="inductive")
     result.calibration_classes = view.class_names
     return result
+
+
+def check_calibration_model(model: Any, calibration_model: Any) -> None:
+    """Refuse a calibration model that does not fit ``model`` (both ``AlignZegConfig``): it must hold
+    validation classes out, and its seen and validation classes must be seen classes of ``model`` (else
+    choosing on them would read labels of ``model``'s unseen classes).
+
+    Raises:
+        ValueError: naming the classes.
+    """
+    held_out = validation_classes(calibration_model)
+    if not held_out:
+        raise ValueError("the calibration model records no validation classes: train it with "
+                         "alignzeg-train --validation-classes (TrainConfig.validation_classes)")
+    outside = [c for c in tuple(calibration_model.seen_classes) + held_out if c not in set(model.seen_classes)]
+    if outside:
+        raise ValueError(f"the calibration model's classes {outside} are not seen classes of the model calibrated; "
+                         "a calibration model holds out some of that model's own seen classes")
 
 
 def labelled_classes(dataset: Any, limit: int | None = None) -> list[str]:

@@ -5,8 +5,9 @@ ensemble weights), so the network runs once per crop of each image (``cache_outp
 resizing and sliding windows) and every grid point re-runs only ``semantic_probabilities``, the window
 averaging, the bilinear upsampling and the argmax (``evaluate_cached``). The labels equal the ``segment``
 path's up to float rounding (checked by the tests). ``search`` is the one search: ``alignzeg-eval
---calibrate`` (``alignzeg.train.calibrate.calibrate``, over the axes ``applicable_grid`` keeps) and the
-zero-shot worlds' benchmark (``choose_world_settings``) both call it.
+--calibrate`` (``alignzeg.train.calibrate.calibrate`` and ``calibrate_inductive``, over the axes
+``applicable_grid`` keeps) and the zero-shot worlds' benchmark (``benchmarks/zeroshot_world.py``, one search
+per ablation row on the ``WORLD_CALIB_*`` grid) both call it.
 
     cached = cache_outputs(segmenter, WorldDataset(world, "val", 500))
     best, grid = search(cached, segmenter.config, pbc=(0.5, 0.9, 1.0, "soft"), offsets=(0, 0.5, 1),
@@ -32,7 +33,7 @@ from ..pipeline.windows import WindowPlan, stitch_windows
 from .evaluate import EvalResult, compute_metrics
 
 __all__ = ["CachedOutputs", "cache_outputs", "evaluate_cached", "upsampled_argmax", "check_grid", "search",
-           "applicable_grid", "choose_world_settings", "SETTINGS", "WORLD_CALIB_THRESHOLDS", "WORLD_CALIB_OFFSETS",
+           "applicable_grid", "SETTINGS", "WORLD_CALIB_THRESHOLDS", "WORLD_CALIB_OFFSETS",
            "WORLD_CALIB_PBC", "WORLD_CALIB_READOUT"]
 
 logger = logging.getLogger(__name__)
@@ -329,40 +330,3 @@ def applicable_grid(config: Any, pbc: Sequence[float | str] | None, offsets: Seq
     """
     use_pbc, use_readout = bool(config.indicator_trained), bool(config.clip_readout)
     return pbc if use_pbc else None, offsets, readout_weights if use_readout else None, True
-
-
-def choose_world_settings(segmenter: Any, val: Any, pbc: bool = True) -> dict[str, Any]:
-    """The zero-shot worlds' calibration: the post-processing settings with the best hIoU on ``val``.
-
-    The grid is ``WORLD_CALIB_PBC`` x ``WORLD_CALIB_OFFSETS`` x ``WORLD_CALIB_READOUT`` (readout weights
-    only for a model with ``clip_readout``), searched on outputs cached once by ``search``, the search of
-    ``alignzeg-eval --calibrate`` (``alignzeg.train.calibrate.calibrate``).
-
-    Args:
-        segmenter: a trained ``AlignZegSegmenter``.
-        val: a validation split of the world (never its test split).
-        pbc: also search PBC (a model whose class indicator was trained).
-
-    Returns:
-        ``no_pbc`` (the best readout weights without PBC) and, with ``pbc``, ``best`` (the grid's best
-        point) and ``offset_only`` (the best with threshold 1.0: no proposal flagged, ZegCLIP's calibration
-        without the class indicator): dicts of config fields; ``*_val_hIoU`` their val hIoU in %;
-        ``val_images``.
-    """
-    config = segmenter.model.config
-    cached = cache_outputs(segmenter, val)
-    weights = WORLD_CALIB_READOUT if config.clip_readout else ((0.0, 0.0),)
-    no_pbc, _ = search(cached, config, (1.0,), (0.0,), weights, bias_correction=False)
-    out: dict[str, Any] = {"no_pbc": _pick(no_pbc), "no_pbc_val_hIoU": round(100 * no_pbc["hIoU"], 2),
-                           "val_images": len(val)}
-    if pbc:
-        best, grid = search(cached, config, WORLD_CALIB_PBC, WORLD_CALIB_OFFSETS, weights)
-        offset_only = max((g for g in grid if g["pbc_threshold"] == 1.0 and not g["pbc_soft"]),
-                          key=lambda g: -1.0 if math.isnan(g["hIoU"]) else g["hIoU"])
-        out.update(best=_pick(best), val_hIoU=round(100 * best["hIoU"], 2), offset_only=_pick(offset_only),
-                   offset_only_val_hIoU=round(100 * offset_only["hIoU"], 2))
-    return out
-
-
-def _pick(point: dict[str, Any]) -> dict[str, Any]:
-    return {k: point[k] for k in SETTINGS}

@@ -60,7 +60,29 @@ def _parser() -> argparse.ArgumentParser:
                         help="an ablation row applied on top of the config (see --list-variants)")
     parser.add_argument("--seeds", type=_parse_seeds, default=None, metavar="S1,S2,...",
                         help="train once per seed (comma-separated), each into OUT/seed_<seed>")
+    parser.add_argument("--validation-classes", default=None, metavar="N|NAME,NAME,...",
+                        help="make a calibration model: hold N seen classes (drawn with seed 0) or the named ones "
+                             "out of training (their pixels ignored); alignzeg-eval --calibrate --calibration-model "
+                             "chooses the post-processing on them for the model trained on all seen classes")
     return parser
+
+
+def validation_choice(text: str, seen: Sequence[str]) -> tuple[str, ...]:
+    """``--validation-classes``: a count (that many seen classes drawn with seed 0) or comma-separated names.
+
+    Raises:
+        ValueError: a count out of range, or a name that is not a seen class.
+    """
+    from .calibrate import pick_validation_classes
+
+    if text.strip().isdigit():
+        return pick_validation_classes(seen, int(text), seed=0)
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    outside = [n for n in names if n not in set(seen)]
+    if not names or outside:
+        raise ValueError(f"--validation-classes must be a count or seen class names, got {text!r}"
+                         + (f" ({outside} are not seen classes)" if outside else ""))
+    return names
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -110,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("resolved train config:\n%s", json.dumps(config.to_dict(), indent=2))
         dataset = build_dataset(dataset_name, args.data_root, split=args.split,
                                 seen_classes=config.seen_classes, train=True, **config.data)
+        if args.validation_classes is not None:
+            seen = config.seen_classes or tuple(getattr(dataset, "seen_classes", None) or dataset.class_names)
+            config = config.replace(validation_classes=validation_choice(args.validation_classes, seen))
+            logger.info("calibration model: validation classes %s held out", list(config.validation_classes))
         runs = [(config, args.out)] if args.seeds is None else [
             (config.replace(seed=s), str(Path(args.out) / f"seed_{s}")) for s in args.seeds]
         for run_config, out in runs:

@@ -3,8 +3,9 @@ post-processing settings (PBC's threshold or soft mode, the seen-score offset, t
 
     alignzeg-eval MODEL --dataset voc --data-root data/VOCdevkit --split val [--json metrics.json]
     alignzeg-eval MODEL --dataset folder --data-root data/world0 --split test \\
-        --calibrate --calib-split val --out runs/calibrated     # writes a calibrated copy of MODEL
+        --calibrate --calibration-model runs/calib --calib-split val --out runs/calibrated
         [--thresholds 0.3,0.5,soft] [--offsets 0,1] [--readout-weights 0:0,0.3:0.8]
+    alignzeg-eval MODEL ... --calibrate --transductive --calib-split val --out runs/calibrated-transductive
     alignzeg-eval MODEL ... --pbc-threshold 0.7 --seen-score-offset 0.5   # evaluate at given values
 
 Rules the command enforces before any model is loaded:
@@ -12,6 +13,11 @@ Rules the command enforces before any model is loaded:
 - a split named with ``--split`` / ``--calib-split`` must exist (``build_dataset``);
 - calibration and evaluation never share an image (compared by path: ``calibrate.check_disjoint``);
 - ``--calibrate`` writes the calibrated model to ``--out DIR`` (new or empty), never into MODEL;
+- ``--calibrate`` is inductive by default: the settings are chosen on the validation classes of
+  ``--calibration-model`` (MODEL's training repeated with ``--validation-classes`` held out), and no label
+  of a class outside them is read. Calibrating MODEL itself on labels of classes outside its seen classes
+  is transductive: refused, naming those classes, unless ``--transductive`` is given (then the output, the
+  JSON and the written config say so);
 - contradictory options are refused (``--bias-correction on --no-bias-correction``, ``--calibrate`` with
   fixed values, calibration options without ``--calibrate``).
 
@@ -31,8 +37,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, DEFAULT_READOUT_WEIGHTS, CalibrationResult,
-                        apply_calibration, calibrate, check_calibration_out, check_calibration_split,
-                        check_disjoint, image_files, save_calibrated)
+                        apply_calibration, calibrate, calibrate_inductive, check_calibration_model,
+                        check_calibration_out, check_calibration_split, check_disjoint, image_files,
+                        labelled_classes, save_calibrated)
 from .calibration_grid import SETTINGS, check_grid
 from .datasets import build_dataset, default_split
 from .evaluate import evaluate, resolve_bias_correction
@@ -66,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
                             "(max hIoU): pbc_threshold or pbc_soft and seen_score_offset when the class indicator "
                             "was trained, readout_weight_seen / readout_weight_unseen with the CLIP readout; write "
                             "the calibrated model to --out, then evaluate it")
+    calib.add_argument("--calibration-model", default=None, metavar="DIR",
+                       help="inductive calibration (the default protocol): a calibration model, trained like MODEL "
+                            "with some seen classes held out (alignzeg-train --validation-classes); the settings "
+                            "are chosen on those validation classes and written into the copy of MODEL")
+    calib.add_argument("--transductive", action="store_true",
+                       help="calibrate MODEL itself on --calib-split's labels, classes unseen in its training "
+                            "included (transductive: not what a user with new class names can do; reported as "
+                            "such)")
     calib.add_argument("--calib-split", default=None,
                        help="the labelled validation split to calibrate on; never the test split, never --split")
     calib.add_argument("--out", default=None, metavar="DIR",
@@ -156,10 +171,15 @@ def _bias_mode(args: argparse.Namespace) -> str:
     if not args.calibrate:
         extra = [o for o, v in (("--calib-split", args.calib_split), ("--out", args.out),
                                 ("--calib-limit", args.calib_limit), ("--thresholds", args.thresholds),
-                                ("--offsets", args.offsets), ("--readout-weights", args.readout_weights))
+                                ("--offsets", args.offsets), ("--readout-weights", args.readout_weights),
+                                ("--calibration-model", args.calibration_model),
+                                ("--transductive", args.transductive or None))
                  if v is not None]
         if extra:
             raise ValueError(f"{', '.join(extra)} only apply with --calibrate")
+    if args.calibration_model is not None and args.transductive:
+        raise ValueError("--calibration-model calibrates inductively and --transductive calibrates MODEL on unseen "
+                         "classes' labels; give one")
     return mode
 
 
@@ -197,14 +217,41 @@ def _describe(what: str, info: dict[str, Any]) -> str:
 
 
 def _calibrate(args: argparse.Namespace, segmenter: Any, calib: Any) -> CalibrationResult:
+    """Choose the settings (inductively on ``--calibration-model``, or transductively on MODEL), write the
+    calibrated copy of MODEL and set the choice on ``segmenter``."""
     thresholds, offsets, weights = _grids(args)
-    result = calibrate(segmenter, calib, thresholds, offsets, limit=args.calib_limit, progress=not args.quiet,
-                       readout_weights=weights)
+    if args.calibration_model is not None:
+        from ..segmenter import AlignZegSegmenter
+
+        calibration_model = AlignZegSegmenter.from_pretrained(args.calibration_model, device=args.device)
+        check_calibration_model(segmenter.config, calibration_model.config)
+        result = calibrate_inductive(calibration_model, calib, thresholds, offsets, limit=args.calib_limit,
+                                     progress=not args.quiet, readout_weights=weights)
+    else:
+        _check_transductive(args, segmenter, calib)
+        result = calibrate(segmenter, calib, thresholds, offsets, limit=args.calib_limit, progress=not args.quiet,
+                           readout_weights=weights, protocol="transductive")
     path = save_calibrated(args.model, args.out, result, segmenter)
     apply_calibration(segmenter, result)
     print(f"calibrated on {args.calib_split!r} ({len(result.grid)} grid points): {result.describe()} "
           f"(hIoU {100 * result.hiou:.2f}); calibrated model written to {path.parent}")
     return result
+
+
+def _check_transductive(args: argparse.Namespace, segmenter: Any, calib: Any) -> None:
+    """Without ``--calibration-model``, calibrating MODEL reads the labels of classes it was not trained on:
+    refused unless ``--transductive`` says so."""
+    if args.transductive:
+        return
+    seen = set(segmenter.config.seen_classes)
+    outside = [c for c in labelled_classes(calib, args.calib_limit) if c not in seen]
+    what = (f"split {args.calib_split!r} labels classes outside the model's seen classes: {outside}; choosing "
+            "settings with their labels is transductive calibration" if outside else
+            f"split {args.calib_split!r} labels none of the model's unseen classes, so calibrating the model "
+            "itself has nothing to score the unseen side with")
+    raise ValueError(f"{what}. Calibrate inductively with --calibration-model DIR (a model trained with "
+                     "alignzeg-train --validation-classes), or pass --transductive to calibrate on those labels "
+                     "(reported as transductive)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -256,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **{k: getattr(config, k) for k in SETTINGS}, "images": used}
         if calibration is not None:
             data["calibration"] = {"chosen": calibration.settings, "hIoU": calibration.hiou,
-                                   "grid_points": len(calibration.grid)}
+                                   "grid_points": len(calibration.grid), "protocol": calibration.protocol,
+                                   "calibration_classes": list(calibration.calibration_classes)}
         Path(args.json).write_text(json.dumps(data, indent=2), encoding="utf-8")
     return 0
 

@@ -38,8 +38,11 @@ def test_resolve_bias_correction(tiny_segmenter):
     with pytest.warns(UserWarning, match=r"class indicator was never trained .*bias correction \(PBC\) is off"):
         assert resolve_bias_correction(untrained, "auto") is False
     assert resolve_bias_correction(untrained, False) is False
-    with pytest.raises(ValueError, match="bias_correction=True needs a trained class indicator"):
+    with pytest.raises(ValueError, match="bias_correction=True needs a trained class indicator or a seen-score "
+                                         "offset"):
         resolve_bias_correction(untrained, True)
+    offset = untrained.replace(seen_score_offset=0.5)  # the offset needs no indicator: auto runs it, no warning
+    assert resolve_bias_correction(offset, "auto") is True and resolve_bias_correction(offset, True) is True
     with pytest.raises(TypeError, match="bias_correction must be True, False, None or 'auto', got str 'yes'"):
         resolve_bias_correction(trained, "yes")
 
@@ -99,15 +102,16 @@ def test_calibrate_picks_the_best_grid_point(trained_indicator, shapes_factory):
     with pytest.raises(ValueError, match="hIoU is undefined"):
         only_seen = shapes_factory(num=1, seen=("red", "green", "blue", "yellow"))
         calibrate(tiny_segmenter, only_seen, thresholds=(0.5,), offsets=(0.0,), readout_weights=weights)
+    assert result.protocol == "transductive" and result.calibration_classes == tuple(ds.class_names)
     tiny_segmenter.model.config = before.replace(indicator_trained=False)
     try:
-        with pytest.raises(ValueError, match="thresholds and offsets were given, but PBC .* needs a trained class "
-                                             "indicator"):
+        with pytest.raises(ValueError, match="thresholds were given, but PBC's flags need a trained class indicator"):
             calibrate(tiny_segmenter, ds, thresholds=(0.5,), offsets=(0.0,))
         tiny_segmenter.model.config = before.replace(indicator_trained=False, clip_readout=False)
-        with pytest.raises(ValueError, match="nothing to calibrate: .*config.indicator_trained is False.*"
-                                             "config.clip_readout is False"):
-            calibrate(tiny_segmenter, ds)
+        offsets = calibrate(tiny_segmenter, ds, offsets=(0.0, 3.0))  # the offset alone: no indicator needed
+        assert [g["offset"] for g in offsets.grid] == [0.0, 3.0] and offsets.pbc_soft is None
+        with pytest.raises(ValueError, match="protocol must be 'transductive' or 'inductive', got 'fixed'"):
+            calibrate(tiny_segmenter, ds, protocol="fixed")
     finally:
         tiny_segmenter.model.config = before
 
@@ -116,7 +120,8 @@ def test_apply_calibration_sets_only_the_two_values(tiny_segmenter):
     before = tiny_segmenter.config
     apply_calibration(tiny_segmenter, CalibrationResult(pbc_threshold=0.7, seen_score_offset=1.5, hiou=0.5))
     try:
-        assert tiny_segmenter.config == before.replace(pbc_threshold=0.7, seen_score_offset=1.5)
+        assert tiny_segmenter.config == before.replace(pbc_threshold=0.7, seen_score_offset=1.5,
+                                                       calibration_protocol="transductive")
         assert tiny_segmenter.config.pbc_threshold == 0.7 and tiny_segmenter.config.seen_score_offset == 1.5
     finally:
         tiny_segmenter.model.config = before
@@ -129,7 +134,8 @@ def test_write_calibration_replaces_only_the_two_values(tiny_checkpoint, tmp_pat
     write_calibration(folder, CalibrationResult(pbc_threshold=0.7, seen_score_offset=1.5, hiou=0.5))
     after = json.loads((folder / "config.json").read_text())
     assert list(after) == list(before) and (after["pbc_threshold"], after["seen_score_offset"]) == (0.7, 1.5)
-    changed = ("pbc_threshold", "seen_score_offset")
+    assert after["calibration_protocol"] == "transductive" and after["calibration_classes"] == []
+    changed = ("pbc_threshold", "seen_score_offset", "calibration_protocol")
     assert {k: v for k, v in after.items() if k not in changed} == {k: v for k, v in before.items() if k not in changed}
     loaded = AlignZegSegmenter.from_pretrained(folder, device="cpu").config
     assert (loaded.pbc_threshold, loaded.seen_score_offset) == (0.7, 1.5)
@@ -191,7 +197,7 @@ def test_alignzeg_eval_calibrate_writes_a_new_folder_and_never_its_input(tiny_ch
     _voc_tree(tmp_path / "data")
     out = tmp_path / "calibrated"
     base = [str(folder), "--dataset", "voc", "--data-root", str(tmp_path / "data"), "--device", "cpu", "--quiet"]
-    calib = ["--calibrate", "--calib-split", "calib", "--thresholds", "0,1,soft", "--offsets", "0,2",
+    calib = ["--calibrate", "--transductive", "--calib-split", "calib", "--thresholds", "0,1,soft", "--offsets", "0,2",
              "--readout-weights", "0:0,0.6:1"]
     assert main(base + calib + ["--out", str(out), "--json", str(tmp_path / "m.json")]) == 0
     printed = capsys.readouterr().out
@@ -208,8 +214,12 @@ def test_alignzeg_eval_calibrate_writes_a_new_folder_and_never_its_input(tiny_ch
     assert (f"pbc_threshold {written['pbc_threshold']:g}, seen_score_offset {written['seen_score_offset']:g}, "
             f"pbc_soft {soft}, readout weights {written['readout_weight_seen']:g} (seen) / "
             f"{written['readout_weight_unseen']:g} (unseen) "
-            f"(hIoU {100 * report['calibration']['hIoU']:.2f})") in printed
-    changed = ("pbc_threshold", "seen_score_offset", "pbc_soft", "readout_weight_seen", "readout_weight_unseen")
+            f"(transductive) (hIoU {100 * report['calibration']['hIoU']:.2f})") in printed
+    assert written["calibration_protocol"] == "transductive" and report["calibration"]["protocol"] == "transductive"
+    assert written["calibration_classes"] == report["calibration"]["calibration_classes"]  # every VOC class
+    assert len(written["calibration_classes"]) == 20 and "pottedplant" in written["calibration_classes"]
+    changed = ("pbc_threshold", "seen_score_offset", "pbc_soft", "readout_weight_seen", "readout_weight_unseen",
+               "calibration_protocol", "calibration_classes")
     assert {k: v for k, v in written.items() if k not in changed} == {
         k: v for k, v in json.loads((folder / "config.json").read_text()).items() if k not in changed}
     assert list(written) == list(json.loads((folder / "config.json").read_text()))  # key order kept
@@ -217,8 +227,9 @@ def test_alignzeg_eval_calibrate_writes_a_new_folder_and_never_its_input(tiny_ch
     assert report["images"]["calibration"]["files"] == ["c0.jpg", "c1.jpg"]
     assert report["images"]["evaluated"]["files"] == ["v0.jpg"]
     assert report["calibration"]["chosen"] == {k: written[k] for k in changed}
+    settings = changed[:5]
     assert report["calibration"]["grid_points"] == 12
-    assert {k: report[k] for k in changed} == {k: written[k] for k in changed}  # the evaluated config's values
+    assert {k: report[k] for k in settings} == {k: written[k] for k in settings}  # the evaluated config's values
     assert main(base + calib + ["--out", str(out)]) == 2  # not empty any more
     assert "is not empty" in capsys.readouterr().err
     assert main(base + calib + ["--out", str(folder)]) == 2
@@ -238,7 +249,7 @@ def test_alignzeg_eval_calibrate_writes_a_new_folder_and_never_its_input(tiny_ch
            ("--readout-weights", "0.3"): "SEEN:UNSEEN pairs of numbers, got '0.3' in '0.3'",
            ("--readout-weights", "0:0,0.3:1.2"): "readout weights must be in [0, 1], got 1.2 in (0.3, 1.2)"}
     for (option, value), message in bad.items():
-        assert main(base + calib[:3] + [option, value, "--out", str(tmp_path / "o")]) == 2, (option, value)
+        assert main(base + calib[:4] + [option, value, "--out", str(tmp_path / "o")]) == 2, (option, value)
         assert message in capsys.readouterr().err, (option, value)
     assert not (tmp_path / "o").exists()
     assert _hashes(folder) == before
@@ -277,10 +288,18 @@ def test_contradictory_options_are_refused(tiny_checkpoint, tmp_path, capsys):
         ("--no-bias-correction", "--seen-score-offset", "1"): "no effect with bias correction off",
         ("--calib-split", "calib"): "--calib-split only apply with --calibrate",
         ("--readout-weights", "0:0"): "--readout-weights only apply with --calibrate",
-        # tiny_checkpoint's class indicator was never trained: PBC's grids do not apply to it
-        ("--device", "cpu", "--no-bias-correction", "--calibrate", "--calib-split", "calib",
-         "--out", str(tmp_path / "o"), "--offsets", "0,1"):
-            "offsets were given, but PBC (and with it the offset) needs a trained class indicator",
+        ("--transductive",): "--transductive only apply with --calibrate",
+        ("--calibrate", "--calib-split", "calib", "--out", str(tmp_path / "o"), "--transductive",
+         "--calibration-model", str(tmp_path)): "--calibration-model calibrates inductively and --transductive",
+        # tiny_checkpoint's class indicator was never trained: PBC's thresholds do not apply to it
+        ("--device", "cpu", "--no-bias-correction", "--calibrate", "--transductive", "--calib-split", "calib",
+         "--out", str(tmp_path / "o"), "--thresholds", "0,1"):
+            "thresholds were given, but PBC's flags need a trained class indicator",
+        # calibrating the model on labels of its unseen classes without saying so
+        ("--device", "cpu", "--no-bias-correction", "--calibrate", "--calib-split", "calib", "--out",
+         str(tmp_path / "o")):
+            "split 'calib' labels classes outside the model's seen classes: ['pottedplant']; choosing settings with "
+            "their labels is transductive calibration. Calibrate inductively with --calibration-model DIR",
     }
     for extra, message in cases.items():
         assert main(base + list(extra)) == 2, extra
@@ -296,7 +315,8 @@ def test_calibrating_the_shipped_demo_model_leaves_the_package_alone(tmp_path, c
     export_world(AttributeWorld(world_config(0)), tmp_path / "w", train_images=1, test_images=2, val_images=2)
     out = tmp_path / "calibrated"
     assert main([str(model_path()), "--dataset", "folder", "--data-root", str(tmp_path / "w"), "--split", "test",
-                 "--calibrate", "--calib-split", "val", "--thresholds", "0.5", "--offsets", "0.5", "--out", str(out),
+                 "--calibrate", "--transductive", "--calib-split", "val", "--thresholds", "0.5", "--offsets", "0.5",
+                 "--out", str(out),
                  "--device", "cpu", "--quiet"]) == 0
     assert _hashes(model_path()) == before
     calibrated = AlignZegSegmenter.from_pretrained(out, device="cpu", local_files_only=True).config
@@ -335,7 +355,7 @@ def test_calibrated_demo_model_gets_the_best_readout_weights_of_the_grid(tmp_pat
     out = tmp_path / "calibrated"
     pbc, offsets, weights = (0.5, 1.0, "soft"), (0.0, 1.0), ((0.0, 0.0), (0.3, 0.5), (0.6, 1.0))
     assert main([str(folder), "--dataset", "folder", "--data-root", str(data), "--split", "test", "--calibrate",
-                 "--calib-split", "val", "--thresholds", "0.5,1,soft", "--offsets", "0,1", "--readout-weights",
+                 "--transductive", "--calib-split", "val", "--thresholds", "0.5,1,soft", "--offsets", "0,1", "--readout-weights",
                  "0:0,0.3:0.5,0.6:1", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
     assert "(18 grid points)" in capsys.readouterr().out
     assert _hashes(folder) == before
@@ -350,7 +370,7 @@ def test_calibrated_demo_model_gets_the_best_readout_weights_of_the_grid(tmp_pat
         by_weights.setdefault((point["pbc_threshold"], point["pbc_soft"], point["seen_score_offset"]), set()).add(h)
     assert any(len(v) > 1 for v in by_weights.values())  # the readout weights change hIoU: the choice means something
     result = calibrate(segmenter, val, pbc, offsets, readout_weights=weights)  # the Python function: same choice
-    assert result.settings == best and result.hiou == pytest.approx(hiou, abs=1e-6) and len(result.grid) == 18
+    assert {k: result.settings[k] for k in best} == best and result.hiou == pytest.approx(hiou, abs=1e-6) and len(result.grid) == 18
     original = segmenter.model.config
     for point in (best, grid[0][0]):  # the cached path against the full segment path, two windows per image
         segmenter.model.config = original.replace(**point)
@@ -363,23 +383,26 @@ def test_calibrated_demo_model_gets_the_best_readout_weights_of_the_grid(tmp_pat
 
 
 def test_calibrate_chooses_only_the_settings_that_apply(trained_indicator, shapes_factory):
-    """Without a trained indicator only the readout weights are searched (PBC's values stay the model's);
-    without the readout only PBC's; the result sets exactly those (``settings``)."""
+    """Without a trained indicator the offsets and the readout weights are searched (PBC's threshold and mode
+    stay the model's); without the readout PBC's and the offsets; the result sets exactly those
+    (``settings``, with the provenance)."""
     seg, ds = trained_indicator, shapes_factory(num=2)
     before = seg.config
     weights = ((0.0, 0.0), (0.6, 1.0))
     seg.model.config = before.replace(indicator_trained=False, pbc_threshold=0.7, seen_score_offset=0.25)
     try:
-        result = calibrate(seg, ds, readout_weights=weights)
+        result = calibrate(seg, ds, offsets=(0.0,), readout_weights=weights)
         assert len(result.grid) == 2 and result.pbc_soft is None
-        assert (result.pbc_threshold, result.seen_score_offset) == (0.7, 0.25)
+        assert (result.pbc_threshold, result.seen_score_offset) == (0.7, 0.0)
         assert set(result.settings) == {"pbc_threshold", "seen_score_offset", "readout_weight_seen",
-                                        "readout_weight_unseen"}
+                                        "readout_weight_unseen", "calibration_protocol", "calibration_classes"}
         cached = cache_outputs(seg, ds)
-        hand = [evaluate_cached(cached, seg.config.replace(readout_weight_seen=s, readout_weight_unseen=u),
-                                bias_correction=False).hiou for s, u in weights]
+        hand = [evaluate_cached(cached, seg.config.replace(readout_weight_seen=s, readout_weight_unseen=u,
+                                                           seen_score_offset=0.0), bias_correction=False).hiou
+                for s, u in weights]
         assert [g["hIoU"] for g in result.grid] == pytest.approx(hand, abs=1e-6)
         assert (result.readout_weight_seen, result.readout_weight_unseen) == weights[int(hand[1] > hand[0])]
+        assert len(calibrate(seg, ds, readout_weights=weights).grid) == 2 * len(DEFAULT_OFFSETS)
         seg.model.config = before.replace(clip_readout=False)
         with pytest.raises(ValueError, match=r"readout_weights \[\(0.0, 0.0\), \(0.6, 1.0\)\] were given, but the "
                                              r"model has no CLIP readout"):
@@ -415,7 +438,8 @@ def test_a_model_without_the_readout_gets_the_choice_of_the_full_path_search(sha
     new = calibrate(seg, ds, thresholds=DEFAULT_THRESHOLDS)
     assert (new.pbc_threshold, new.seen_score_offset) == old_choice and new.pbc_soft is False
     assert abs(new.hiou - old_hiou) < 2e-3
-    assert new.readout_weight_seen is None and set(new.settings) == {"pbc_threshold", "seen_score_offset", "pbc_soft"}
+    assert new.readout_weight_seen is None and set(new.settings) == {
+        "pbc_threshold", "seen_score_offset", "pbc_soft", "calibration_protocol", "calibration_classes"}
     default = calibrate(seg, ds)
     assert len(default.grid) == len(DEFAULT_PBC) * len(DEFAULT_OFFSETS)
     if default.pbc_soft:
@@ -429,7 +453,7 @@ def test_describe_names_only_the_settings_that_act():
 
     hard = CalibrationResult(0.7, 1.0, 0.5, pbc_soft=False, readout_weight_seen=0.3, readout_weight_unseen=0.8)
     assert hard.describe() == ("pbc_threshold 0.7, seen_score_offset 1, pbc_soft off, "
-                               "readout weights 0.3 (seen) / 0.8 (unseen)")
-    soft = CalibrationResult(0.5, 0.25, 0.5, pbc_soft=True)
-    assert soft.describe() == "soft PBC (no threshold), seen_score_offset 0.25"
-    assert CalibrationResult(0.5, 0.0, 0.5).describe() == "pbc_threshold 0.5, seen_score_offset 0"
+                               "readout weights 0.3 (seen) / 0.8 (unseen) (transductive)")
+    soft = CalibrationResult(0.5, 0.25, 0.5, pbc_soft=True, protocol="inductive")
+    assert soft.describe() == "soft PBC (no threshold), seen_score_offset 0.25 (inductive)"
+    assert CalibrationResult(0.5, 0.0, 0.5).describe() == "pbc_threshold 0.5, seen_score_offset 0 (transductive)"

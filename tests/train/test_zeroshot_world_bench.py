@@ -30,27 +30,63 @@ def test_t_interval_by_hand(bench):
     assert all(math.isnan(v) for v in bench.t_interval(np.array([5.0])))
 
 
-def test_aggregate_pairs_runs_by_world_and_seed(bench):
-    def run(world, seed, variant, h):
-        return {"world": world, "seed": seed, "variant": variant,
-                "rows": {variant: {"hIoU": h, "mIoU_S": 50.0, "mIoU_U": h / 2, "misaligned": 10.0}}}
+def _run(world, seed, variant, rows, protocol_rows=None):
+    """A run job's record as ``run_job`` returns it, the same rows under every protocol unless given."""
+    settings = {"pbc_threshold": 1.0, "pbc_soft": False, "seen_score_offset": 0.5, "readout_weight_seen": 0.0,
+                "readout_weight_unseen": 0.0}
+    protocols = {p: (protocol_rows or {}).get(p, rows) for p in ("inductive", "transductive", "fixed")}
+    return {"kind": "run", "world": world, "seed": seed, "variant": variant, "protocols": protocols,
+            "settings": {p: {row: dict(settings) for row in rows} for p in protocols},
+            "calibration_classes": {"inductive": ["a", "b"], "transductive": ["a", "b", "u"], "fixed": []}}
 
-    results = [run(0, 0, "baseline", 10.0), run(0, 1, "baseline", 20.0), run(1, 0, "baseline", 30.0),
-               run(1, 0, "full", 33.0), run(0, 1, "full", 21.0), run(0, 0, "full", 14.0)]
-    rows, diffs = bench.aggregate(results)
+
+def _metrics(h):
+    return {"hIoU": h, "mIoU_S": 50.0, "mIoU_U": h / 2, "misaligned": 10.0}
+
+
+def test_aggregate_pairs_runs_by_world_and_seed(bench):
+    results = [_run(0, 0, "baseline", {"baseline": _metrics(10.0)}), _run(0, 1, "baseline", {"baseline": _metrics(20.0)}),
+               _run(1, 0, "baseline", {"baseline": _metrics(30.0)}), _run(1, 0, "full", {"full": _metrics(33.0)}),
+               _run(0, 1, "full", {"full": _metrics(21.0)}), _run(0, 0, "full", {"full": _metrics(14.0)})]
+    records = bench.flatten(results, "inductive")
+    assert [(r["world"], r["seed"], r["row"]) for r in records] == [
+        (0, 0, "baseline"), (0, 0, "full"), (0, 1, "baseline"), (0, 1, "full"), (1, 0, "baseline"), (1, 0, "full")]
+    assert records[0]["settings"]["seen_score_offset"] == 0.5 and records[0]["calibration_classes"] == ["a", "b"]
+    rows, diffs = bench.aggregate(records)
     assert rows["baseline"]["hIoU_values"] == [10.0, 20.0, 30.0] and rows["full"]["hIoU_values"] == [14.0, 21.0, 33.0]
     assert rows["baseline"]["hIoU"] == 20.0
     diff = diffs["full - baseline"]["hIoU"]
     assert diff["values"] == [4.0, 1.0, 3.0] and diff["mean"] == pytest.approx(2.67, abs=0.005)
     lo, hi = bench.t_interval(np.array([4.0, 1.0, 3.0]))
     assert diff["ci95"] == [round(lo, 2), round(hi, 2)]
-    single, _ = bench.aggregate(results[:1])
+    single, _ = bench.aggregate(records[:1])
     assert single["baseline"]["hIoU_ci95"] == [None, None]  # one run: no interval (JSON null, not NaN)
-    goals = {g["target"]: g["pass"] for g in bench.targets(rows, diffs, [0.9, 0.7], 41.0)}
-    assert goals["class indicator ROC AUC >= 0.80 on matched test proposals (mean)"] is True  # mean 0.8
+    aucs = {"indicator_minus_margin_auc": {"mean": 0.02, "ci95": [-0.01, 0.05]}}
+    goals = {g["target"]: g["pass"] for g in bench.targets(rows, diffs, aucs, 41.0, leak=False)}
+    assert goals["calibration classes disjoint from the world's unseen classes in every run"] is True
+    assert goals["mean indicator_auc_full - mean margin_auc_full >= +0.03"] is False  # +0.02
     assert goals["CLIP readout top-1 on matched unseen regions >= 40 %"] is True  # 41
-    assert goals["full - baseline >= +10 hIoU, interval above 0"] is False  # +2.67
-    assert goals["full - +GEPC+offset >= +1.5 hIoU, interval above 0"] is None  # +GEPC+offset not run
+    assert goals["full - baseline >= +5 hIoU, interval above 0"] is False  # +2.67
+    assert goals["full - +GEPC+offset >= +1 hIoU, interval above 0"] is None  # +GEPC+offset not run
+    assert bench.unseen_leak(records, {0: ["u"], 1: ["b"]}) is True  # world 1 calibrated on its unseen "b"
+    assert bench.unseen_leak(records, {0: ["u"], 1: ["u"]}) is False
+
+
+def test_auc_pairs_by_hand(bench):
+    runs = [dict(_run(w, 0, "full", {"full": _metrics(1.0)}), indicator_auc=i, margin_auc=m)
+            for w, i, m in ((1, 0.90, 0.85), (0, 0.80, 0.82))]
+    aucs = bench.auc_pairs(runs)
+    assert aucs["indicator_auc_full"] == [0.8, 0.9] and aucs["margin_auc_full"] == [0.82, 0.85]  # world order
+    assert aucs["indicator_minus_margin_auc"]["values"] == [-0.02, 0.05]
+    assert aucs["indicator_minus_margin_auc"]["mean"] == pytest.approx(0.015)
+
+
+def test_fixed_settings_are_set_in_advance(bench):
+    assert bench.fixed_settings("full") == {"pbc_threshold": 0.5, "pbc_soft": False, "seen_score_offset": 1.0,
+                                            "readout_weight_seen": 0.4, "readout_weight_unseen": 0.8}
+    assert bench.fixed_settings("baseline") == {"pbc_threshold": 1.0, "pbc_soft": False, "seen_score_offset": 1.0,
+                                                "readout_weight_seen": 0.0, "readout_weight_unseen": 0.0}
+    assert bench.fixed_settings("+GEPC")["seen_score_offset"] == 0.0  # the row without any bias correction
 
 
 def test_roc_auc_by_hand():
@@ -69,27 +105,39 @@ def test_quick_runs_the_whole_pipeline(bench, tmp_path, monkeypatch):
     assert bench.main(["--quick", "--workers", "2", "--diagnose", "--json", str(out), "--md", str(tmp_path / "w.md"),
                        "--clip-dir", str(tmp_path / "clip")]) == 0
     data = json.loads(out.read_text())
-    assert {"baseline", "+MRPE", "+GEPC", "+GEPC+offset", "full"} <= set(data["rows"])
-    for run in data["runs"]:  # rows with the readout or PBC are calibrated on the val split, on the grid
-        if run["variant"] not in ("baseline", "+MRPE"):
-            c = run["calibration"]
-            assert c["best"]["pbc_threshold"] in WORLD_CALIB_THRESHOLDS
-            assert c["best"]["seen_score_offset"] in WORLD_CALIB_OFFSETS
-            assert c["offset_only"]["pbc_threshold"] == 1.0 and not c["offset_only"]["pbc_soft"]
-            weights = (c["best"]["readout_weight_seen"], c["best"]["readout_weight_unseen"])
-            assert weights in WORLD_CALIB_READOUT and c["val_images"] == bench.QUICK["val_images"]
-            if run["variant"] == "full":  # NaN (JSON null) when 4 test images hold no matched unseen region
-                acc = run["diagnostics"]["readout_acc_unseen"]
-                assert acc is None or 0.0 <= acc <= 1.0
-        else:
-            assert "calibration" not in run
+    assert data["protocol"] == "inductive" and data["complete"]
+    rows = {"baseline", "baseline+readout", "+MRPE", "+MRPE+readout", "+GEPC", "+GEPC+offset", "full",
+            "full-void-fcclip"}
+    assert set(data["rows"]) == rows
+    assert set(data["protocols"]["transductive"]["rows"]) == rows == set(data["protocols"]["fixed"]["rows"])
+    for run in data["runs"]:  # every row of every run is calibrated, the baseline too, on seen classes only
+        settings = run["settings"]
+        assert settings["seen_score_offset"] in WORLD_CALIB_OFFSETS
+        assert settings["pbc_threshold"] in WORLD_CALIB_THRESHOLDS
+        assert (settings["readout_weight_seen"], settings["readout_weight_unseen"]) in WORLD_CALIB_READOUT
+        unseen = set(data["unseen_classes"][str(run["world"])])
+        assert len(run["calibration_classes"]) == 40 and not set(run["calibration_classes"]) & unseen
+        if run["row"] in ("baseline", "+MRPE", "+GEPC", "+GEPC+offset"):
+            assert settings["pbc_threshold"] == 1.0 and not settings["pbc_soft"]  # no flag without the indicator
+        if run["row"] in ("baseline", "+MRPE"):
+            assert (settings["readout_weight_seen"], settings["readout_weight_unseen"]) == (0.0, 0.0)
+        if run["row"] == "+GEPC":
+            assert settings["seen_score_offset"] == 0.0
+    models = data["calibration_models"]
+    assert sorted((m["world"], m["variant"]) for m in models) == [(w, v) for w in (0, 1) for v in
+                                                                 ("+MRPE", "baseline", "full")]
+    for m in models:
+        assert len(m["validation_classes"]) == 8 and set(m["validation_classes"]) <= set(m["calibration_classes"])
     for row in data["rows"].values():
         assert len(row["hIoU_values"]) == 4 and len(row["hIoU_ci95"]) == 2  # 2 worlds x 2 seeds
-    assert {"+MRPE - baseline", "full - +GEPC", "full - baseline", "full - +GEPC+offset"} <= set(data["paired_differences"])
-    assert [c["world"] for c in data["mini_clip"]] == [0, 1] and len(data["indicator_auc_full"]) == 4
+    assert {"+MRPE - baseline", "full - baseline", "full - baseline+readout", "full - +GEPC+offset"} <= set(
+        data["paired_differences"])
+    assert [c["world"] for c in data["mini_clip"]] == [0, 1]
+    assert len(data["indicator_auc_full"]) == 4 and len(data["margin_auc_full"]) == 4
     assert data["clip_readout_unseen_acc"] is None or 0.0 <= data["clip_readout_unseen_acc"] <= 100.0
     assert data["command"].endswith("--clip-dir " + str(tmp_path / "clip"))
-    assert "| full - baseline |" in (tmp_path / "w.md").read_text()
+    text = (tmp_path / "w.md").read_text()
+    assert "| full - baseline+readout |" in text and "**Transductive protocol**" in text and "**Fixed protocol**" in text
 
 
 def test_seed_lists(bench):
@@ -102,9 +150,11 @@ def test_seed_lists(bench):
 def test_family_reaches_every_job(bench):
     args = bench._parser().parse_args(["--family", "objects", "--worlds", "0", "--seeds", "0,",
                                        "--rows", "baseline,+MRPE"])
-    jobs = bench.plan(args, {0: "objects-world0.safetensors"})
-    assert [(j["variant"], j["family"], j["clip"]) for j in jobs] == [
-        ("baseline", "objects", "objects-world0.safetensors"), ("+MRPE", "objects", "objects-world0.safetensors")]
+    calibrations, runs = bench.plan(args, {0: "objects-world0.safetensors"})
+    assert [(j["variant"], j["family"], j["clip"], j["seed"]) for j in calibrations + runs] == [
+        ("baseline", "objects", "objects-world0.safetensors", bench.CALIBRATION_SEED),
+        ("+MRPE", "objects", "objects-world0.safetensors", bench.CALIBRATION_SEED),
+        ("baseline", "objects", "objects-world0.safetensors", 0), ("+MRPE", "objects", "objects-world0.safetensors", 0)]
     assert bench._parser().parse_args([]).family == "attribute"
     with pytest.raises(SystemExit):
         bench._parser().parse_args(["--family", "photos"])
