@@ -392,8 +392,8 @@ def check_calibration_out(source: str | os.PathLike, out: str | os.PathLike) -> 
 
 def write_calibration(folder: str | os.PathLike, result: CalibrationResult) -> Path:
     """Write the chosen values (``result.settings``) into ``folder/config.json`` in place: a new file moved
-    over the old one (atomic), every other key and the key order unchanged (a key the file lacks, as a
-    format-2 file lacks ``pbc_soft``, is added at the end). For a model you did not make (the package's demo
+    over the old one (atomic), every other key and the key order unchanged; a file of an older format is
+    written in today's (``AlignZegConfig.to_dict``, the fields it lacked at the values that keep its model). For a model you did not make (the package's demo
     model, a download) use ``save_calibrated``, which leaves its input alone.
 
     Raises:
@@ -404,7 +404,9 @@ def write_calibration(folder: str | os.PathLike, result: CalibrationResult) -> P
         raise FileNotFoundError(f"{str(path)!r} does not exist: calibration is written into a local checkpoint folder")
     data = json.loads(path.read_text(encoding="utf-8"))
     data.update(result.settings)
-    AlignZegConfig.from_dict(dict(data))  # refuse to write a config that would not load
+    config = AlignZegConfig.from_dict(dict(data))  # refuse to write a config that would not load
+    if data.get("format_version") != config.format_version:  # an older file: written in today's format
+        data = config.to_dict()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write_json(tmp, data)
     os.replace(tmp, path)

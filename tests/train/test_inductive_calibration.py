@@ -202,3 +202,12 @@ def test_a_format_3_config_loads_uncalibrated_with_the_joint_void(tmp_path):
     (folder / "config.json").write_text(json.dumps(data))
     config = AlignZegSegmenter.from_pretrained(folder, device="cpu", local_files_only=True).config
     assert (config.ensemble_void, config.calibration_protocol, config.calibration_classes) == ("joint", "none", ())
+    # Calibrating it writes today's format: every field, the chosen values and their provenance.
+    from alignzeg.train.calibrate import CalibrationResult, write_calibration
+
+    write_calibration(folder, CalibrationResult(0.5, 1.0, 0.6, protocol="inductive", calibration_classes=("a", "b")))
+    written = json.loads((folder / "config.json").read_text())
+    assert written["format_version"] == 4 and written["ensemble_void"] == "joint"
+    assert (written["seen_score_offset"], written["calibration_protocol"], written["calibration_classes"]) == (
+        1.0, "inductive", ["a", "b"])
+    assert AlignZegSegmenter.from_pretrained(folder, device="cpu", local_files_only=True).config.seen_score_offset == 1.0
