@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images", type=int, default=500,
                    help="world 'val' images (drawn like test) on which the post-processing is chosen")
     p.add_argument("--test-images", type=int, default=200)
+    p.add_argument("--protocols", default=",".join(PROTOCOLS),
+                   help="protocols to report, the first the headline (without 'inductive' no calibration model is "
+                   "trained)")
     p.add_argument("--validation-fraction", type=float, default=0.2,
                    help="share of the seen classes each calibration model holds out (inductive protocol)")
     p.add_argument("--clip-steps", type=int, default=600, help="mini-CLIP pre-training steps per world")
@@ -305,21 +308,25 @@ def run_job(job: dict) -> dict:
     config = _readout_on(segmenter)
     test = cache_outputs(segmenter, WorldDataset(world, "test", job["test_images"]))
     rows = _rows_of(job)
-    transductive = choose(cache_outputs(segmenter, WorldDataset(world, "val", job["val_images"])), config, rows)
-    settings = {"inductive": job["inductive"], "transductive": transductive,
-                "fixed": {row: fixed_settings(row) for row in rows}}
+    settings = {"fixed": {row: fixed_settings(row) for row in rows}}
+    if "transductive" in job["protocols"]:  # FC-CLIP's void is compared inductively only (its grid is the cost)
+        settings["transductive"] = choose(cache_outputs(segmenter, WorldDataset(world, "val", job["val_images"])),
+                                          config, [r for r in rows if ROWS[r][4] == "joint"])
+    if "inductive" in job["protocols"]:
+        settings["inductive"] = job["inductive"]
     protocols = {}
     for protocol, chosen in settings.items():
         protocols[protocol] = {row: _metrics(evaluate_cached(test, _row_config(config, row).replace(
-            **_settings_only(chosen[row])), ROWS[row][3])) for row in rows}
+            **_settings_only(point)), ROWS[row][3])) for row, point in chosen.items()}
+    classes = {"inductive": job.get("calibration_classes"), "transductive": list(test.class_names), "fixed": []}
     result = {"kind": "run", "world": job["world"], "seed": job["seed"], "variant": job["variant"],
               "protocols": protocols, "settings": settings, "threads": job["threads"], "train_s": round(train_s, 1),
-              "calibration_classes": {"inductive": job["calibration_classes"],
-                                      "transductive": list(test.class_names), "fixed": []}}
+              "calibration_classes": {p: classes[p] for p in settings}}
     if job.get("diagnose") and "full" in rows:
         from alignzeg.train.diagnostics import indicator_auc
 
-        segmenter.model.config = _row_config(config, "full").replace(**_settings_only(job["inductive"]["full"]))
+        headline = settings[job["protocols"][0]]["full"]  # the readout weights of the headline protocol
+        segmenter.model.config = _row_config(config, "full").replace(**_settings_only(headline))
         diag = indicator_auc(segmenter, WorldDataset(world, "test", job["test_images"]))
         result["indicator_auc"], result["margin_auc"] = diag.auc, diag.margin_auc
         result["diagnostics"] = diag.to_dict()
@@ -351,7 +358,7 @@ def flatten(results: list[dict], protocol: str) -> list[dict]:
     for res in results:
         if res.get("kind") != "run":
             continue
-        for row, metrics in res["protocols"][protocol].items():
+        for row, metrics in res["protocols"].get(protocol, {}).items():
             records.append(dict({"world": res["world"], "seed": res["seed"], "variant": res["variant"], "row": row},
                                 **metrics, settings=_settings_only(res["settings"][protocol][row]),
                                 calibration_classes=res["calibration_classes"][protocol]))
@@ -467,11 +474,19 @@ def _table(rows: dict, diffs: dict) -> list[str]:
     return lines
 
 
-def markdown(tables: dict[str, tuple[dict, dict]], goals: list[dict], aucs: dict, n_runs: int) -> str:
-    """The inductive tables (headline), the targets, the AUCs, then the transductive and fixed tables."""
-    rows, diffs = tables["inductive"]
-    lines = ["**Inductive protocol** (settings chosen on validation classes of a calibration model; no label of "
-             "a test-unseen class read):", ""] + _table(rows, diffs)
+TITLES = {"inductive": "**Inductive protocol** (settings chosen on validation classes of a calibration model; no "
+                        "label of a test-unseen class read):",
+          "transductive": "**Transductive protocol** (settings chosen with the labels of every class of the val "
+                          "images, the test's unseen classes included; not reachable by a user):",
+          "fixed": f"**Fixed protocol** (nothing chosen: readout weights {FIXED_READOUT[0]} / {FIXED_READOUT[1]}, "
+                   f"PBC threshold {FIXED_THRESHOLD}, seen-score offset {FIXED_OFFSET:g}):"}
+
+
+def markdown(tables: dict[str, tuple[dict, dict]], goals: list[dict], aucs: dict, n_runs: int,
+             protocols: tuple[str, ...] = PROTOCOLS) -> str:
+    """The headline protocol's tables (the first of ``protocols``), the targets, the AUCs, then the others."""
+    rows, diffs = tables[protocols[0]]
+    lines = [TITLES[protocols[0]], ""] + _table(rows, diffs)
     lines += ["", f"Mean [95 % t-interval] over the runs (world x training seed; {n_runs} pairs in all), in %.", ""]
     if aucs.get("indicator_auc_mean"):
         lines += [f"Matched test proposals of the full runs, ROC AUC: class indicator "
@@ -484,14 +499,9 @@ def markdown(tables: dict[str, tuple[dict, dict]], goals: list[dict], aucs: dict
         text = (_fmt_diff(m, 3 if "auc" in g["target"] else 1) if isinstance(m, dict) else "not run" if m is None
                 else str(m) if isinstance(m, bool) else f"{m:.3g}")
         lines.append(f"| {g['target']} | {text} | {'-' if g['pass'] is None else 'yes' if g['pass'] else '**no**'} |")
-    for protocol, title in (("transductive", "**Transductive protocol** (settings chosen with the labels of every "
-                             "class of the val images, the test's unseen classes included; not reachable by a "
-                             "user):"),
-                            ("fixed", f"**Fixed protocol** (nothing chosen: readout weights {FIXED_READOUT[0]} / "
-                             f"{FIXED_READOUT[1]}, PBC threshold {FIXED_THRESHOLD}, seen-score offset "
-                             f"{FIXED_OFFSET:g}):")):
+    for protocol in protocols[1:]:
         if tables.get(protocol) and tables[protocol][0]:
-            lines += ["", title, ""] + _table(*tables[protocol])
+            lines += ["", TITLES[protocol], ""] + _table(*tables[protocol])
     return "\n".join(lines) + "\n"
 
 
@@ -517,8 +527,12 @@ def plan(args: argparse.Namespace, clips: dict[int, str]) -> tuple[list[dict], l
     common = {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images", "val_images",
                                             "test_images", "threads", "diagnose", "family", "validation_fraction")}
     common["rows"] = wanted
+    common["protocols"] = [p for p in args.protocols.split(",") if p]
+    unknown = [p for p in common["protocols"] if p not in PROTOCOLS]
+    if unknown or not common["protocols"]:
+        raise ValueError(f"unknown protocols {unknown}; protocols are {list(PROTOCOLS)}")
     calibrations = [dict(common, world=w, seed=CALIBRATION_SEED, variant=v, clip=clips[w])
-                    for w in _ints(args.worlds) for v in variants]
+                    for w in _ints(args.worlds) for v in variants] if "inductive" in common["protocols"] else []
     runs = [dict(common, world=w, seed=s, variant=v, clip=clips[w])
             for s in _ints(args.seeds, count_ok=True) for w in _ints(args.worlds) for v in variants]
     return calibrations, runs
@@ -530,7 +544,7 @@ def _summary(res: dict, start: float) -> str:
         return (f"{head}: calibration model (validation classes {res['validation_classes']}): "
                 + "; ".join(f"{row}: {s}" for row, s in res["settings"].items()) + f" (train {res['train_s']:.0f}s)")
     return (head + ": " + "; ".join(f"{n}: " + " ".join(f"{k}={v:.1f}" for k, v in m.items())
-                                    for n, m in res["protocols"]["inductive"].items())
+                                    for n, m in next(iter(res["protocols"].values())).items())
             + (f" AUC={res['indicator_auc']:.3f} margin={res['margin_auc']:.3f}" if "indicator_auc" in res else "")
             + f" (train {res['train_s']:.0f}s)")
 
@@ -540,18 +554,20 @@ def report(args: argparse.Namespace, command: str, clip_info: list[dict], result
     """Aggregate, and write the JSON/markdown (called after every job, so a stopped run keeps its results)."""
     from alignzeg.train.object_world import make_world
 
-    tables = {p: aggregate(flatten(results, p)) for p in PROTOCOLS}
-    records = flatten(results, "inductive")
+    protocols = tuple(p for p in args.protocols.split(",") if p)
+    tables = {p: aggregate(flatten(results, p)) for p in protocols}
+    records = flatten(results, protocols[0])
     unseen = {w: list(make_world(args.family, w).unseen_classes) for w in {r["world"] for r in records}}
     aucs = auc_pairs(results)
     runs = [r for r in results if r.get("kind") == "run"]
     readout = [100 * r["diagnostics"]["readout_acc_unseen"] for r in runs
                if (r.get("diagnostics") or {}).get("readout_acc_unseen") is not None]
     readout_unseen = round(float(np.mean(readout)), 2) if readout else None
-    goals = targets(*tables["inductive"], aucs, readout_unseen, unseen_leak(records, unseen) if records else None)
-    table = markdown(tables, goals, aucs, len({(r["world"], r["seed"]) for r in records}))
+    leak = unseen_leak(records, unseen) if records and protocols[0] != "transductive" else None
+    goals = targets(*tables[protocols[0]], aucs, readout_unseen, leak)
+    table = markdown(tables, goals, aucs, len({(r["world"], r["seed"]) for r in records}), protocols)
     if args.json is not None:
-        payload = {"protocol": "inductive", "command": command, "family": args.family,
+        payload = {"protocol": protocols[0], "command": command, "family": args.family,
                    "worlds": sorted({r["world"] for r in runs}), "seeds": sorted({r["seed"] for r in runs}),
                    "complete": len(results) == jobs_planned, "jobs_done": len(results), "jobs_planned": jobs_planned,
                    "settings": {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images",
@@ -561,14 +577,14 @@ def report(args: argparse.Namespace, command: str, clip_info: list[dict], result
                    "fixed_settings": {"readout_weights": list(FIXED_READOUT), "pbc_threshold": FIXED_THRESHOLD,
                                       "seen_score_offset": FIXED_OFFSET},
                    "mini_clip": clip_info, "unseen_classes": {str(w): u for w, u in sorted(unseen.items())},
-                   "rows": tables["inductive"][0], "paired_differences": tables["inductive"][1], "targets": goals,
+                   "rows": tables[protocols[0]][0], "paired_differences": tables[protocols[0]][1], "targets": goals,
                    **aucs, "clip_readout_unseen_acc": readout_unseen, "clip_readout_unseen_acc_full": readout,
                    "protocols": {p: {"rows": tables[p][0], "paired_differences": tables[p][1]}
-                                 for p in ("transductive", "fixed")},
+                                 for p in protocols[1:]},
                    "calibration_models": [r for r in results if r.get("kind") == "calibration"],
                    "runs": records, "jobs": results, "wall_time_s": round(wall)}
         args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    if args.md is not None and tables["inductive"][0]:
+    if args.md is not None and tables[protocols[0]][0]:
         write_markdown(args.md, table, command)
     return table
 
@@ -597,10 +613,11 @@ def _schedule(pool: Any, args: argparse.Namespace, calibrations: list[dict], run
     todo = list(calibrations) + list(runs)
     flying: dict[Any, dict] = {}
     while todo or flying:
-        ready = [j for j in todo if j["seed"] == CALIBRATION_SEED or (j["world"], j["variant"]) in chosen]
+        ready = [j for j in todo if j["seed"] == CALIBRATION_SEED or (j["world"], j["variant"]) in chosen
+                 or "inductive" not in j["protocols"]]
         for job in ready[:max(0, args.workers - len(flying))]:
             todo.remove(job)
-            if job["seed"] != CALIBRATION_SEED:
+            if job["seed"] != CALIBRATION_SEED and "inductive" in job["protocols"]:
                 calib = chosen[(job["world"], job["variant"])]
                 job = dict(job, inductive=calib["settings"], calibration_classes=calib["calibration_classes"])
             flying[pool.submit(calibration_job if job["seed"] == CALIBRATION_SEED else run_job, job)] = job
