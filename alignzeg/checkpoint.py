@@ -195,6 +195,21 @@ def save_checkpoint(directory: str | os.PathLike, config: AlignZegConfig, state:
     return directory
 
 
+def refresh_model_card(directory: str | os.PathLike) -> Path:
+    """Rewrite ``directory/README.md`` from the folder's ``config.json`` (after its settings changed, e.g. by
+    calibration), slim or full as its ``model.safetensors`` holds CLIP tensors or not (only the key names are
+    read)."""
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    config = AlignZegConfig.from_json(directory / CONFIG_NAME)
+    with safe_open(str(directory / WEIGHTS_NAME), framework="pt") as weights:
+        slim = not any(k.startswith(CLIP_PREFIX) for k in weights.keys())
+    path = directory / "README.md"
+    path.write_text(model_card(config, slim=slim), encoding="utf-8")
+    return path
+
+
 # The model card ------------------------------------------------------------------------------------------
 def card_metadata(config: AlignZegConfig, slim: bool = False) -> dict:
     """The model card's YAML front matter: Hub fields, training classes, recipe and metrics when known.
@@ -225,6 +240,21 @@ def _metrics_lines(metrics: Mapping | None) -> str:
     return f"\n## Evaluation\n\n| metric | value |\n|---|---|\n{rows}\n"
 
 
+def _calibration_line(config: AlignZegConfig) -> str:
+    """How the post-processing settings were chosen (``config.calibration_protocol``), one card line."""
+    protocol = config.calibration_protocol
+    if protocol == "none":
+        return ""
+    what = {"inductive": "inductively, on classes held out of a calibration model's training (no label of a "
+                         "class unseen here was read)",
+            "transductive": "transductively, with labels of classes unseen in training",
+            "fixed": "fixed in advance"}[protocol]
+    names = f": {', '.join(config.calibration_classes)}" if config.calibration_classes else ""
+    weights = (f"; CLIP readout weights {config.readout_weight_seen} (seen) / {config.readout_weight_unseen} "
+               f"(unseen)" if config.clip_readout else "")
+    return f"- Post-processing settings chosen {what}{names}{weights}\n"
+
+
 def model_card(config: AlignZegConfig, slim: bool = False) -> str:
     """The README.md written beside the weights (Hub model card with ``library_name: alignzeg``)."""
     from huggingface_hub import ModelCardData
@@ -250,6 +280,6 @@ result = seg.segment("image.jpg", ["cat", "sofa", "wall"])
 - CLIP backbone: `{config.clip_model}` (weights: `{config.clip_pretrained or 'random init'}`)
 - Input size: {config.input_size} px, {config.num_queries} proposals, {config.num_bg_prototypes} background prototypes
 - Seen (training) classes: {seen}
-- Bias correction: threshold {config.pbc_threshold}, seen-score offset {config.seen_score_offset}, class indicator trained: {'yes' if config.indicator_trained else 'no (PBC off by default)'}
-{recipe_line}{slim_line}{_metrics_lines(extra.get("metrics"))}"""
+- Bias correction: threshold {config.pbc_threshold}{' (soft PBC)' if config.pbc_soft else ''}, seen-score offset {config.seen_score_offset}, class indicator trained: {'yes' if config.indicator_trained else 'no (PBC off by default)'}
+{_calibration_line(config)}{recipe_line}{slim_line}{_metrics_lines(extra.get("metrics"))}"""
     return front + "\n" + body

@@ -393,7 +393,8 @@ def check_calibration_out(source: str | os.PathLike, out: str | os.PathLike) -> 
 def write_calibration(folder: str | os.PathLike, result: CalibrationResult) -> Path:
     """Write the chosen values (``result.settings``) into ``folder/config.json`` in place: a new file moved
     over the old one (atomic), every other key and the key order unchanged; a file of an older format is
-    written in today's (``AlignZegConfig.to_dict``, the fields it lacked at the values that keep its model). For a model you did not make (the package's demo
+    written in today's (``AlignZegConfig.to_dict``, the fields it lacked at the values that keep its model).
+    A model card (``README.md``) beside it is rewritten to state the new settings. For a model you did not make (the package's demo
     model, a download) use ``save_calibrated``, which leaves its input alone.
 
     Raises:
@@ -410,5 +411,9 @@ def write_calibration(folder: str | os.PathLike, result: CalibrationResult) -> P
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     write_json(tmp, data)
     os.replace(tmp, path)
+    if (path.parent / "README.md").is_file() and (path.parent / "model.safetensors").is_file():
+        from ..checkpoint import refresh_model_card
+
+        refresh_model_card(path.parent)  # the card states the new settings, not the old ones
     logger.info("wrote %s into %s", result.settings, path)
     return path

@@ -224,6 +224,9 @@ def test_alignzeg_eval_calibrate_writes_a_new_folder_and_never_its_input(tiny_ch
         k: v for k, v in json.loads((folder / "config.json").read_text()).items() if k not in changed}
     assert list(written) == list(json.loads((folder / "config.json").read_text()))  # key order kept
     assert _hashes(out)["model.safetensors"] == before["model.safetensors"]
+    card = (out / "README.md").read_text()  # the copy's model card states the chosen settings, not the input's
+    assert (f"threshold {written['pbc_threshold']}" in card and f"seen-score offset {written['seen_score_offset']}"
+            in card and "chosen transductively" in card)
     assert report["images"]["calibration"]["files"] == ["c0.jpg", "c1.jpg"]
     assert report["images"]["evaluated"]["files"] == ["v0.jpg"]
     assert report["calibration"]["chosen"] == {k: written[k] for k in changed}
