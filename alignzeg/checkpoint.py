@@ -245,11 +245,11 @@ def _calibration_line(config: AlignZegConfig) -> str:
     protocol = config.calibration_protocol
     if protocol == "none":
         return ""
-    what = {"inductive": "inductively, on classes held out of a calibration model's training (no label of a "
-                         "class unseen here was read)",
+    what = {"inductive": "inductively, on seen classes held out of a calibration model's training (no label of "
+                         "a class unseen here was read)",
             "transductive": "transductively, with labels of classes unseen in training",
             "fixed": "fixed in advance"}[protocol]
-    names = f": {', '.join(config.calibration_classes)}" if config.calibration_classes else ""
+    names = f"; labels read: {', '.join(config.calibration_classes)}" if config.calibration_classes else ""
     weights = (f"; CLIP readout weights {config.readout_weight_seen} (seen) / {config.readout_weight_unseen} "
                f"(unseen)" if config.clip_readout else "")
     return f"- Post-processing settings chosen {what}{names}{weights}\n"

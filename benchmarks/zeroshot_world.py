@@ -463,6 +463,12 @@ def _fmt_diff(d: dict, digits: int = 1) -> str:
             else f.format(d["mean"]))
 
 
+def _fmt_mean(d: dict) -> str:
+    """``0.905 [0.891, 0.919]``: a mean AUC and its interval."""
+    lo, hi = d["ci95"]
+    return f"{d['mean']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{d['mean']:.3f}"
+
+
 def _table(rows: dict, diffs: dict) -> list[str]:
     lines = ["| row | runs | hIoU | mIoU(S) | mIoU(U) | unseen px -> seen class |", "|---|---|---|---|---|---|"]
     lines += [f"| {name} | {len(row['hIoU_values'])} | " + " | ".join(_fmt(row, k) for k in KEYS) + " |"
@@ -490,8 +496,8 @@ def markdown(tables: dict[str, tuple[dict, dict]], goals: list[dict], aucs: dict
     lines += ["", f"Mean [95 % t-interval] over the runs (world x training seed; {n_runs} pairs in all), in %.", ""]
     if aucs.get("indicator_auc_mean"):
         lines += [f"Matched test proposals of the full runs, ROC AUC: class indicator "
-                  f"{_fmt_diff(aucs['indicator_auc_mean'], 3).lstrip('+')}, ensemble margin (its untrained reference) "
-                  f"{_fmt_diff(aucs['margin_auc_mean'], 3).lstrip('+')}, paired difference "
+                  f"{_fmt_mean(aucs['indicator_auc_mean'])}, ensemble margin (its untrained reference) "
+                  f"{_fmt_mean(aucs['margin_auc_mean'])}, paired difference "
                   f"{_fmt_diff(aucs['indicator_minus_margin_auc'], 3)}.", ""]
     lines += ["| target | measured | pass |", "|---|---|---|"]
     for g in goals:
