@@ -91,6 +91,8 @@ def collect_inputs(arguments: Sequence[str], manifests: Sequence[str] = (),
             glob patterns (``"data/**/*.jpg"``, recursive ``**`` allowed; matched folders are walked).
         manifests: text files listing one input per line (files, folders or globs as above); blank lines
             and lines starting with ``#`` are skipped; relative entries are relative to the manifest's folder.
+            An entry naming a file that does not exist is kept as an input: ``run_batch`` records it in
+            ``errors.jsonl`` and segments the others (one vanished file does not stop a long list).
         exclude: a folder whose files are never inputs (the output folder, when it lies inside an input).
 
     Returns:
@@ -99,7 +101,7 @@ def collect_inputs(arguments: Sequence[str], manifests: Sequence[str] = (),
         its first wildcard), so two ``cat.jpg`` in different folders get different names.
 
     Raises:
-        FileNotFoundError: a file, folder or manifest that does not exist, or a glob that matches nothing.
+        FileNotFoundError: an argument or manifest that does not exist, or a glob that matches nothing.
         ValueError: no image at all, or inputs on different drives (no common root).
     """
     skip = os.path.abspath(exclude) if exclude is not None else None
@@ -108,7 +110,7 @@ def collect_inputs(arguments: Sequence[str], manifests: Sequence[str] = (),
         groups.append(_expand(argument, os.getcwd(), skip))
     for manifest in manifests:
         for entry in _read_manifest(manifest):
-            groups.append(_expand(entry, os.path.dirname(os.path.abspath(manifest)), skip))
+            groups.append(_expand(entry, os.path.dirname(os.path.abspath(manifest)), skip, missing_ok=True))
     files = {path: None for _, paths in groups for path in paths}  # unique, order kept
     if not files:
         raise ValueError(f"no image found in {list(arguments) + [f'--manifest {m}' for m in manifests]} "
@@ -121,8 +123,12 @@ def collect_inputs(arguments: Sequence[str], manifests: Sequence[str] = (),
     return sorted(images, key=lambda image: image.name)
 
 
-def _expand(argument: str, base: str, skip: str | None) -> tuple[str, list[str]]:
-    """One argument -> (its root folder, the absolute image paths it names)."""
+def _expand(argument: str, base: str, skip: str | None, missing_ok: bool = False) -> tuple[str, list[str]]:
+    """One argument -> (its root folder, the absolute image paths it names).
+
+    With ``missing_ok`` a path without wildcards that does not exist is returned as a file (its reading
+    fails later, as one image's error); otherwise it raises ``FileNotFoundError``.
+    """
     path = os.path.normpath(os.path.join(base, os.path.expanduser(argument)))
     if os.path.isdir(path):
         return path, _walk(path, skip)
@@ -136,6 +142,8 @@ def _expand(argument: str, base: str, skip: str | None) -> tuple[str, list[str]]
         if not files:
             raise FileNotFoundError(f"the pattern {argument!r} matches no file")
         return _glob_root(path), [os.path.abspath(f) for f in files if not _inside(f, skip)]
+    if missing_ok:
+        return os.path.dirname(path), [path]
     raise FileNotFoundError(f"input not found: {argument!r} (not a file, a folder or a glob pattern)")
 
 

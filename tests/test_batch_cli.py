@@ -294,3 +294,19 @@ def test_cli_module_imports_only_the_standard_library_at_top_level():
         elif isinstance(node, ast.ImportFrom):
             top.add("." if node.level else node.module.split(".")[0])
     assert top <= set(sys.stdlib_module_names), top - set(sys.stdlib_module_names)
+
+
+def test_a_missing_manifest_entry_is_an_error_of_its_own_and_the_rest_are_segmented(tree, tiny_checkpoint,
+                                                                                      tmp_path, capsys):
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"{tree / 'a' / 'cat.jpg'}\n{tree / 'a' / 'gone.jpg'}\n{tree / 'top.png'}\n")
+    out = tmp_path / "out"
+    assert _run(["--manifest", manifest, "--out-dir", out], tiny_checkpoint) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"alignzeg: 1 of 3 images failed; see {out / 'errors.jsonl'}"
+    assert [r["input"] for r in _records(out / "results.jsonl")] == ["a/cat.jpg", "top.png"]
+    errors = _records(out / "errors.jsonl")
+    assert errors == [{"input": "a/gone.jpg", "path": str(tree / "a" / "gone.jpg"),
+                       "error": f"FileNotFoundError: image file not found: '{tree / 'a' / 'gone.jpg'}'"}]
+    assert sorted(p.relative_to(out / "labels").as_posix() for p in (out / "labels").rglob("*.png")) == \
+        ["a/cat.png", "top.png"]
