@@ -283,9 +283,16 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _segment_many(args: argparse.Namespace) -> int:
-    from .folder_jobs import check_unique_outputs, collect_inputs, log_names, run_batch, select_shard
+    from .folder_jobs import output_lock
 
     _check_outputs(args)
+    with output_lock(args.out_dir, args.shard):  # before the model loads: a second run is refused at once
+        return _segment_locked(args)
+
+
+def _segment_locked(args: argparse.Namespace) -> int:
+    from .folder_jobs import check_unique_outputs, collect_inputs, log_names, run_batch, select_shard
+
     images = collect_inputs(args.inputs, args.manifest, exclude=args.out_dir)
     check_unique_outputs(images)  # over all inputs, so that every shard agrees
     if args.shard is not None:
@@ -302,7 +309,7 @@ def _segment_many(args: argparse.Namespace) -> int:
     segmenter.progress = False  # one bar over images instead of one per image
     summary = run_batch(segmenter, images, args.classes, args.out_dir, settings=settings, overlay=args.overlay,
                         resume=args.resume, shard=args.shard, progress=not args.no_progress,
-                        prefetch=args.prefetch, workers=args.workers,
+                        prefetch=args.prefetch, workers=args.workers, lock=False,
                         unlabelled_threshold=args.unlabelled_threshold, **options)
     logs = log_names(args.shard)
     skipped = f", {summary.skipped} already done (--resume)" if summary.skipped else ""
