@@ -194,11 +194,12 @@ def check_output_path(path: str, option: str) -> None:
     """Check, before any model loads, that a file can be written at ``path`` (its folder is created).
 
     Raises:
-        ValueError: ``path`` is a folder, or its folder cannot be created or written to; naming the path.
+        ValueError: ``path`` is a folder or ends with a path separator (names a folder), or its folder cannot
+            be created or written to; naming the path.
     """
     import tempfile
 
-    if os.path.isdir(path):
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
         raise ValueError(f"{option} {path!r} is a folder; give a file name")
     folder = os.path.dirname(os.path.abspath(path))
     try:
@@ -379,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_app(args)
         _check_outputs(args)
         _cmd_demo(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, TypeError, OSError, RuntimeError) as err:  # OSError: FileNotFoundError, a full disk...
         print(f"alignzeg: error: {err}", file=sys.stderr)
         return 2
     return 0
