@@ -97,7 +97,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--classes", type=_parse_classes, default=None,
                       help="comma-separated vocabulary (default: the world's 48 names, 8 of them unseen)")
     demo.add_argument("--index", type=int, default=0, help="world test image to segment (default: 0)")
-    demo.add_argument("--images", type=int, default=20,
+    demo.add_argument("--images", type=_positive_int, default=20,
                       help="score this many test images from --index (default 20; the overlay shows the first)")
     demo.add_argument("--out", default=None, help="write input | prediction | ground truth as PNG here")
     demo.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")

@@ -176,3 +176,14 @@ def test_demo_classes_with_synonyms_as_the_cli_documents_them(demo_model, capsys
     plain = run_demo(["red grid", "blue striped"], num_images=2, segmenter=demo_model)
     assert result.untyped_pixels == plain.untyped_pixels  # the same world classes are scored
     assert run_demo([("dog", "Red Grid")], num_images=1, segmenter=demo_model).vocabulary == ("dog",)
+
+
+def test_demo_images_zero_is_a_usage_error_naming_the_option(capsys):
+    """It said "num_images must be a positive integer", the name of a function argument."""
+    from alignzeg.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--images", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == ("alignzeg demo: error: argument --images: expected a "
+                                                        "positive integer, got '0'")

@@ -188,16 +188,17 @@ def _parser() -> argparse.ArgumentParser:
                                      description="The attribute zero-shot world: export it, pre-train its mini-CLIP.")
     sub = parser.add_subparsers(dest="command", required=True)
     exp = sub.add_parser("export", help="write a world as a folder dataset (+ its mini-CLIP and a train config)")
-    exp.add_argument("--world", type=int, default=0, help="world id (seed and split seed)")
+    exp.add_argument("--world", type=int, default=0, help="world id (seed and split seed; default 0)")
     exp.add_argument("--family", default="attribute", choices=("attribute", "objects"),
-                     help="attribute textures (alignzeg.demo.world) or objects on a background that is no class "
-                     "(alignzeg.train.object_world; background labelled 255)")
+                     help="attribute textures (alignzeg.demo.world; the default) or objects on a background that is "
+                     "no class (alignzeg.train.object_world; background labelled 255)")
     exp.add_argument("--out", required=True, help="output folder (new or empty; see --overwrite)")
     exp.add_argument("--overwrite", action="store_true",
                      help="delete an earlier export in --out first, so that it holds exactly this one")
-    exp.add_argument("--train-images", type=int, default=4000)
-    exp.add_argument("--val-images", type=int, default=100, help="calibration split (drawn like test)")
-    exp.add_argument("--test-images", type=int, default=200)
+    exp.add_argument("--train-images", type=int, default=4000, help="images of the train split (default 4000)")
+    exp.add_argument("--val-images", type=int, default=100,
+                     help="images of the val split, the calibration split, drawn like test (default 100; 0: none)")
+    exp.add_argument("--test-images", type=int, default=200, help="images of the test split (default 200)")
     exp.add_argument("--clip-steps", type=int, default=None,
                      help="pre-train the world's mini-CLIP for this many steps into OUT/clip.safetensors "
                           "(default 600; not with --clip; 0: the data only, no train_config.json)")

@@ -249,3 +249,16 @@ def test_overwrite_deletes_nothing_that_is_not_an_export(tmp_path, capsys):
     assert "holds notes.txt but no classes.txt: it is not a world export, so --overwrite does not delete it" \
         in capsys.readouterr().err
     assert _files(tmp_path) == ["notes.txt"]
+
+
+def test_export_help_gives_every_default(capsys):
+    from alignzeg.train.world import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["export", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for option, words in [("--train-images", "(default 4000)"), ("--test-images", "(default 200)"),
+                          ("--val-images", "(default 100; 0: none)"), ("--world", "default 0"),
+                          ("--family", "the default"), ("--overwrite", "delete an earlier export")]:
+        assert option in text and words in text, (option, words)
