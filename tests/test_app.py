@@ -280,23 +280,30 @@ def test_page_in_a_headless_browser(server, tmp_path):
         button = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#segment-button"))
         wait.until(lambda b: box.get_attribute("value"))
         assert "red striped, red checkered" in box.get_attribute("value")  # the 48 names pre-filled
+        status = lambda b: b.find_element(By.CSS_SELECTOR, "#status").text  # noqa: E731
         box.clear()
-        button.click()  # no image, no names
-        wait.until(lambda b: "Upload an image first" in b.find_element(By.TAG_NAME, "body").text)
+        button.click()  # no image, no names: the message beside the outputs
+        wait.until(lambda b: "Upload an image first" in status(b))
         upload.send_keys(_world_png(tmp_path, 13))
-        box.send_keys("red striped, blue dotted")
+        box.send_keys("red striped|red stripes, blue dotted")  # a class with a synonym, as the CLI reads it
         button.click()
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#overlay img"))
         table = wait.until(lambda b: "red striped" in b.find_element(By.CSS_SELECTOR, "#class-table").text
                            and b.find_element(By.CSS_SELECTOR, "#class-table"))
-        assert "blue dotted" in table.text and "IoU %" in table.text
-        wait.until(lambda b: "world test image 13" in b.find_element(By.CSS_SELECTOR, "#status").text)
-        for toast in browser.find_elements(By.CSS_SELECTOR, ".toast-close"):  # the earlier message
-            toast.click()
+        assert "blue dotted" in table.text and "IoU %" in table.text and "red stripes" not in table.text
+        wait.until(lambda b: "world test image 13" in status(b))
+        assert "with 2 classes" in status(browser)
         time.sleep(0.5)
         shot = tmp_path / "app.png"
         assert browser.save_screenshot(str(shot))
         if os.environ.get("ALIGNZEG_APP_SCREENSHOT"):  # how docs/images/app.png is made
             shutil.copy(shot, os.environ["ALIGNZEG_APP_SCREENSHOT"])
+        box.clear()
+        box.send_keys("red striped, , blue dotted")  # a blank name: refused, and the old result goes
+        button.click()
+        wait.until(lambda b: "Class 2 of 3 is blank" in status(b))
+        wait.until(lambda b: not b.find_elements(By.CSS_SELECTOR, "#overlay img"))
+        assert "red striped" not in browser.find_element(By.CSS_SELECTOR, "#class-table").text
+        assert "world test image 13" not in status(browser)
     finally:
         browser.quit()
