@@ -8,13 +8,15 @@
     build_page(app).launch(server_name="127.0.0.1", server_port=7860)
 
 The page: an image (upload, drag, paste, examples), class names (comma- or newline-separated, order
-kept), bias correction auto/on/off and the unlabelled threshold; out come the overlay with its legend, a
+kept, ``|`` between synonyms), bias correction auto/on/off and the unlabelled threshold; out come the overlay with its legend, a
 table of the classes with their pixel share (and IoU when the image is a world example with ground truth),
 the probability map of a chosen class and the time taken. The named API endpoint ``/segment`` takes
 (image, class names text) and returns (overlay image, table), for ``gradio_client``.
 
-Bad input (no image, no or duplicate class names, an unreadable or too-large image, a model that failed
-to load) raises ``gradio.Error``: a message on the page, never a stack trace. The model loads once;
+Class names are read as the CLI's ``--classes`` reads them: ``|`` joins synonyms of one class, a blank name
+is refused. Bad input (no image, no, blank or duplicate class names, an unreadable or too-large image, a
+model that failed to load) is a message, never a stack trace: on the page it replaces the previous result,
+in the status line beside the outputs; the ``/segment`` endpoint raises ``gradio.Error`` with it. The model loads once;
 requests run one at a time through Gradio's queue (and a lock), and the segmenter's vocabulary cache is
 shared by all of them. Needs the ``app`` extra: ``pip install "alignzeg[app]"``.
 """
@@ -26,6 +28,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -53,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SegmentApp", "AppInputError", "Segmentation", "WorldExample", "build_page", "serve", "app_process",
            "free_port", "parse_class_names", "MAX_PIXELS", "MAX_CLASSES", "MAX_FILE_SIZE", "EXAMPLE_INDICES", "write_world_examples",
-           "example_cache_dir"]
+           "example_cache_dir", "error_outputs", "ERROR_PREFIX"]
 
 MAX_PIXELS = 25_000_000
 """Largest image the page segments by default (width x height); ``alignzeg app --max-pixels`` changes it."""
@@ -124,23 +127,40 @@ class Segmentation:
                 f"(bias correction {pbc}){where}.")
 
 
-def parse_class_names(text: str | None, max_classes: int = MAX_CLASSES) -> list[str]:
-    """Class names typed in a box: separated by commas or newlines, stripped, order kept.
+_SEPARATOR = re.compile(r",[ \t]*\r?\n|\r?\n|,")  # a comma, a line break, or a comma ending a line
 
-    Blank entries (a trailing comma, an empty line) are skipped; duplicates are left for the segmenter to
-    refuse with its own message.
+
+def parse_class_names(text: str | None, max_classes: int = MAX_CLASSES) -> list[str | tuple[str, ...]]:
+    """Class names typed in a box, read as the CLI reads ``--classes``: classes separated by commas or line
+    breaks (a comma at the end of a line is one separator), the names of one class by ``|`` (synonyms,
+    reported under the first: ``"red plain|red"`` -> ``("red plain", "red")``); stripped, order kept.
+
+    Space around the whole text is ignored; a blank class or synonym in between is refused, as the CLI
+    refuses it (a name left out by mistake would change what the other names mean). Duplicates are left
+    for the segmenter to refuse with its own message.
 
     Raises:
-        AppInputError: no name at all, or more than ``max_classes``.
+        AppInputError: no name at all, a blank class or synonym, or more than ``max_classes`` classes.
     """
-    names = [n.strip() for n in (text or "").replace("\n", ",").split(",")]
-    names = [n for n in names if n]
-    if not names:
+    entries = [tuple(n.strip() for n in part.split("|")) for part in _SEPARATOR.split((text or "").strip())]
+    if not any(any(entry) for entry in entries):
         raise AppInputError("Type at least one class name, separated by commas or new lines "
                             "(for example: red striped, blue dotted).")
-    if len(names) > max_classes:
-        raise AppInputError(f"{len(names)} class names typed; this page takes at most {max_classes}.")
-    return names
+    for number, entry in enumerate(entries, 1):
+        if not all(entry):
+            raise AppInputError(_blank_message(number, len(entries), entry))
+    if len(entries) > max_classes:
+        raise AppInputError(f"{len(entries)} class names typed; this page takes at most {max_classes}.")
+    return [entry[0] if len(entry) == 1 else entry for entry in entries]
+
+
+def _blank_message(number: int, count: int, entry: tuple[str, ...]) -> str:
+    """The message for a class (``number`` of ``count``) that is blank or has a blank synonym."""
+    if not any(entry):
+        return (f"Class {number} of {count} is blank (two separators in a row, an empty line or a comma at the "
+                "end): type a name there or remove the separator.")
+    return (f"Class {number} ({'|'.join(entry)!r}) has a blank name beside a '|': type the synonym or remove "
+            "the '|'.")
 
 
 def _pixel_key(rgb: np.ndarray) -> str:
@@ -404,10 +424,13 @@ class SegmentApp:
                       threshold: float | None = 0.0):
         """The page's Segment button: (overlay, table, status, probability-class dropdown, probability map, result).
 
-        Raises:
-            gradio.Error: with a readable message for every bad input.
+        A bad input clears the outputs of the previous request and puts its message in the status line,
+        beside the outputs (not in a corner toast next to the old result): see ``error_outputs``.
         """
-        seg = self._run(image, class_text, bias_correction, threshold)
+        try:
+            seg = self._run(image, class_text, bias_correction, threshold)
+        except gr.Error as err:
+            return error_outputs(err.message)
         present = [row[0] for row in seg.table if row[0] in seg.result.class_names and row[2] > 0]
         first = present[0] if present else seg.result.class_names[0]
         choices = list(seg.result.class_names)
@@ -428,6 +451,17 @@ class SegmentApp:
         except Exception as err:  # noqa: BLE001 - logged with its traceback; the page gets one line
             logger.exception("segmentation failed")
             raise gr.Error(f"Segmentation failed: {type(err).__name__}: {err}", print_exception=False) from None
+
+
+ERROR_PREFIX = "**Not segmented:** "
+"""How the status line starts when a request failed (the message follows)."""
+
+
+def error_outputs(message: str) -> tuple:
+    """The page's outputs after a failed request: no overlay, an empty table, the message as the status,
+    an empty probability dropdown and map, no result (nothing of the previous request is left showing)."""
+    return (None, _frame(["class", "split", "pixels %"], []), ERROR_PREFIX + message,
+            gr.update(choices=[], value=None, interactive=False), None, None)
 
 
 def _frame(headers: list[str], rows: list[list[Any]]):
@@ -454,7 +488,8 @@ def build_page(app: SegmentApp) -> "gr.Blocks":
                 image = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                  label="Image", height=_DISPLAY_SIDE, elem_id="input-image")
                 classes = gr.Textbox(value=", ".join(app.default_classes), lines=3, max_lines=12,
-                                     label="Class names (comma- or newline-separated, in order)",
+                                     label="Class names (comma- or newline-separated, in order; "
+                                           "'|' between names of one class)",
                                      placeholder="red striped, blue dotted", elem_id="class-names")
                 with gr.Accordion("Options", open=False):
                     bias = gr.Radio(list(BIAS_CHOICES), value="auto", label="Bias correction (PBC)",

@@ -97,7 +97,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--classes", type=_parse_classes, default=None,
                       help="comma-separated vocabulary (default: the world's 48 names, 8 of them unseen)")
     demo.add_argument("--index", type=int, default=0, help="world test image to segment (default: 0)")
-    demo.add_argument("--images", type=int, default=20,
+    demo.add_argument("--images", type=_positive_int, default=20,
                       help="score this many test images from --index (default 20; the overlay shows the first)")
     demo.add_argument("--out", default=None, help="write input | prediction | ground truth as PNG here")
     demo.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -194,11 +194,12 @@ def check_output_path(path: str, option: str) -> None:
     """Check, before any model loads, that a file can be written at ``path`` (its folder is created).
 
     Raises:
-        ValueError: ``path`` is a folder, or its folder cannot be created or written to; naming the path.
+        ValueError: ``path`` is a folder or ends with a path separator (names a folder), or its folder cannot
+            be created or written to; naming the path.
     """
     import tempfile
 
-    if os.path.isdir(path):
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
         raise ValueError(f"{option} {path!r} is a folder; give a file name")
     folder = os.path.dirname(os.path.abspath(path))
     try:
@@ -283,9 +284,16 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 
 def _segment_many(args: argparse.Namespace) -> int:
-    from .folder_jobs import check_unique_outputs, collect_inputs, log_names, run_batch, select_shard
+    from .folder_jobs import output_lock
 
     _check_outputs(args)
+    with output_lock(args.out_dir, args.shard):  # before the model loads: a second run is refused at once
+        return _segment_locked(args)
+
+
+def _segment_locked(args: argparse.Namespace) -> int:
+    from .folder_jobs import check_unique_outputs, collect_inputs, log_names, run_batch, select_shard
+
     images = collect_inputs(args.inputs, args.manifest, exclude=args.out_dir)
     check_unique_outputs(images)  # over all inputs, so that every shard agrees
     if args.shard is not None:
@@ -302,7 +310,7 @@ def _segment_many(args: argparse.Namespace) -> int:
     segmenter.progress = False  # one bar over images instead of one per image
     summary = run_batch(segmenter, images, args.classes, args.out_dir, settings=settings, overlay=args.overlay,
                         resume=args.resume, shard=args.shard, progress=not args.no_progress,
-                        prefetch=args.prefetch, workers=args.workers,
+                        prefetch=args.prefetch, workers=args.workers, lock=False,
                         unlabelled_threshold=args.unlabelled_threshold, **options)
     logs = log_names(args.shard)
     skipped = f", {summary.skipped} already done (--resume)" if summary.skipped else ""
@@ -372,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_app(args)
         _check_outputs(args)
         _cmd_demo(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, TypeError, OSError, RuntimeError) as err:  # OSError: FileNotFoundError, a full disk...
         print(f"alignzeg: error: {err}", file=sys.stderr)
         return 2
     return 0

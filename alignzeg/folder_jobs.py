@@ -8,10 +8,15 @@ The engine of ``alignzeg segment INPUT... --out-dir DIR`` (the CLI parses argume
     results.jsonl          one JSON line per segmented image
     errors.jsonl           one JSON line per image that could not be read or decoded (this run)
     run.json               classes, model and options of the run (--resume refuses other settings)
+    run.lock               held while a run writes DIR: its pid, host and start time (see ``output_lock``)
 
 ``<name>`` is the input's path relative to the common root of the input arguments, with the image
-suffix replaced by ``.png`` (``photos/a/cat.jpg`` -> ``labels/a/cat.png``). With ``--shard I/N`` the three
-log files get the suffix ``-I-of-N`` (``results-2-of-3.jsonl``) so N processes can share one ``DIR``.
+suffix replaced by ``.png`` (``photos/a/cat.jpg`` -> ``labels/a/cat.png``). With ``--shard I/N`` the log
+and lock files get the suffix ``-I-of-N`` (``results-2-of-3.jsonl``) so N processes can share one ``DIR``.
+
+One writer at a time: a run holds ``run.lock`` (an OS file lock, released by the kernel when the process
+dies), so a second run into the same ``DIR`` (or the same shard of it) is refused with the first one's pid
+and host; a lock file left by a killed run is taken over, with a warning that names the dead run.
 
 Crash safety: every file is written under a temporary name in its folder and moved into place with
 ``os.replace`` (atomic on POSIX and Windows), and an image's ``results.jsonl`` line is appended only after
@@ -29,12 +34,13 @@ import itertools
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .config import file_mode
 
@@ -42,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_SUFFIXES", "InputImage", "BatchSummary", "collect_inputs", "parse_shard", "select_shard",
-    "check_output_file", "check_output_dir", "run_batch",
+    "check_output_file", "check_output_dir", "output_lock", "run_batch",
 ]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
@@ -91,6 +97,8 @@ def collect_inputs(arguments: Sequence[str], manifests: Sequence[str] = (),
             glob patterns (``"data/**/*.jpg"``, recursive ``**`` allowed; matched folders are walked).
         manifests: text files listing one input per line (files, folders or globs as above); blank lines
             and lines starting with ``#`` are skipped; relative entries are relative to the manifest's folder.
+            An entry naming a file that does not exist is kept as an input: ``run_batch`` records it in
+            ``errors.jsonl`` and segments the others (one vanished file does not stop a long list).
         exclude: a folder whose files are never inputs (the output folder, when it lies inside an input).
 
     Returns:
@@ -99,7 +107,7 @@ def collect_inputs(arguments: Sequence[str], manifests: Sequence[str] = (),
         its first wildcard), so two ``cat.jpg`` in different folders get different names.
 
     Raises:
-        FileNotFoundError: a file, folder or manifest that does not exist, or a glob that matches nothing.
+        FileNotFoundError: an argument or manifest that does not exist, or a glob that matches nothing.
         ValueError: no image at all, or inputs on different drives (no common root).
     """
     skip = os.path.abspath(exclude) if exclude is not None else None
@@ -108,7 +116,7 @@ def collect_inputs(arguments: Sequence[str], manifests: Sequence[str] = (),
         groups.append(_expand(argument, os.getcwd(), skip))
     for manifest in manifests:
         for entry in _read_manifest(manifest):
-            groups.append(_expand(entry, os.path.dirname(os.path.abspath(manifest)), skip))
+            groups.append(_expand(entry, os.path.dirname(os.path.abspath(manifest)), skip, missing_ok=True))
     files = {path: None for _, paths in groups for path in paths}  # unique, order kept
     if not files:
         raise ValueError(f"no image found in {list(arguments) + [f'--manifest {m}' for m in manifests]} "
@@ -121,8 +129,12 @@ def collect_inputs(arguments: Sequence[str], manifests: Sequence[str] = (),
     return sorted(images, key=lambda image: image.name)
 
 
-def _expand(argument: str, base: str, skip: str | None) -> tuple[str, list[str]]:
-    """One argument -> (its root folder, the absolute image paths it names)."""
+def _expand(argument: str, base: str, skip: str | None, missing_ok: bool = False) -> tuple[str, list[str]]:
+    """One argument -> (its root folder, the absolute image paths it names).
+
+    With ``missing_ok`` a path without wildcards that does not exist is returned as a file (its reading
+    fails later, as one image's error); otherwise it raises ``FileNotFoundError``.
+    """
     path = os.path.normpath(os.path.join(base, os.path.expanduser(argument)))
     if os.path.isdir(path):
         return path, _walk(path, skip)
@@ -136,6 +148,8 @@ def _expand(argument: str, base: str, skip: str | None) -> tuple[str, list[str]]
         if not files:
             raise FileNotFoundError(f"the pattern {argument!r} matches no file")
         return _glob_root(path), [os.path.abspath(f) for f in files if not _inside(f, skip)]
+    if missing_ok:
+        return os.path.dirname(path), [path]
     raise FileNotFoundError(f"input not found: {argument!r} (not a file, a folder or a glob pattern)")
 
 
@@ -312,7 +326,135 @@ def _json_line(record: dict[str, Any]) -> str:
 def log_names(shard: tuple[int, int] | None) -> dict[str, str]:
     """File names of the logs: ``results.jsonl``... or ``results-2-of-3.jsonl``... for a shard."""
     tag = "" if shard is None else f"-{shard[0]}-of-{shard[1]}"
-    return {"results": f"results{tag}.jsonl", "errors": f"errors{tag}.jsonl", "run": f"run{tag}.json"}
+    return {"results": f"results{tag}.jsonl", "errors": f"errors{tag}.jsonl", "run": f"run{tag}.json",
+            "lock": f"run{tag}.lock"}
+
+
+# One writer per folder ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def output_lock(out_dir: str, shard: tuple[int, int] | None = None, option: str = "--out-dir") -> Iterator[str]:
+    """Hold ``out_dir``'s lock (``run.lock``, or ``run-I-of-N.lock`` for a shard) for the ``with`` block
+    (``out_dir`` is created if needed).
+
+    The lock is an OS file lock (``flock``; ``msvcrt.locking`` on Windows) on a file that names the holder
+    (pid, host, start time); the kernel releases it when the process dies, however it dies. A whole-folder
+    run and a shard run conflict too; shards of one folder do not.
+
+    Yields:
+        The lock file's path (removed when the block ends).
+
+    Raises:
+        ValueError: another live run holds this lock or a conflicting one; the message names its pid, host,
+            start time and lock file.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, log_names(shard)["lock"])
+    fd = _acquire(path, option, out_dir)
+    try:
+        _check_conflicts(out_dir, shard, option)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            if _is_same_file(fd, path):
+                os.unlink(path)  # while still holding it: a run that opened it meanwhile sees it replaced
+        os.close(fd)
+
+
+def _acquire(path: str, option: str, out_dir: str) -> int:
+    """Open and lock ``path`` (retrying if a finishing holder removed it in between); write our name."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+        if not _try_lock(fd):
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise _held_error(option, out_dir, holder, path)
+        if _is_same_file(fd, path):
+            break
+        os.close(fd)
+    stale = _read_holder(fd)
+    if stale:
+        logger.warning("%s: taking over the lock left by a run that is no longer running (%s)", path, stale)
+    holder = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, (json.dumps(holder) + "\n").encode("utf-8"))
+    return fd
+
+
+def _check_conflicts(out_dir: str, shard: tuple[int, int] | None, option: str) -> None:
+    """A whole-folder run conflicts with any shard's run, a shard's run with a whole-folder run."""
+    others = (glob.glob(os.path.join(glob.escape(out_dir), "run-*-of-*.lock")) if shard is None
+              else [os.path.join(out_dir, log_names(None)["lock"])])
+    for other in others:
+        try:
+            fd = os.open(other, os.O_RDWR)
+        except OSError:
+            continue  # gone, or not ours to open
+        try:
+            if not _try_lock(fd):
+                raise _held_error(option, out_dir, _read_holder(fd), other)
+            _unlock(fd)
+        finally:
+            os.close(fd)
+
+
+def _held_error(option: str, out_dir: str, holder: str, path: str) -> ValueError:
+    return ValueError(f"{option} {out_dir!r} is being written by another run ({holder or 'holder unknown'}; "
+                      f"lock file {path}); wait for it to end or use another {option}")
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive lock on ``fd`` without waiting; False when another open file holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: lock one byte far past the holder's text, which stays readable
+        import msvcrt
+
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # BlockingIOError (EWOULDBLOCK); EACCES on some file systems
+        return False
+    return True
+
+
+_WINDOWS_LOCK_OFFSET = 1 << 20
+
+
+def _unlock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:
+        import msvcrt
+
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _is_same_file(fd: int, path: str) -> bool:
+    """Whether ``path`` still names the file open as ``fd`` (not removed or replaced since it was opened)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+def _read_holder(fd: int) -> str:
+    """The holder written in a lock file, as ``"pid 123 on host h since 2024-..."``; ``""`` if none."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    try:
+        holder = json.loads(os.read(fd, 4096).decode("utf-8"))
+        return f"pid {holder['pid']} on host {holder['host']} since {holder['started']}"
+    except (ValueError, KeyError, TypeError, OSError):
+        return ""
 
 
 def _outputs(image: InputImage, overlay: bool) -> dict[str, str]:
@@ -367,7 +509,7 @@ def _complete(out_dir: str, record: dict[str, Any], overlay: bool) -> bool:
 def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[str], out_dir: str, *,
               settings: dict[str, Any], overlay: bool = False, resume: bool = False,
               shard: tuple[int, int] | None = None, progress: bool = True, prefetch: int = 4, workers: int = 2,
-              **options: Any) -> BatchSummary:
+              lock: bool = True, **options: Any) -> BatchSummary:
     """Segment ``images`` into ``out_dir`` (layout in the module docstring), streaming with ``segment_iter``.
 
     Args:
@@ -381,16 +523,25 @@ def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[st
         shard: ``(I, N)`` when this is one of N shards (names the log files).
         progress: show a tqdm bar (images, images/s).
         prefetch, workers: decoding look-ahead and threads (``segment_iter``).
+        lock: hold ``output_lock(out_dir, shard)`` while writing (``False`` when the caller holds it).
         options: passed to ``segment_iter`` (``bias_correction``, ``unlabelled_threshold``).
 
     Returns:
         ``BatchSummary``. Images that cannot be read or decoded are listed in ``errors.jsonl`` and counted
         as failed; they do not stop the run.
+
+    Raises:
+        ValueError: another run is writing ``out_dir`` (``output_lock``), or ``resume`` with other settings.
     """
     from PIL import Image
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    if lock:
+        with output_lock(out_dir, shard):
+            return run_batch(segmenter, images, classes, out_dir, settings=settings, overlay=overlay,
+                             resume=resume, shard=shard, progress=progress, prefetch=prefetch, workers=workers,
+                             lock=False, **options)
     from .streaming import ImageError
 
     done = prepare_run(out_dir, settings, resume, overlay, shard)

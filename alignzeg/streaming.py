@@ -156,7 +156,8 @@ def _segment_stream(segmenter: Any, decoded_stream: Iterator[tuple[int, Any, Any
         if isinstance(decoded, BaseException):
             if on_error == "raise":
                 raise decoded
-            logger.warning("image %d (%s) skipped: %s", index, _describe(source), decoded)
+            # Not a warning: the caller gets the error in the image's place and decides (nothing is skipped).
+            logger.debug("image %d (%s) returned as an ImageError: %s", index, _describe(source), decoded)
             yield ImageError(index, source, decoded)
             continue
         yield segmenter.segment_batch([decoded], vocabulary, **options)[0]

@@ -39,11 +39,34 @@ def _message(excinfo) -> str:
 
 
 # The callback -----------------------------------------------------------------------------------------
-def test_parse_class_names_keeps_order_and_skips_blanks():
-    assert parse_class_names("red striped,  blue dotted\npink wavy,\n\n") == ["red striped", "blue dotted",
+def test_parse_class_names_reads_synonyms_and_refuses_blanks_as_the_cli_does():
+    assert parse_class_names("red striped,  blue dotted,\npink wavy\n\n") == ["red striped", "blue dotted",
                                                                               "pink wavy"]
+    assert parse_class_names("red plain|red , blue\ngreen | verdant|lime") == [
+        ("red plain", "red"), "blue", ("green", "verdant", "lime")]  # "red plain|red" is one class, not a name
     with pytest.raises(AppInputError, match="at most 3"):
         parse_class_names("a, b, c, d", max_classes=3)
+    for text, message in [
+            ("red striped,, blue dotted", "Class 2 of 3 is blank (two separators in a row, an empty line or a "
+                                          "comma at the end): type a name there or remove the separator."),
+            ("red striped\n\nblue dotted", "Class 2 of 3 is blank"),
+            ("red striped, blue dotted,", "Class 3 of 3 is blank"),
+            ("red striped|, blue dotted", "Class 1 ('red striped|') has a blank name beside a '|': type the "
+                                          "synonym or remove the '|'.")]:
+        with pytest.raises(AppInputError) as info:
+            parse_class_names(text)
+        assert str(info.value).startswith(message), (text, str(info.value))
+
+
+def test_synonyms_on_the_page_segment_as_the_api_does(app):
+    example = _example(app, 13)
+    vocabulary = [("red striped", "red stripes"), "blue dotted"]
+    overlay, table, status, dropdown, prob, result = app.page_callback(str(example.path),
+                                                                       "red striped|red stripes, blue dotted")
+    assert result.class_names == ("red striped", "blue dotted")
+    want = app.segmenter.segment(str(example.path), vocabulary)
+    np.testing.assert_array_equal(result.label_map, want.label_map)
+    assert set(table["class"]) == {"red striped", "blue dotted"}
 
 
 def test_page_callback_on_a_world_example_gives_overlay_table_iou_and_probability(app):
@@ -116,7 +139,7 @@ def _png(size) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("case", ["no image", "no names", "blank names", "duplicate", "not an image",
+@pytest.mark.parametrize("case", ["no image", "no names", "blank names", "a blank name", "duplicate", "not an image",
                                   "truncated", "too large", "too many classes", "threshold"])
 def test_bad_input_gives_a_readable_message(app, tmp_path, case, monkeypatch):
     image, names, threshold = str(_example(app, 0).path), "red striped, blue dotted", 0.0
@@ -126,6 +149,8 @@ def test_bad_input_gives_a_readable_message(app, tmp_path, case, monkeypatch):
         names, expected = "", "Type at least one class name"
     elif case == "blank names":
         names, expected = " , \n ,", "Type at least one class name"
+    elif case == "a blank name":
+        names, expected = "red striped, , blue dotted", "Class 2 of 3 is blank"
     elif case == "duplicate":
         names, expected = "red striped, Red Striped", "duplicate class name 'Red Striped' at index 1"
     elif case == "not an image":
@@ -139,11 +164,14 @@ def test_bad_input_gives_a_readable_message(app, tmp_path, case, monkeypatch):
         names, expected = ", ".join(f"class {i}" for i in range(300)), "300 class names typed"
     else:
         threshold, expected = 1.5, "threshold must be a number in [0, 1], got 1.5"
-    for call in (lambda: app.page_callback(image, names, "auto", threshold),
-                 lambda: app.api_callback(image, names) if threshold == 0.0 else app.page_callback(image, names,
-                                                                                                  "auto", threshold)):
+    # The page: every output of an earlier request cleared, the message in the status line beside them.
+    overlay, table, status, dropdown, prob, result = app.page_callback(image, names, "auto", threshold)
+    assert (overlay, prob, result) == (None, None, None) and table.empty
+    assert dropdown["choices"] == [] and dropdown["value"] is None
+    assert status.startswith("**Not segmented:** ") and expected in status and "Traceback" not in status
+    if threshold == 0.0:  # the API endpoint raises, for its clients
         with pytest.raises(gr.Error) as excinfo:
-            call()
+            app.api_callback(image, names)
         assert expected in _message(excinfo)
         assert "Traceback" not in _message(excinfo)
 
@@ -153,9 +181,8 @@ def test_bias_correction_on_for_an_untrained_indicator_is_refused_with_the_reaso
     path = _write(tmp_path / "grey.png", _png((40, 30)))
     _, table, status, *_ = app.page_callback(path, "cat, dog", "off", 0.0)
     assert "bias correction off" in status and list(table["class"])[:2] in (["cat", "dog"], ["dog", "cat"])
-    with pytest.raises(gr.Error) as excinfo:
-        app.page_callback(path, "cat, dog", "on", 0.0)
-    assert "class indicator was never trained" in _message(excinfo)
+    status = app.page_callback(path, "cat, dog", "on", 0.0)[2]
+    assert status.startswith("**Not segmented:** ") and "class indicator was never trained" in status
 
 
 def test_a_model_that_fails_to_load_says_why_and_how_to_fix_it(tmp_path):
@@ -165,9 +192,7 @@ def test_a_model_that_fails_to_load_says_why_and_how_to_fix_it(tmp_path):
     text = app.model_markdown()
     assert "could not be loaded" in text and missing in text and "How to fix it" in text
     assert "--model" in text and "save_pretrained" in text
-    with pytest.raises(gr.Error) as excinfo:
-        app.page_callback(_write(tmp_path / "grey.png", _png((8, 8))), "cat")
-    assert _message(excinfo) == text
+    assert app.page_callback(_write(tmp_path / "grey.png", _png((8, 8))), "cat")[2] == "**Not segmented:** " + text
     page = build_page(app)  # the page is still built, showing the message
     markdown = [b.value for b in page.blocks.values() if isinstance(b, gr.Markdown)]
     assert text in markdown
@@ -255,23 +280,30 @@ def test_page_in_a_headless_browser(server, tmp_path):
         button = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "#segment-button"))
         wait.until(lambda b: box.get_attribute("value"))
         assert "red striped, red checkered" in box.get_attribute("value")  # the 48 names pre-filled
+        status = lambda b: b.find_element(By.CSS_SELECTOR, "#status").text  # noqa: E731
         box.clear()
-        button.click()  # no image, no names
-        wait.until(lambda b: "Upload an image first" in b.find_element(By.TAG_NAME, "body").text)
+        button.click()  # no image, no names: the message beside the outputs
+        wait.until(lambda b: "Upload an image first" in status(b))
         upload.send_keys(_world_png(tmp_path, 13))
-        box.send_keys("red striped, blue dotted")
+        box.send_keys("red striped|red stripes, blue dotted")  # a class with a synonym, as the CLI reads it
         button.click()
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#overlay img"))
         table = wait.until(lambda b: "red striped" in b.find_element(By.CSS_SELECTOR, "#class-table").text
                            and b.find_element(By.CSS_SELECTOR, "#class-table"))
-        assert "blue dotted" in table.text and "IoU %" in table.text
-        wait.until(lambda b: "world test image 13" in b.find_element(By.CSS_SELECTOR, "#status").text)
-        for toast in browser.find_elements(By.CSS_SELECTOR, ".toast-close"):  # the earlier message
-            toast.click()
+        assert "blue dotted" in table.text and "IoU %" in table.text and "red stripes" not in table.text
+        wait.until(lambda b: "world test image 13" in status(b))
+        assert "with 2 classes" in status(browser)
         time.sleep(0.5)
         shot = tmp_path / "app.png"
         assert browser.save_screenshot(str(shot))
         if os.environ.get("ALIGNZEG_APP_SCREENSHOT"):  # how docs/images/app.png is made
             shutil.copy(shot, os.environ["ALIGNZEG_APP_SCREENSHOT"])
+        box.clear()
+        box.send_keys("red striped, , blue dotted")  # a blank name: refused, and the old result goes
+        button.click()
+        wait.until(lambda b: "Class 2 of 3 is blank" in status(b))
+        wait.until(lambda b: not b.find_elements(By.CSS_SELECTOR, "#overlay img"))
+        assert "red striped" not in browser.find_element(By.CSS_SELECTOR, "#class-table").text
+        assert "world test image 13" not in status(browser)
     finally:
         browser.quit()

@@ -5,6 +5,7 @@ import ast
 import json
 import os
 import signal
+import socket
 import stat
 import struct
 import subprocess
@@ -294,3 +295,78 @@ def test_cli_module_imports_only_the_standard_library_at_top_level():
         elif isinstance(node, ast.ImportFrom):
             top.add("." if node.level else node.module.split(".")[0])
     assert top <= set(sys.stdlib_module_names), top - set(sys.stdlib_module_names)
+
+
+def test_a_missing_manifest_entry_is_an_error_of_its_own_and_the_rest_are_segmented(tree, tiny_checkpoint,
+                                                                                      tmp_path, capsys):
+    manifest = tmp_path / "list.txt"
+    manifest.write_text(f"{tree / 'a' / 'cat.jpg'}\n{tree / 'a' / 'gone.jpg'}\n{tree / 'top.png'}\n")
+    out = tmp_path / "out"
+    assert _run(["--manifest", manifest, "--out-dir", out], tiny_checkpoint) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"alignzeg: 1 of 3 images failed; see {out / 'errors.jsonl'}"
+    assert [r["input"] for r in _records(out / "results.jsonl")] == ["a/cat.jpg", "top.png"]
+    errors = _records(out / "errors.jsonl")
+    assert errors == [{"input": "a/gone.jpg", "path": str(tree / "a" / "gone.jpg"),
+                       "error": f"FileNotFoundError: image file not found: '{tree / 'a' / 'gone.jpg'}'"}]
+    assert sorted(p.relative_to(out / "labels").as_posix() for p in (out / "labels").rglob("*.png")) == \
+        ["a/cat.png", "top.png"]
+
+
+_HOLD_LOCK = """
+import sys
+from alignzeg.folder_jobs import output_lock
+with output_lock(sys.argv[1], None if sys.argv[2] == "-" else tuple(map(int, sys.argv[2].split("/")))):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def _hold_lock(out_dir: Path, shard: str = "-") -> subprocess.Popen:
+    """Another process that holds ``out_dir``'s lock (for ``shard``) until killed; returns once it holds it."""
+    env = {**os.environ, "PYTHONPATH": str(Path(alignzeg.cli.__file__).parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out_dir), shard], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "locked\n"
+    return proc
+
+
+def test_a_second_run_into_one_out_dir_is_refused_naming_the_first_and_a_killed_runs_lock_is_taken_over(
+        tree, tiny_checkpoint, tmp_path, capsys, caplog):
+    out = tmp_path / "out"
+    out.mkdir()
+    first = _hold_lock(out)
+    try:
+        # The model does not exist: the refusal comes before it would load.
+        code = main(["segment", str(tree / "a"), "--classes", "cat", "--model", str(tmp_path / "none"),
+                     "--out-dir", str(out)])
+        assert code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err
+        assert err.startswith(f"alignzeg: error: --out-dir '{out}' is being written by another run "
+                              f"(pid {first.pid} on host {socket.gethostname()} since "), err
+        assert err.endswith(f"lock file {out / 'run.lock'}); wait for it to end or use another --out-dir"), err
+        assert not (out / "results.jsonl").exists()  # nothing of the refused run was written
+        # A shard run conflicts with a whole-folder run.
+        assert _run([tree / "a", "--out-dir", out, "--shard", "1/2"], tiny_checkpoint) == 2
+        assert f"pid {first.pid}" in capsys.readouterr().err
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    assert (out / "run.lock").exists()  # left behind by the killed run: stale
+    with caplog.at_level("WARNING", logger="alignzeg.folder_jobs"):
+        assert _run([tree / "a", "--out-dir", out], tiny_checkpoint) == 0
+    assert f"taking over the lock left by a run that is no longer running (pid {first.pid} on host" in caplog.text
+    assert [r["input"] for r in _records(out / "results.jsonl")] == ["cat.jpg"]
+    assert not (out / "run.lock").exists()  # a finished run removes its lock
+
+
+def test_shards_of_one_folder_run_at_once(tree, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    other = _hold_lock(out, "2/2")
+    try:
+        assert _run([tree, "--out-dir", out, "--shard", "1/2"], tiny_checkpoint) == 0
+    finally:
+        other.kill()
+        other.wait(timeout=60)

@@ -72,6 +72,10 @@ def test_export_checks_its_output_before_the_model_loads(tmp_path, capsys, monke
     (tmp_path / "d.onnx").mkdir()
     assert main(["export", "--model", "org/name", "--out", str(tmp_path / "d.onnx")]) == 2
     assert "is a folder" in capsys.readouterr().err
+    # A folder that does not exist yet, named with a trailing slash: it exported, then failed with a traceback.
+    assert main(["export", "--model", "org/name", "--out", f"{tmp_path / 'newdir'}/"]) == 2
+    assert capsys.readouterr().err == f"alignzeg: error: --out '{tmp_path / 'newdir'}/' is a folder; give a file name\n"
+    assert not (tmp_path / "newdir").exists()
 
 
 def test_zero_pixel_classes_and_case_in_lookups():

@@ -157,3 +157,33 @@ def test_the_world_imports_numpy_only():
     assert [m for m in loaded if m.split(".")[0] in ("torch", "PIL", "imgviz")] == []
     assert set(loaded) <= {"alignzeg", "alignzeg._lazy", "alignzeg._version", "alignzeg.config", "alignzeg.errors",
                            "alignzeg.demo", "alignzeg.demo.world"}
+
+
+def test_demo_classes_with_synonyms_as_the_cli_documents_them(demo_model, capsys, monkeypatch):
+    """``--classes "red grid|red lattice,blue striped"`` crashed with an AttributeError."""
+    import alignzeg.demo
+    from alignzeg.cli import main
+
+    monkeypatch.setattr(alignzeg.demo, "load_demo_model", lambda device=None: demo_model)
+    assert main(["demo", "--classes", "red grid|red lattice,blue striped", "--images", "2"]) == 0
+    printed = capsys.readouterr().out
+    vocabulary = [("red grid", "red lattice"), "blue striped"]
+    result = run_demo(vocabulary, num_images=2, segmenter=demo_model)
+    assert printed.strip() == result.report()
+    assert result.vocabulary == ("red grid", "blue striped") and not result.unknown
+    image, _ = AttributeWorld(world_config(0)).sample("test", 0)
+    np.testing.assert_array_equal(result.first.label_map, demo_model.segment(image, vocabulary).label_map)
+    plain = run_demo(["red grid", "blue striped"], num_images=2, segmenter=demo_model)
+    assert result.untyped_pixels == plain.untyped_pixels  # the same world classes are scored
+    assert run_demo([("dog", "Red Grid")], num_images=1, segmenter=demo_model).vocabulary == ("dog",)
+
+
+def test_demo_images_zero_is_a_usage_error_naming_the_option(capsys):
+    """It said "num_images must be a positive integer", the name of a function argument."""
+    from alignzeg.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--images", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == ("alignzeg demo: error: argument --images: expected a "
+                                                        "positive integer, got '0'")

@@ -18,7 +18,7 @@ import torch
 from numpy.testing import assert_allclose
 
 from alignzeg import AlignZegSegmenter
-from alignzeg.cli import main
+from alignzeg.cli import example_image_path, main
 from alignzeg.modeling.semantic_map import upsample_probabilities
 from alignzeg.onnx.export import export_onnx
 from alignzeg.onnx.metadata import KEY_CONFIG, KEY_OPSET, KEY_VERSION, read_vocabulary
@@ -242,3 +242,20 @@ def test_saved_exported_and_run_without_torch(checkpoint, loaded, voc, tmp_path)
     _assert_labels_match_up_to_ties(expected, got)
     assert_allclose(np.load(tmp_path / "wall.npy"), expected.probability_map("wall"), rtol=0, atol=ATOL)
     assert (tmp_path / "overlay.png").stat().st_size > 0
+
+
+def test_a_file_that_is_not_a_whole_onnx_model_is_named_before_onnxruntime_reads_it(onnx_path, tmp_path):
+    data = onnx_path.read_bytes()
+    cases = {
+        "truncated.onnx": (data[:len(data) // 2], "it ends at byte {size}, inside a field that starts at byte "),
+        "photo.onnx": (example_image_path().read_bytes(), "byte 0 is not protobuf data"),
+        "empty.onnx": (b"", "it holds no graph and no opset_import"),
+    }
+    for name, (content, problem) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError) as info:
+            OnnxSegmenter.load(tmp_path / name)
+        message = str(info.value)
+        assert message.startswith(f"'{tmp_path / name}' is not an ONNX model file: "
+                                  + problem.format(size=len(content))), message
+        assert message.endswith("; write one with `alignzeg export` or AlignZegSegmenter.export_onnx")

@@ -65,10 +65,12 @@ def test_decode_ahead_keeps_input_order_and_returns_errors(tmp_path):
     assert heights == [4, 5, 6, 7, 8, 9, 10]
 
 
-def test_on_error_return_yields_an_image_error_in_place(tiny_segmenter, inputs, tmp_path):
+def test_on_error_return_yields_an_image_error_in_place(tiny_segmenter, inputs, tmp_path, caplog):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"not an image")
-    out = list(tiny_segmenter.segment_iter([inputs[2], str(bad), inputs[3]], CLASSES, on_error="return"))
+    with caplog.at_level("INFO"):
+        out = list(tiny_segmenter.segment_iter([inputs[2], str(bad), inputs[3]], CLASSES, on_error="return"))
+    assert "bad.jpg" not in caplog.text  # returned to the caller, not logged as "skipped" as well
     assert [type(o).__name__ for o in out] == ["SegmentationResult", "ImageError", "SegmentationResult"]
     error = out[1]
     assert isinstance(error, ImageError) and error.index == 1 and error.source == str(bad)

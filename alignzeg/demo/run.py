@@ -52,7 +52,7 @@ class DemoResult:
     """What the demo measured.
 
     Attributes:
-        vocabulary: the class names typed.
+        vocabulary: the classes typed (a class typed with synonyms under its first name).
         seen: (C,) bool, True for the model's training classes.
         iou: (C,) per-class IoU in [0, 1] over the demo images (NaN: class in neither prediction nor truth).
         miou_seen / miou_unseen / hiou: means over the seen / unseen classes with an IoU, and their
@@ -104,33 +104,46 @@ class DemoResult:
         Image.fromarray(np.concatenate(panels, axis=1)).save(path)
 
 
-def _vocabulary_lut(world: AttributeWorld, vocabulary: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
-    """(world class id -> vocabulary index or -1 when not typed, typed names that are no world class).
+def _names(entry: str | Sequence[str]) -> tuple[str, ...]:
+    """A vocabulary entry's names: ``"red grid"`` -> ``("red grid",)``; synonyms ``("red grid", "red
+    lattice")`` stay as they are (one class, reported under the first name)."""
+    return (entry,) if isinstance(entry, str) else tuple(entry)
 
-    Names match as ``class_name_key`` says (case and surrounding space ignored), as seen classes do.
+
+def _vocabulary_lut(world: AttributeWorld, vocabulary: Sequence[str | Sequence[str]]
+                    ) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(world class id -> vocabulary index or -1 when not typed, typed classes that are no world class).
+
+    Names match as ``class_name_key`` says (case and surrounding space ignored), as seen classes do; a class
+    typed with synonyms is the world class that any of its names is (the first such entry wins).
 
     Raises:
         ValueError: no typed name is a class of the world (nothing could be scored).
     """
     from ..pipeline.vocabulary import class_name_key
 
-    typed = {class_name_key(n): i for i, n in enumerate(vocabulary)}
+    typed: dict[str, int] = {}
+    for i, entry in enumerate(vocabulary):
+        for name in _names(entry):
+            typed.setdefault(class_name_key(name), i)
     lut = np.array([typed.get(class_name_key(n), -1) for n in world.class_names])
     known = {class_name_key(n) for n in world.class_names}
-    unknown = tuple(n for n in vocabulary if class_name_key(n) not in known)
+    unknown = tuple(_names(e)[0] for e in vocabulary if not known & {class_name_key(n) for n in _names(e)})
     if (lut < 0).all():
-        raise ValueError(f"none of the typed classes {list(vocabulary)} is a class of the demo world, so nothing "
+        raise ValueError(f"none of the typed classes {[_names(e)[0] for e in vocabulary]} is a class of the demo "
+                         "world, so nothing "
                          f"can be scored; its classes are colour + pattern names such as "
                          f"{', '.join(repr(n) for n in world.class_names[:4])} (48 in all: alignzeg.demo.world)")
     return lut, unknown
 
 
-def run_demo(vocabulary: Sequence[str] | None = None, index: int = 0, num_images: int = 1, segmenter=None,
+def run_demo(vocabulary: Sequence[str | Sequence[str]] | None = None, index: int = 0, num_images: int = 1, segmenter=None,
              bias_correction: bool = True) -> DemoResult:
     """Segment world test images ``index .. index + num_images - 1`` with a typed vocabulary.
 
     Args:
-        vocabulary: class names as text; default: all 48 names of the world (8 of them unseen).
+        vocabulary: class names as text, a tuple of synonyms for a class (``("red grid", "red lattice")``,
+            reported under the first name); default: all 48 names of the world (8 of them unseen).
         index: first world test image.
         num_images: how many consecutive test images to score (the overlay shows the first).
         segmenter: a segmenter to use instead of the shipped model.
@@ -158,5 +171,5 @@ def run_demo(vocabulary: Sequence[str] | None = None, index: int = 0, num_images
     iou = class_iou(np.stack(preds), np.where(truth < 0, k, truth), k + 1)[:k]
     seen = np.asarray(first.seen, dtype=bool)
     s, u = nanmean(iou[seen]), nanmean(iou[~seen])
-    return DemoResult(vocabulary, seen, iou, s, u, harmonic_iou(s, u), num_images, first, truths[0],
+    return DemoResult(tuple(_names(e)[0] for e in vocabulary), seen, iou, s, u, harmonic_iou(s, u), num_images, first, truths[0],
                       list(range(index, index + num_images)), int((truth < 0).sum()), unknown)

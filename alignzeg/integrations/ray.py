@@ -31,7 +31,7 @@ except ImportError as err:  # pragma: no cover - exercised only without ray
 if TYPE_CHECKING:  # pragma: no cover
     from ..segmenter import AlignZegSegmenter
 
-__all__ = ["SegmentBatch", "segment_dataset"]
+__all__ = ["SegmentBatch", "segment_dataset", "check_cluster_fits"]
 
 ModelSource = Union[str, os.PathLike, Callable[[], "AlignZegSegmenter"]]
 
@@ -115,7 +115,9 @@ def segment_dataset(ds: "ray.data.Dataset", model: ModelSource, vocabulary: Sequ
         ``ray.data.DataContext.get_current().execution_options.preserve_order = True``.
 
     Raises:
-        ValueError: ``num_actors`` or ``batch_size`` not a positive integer, negative resources.
+        ValueError: ``num_actors`` or ``batch_size`` not a positive integer, negative resources; or, on a
+            running Ray cluster, actors that would take every CPU (Ray Data's read tasks would never get one:
+            the job would wait for ever) or more GPUs than the cluster has (see ``check_cluster_fits``).
     """
     for name, value in (("num_actors", num_actors), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -124,6 +126,8 @@ def segment_dataset(ds: "ray.data.Dataset", model: ModelSource, vocabulary: Sequ
         raise ValueError(f"num_gpus and num_cpus must be >= 0, got {num_gpus!r} and {num_cpus!r}")
     if not isinstance(model, (str, os.PathLike)) and not callable(model):
         raise TypeError(f"model must be a checkpoint folder, a Hub repo id or a callable, got {type(model).__name__}")
+    if ray.is_initialized():
+        check_cluster_fits(ray.cluster_resources(), num_actors, num_cpus, num_gpus)
     return ds.map_batches(
         SegmentBatch,
         fn_constructor_kwargs=dict(model=model, vocabulary=list(vocabulary), column=column, device=device,
@@ -131,3 +135,34 @@ def segment_dataset(ds: "ray.data.Dataset", model: ModelSource, vocabulary: Sequ
         batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=num_actors),
         num_gpus=num_gpus, num_cpus=num_cpus,
     )
+
+
+def check_cluster_fits(resources: dict[str, float], num_actors: int, num_cpus: float, num_gpus: float) -> None:
+    """Refuse an actor pool with which the job could only wait: Ray schedules it and never runs it.
+
+    Ray Data's other tasks (reading files, splitting blocks) need 1 CPU each, so the actors must leave at
+    least one CPU free; and the actors' GPUs must exist.
+
+    Args:
+        resources: the cluster's totals (``ray.cluster_resources()``: ``{"CPU": 2.0, "GPU": 1.0, ...}``).
+        num_actors, num_cpus, num_gpus: the pool and each actor's resources.
+
+    Raises:
+        ValueError: naming the resources asked for, the cluster's, and what would fit.
+    """
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if num_actors * num_cpus > cpus - 1:
+        raise ValueError(f"num_actors={num_actors} x num_cpus={num_cpus:g} takes {num_actors * num_cpus:g} of the "
+                         f"Ray cluster's {cpus:g} CPUs; Ray Data needs 1 CPU left for its read tasks, or the job "
+                         f"waits for ever: {_cpu_hint(cpus, num_actors, num_cpus)}")
+    if num_actors * num_gpus > gpus:
+        raise ValueError(f"num_actors={num_actors} x num_gpus={num_gpus:g} needs {num_actors * num_gpus:g} GPUs; the "
+                         f"Ray cluster has {gpus:g}, so the actors would wait for ever")
+
+
+def _cpu_hint(cpus: float, num_actors: int, num_cpus: float) -> str:
+    """What would fit on ``cpus`` CPUs with one left free."""
+    fits = int((cpus - 1) // num_cpus) if num_cpus else 0
+    if fits < 1:
+        return "use a cluster with more CPUs"
+    return f"use num_actors={fits} or fewer, or num_cpus={(cpus - 1) / num_actors:g} per actor"

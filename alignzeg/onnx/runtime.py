@@ -82,10 +82,9 @@ class OnnxSegmenter(SegmentPipeline):
             threads: intra-op threads (default: onnxruntime's choice, one per core).
             batch_size, max_pixels: as in the constructor.
         """
+        _check_onnx_file(path)
         import onnxruntime as ort
 
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"ONNX file not found: {str(path)!r}")
         options = ort.SessionOptions()
         if threads is not None:
             if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
@@ -143,3 +142,57 @@ class OnnxSegmenter(SegmentPipeline):
         cfg = self.config
         return (f"OnnxSegmenter(clip={cfg.clip_model!r}, input_size={cfg.input_size}, "
                 f"precision={self.precision!r}, stored_classes={len(self.stored_names)}, providers={self.session.get_providers()})")
+
+
+# The model file ---------------------------------------------------------------------------------------
+_WIRE_SIZES = {1: 8, 5: 4}  # protobuf wire types of fixed size (64-bit, 32-bit)
+_REQUIRED_FIELDS = {7: "graph", 8: "opset_import"}  # of ModelProto
+
+
+def _check_onnx_file(path: str | os.PathLike) -> None:
+    """Refuse a file that is not a whole ONNX model before onnxruntime reads it (its errors name no file).
+
+    Walks the top-level protobuf fields of the ``ModelProto`` without decoding them: a file that is not
+    protobuf, ends inside a field (truncated) or has no graph or opset is refused.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not an ONNX model; the message names the file and what was found.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"ONNX file not found: {str(path)!r}")
+    problem = _onnx_structure_problem(Path(path))
+    if problem:
+        raise ValueError(f"{str(path)!r} is not an ONNX model file: {problem}; write one with `alignzeg export` "
+                         "or AlignZegSegmenter.export_onnx")
+
+
+def _onnx_structure_problem(path: Path) -> str | None:
+    """What keeps ``path`` from being a complete ``ModelProto`` (``None``: its top level is whole)."""
+    size, fields = path.stat().st_size, set()
+    with open(path, "rb") as f:
+        while f.tell() < size:
+            start, tag = f.tell(), _read_varint(f)
+            field, wire = (tag >> 3, tag & 7) if tag is not None else (0, -1)
+            if field == 0 or wire not in (0, 1, 2, 5):
+                return f"byte {start} is not protobuf data (an empty, text or image file?)"
+            length = _read_varint(f) if wire in (0, 2) else _WIRE_SIZES[wire]
+            if length is None or f.tell() + (0 if wire == 0 else length) > size:
+                return f"it ends at byte {size}, inside a field that starts at byte {start} (a truncated file?)"
+            f.seek(0 if wire == 0 else length, os.SEEK_CUR)
+            fields.add(field)
+    missing = [name for number, name in _REQUIRED_FIELDS.items() if number not in fields]
+    return f"it holds no {' and no '.join(missing)} (an empty or cut file?)" if missing else None
+
+
+def _read_varint(f: Any) -> int | None:
+    """A protobuf varint at ``f``'s position; ``None`` when the file ends first or it is over 10 bytes."""
+    value = 0
+    for shift in range(0, 70, 7):
+        byte = f.read(1)
+        if not byte:
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+    return None

@@ -46,7 +46,7 @@ from .splits import COCO_STUFF_RAW_IDS, SPLITS
 logger = logging.getLogger(__name__)
 
 __all__ = ["LabelledImageDataset", "voc_dataset", "context_dataset", "coco_stuff_dataset", "folder_dataset",
-           "build_dataset", "default_split", "DATASETS", "voc_augmented_pairs", "VOC_AUG_DIR"]
+           "build_dataset", "default_split", "DATASETS", "voc_augmented_pairs", "VOC_AUG_DIR", "check_label_files"]
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -267,9 +267,13 @@ def folder_dataset(root: str | os.PathLike, seen_classes: Sequence[str] | None =
     without it ``root/{images, labels}``. ``seen_classes`` defaults to the names in ``root/seen.txt`` when
     it exists, else to all classes.
 
+    Every label file is read once here (``check_label_files``), so that a label of the wrong mode or size, or
+    with a value that is no class (``K..254`` for K class names), is an error before any step.
+
     Raises:
         FileNotFoundError: a missing class-names file, image or label folder, or ``split`` given and
             ``root/<split>`` missing (the message names the layout and the splits the folder has).
+        ValueError: unusable label files, all named in one message (``check_label_files``).
     """
     layout = (f"[<split>/]{images}/<stem>.jpg|png, [<split>/]{labels}/<stem>.png, {classes_file} (one class "
               f"name per line), optional {seen_file}")
@@ -297,10 +301,59 @@ def folder_dataset(root: str | os.PathLike, seen_classes: Sequence[str] | None =
     missing = [str(p) for p in label_paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} images have no label PNG, e.g. {missing[:3]}")
+    check_label_files(image_paths, label_paths, len(names), f"{classes_file} has {len(names)} classes")
     lut = np.full(256, IGNORE_INDEX, dtype=np.int64)
     lut[:len(names)] = np.arange(len(names))
     return LabelledImageDataset(image_paths, label_paths, names, names if seen_classes is None else seen_classes,
                                 lut, ignore_unseen)
+
+
+_LABEL_MODES = ("P", "L", "I", "I;16")
+_MAX_LISTED = 20
+
+
+def check_label_files(images: Sequence[Path], labels: Sequence[Path], num_classes: int, source: str) -> None:
+    """Read every label file once, before any training or evaluation step, and report all problems at once.
+
+    A label must be a single-channel image (mode P, L, I or I;16) of its image's size whose values are class
+    indices ``0..num_classes-1`` or 255 (ignore). A value ``num_classes..254`` would otherwise be read as
+    "ignore" without a word (a 1-based labelling, or a ``classes.txt`` that lists too few names).
+
+    Args:
+        images, labels: paired image and label paths.
+        num_classes: K, the number of class names.
+        source: where K comes from, for the message (``"classes.txt has 48 classes"``).
+
+    Raises:
+        ValueError: one message naming every bad file (the first 20, and how many more) with its problem.
+    """
+    problems = [f"{label}: {problem}" for image, label in zip(images, labels)
+                if (problem := _label_problem(image, label, num_classes))]
+    if problems:
+        more = f"; and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        raise ValueError(f"{len(problems)} of {len(labels)} label files are unusable (values must be class "
+                         f"indices 0..{num_classes - 1}, as {source}, or {IGNORE_INDEX} = ignore): "
+                         f"{'; '.join(problems[:_MAX_LISTED])}{more}")
+
+
+def _label_problem(image: Path, label: Path, num_classes: int) -> str | None:
+    """What is wrong with one label file (``None``: nothing)."""
+    try:
+        with Image.open(image) as img:
+            size = img.size
+        with Image.open(label) as lab:
+            if lab.mode not in _LABEL_MODES:
+                return f"mode {lab.mode}, expected a single-channel image ({', '.join(_LABEL_MODES)})"
+            if lab.size != size:
+                return f"size {lab.size[0]}x{lab.size[1]}, its image {image.name} is {size[0]}x{size[1]}"
+            values = np.unique(np.asarray(lab))
+    except (OSError, ValueError) as err:  # unreadable or truncated image or label
+        return f"cannot be read ({err})"
+    bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
+    if bad.size:
+        shown = ", ".join(str(int(v)) for v in bad[:5]) + (", ..." if bad.size > 5 else "")
+        return f"value{'s' if bad.size > 1 else ''} {shown} (no such class)"
+    return None
 
 
 def _splits_found(root: Path, images: str) -> str:

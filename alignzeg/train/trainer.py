@@ -145,6 +145,12 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _is_finished(out_dir: Path) -> bool:
+    """Whether the run in ``out_dir`` ended: its model was saved after its ``run.json`` (written at every start)."""
+    model, run = out_dir / WEIGHTS_NAME, out_dir / RUN_NAME
+    return model.is_file() and run.is_file() and model.stat().st_mtime_ns >= run.stat().st_mtime_ns
+
+
 def lr_factor(config: TrainConfig, step: int) -> float:
     """Multiplier of ``config.lr`` at optimizer step ``step`` (0-based): linear warm-up, then the schedule."""
     if step < config.warmup_iters:
@@ -429,6 +435,9 @@ class Trainer:
                 raise ValueError(f"checkpoint {str(folder)!r} is of a different run; it differs in "
                                  + "; ".join(differences)
                                  + ". Resume with the same settings and data, or start a fresh run in a new --out")
+        if str(self.resume) == "auto":
+            self._check_auto_resume(folder)
+        if folder is not None:
             return folder
         if self.out_dir is None or not self.out_dir.is_dir() or not any(self.out_dir.iterdir()):
             return None
@@ -444,6 +453,26 @@ class Trainer:
                 shutil.rmtree(step)
                 logger.warning("overwrite: deleted the old checkpoint %s", step)
         return None
+
+    def _check_auto_resume(self, folder: Path | None) -> None:
+        """``resume="auto"`` into a non-empty ``out_dir``: refuse a run that is complete, or one with no checkpoint.
+
+        Raises:
+            ValueError: the run finished (its model was saved after its ``run.json`` was written), or
+                ``out_dir`` holds files but no checkpoint; the message says what to do instead.
+        """
+        out = self.out_dir
+        if out is None or not out.is_dir() or not any(out.iterdir()):
+            return  # nothing there: a fresh run
+        if _is_finished(out):
+            raise ValueError(f"the run in {str(out)!r} is complete: its trained model {out / WEIGHTS_NAME} was saved "
+                             "at its end, so there is nothing to resume; to train again, use overwrite=True "
+                             "(--overwrite) without resume, or a new --out")
+        if folder is None:
+            raise ValueError(f"resume='auto' (--resume auto): {str(out)!r} holds no checkpoint to resume (no "
+                             f"{out / 'checkpoints' / 'step_*'}: its config saves none, checkpoint_every=0, or the "
+                             "run stopped before its first); start it again with overwrite=True (--overwrite) "
+                             "without resume, or in a new --out")
 
     def _stored_run(self, folder: Path) -> dict[str, Any] | None:
         """A checkpoint's ``run.json``; for checkpoints written before it existed, its ``train_config.json``."""

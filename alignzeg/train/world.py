@@ -7,7 +7,8 @@ The world itself (classes, split, renderer) is ``alignzeg.demo.world``; its mini
     train = WorldDataset(world, "train", 2000)   # protocol dataset: class names, no class embeddings
 
 ``python -m alignzeg.train.world export --world 0 --out data/world0`` writes a world to disk in the
-folder-dataset layout (``classes.txt``, ``seen.txt``, ``{train,val,test}/{images,labels}``),
+folder-dataset layout (``classes.txt``, ``seen.txt``, ``{train,val,test}/{images,labels}``) into a new
+or empty folder (``--overwrite`` replaces an earlier export),
 pre-trains its mini-CLIP into ``clip.safetensors`` and writes a ``train_config.json`` for ``alignzeg-train``
 whose ``clip_pretrained`` is an absolute path (the config works from any folder). ``--clip FILE`` reuses a
 mini-CLIP instead of pre-training one (``--clip alignzeg:demo/assets/clip.safetensors``: the one shipped
@@ -74,9 +75,50 @@ class WorldDataset(Dataset):
 
 
 # Export to the folder-dataset layout ----------------------------------------------------------------------
+def check_export_dir(out: str | Path, overwrite: bool = False, option: str = "--out") -> None:
+    """Refuse an output folder that holds files, unless ``overwrite`` and it holds an earlier export.
+
+    A folder written over keeps no file of what was there (``export_world`` empties it first), so it never
+    mixes two exports (8 train images then 4 leaving 8; another family's labels beside new classes).
+
+    Raises:
+        ValueError: ``out`` is a file; or a non-empty folder without ``overwrite``; or, with ``overwrite``,
+            a non-empty folder without ``classes.txt`` (not an export: nothing is deleted). The message
+            names the folder and what it holds.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{option} {str(out)!r} is a file, not a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not held:
+        return
+    shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+    if not overwrite:
+        raise ValueError(f"{option} {str(out)!r} is not empty (it holds {shown}); give a new or empty folder, "
+                         "or --overwrite to replace its contents")
+    if "classes.txt" not in held:
+        raise ValueError(f"{option} {str(out)!r} holds {shown} but no classes.txt: it is not a world export, "
+                         "so --overwrite does not delete it; give a new or empty folder")
+
+
+def _empty_folder(out: Path) -> None:
+    """Delete everything inside ``out`` (the folder itself stays)."""
+    import shutil
+
+    for path in out.iterdir():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    logger.warning("--overwrite: deleted the earlier contents of %s", out)
+
+
 def export_world(world: AttributeWorld, out: str | Path, train_images: int, test_images: int,
-                 val_images: int = 0) -> Path:
+                 val_images: int = 0, overwrite: bool = False) -> Path:
     """Write ``world`` as a folder dataset: ``classes.txt``, ``seen.txt``, ``{train,val,test}/{images,labels}``.
+
+    ``out`` must be new or empty; with ``overwrite`` an earlier export in it is deleted first (see
+    ``check_export_dir``), so the folder holds exactly this export.
 
     ``val`` (written when ``val_images > 0``) is drawn like ``test`` from its own stream: the split that
     ``alignzeg-eval --calibrate --calib-split val`` chooses the post-processing settings on.
@@ -86,10 +128,16 @@ def export_world(world: AttributeWorld, out: str | Path, train_images: int, test
 
     Returns:
         The output folder.
+
+    Raises:
+        ValueError: from ``check_export_dir``.
     """
     from PIL import Image
 
     out = Path(out)
+    check_export_dir(out, overwrite)
+    if out.is_dir() and any(out.iterdir()):
+        _empty_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "classes.txt").write_text("\n".join(world.class_names) + "\n", encoding="utf-8")
     (out / "seen.txt").write_text("\n".join(world.seen_classes) + "\n", encoding="utf-8")
@@ -140,14 +188,17 @@ def _parser() -> argparse.ArgumentParser:
                                      description="The attribute zero-shot world: export it, pre-train its mini-CLIP.")
     sub = parser.add_subparsers(dest="command", required=True)
     exp = sub.add_parser("export", help="write a world as a folder dataset (+ its mini-CLIP and a train config)")
-    exp.add_argument("--world", type=int, default=0, help="world id (seed and split seed)")
+    exp.add_argument("--world", type=int, default=0, help="world id (seed and split seed; default 0)")
     exp.add_argument("--family", default="attribute", choices=("attribute", "objects"),
-                     help="attribute textures (alignzeg.demo.world) or objects on a background that is no class "
-                     "(alignzeg.train.object_world; background labelled 255)")
-    exp.add_argument("--out", required=True, help="output folder")
-    exp.add_argument("--train-images", type=int, default=4000)
-    exp.add_argument("--val-images", type=int, default=100, help="calibration split (drawn like test)")
-    exp.add_argument("--test-images", type=int, default=200)
+                     help="attribute textures (alignzeg.demo.world; the default) or objects on a background that is "
+                     "no class (alignzeg.train.object_world; background labelled 255)")
+    exp.add_argument("--out", required=True, help="output folder (new or empty; see --overwrite)")
+    exp.add_argument("--overwrite", action="store_true",
+                     help="delete an earlier export in --out first, so that it holds exactly this one")
+    exp.add_argument("--train-images", type=int, default=4000, help="images of the train split (default 4000)")
+    exp.add_argument("--val-images", type=int, default=100,
+                     help="images of the val split, the calibration split, drawn like test (default 100; 0: none)")
+    exp.add_argument("--test-images", type=int, default=200, help="images of the test split (default 200)")
     exp.add_argument("--clip-steps", type=int, default=None,
                      help="pre-train the world's mini-CLIP for this many steps into OUT/clip.safetensors "
                           "(default 600; not with --clip; 0: the data only, no train_config.json)")
@@ -189,13 +240,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.clip_steps is not None and args.clip_steps < 0:
             raise ValueError(f"--clip-steps must be >= 0, got {args.clip_steps}")
         clip_source = _check_clip(args.clip) if args.clip is not None else None
+        check_export_dir(args.out, args.overwrite)
     except ValueError as err:
         print(f"python -m alignzeg.train.world: error: {err}", file=sys.stderr)
         return 2
     from .object_world import make_world
 
     world = make_world(args.family, args.world)
-    out = export_world(world, args.out, args.train_images, args.test_images, args.val_images).resolve()
+    out = export_world(world, args.out, args.train_images, args.test_images, args.val_images,
+                       overwrite=args.overwrite).resolve()
     if args.clip_steps == 0:
         print(f"wrote the data of {out} only: --clip-steps 0 makes no mini-CLIP and so no train_config.json; "
               "reuse one with --clip FILE (e.g. --clip alignzeg:demo/assets/clip.safetensors) to get a config")

@@ -167,3 +167,27 @@ def test_a_named_split_must_exist(tmp_path):
         default_split("folder", split, train=False)
     with pytest.raises(FileNotFoundError, match="split 'val' does not exist.*its splits are test, train"):
         folder_dataset(split, split="val")
+
+
+def test_folder_labels_are_all_checked_before_any_step_with_every_problem_in_one_message(tmp_path):
+    """A value >= K (a 1-based labelling) was silently read as ignore; wrong sizes and modes were tracebacks
+    in the middle of a run."""
+    (tmp_path / "classes.txt").write_text("sky\nroad\ncar\n")
+    for stem in ("a", "b", "c", "d"):
+        _write(tmp_path / "images" / f"{stem}.png", _rgb(4, 3))
+    _write(tmp_path / "labels" / "a.png", np.array([[0, 2, 255]] * 4, dtype=np.uint8), "L")  # fine
+    _write(tmp_path / "labels" / "b.png", np.array([[1, 3, 7]] * 4, dtype=np.uint8), "L")  # 1-based
+    _write(tmp_path / "labels" / "c.png", np.zeros((5, 3), np.uint8), "L")  # wrong size
+    _write(tmp_path / "labels" / "d.png", _rgb(4, 3))  # RGB, not class ids
+    labels = tmp_path / "labels"
+    with pytest.raises(ValueError) as info:
+        build_dataset("folder", tmp_path)
+    assert str(info.value) == (
+        "3 of 4 label files are unusable (values must be class indices 0..2, as classes.txt has 3 classes, "
+        f"or 255 = ignore): {labels / 'b.png'}: values 3, 7 (no such class); "
+        f"{labels / 'c.png'}: size 3x5, its image c.png is 3x4; "
+        f"{labels / 'd.png'}: mode RGB, expected a single-channel image (P, L, I, I;16)")
+    for stem in ("b", "c", "d"):
+        (tmp_path / "labels" / f"{stem}.png").unlink()
+        (tmp_path / "images" / f"{stem}.png").unlink()
+    assert folder_dataset(tmp_path)[0]["label"][0].tolist() == [0, 2, 255]

@@ -213,6 +213,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     with pytest.raises(ValueError, match=r"data\.first_item_sha256"):
         Trainer(cfg, None, ShapesDataset(num=4, seed=1), out_dir=out, resume="auto")
     # Settings that change no number (progress, logging, checkpoint interval) may differ.
+    (out / "model.safetensors").unlink()  # as if the run had been killed before its end
     same = Trainer(cfg.replace(log_every=7, checkpoint_every=0), None, ShapesDataset(num=4), out_dir=out, resume="auto")
     assert same._resume_from == out / "checkpoints" / "step_000001"
     with pytest.raises(ValueError, match="is not empty .* fresh run; choose a new folder"):
@@ -238,3 +239,28 @@ def test_cli_refuses_a_non_empty_out_unless_overwrite(tmp_path, capsys):
     assert "is not empty (it holds notes.txt)" in capsys.readouterr().err
     assert train_main(args + ["--overwrite"]) == 0
     assert (out / "notes.txt").read_text() == "someone else's" and (out / "run.json").is_file()
+
+
+def test_resume_auto_says_a_run_is_complete_or_has_no_checkpoint(tmp_path, capsys):
+    """It retrained a finished run's last steps; with no checkpoint it said to use --resume auto."""
+    from shapes_data import ShapesDataset
+
+    cfg = TrainConfig(**{**FAST, "iterations": 2, "batch_size": 2, "checkpoint_every": 1})
+    out = tmp_path / "run"
+    Trainer(cfg, None, ShapesDataset(num=4), out_dir=out).train()
+    with pytest.raises(ValueError) as info:
+        Trainer(cfg, None, ShapesDataset(num=4), out_dir=out, resume="auto")
+    assert str(info.value) == (f"the run in {str(out)!r} is complete: its trained model {out / 'model.safetensors'} "
+                               "was saved at its end, so there is nothing to resume; to train again, use "
+                               "overwrite=True (--overwrite) without resume, or a new --out")
+    # A run whose config saves no checkpoint, stopped before its end (its run.json is newer than any model).
+    bare = tmp_path / "bare"
+    Trainer(cfg.replace(checkpoint_every=0), None, ShapesDataset(num=4), out_dir=bare).train()
+    (bare / "model.safetensors").unlink()
+    with pytest.raises(ValueError) as info:
+        Trainer(cfg.replace(checkpoint_every=0), None, ShapesDataset(num=4), out_dir=bare, resume="auto")
+    message = str(info.value)
+    assert message.startswith(f"resume='auto' (--resume auto): {str(bare)!r} holds no checkpoint to resume (no "
+                              f"{bare / 'checkpoints' / 'step_*'}: its config saves none"), message
+    # An empty or missing --out with resume="auto" is a fresh run, as before.
+    assert Trainer(cfg, None, ShapesDataset(num=4), out_dir=tmp_path / "new", resume="auto")._resume_from is None

@@ -210,3 +210,55 @@ def test_world_configs_check_their_types_from_the_annotations():
         WorldConfig(image_size="64")
     with pytest.raises(TypeError, match=re.escape("object world config shapes must be")):
         ObjectWorldConfig(shapes="circle")
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_export_into_a_non_empty_folder_is_refused_or_replaced_with_overwrite(tmp_path, capsys):
+    from alignzeg.train.world import main
+
+    out = tmp_path / "w"
+    common = ["export", "--out", str(out), "--test-images", "1", "--val-images", "0", "--clip-steps", "0"]
+    assert main([*common, "--train-images", "3"]) == 0
+    before = _files(out)
+    assert before == ["classes.txt", "seen.txt", "test/images/000000.png", "test/labels/000000.png",
+                      *(f"train/{k}/00000{i}.png" for k in ("images", "labels") for i in range(3))]
+    capsys.readouterr()
+    assert main([*common, "--train-images", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"python -m alignzeg.train.world: error: --out {str(out)!r} is not empty (it holds classes.txt, "
+                   "seen.txt, test, train); give a new or empty folder, or --overwrite to replace its contents")
+    assert _files(out) == before  # untouched
+    # --overwrite, another family: the folder holds exactly the new export, no file of the old one.
+    assert main([*common, "--train-images", "1", "--family", "objects", "--overwrite"]) == 0
+    assert _files(out) == ["classes.txt", "seen.txt", "test/images/000000.png", "test/labels/000000.png",
+                           "train/images/000000.png", "train/labels/000000.png"]
+    assert len(folder_dataset(out, split="train")) == 1
+    from alignzeg.train.object_world import make_world
+    assert (out / "classes.txt").read_text().splitlines() == list(make_world("objects", 0).class_names)
+
+
+def test_overwrite_deletes_nothing_that_is_not_an_export(tmp_path, capsys):
+    from alignzeg.train.world import main
+
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["export", "--out", str(tmp_path), "--train-images", "1", "--test-images", "1", "--val-images", "0",
+                 "--clip-steps", "0", "--overwrite"]) == 2
+    assert "holds notes.txt but no classes.txt: it is not a world export, so --overwrite does not delete it" \
+        in capsys.readouterr().err
+    assert _files(tmp_path) == ["notes.txt"]
+
+
+def test_export_help_gives_every_default(capsys):
+    from alignzeg.train.world import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["export", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for option, words in [("--train-images", "(default 4000)"), ("--test-images", "(default 200)"),
+                          ("--val-images", "(default 100; 0: none)"), ("--world", "default 0"),
+                          ("--family", "the default"), ("--overwrite", "delete an earlier export")]:
+        assert option in text and words in text, (option, words)
