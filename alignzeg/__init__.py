@@ -20,8 +20,8 @@ _LAZY = {
     "AlignZegSegmenter": ".segmenter",
     "Vocabulary": ".segmenter",
     "AlignZegConfig": ".config",
-    "SegmentationResult": ".result",
-    "UNLABELLED": ".result",
+    "SegmentationResult": ".pipeline.result",
+    "UNLABELLED": ".pipeline.result",
     "WeightsError": ".errors",
     "ImageInput": ".preprocess",
     "list_models": ".presets",
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .modeling.bias_correction import proposal_bias_correction
     from .preprocess import ImageInput
     from .presets import list_models
-    from .result import UNLABELLED, SegmentationResult
+    from .pipeline.result import UNLABELLED, SegmentationResult
     from .segmenter import AlignZegSegmenter, Vocabulary
 
 

@@ -391,7 +391,7 @@ def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[st
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .streaming import ImageError
+    from .pipeline.streaming import ImageError
 
     done = prepare_run(out_dir, settings, resume, overlay, shard)
     todo = [image for image in images if image.name not in done]

@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..config import AlignZegConfig
-from ..result import SegmentationResult
+from .result import SegmentationResult
 from .images import LoadedImage, check_image_list, decode_image, unsupported_image
 from .labels import upsample_labels
 from .options import check_bias_correction, check_bool, check_threshold, resolve_bias_correction, untrained_warning_due
@@ -256,7 +256,7 @@ class SegmentPipeline:
         ``alignzeg.streaming.ImageError`` for an image that cannot be read or decoded instead of raising.
         ``options``: those of ``segment``. See ``alignzeg.streaming.segment_iter``.
         """
-        from ..streaming import segment_iter  # streaming sits beside the pipeline: it only calls its methods
+        from .streaming import segment_iter  # streaming sits beside the pipeline: it only calls its methods
 
         return segment_iter(self, images, vocabulary, prefetch=prefetch, workers=workers, on_error=on_error,
                             **options)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..result import RESERVED_NAMES
+from .result import RESERVED_NAMES
 from .name_keys import class_name_key, prompt_text, visible_text as _visible
 
 __all__ = ["ClassList", "class_name_key", "prompt_text", "validate_class_names", "parse_vocabulary", "seen_flags",
