@@ -18,12 +18,12 @@ from ._version import __version__
 
 _LAZY = {
     "AlignZegSegmenter": ".segmenter",
-    "Vocabulary": ".segmenter",
+    "Vocabulary": ".pipeline.vocabulary",
     "AlignZegConfig": ".config",
-    "SegmentationResult": ".result",
-    "UNLABELLED": ".result",
+    "SegmentationResult": ".pipeline.result",
+    "UNLABELLED": ".pipeline.result",
     "WeightsError": ".errors",
-    "ImageInput": ".preprocess",
+    "ImageInput": ".pipeline.images",
     "list_models": ".presets",
     "proposal_bias_correction": ".modeling.bias_correction",
 }
@@ -37,10 +37,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import AlignZegConfig
     from .errors import WeightsError
     from .modeling.bias_correction import proposal_bias_correction
-    from .preprocess import ImageInput
+    from .pipeline.images import ImageInput
     from .presets import list_models
-    from .result import UNLABELLED, SegmentationResult
-    from .segmenter import AlignZegSegmenter, Vocabulary
+    from .pipeline.result import UNLABELLED, SegmentationResult
+    from .pipeline.vocabulary import Vocabulary
+    from .segmenter import AlignZegSegmenter
 
 
 __getattr__, __dir__ = attach(__name__, _LAZY)

@@ -48,6 +48,7 @@ try:
 except ImportError as _err:  # pragma: no cover - exercised by the CLI's own check
     raise ImportError('alignzeg.app needs Gradio: pip install "alignzeg[app]"') from _err
 
+from .loader import DEMO_MODEL, load_segmenter
 from .demo import DEMO_WORLD, DISCLAIMER, class_iou, load_demo_model
 from .demo.world import AttributeWorld, world_config
 from .visualize import draw_overlay
@@ -212,7 +213,7 @@ def _load_failure(model: str | None, err: Exception) -> str:
     else:
         what = f"the model `{model}`"
         fix = ("start the app with `--model` set to a folder written by `save_pretrained` (it holds "
-               "`config.json` and `model.safetensors`) or to a Hugging Face Hub repo id; without a network, a Hub "
+               "`config.json` and `model.safetensors`), to an `.onnx` file written by `alignzeg export`, or to a Hugging Face Hub repo id; without a network, a Hub "
                "model must already be in the Hub cache. Without `--model` the app uses the shipped world model.")
     return (f"**The model could not be loaded.** Loading {what} failed: {type(err).__name__}: {err}\n\n"
             f"How to fix it: {fix}")
@@ -258,13 +259,10 @@ class SegmentApp:
         A model that fails to load does not raise: the app is built with ``load_error`` set, so the page
         says why and how to fix it.
         """
+        if model == DEMO_MODEL:
+            model = None  # the shipped demo model, with its world's examples
         try:
-            if model is None:
-                segmenter = load_demo_model(device)
-            else:
-                from .segmenter import AlignZegSegmenter
-
-                segmenter = AlignZegSegmenter.from_pretrained(model, device=device)
+            segmenter = load_demo_model(device) if model is None else load_segmenter(model, device=device)
             load_error = None
         except Exception as err:  # noqa: BLE001 - any failure is shown on the page, with the fix
             logger.warning("model %s failed to load: %s", model or "(shipped world model)", err)

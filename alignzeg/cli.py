@@ -23,6 +23,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
+from .loader import DEMO_MODEL, check_model_argument, load_segmenter
+
 __all__ = ["main", "example_image_path", "EXAMPLE_CLASSES", "check_model_argument", "check_output_path"]
 
 EXAMPLE_CLASSES = ("person", "chair", "diningtable", "bottle", "wall", "window")
@@ -78,7 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--classes", required=True, type=_parse_classes,
                      help="comma-separated class names, in order; 'person|man|woman' is one class with three "
                           "names (prototypes averaged, reported as 'person')")
-    seg.add_argument("--model", required=True, help="folder written by save_pretrained, or a Hub repo id")
+    seg.add_argument("--model", required=True, help=MODEL_HELP)
     seg.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
     many = seg.add_argument_group("many images")
     many.add_argument("--out-dir", default=None, metavar="DIR", help="write label maps and results.jsonl here")
@@ -119,8 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
     app = sub.add_parser("app", help='a web page to segment images with typed class names (needs '
                          'pip install "alignzeg[app]"; see docs/app.md)')
     app.add_argument("--model", default=None,
-                     help="folder written by save_pretrained, or a Hub repo id (default: the shipped world model, "
-                          "with world test images as examples)")
+                     help=MODEL_HELP + "; default: the shipped demo model, with world test images as examples")
     app.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
     app.add_argument("--port", type=_positive_int, default=7860, help="port (default 7860)")
     app.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
@@ -159,35 +160,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def check_model_argument(model: str, option: str = "--model") -> None:
-    """Refuse, before anything loads, a model argument that is a preset name or a missing local folder.
-
-    A Hub repo id (``org/name``) passes; so does an existing folder with a ``config.json``.
-
-    Raises:
-        ValueError: a preset name (presets are built with ``AlignZegSegmenter.from_preset``), or a file or
-            folder that is not a saved model.
-        FileNotFoundError: a path whose parent folder exists locally but which does not.
-    """
-    from .presets import list_models
-
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"{option} {model!r} is a file; give the folder written by save_pretrained "
-                             "(config.json + model.safetensors)")
-        if not (path / "config.json").is_file():
-            raise ValueError(f"{option} folder {model!r} has no config.json: it is not a folder written by "
-                             "save_pretrained / alignzeg-train")
-        return
-    if model in list_models():
-        raise ValueError(f"{option} {model!r} is a preset name, not a trained model: presets are built with "
-                         f"AlignZegSegmenter.from_preset({model!r}) (list them with `alignzeg models`); "
-                         f"{option} takes a folder written by save_pretrained or a Hub repo id")
-    looks_local = model.startswith((".", "/", "~")) or "\\" in model or model.count("/") != 1
-    if looks_local or (path.parent != Path(".") and path.parent.is_dir()):
-        raise FileNotFoundError(f"{option} {model!r}: no such model folder (nor a Hub repo id 'org/name'); "
-                                f"presets ({', '.join(list_models())}) are built with from_preset")
+MODEL_HELP = ("folder written by save_pretrained, a Hub repo id, an .onnx file written by `alignzeg export` "
+              f"(float32 or int8; run with onnxruntime), or '{DEMO_MODEL}' (the shipped demo model, "
+              "alignzeg.demo.model_path())")
 
 
 def check_output_path(path: str, option: str) -> None:
@@ -266,11 +241,8 @@ def _check_segment_mode(args: argparse.Namespace) -> None:
 
 
 def _load_segmenter(args: argparse.Namespace, progress: bool):
-    from . import AlignZegSegmenter
-
-    check_model_argument(args.model)
-    return AlignZegSegmenter.from_pretrained(args.model, revision=args.revision, device=args.device,
-                                             batch_size=args.batch_size, progress=progress)
+    return load_segmenter(args.model, revision=args.revision, device=args.device, batch_size=args.batch_size,
+                          progress=progress)
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
@@ -306,7 +278,7 @@ def _segment_locked(args: argparse.Namespace) -> int:
     # --no-bias-correction turns PBC off; otherwise the segmenter's default applies.
     options = {"bias_correction": False} if args.no_bias_correction else {}
     segmenter = _load_segmenter(args, progress=not args.no_progress)
-    segmenter.encode_vocabulary(_all_names(args.classes))  # once, up front (with a bar for large vocabularies)
+    segmenter.prepare_vocabulary(args.classes)  # once, up front (with a bar for large vocabularies)
     segmenter.progress = False  # one bar over images instead of one per image
     summary = run_batch(segmenter, images, args.classes, args.out_dir, settings=settings, overlay=args.overlay,
                         resume=args.resume, shard=args.shard, progress=not args.no_progress,

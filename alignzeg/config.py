@@ -129,8 +129,10 @@ class FrozenDict(Mapping[str, Any]):
     """
 
     __slots__ = ("_data", "_hash")
+    _data: dict[str, Any]
+    _hash: int | None
 
-    def __init__(self, data: Mapping[str, Any] = ()) -> None:
+    def __init__(self, data: Mapping[str, Any] | tuple[()] = ()) -> None:
         object.__setattr__(self, "_data", {k: _freeze(v) for k, v in dict(data).items()})
         object.__setattr__(self, "_hash", None)
 

@@ -542,7 +542,7 @@ def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[st
             return run_batch(segmenter, images, classes, out_dir, settings=settings, overlay=overlay,
                              resume=resume, shard=shard, progress=progress, prefetch=prefetch, workers=workers,
                              lock=False, **options)
-    from .streaming import ImageError
+    from .pipeline.streaming import ImageError
 
     done = prepare_run(out_dir, settings, resume, overlay, shard)
     todo = [image for image in images if image.name not in done]

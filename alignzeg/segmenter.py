@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,21 +28,16 @@ from .errors import WeightsError
 from .modeling.model import AlignZegModel
 from .modeling.semantic_map import output_probabilities, upsample_labels
 from .modeling.text_encoder import VocabularyEncoder
-from .pipeline.images import MAX_PIXELS
+from .pipeline.images import MAX_PIXELS, ImageInput
 from .pipeline.options import check_bool
 from .pipeline.segment import SegmentPipeline, check_batch_size, check_max_pixels
-from .pipeline.vocabulary import validate_class_names
-from .preprocess import ImageInput, resize_pixels, tensor_images
+from .pipeline.vocabulary import Vocabulary, validate_class_names
+from .preprocess import resize_pixels
 from .presets import get_preset_config, preset_info
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["AlignZegSegmenter", "ImageInput", "Vocabulary", "WeightsError", "resolve_device"]
-
-Vocabulary = Union[Sequence[Union[str, Sequence[str]]], Mapping[str, Sequence[str]], torch.Tensor, np.ndarray]
-"""A vocabulary: class names in label order (an entry may be a tuple of synonyms; or a mapping
-name -> synonyms), or precomputed (C, E) class embeddings."""
-
 
 class AlignZegSegmenter(SegmentPipeline):
     """Zero-shot semantic segmentation with an AlignZeg model.
@@ -61,9 +56,6 @@ class AlignZegSegmenter(SegmentPipeline):
     ``segment``, ``segment_batch`` and ``segment_iter`` come from ``alignzeg.pipeline.segment.SegmentPipeline``
     (shared with the ONNX Runtime back-end); this class adds the text tower and the PyTorch forward.
     """
-
-    _single_image_types = SegmentPipeline._single_image_types + (torch.Tensor,)
-    _decode_other = staticmethod(tensor_images)
 
     def __init__(self, model: AlignZegModel, device: str | torch.device | None = None,
                  dtype: torch.dtype | None = None, batch_size: int = 8, autocast: bool = True,
@@ -223,38 +215,35 @@ class AlignZegSegmenter(SegmentPipeline):
         """
         return self.vocabulary(names, templates)
 
-    # Back-end hooks of SegmentPipeline ----------------------------------------------------------------
-    def _encode_names(self, names: tuple[str, ...]) -> torch.Tensor:
-        return self.vocabulary.cached(names)  # read-only use: no copy
+    # The back-end contract (SegmentPipeline's abstract methods) --------------------------------------
+    def _encode_names(self, names: tuple[str, ...]) -> np.ndarray:
+        return self.vocabulary.cached(names).float().cpu().numpy()  # read-only use of the cache: no copy on CPU
 
-    def _embeddings_array(self, vocabulary: Any) -> np.ndarray | None:
-        if isinstance(vocabulary, torch.Tensor):
-            tensor = vocabulary.detach().cpu()
-            return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
-        return super()._embeddings_array(vocabulary)
-
-    def _from_array(self, embeddings: np.ndarray) -> torch.Tensor:
+    def _embeddings(self, embeddings: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(embeddings).to(self.device)
 
-    def _to_array(self, embeddings: torch.Tensor) -> np.ndarray:
-        return embeddings.float().cpu().numpy()
+    def _native_array(self, value: object) -> np.ndarray | None:
+        if not isinstance(value, torch.Tensor):
+            return None
+        tensor = value.detach().cpu()
+        return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
+
+    def _resize(self, pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        # torch's antialiased bilinear on the CPU (it uses the intra-op threads; PIL's is single-threaded):
+        # 2 threads, 512x512 -> 64x64 0.7 vs 1.6 ms, 1080x1920 -> 512x912 6.2 vs 17.6 ms (docs/performance.md)
+        return resize_pixels(torch.from_numpy(pixels), size).numpy()
 
     def _predict(self, crops: np.ndarray, embeddings: torch.Tensor, seen: np.ndarray,
                  bias_correction: bool) -> np.ndarray:
-        probs = self.predict_torch(torch.from_numpy(crops), embeddings, torch.from_numpy(seen), bias_correction)
-        return probs.float().cpu().numpy()
+        return self._forward(torch.from_numpy(crops), embeddings, torch.from_numpy(seen), bias_correction)\
+            .float().cpu().numpy()
 
     def _upsample_labels(self, probs: np.ndarray, size: tuple[int, int],
                          threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
         # torch's banded upsample, measured faster than the numpy one where many classes stay candidates
-        # (untrained or uncertain maps: 2.2x on the tiny preset with 171 classes; docs/architecture.md)
+        # (untrained or uncertain maps: 2.2x on the tiny preset with 171 classes; docs/performance.md)
         labels, confidence = upsample_labels(torch.from_numpy(np.ascontiguousarray(probs)), size, threshold)
         return labels.numpy(), confidence.numpy()
-
-    def _resize(self, pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        # torch's antialiased bilinear on the CPU (it uses the intra-op threads; PIL's is single-threaded):
-        # 2 threads, 512x512 -> 64x64 0.7 vs 1.6 ms, 1080x1920 -> 512x912 6.2 vs 17.6 ms (docs/architecture.md)
-        return resize_pixels(torch.from_numpy(pixels), size).numpy()
 
     # Inference ---------------------------------------------------------------------------------------
     def autocast_context(self) -> contextlib.AbstractContextManager:
@@ -278,15 +267,19 @@ class AlignZegSegmenter(SegmentPipeline):
         Returns:
             (B, C + 1, S / mask_stride, S / mask_stride) float32 probabilities (channel C: background).
         """
-        cfg = self.config
         seen_mask = torch.as_tensor(seen_mask, dtype=torch.bool)
-        bias_correction = self._resolve_bias_correction(bias_correction, seen_mask.tolist())
+        decided = self._resolve_bias_correction(bias_correction, seen_mask.tolist())
+        return self._forward(crops, class_embeddings, seen_mask, decided)
+
+    def _forward(self, crops: torch.Tensor, class_embeddings: torch.Tensor, seen_mask: torch.Tensor,
+                 bias_correction: bool) -> torch.Tensor:
+        """``predict_torch`` with the bias correction already decided: (B, C + 1, h, w) float32 on the device."""
         weight_dtype = next(self.model.extractor.parameters()).dtype
         with torch.inference_mode(), self.autocast_context():
             seen_mask = seen_mask.to(self.device)
             out = self.model(crops.to(self.device, weight_dtype), class_embeddings.to(self.device, weight_dtype),
                              deep_supervision=False, seen_mask=seen_mask)
-            return output_probabilities(out, seen_mask, cfg, bias_correction)
+            return output_probabilities(out, seen_mask, self.config, bias_correction)
 
     def export_onnx(self, path: str | os.PathLike, **kwargs: Any) -> str:
         """Write the image path as one ONNX graph for onnxruntime (dynamic batch and class count).

@@ -8,12 +8,7 @@ import imgviz
 import numpy as np
 from PIL import Image
 
-__all__ = ["draw_overlay", "class_colors"]
-
-
-def class_colors(num_classes: int) -> np.ndarray:
-    """(num_classes, 3) uint8 RGB colour of each vocabulary index (PASCAL-style colour map, black skipped)."""
-    return _colormap(num_classes + 1)[1:num_classes + 1]
+__all__ = ["draw_overlay"]
 
 
 def _colormap(size: int) -> np.ndarray:

@@ -28,7 +28,8 @@ from alignzeg.demo.world import AttributeWorld, world_config
 from alignzeg.metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
 from alignzeg.pipeline.vocabulary import class_name_key
 from alignzeg.onnx.metadata import read_vocabulary
-from alignzeg.onnx.runtime import OnnxSegmenter, load_pixels
+from alignzeg.onnx.runtime import OnnxSegmenter
+from alignzeg.pipeline.images import decode_image
 
 
 def _score(segmenter, world: AttributeWorld, names: list[str], count: int) -> tuple[dict, list[np.ndarray]]:
@@ -57,7 +58,7 @@ def _variants(source: str, folder: Path, world: AttributeWorld) -> dict[str, str
 
     class Calibration(CalibrationDataReader):
         def __init__(self, count: int = 64) -> None:
-            self.feeds = iter({"crops": load_pixels(world.sample("train", i)[0])[None],
+            self.feeds = iter({"crops": decode_image(world.sample("train", i)[0]).pixels[None],
                                "class_embeddings": embeddings, "seen_mask": seen,
                                "bias_correction": np.array([True])} for i in range(count))
 

@@ -23,7 +23,7 @@ import json, sys, torch
 sys.path.insert(0, {bench!r})
 import _common as c
 from alignzeg import AlignZegSegmenter
-from alignzeg.pipeline.windows import num_windows
+from alignzeg.pipeline.windows import plan_windows
 from alignzeg.train.splits import VOC_CLASSES
 if {threads}: torch.set_num_threads({threads})
 def hwm():
@@ -35,7 +35,7 @@ seg.encode_vocabulary(list(VOC_CLASSES))
 model_mb = hwm()
 image = c.test_image(({h}, {w}))
 result = seg.segment(image, list(VOC_CLASSES))
-print(json.dumps({{"model_mb": model_mb, "peak_mb": hwm(), "windows": num_windows(({h}, {w}), seg.config),
+print(json.dumps({{"model_mb": model_mb, "peak_mb": hwm(), "windows": len(plan_windows(({h}, {w}), seg.config).origins),
                   "label_map": list(result.label_map.shape)}}))
 """
 

@@ -12,7 +12,6 @@ from PIL import Image
 
 from alignzeg import AlignZegSegmenter
 from alignzeg.pipeline.images import MAX_PIXELS, LoadedImage
-from alignzeg.preprocess import tensor_images
 
 VOCAB = ["cat", "dog", "sofa"]
 
@@ -20,8 +19,7 @@ VOCAB = ["cat", "dog", "sofa"]
 class _Decoder:
     """The PyTorch back-end's decoder (shared decoder + tensors) with a chosen pixel limit, no model."""
 
-    _single_image_types = AlignZegSegmenter._single_image_types
-    _decode_other = staticmethod(tensor_images)
+    _native_array = AlignZegSegmenter._native_array
     load_image = AlignZegSegmenter.load_image
     load_images = AlignZegSegmenter.load_images
 
@@ -225,7 +223,7 @@ def test_non_numeric_dtypes_are_refused(array):
 
 
 def test_int_tensor_is_refused():
-    with pytest.raises(TypeError, match="float or uint8, got torch.int64"):
+    with pytest.raises(TypeError, match="float or uint8, got int64"):
         load_image(torch.zeros(3, 4, 4, dtype=torch.int64))
 
 

@@ -19,12 +19,11 @@ from numpy.testing import assert_allclose
 
 from alignzeg import AlignZegSegmenter
 from alignzeg.cli import example_image_path, main
-from alignzeg.modeling.semantic_map import upsample_probabilities
 from alignzeg.onnx.export import export_onnx
 from alignzeg.onnx.metadata import KEY_CONFIG, KEY_OPSET, KEY_VERSION, read_vocabulary
 from alignzeg.pipeline.labels import upsample_labels
 from alignzeg.pipeline.windows import resize_bilinear
-from alignzeg.onnx.runtime import OnnxSegmenter, load_pixels
+from alignzeg.onnx.runtime import OnnxSegmenter
 from voc_split import VOC_SEEN
 
 ATOL = 1e-4
@@ -106,7 +105,7 @@ def test_metadata_and_dynamic_axes(loaded, onnx_path):
 
 def _assert_labels_match_up_to_ties(expected, got):
     """Label maps equal except at pixels where torch's two best classes tie within ATOL (and those are few)."""
-    probs = upsample_probabilities(torch.from_numpy(expected.class_probs), expected.size).numpy()
+    probs = np.stack([expected.probability_map(name) for name in expected.class_names])
     ys, xs = np.nonzero(expected.label_map != got.label_map)
     gap = np.abs(probs[expected.label_map[ys, xs], ys, xs] - probs[got.label_map[ys, xs], ys, xs])
     assert (gap <= ATOL).all(), f"{(gap > ATOL).sum()} mismatching pixels are not ties (gap up to {gap.max()})"
@@ -157,7 +156,8 @@ def test_pipeline_resize_and_upsample_equal_torch():
         assert_allclose(resize_bilinear(pixels, size), ref.numpy(), rtol=0, atol=1e-5)
     probs = gen.dirichlet(np.ones(6), size=(9, 13)).transpose(2, 0, 1).astype(np.float32)
     labels, confidence = upsample_labels(probs, (70, 101), max_elements=5000)
-    full = upsample_probabilities(torch.from_numpy(probs), (70, 101)).numpy()[:-1]
+    full = torch.nn.functional.interpolate(torch.from_numpy(probs)[None], size=(70, 101), mode="bilinear",
+                                           align_corners=False)[0].numpy()[:-1]
     assert_allclose(confidence, full.max(axis=0), rtol=0, atol=1e-6)
     np.testing.assert_array_equal(labels, full.argmax(axis=0))
 
@@ -168,13 +168,14 @@ def test_bad_inputs_name_the_value(loaded, runtime, tmp_path, voc):
     with pytest.raises(ValueError, match=r"shape \(C, 64\).*\(2, 5\)"):
         runtime.segment(voc["rgb"], np.ones((2, 5), dtype=np.float32))
     with pytest.raises(TypeError, match="got Tensor"):
-        load_pixels(torch.zeros(3, 8, 8))
+        runtime.segment(torch.zeros(3, 8, 8), ["wall"])  # no torch in this back-end: a tensor is not an image
     from PIL import Image
 
     Image.new("RGB", (1200, 1000)).save(tmp_path / "big.png")
+    small = OnnxSegmenter(runtime.session, max_pixels=1_000_000)
     with pytest.raises(ValueError, match=r"big.png' is 1200 x 1000 = 1,200,000 pixels, above the limit of 1,000,000"):
-        load_pixels(tmp_path / "big.png", max_pixels=1_000_000)
-    assert load_pixels(tmp_path / "big.png").shape == (3, 1000, 1200)
+        small.load_image(tmp_path / "big.png")
+    assert runtime.load_image(tmp_path / "big.png")[0].pixels.shape == (3, 1000, 1200)
     with pytest.raises(ValueError, match=r"opset must be an integer >= 17 .*got 11"):
         export_onnx(loaded, tmp_path / "x.onnx", opset=11)
     with pytest.raises(TypeError, match="AlignZegSegmenter, got str"):

@@ -1,10 +1,11 @@
 """Semantic-map assembly and the chunked upsample, against hand-computed and straightforward references."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
-from alignzeg.modeling.semantic_map import semantic_probabilities, upsample_probabilities
+from alignzeg.modeling.semantic_map import semantic_probabilities, upsample_labels as torch_upsample_labels
 from alignzeg.pipeline.labels import linear_taps, upsample_labels
 
 
@@ -43,7 +44,7 @@ def test_chunked_upsample_equals_full_resolution_argmax():
     torch.manual_seed(0)
     probs = torch.rand(6, 9, 13).softmax(0)
     size = (75, 101)
-    full = upsample_probabilities(probs, size)
+    full = torch.nn.functional.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
     labels, conf = upsample_labels(probs.numpy(), size, max_elements=6 * 101 * 4)  # forces many row bands
     best, index = full[:-1].max(0)
     top2 = full[:-1].topk(2, dim=0).values
@@ -58,3 +59,23 @@ def test_unlabelled_threshold():
     labels, conf = upsample_labels(probs.numpy(), (1, 2), unlabelled_threshold=0.5)
     assert labels.tolist() == [[0, -1]]
     np.testing.assert_allclose(conf, [[0.9, 0.3]], rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("threshold", [None, 0.4])
+def test_torch_upsample_labels_equals_the_numpy_one(threshold):
+    """The PyTorch back-end's upsample (``modeling.semantic_map``) against the pipeline's numpy one: the same
+    labels wherever the best two classes differ by more than 1e-5, confidence within 1e-5, in many row bands."""
+    gen = torch.Generator().manual_seed(4)
+    probs = (torch.rand(8, 11, 17, generator=gen) * 3).softmax(0)
+    size = (83, 129)
+    want, want_conf = upsample_labels(probs.numpy(), size, threshold)
+    got, conf = torch_upsample_labels(probs, size, threshold, max_elements=7 * 129 * 3)
+    assert got.dtype == torch.int32 and conf.dtype == torch.float32 and tuple(got.shape) == size
+    np.testing.assert_allclose(conf.numpy(), want_conf, rtol=0, atol=1e-5)
+    full = torch.nn.functional.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0, :-1]
+    top2 = full.topk(2, dim=0).values
+    clear = (top2[0] - top2[1] > 1e-5).numpy()
+    assert clear.mean() > 0.99 and len(np.unique(want)) > 3
+    np.testing.assert_array_equal(got.numpy()[clear], want[clear])
+    if threshold is not None:
+        assert (want == -1).any() and np.array_equal(got.numpy() == -1, want == -1)

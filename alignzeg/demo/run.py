@@ -24,7 +24,7 @@ from PIL import Image
 
 from .. import metrics
 from ..metrics import ConfusionMatrix, harmonic_iou, nanmean
-from ..result import SegmentationResult
+from ..pipeline.result import SegmentationResult
 from ..visualize import draw_overlay
 from .shipped_model import DEMO_WORLD, load_demo_model
 from .world import AttributeWorld, world_config

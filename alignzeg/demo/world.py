@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -193,6 +193,7 @@ class ClassSplit:
 
     class_names: tuple[str, ...]
     seen: np.ndarray
+    config: Any  # the world's config: a WorldConfig, or a subclass's own (train_unseen_prob, min_unseen_test)
 
     @property
     def num_classes(self) -> int:
@@ -251,7 +252,7 @@ class AttributeWorld(ClassSplit):
         mask = pattern_mask(PATTERNS[pattern_id], x, y, period, angle, phase)
         return colour * (1.0 - contrast * mask[..., None])
 
-    def render(self, rng: np.random.Generator, classes: Sequence[int], cells: np.ndarray) -> np.ndarray:
+    def render(self, rng: np.random.Generator, classes: Sequence[int] | np.ndarray, cells: np.ndarray) -> np.ndarray:
         """Paint cell k of ``cells`` ((S, S) int64) with ``classes[k]``; noise added, clipped: (S, S, 3) float32."""
         image = np.zeros(cells.shape + (3,))
         for k, class_id in enumerate(classes):

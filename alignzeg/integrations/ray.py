@@ -9,7 +9,7 @@
     for row in out.iter_rows():
         row["path"], row["label_map"]                  # (H, W) int32, indices into the vocabulary
 
-Each actor loads the segmenter once (``from_pretrained`` in the actor, or your factory) and segments
+Each actor loads the segmenter once (``alignzeg.loader.load_segmenter`` in the actor, or your factory) and segments
 batches of rows with ``segment_batch``; Ray schedules the actors (``num_gpus`` each) over the machines.
 Needs ``pip install "alignzeg[ray]"``; importing this module without Ray raises an ``ImportError`` that
 says so.
@@ -40,12 +40,13 @@ class SegmentBatch:
     """The callable class that ``map_batches`` runs in each actor: one segmenter per actor, many batches.
 
     Args:
-        model: a folder written by ``save_pretrained`` or a Hub repo id (loaded with ``from_pretrained``
+        model: a folder written by ``save_pretrained``, a Hub repo id, an ``.onnx`` file written by ``export_onnx``
+            (float32 or int8) or ``"demo"`` (loaded with ``alignzeg.loader.load_segmenter``
             in the actor), or a zero-argument callable returning an ``AlignZegSegmenter`` (runs in the actor;
             must be picklable, e.g. a module-level function or ``functools.partial``).
         vocabulary: class names, in order.
         column: the column holding the images: (H, W, C) uint8 arrays (``ray.data.read_images``) or paths.
-        device: passed to ``from_pretrained``; ``None``: CUDA when the actor has a GPU, else the CPU.
+        device: passed to ``load_segmenter``; ``None``: CUDA when the actor has a GPU, else the CPU.
         keep_input: keep an image column that holds arrays (default: drop it, the label map replaces it);
             a column of paths is always kept.
         segment_options: passed to ``segment_batch`` (``bias_correction``, ``unlabelled_threshold``, ``seen``).
@@ -53,17 +54,14 @@ class SegmentBatch:
 
     def __init__(self, model: ModelSource, vocabulary: Sequence[str], column: str = "image",
                  device: str | None = None, keep_input: bool = False, **segment_options: Any) -> None:
-        from ..segmenter import AlignZegSegmenter
+        from ..loader import load_segmenter
 
-        if callable(model):
-            self.segmenter = model()
-        else:
-            self.segmenter = AlignZegSegmenter.from_pretrained(model, device=device)
+        self.segmenter = model() if callable(model) else load_segmenter(model, device=device)
         self.vocabulary = list(vocabulary)
         self.column = column
         self.keep_input = keep_input
         self.options = segment_options
-        self.segmenter.encode_vocabulary(self.vocabulary)  # once per actor
+        self.segmenter.prepare_vocabulary(self.vocabulary)  # once per actor (checked here, encoded and cached)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``{column: images, ...}`` -> the same batch with ``label_map`` ((H, W) int32 per row) added."""
@@ -125,7 +123,7 @@ def segment_dataset(ds: "ray.data.Dataset", model: ModelSource, vocabulary: Sequ
     if num_gpus < 0 or num_cpus < 0:
         raise ValueError(f"num_gpus and num_cpus must be >= 0, got {num_gpus!r} and {num_cpus!r}")
     if not isinstance(model, (str, os.PathLike)) and not callable(model):
-        raise TypeError(f"model must be a checkpoint folder, a Hub repo id or a callable, got {type(model).__name__}")
+        raise TypeError(f"model must be a checkpoint folder, a Hub repo id, an .onnx file or a callable, got {type(model).__name__}")
     if ray.is_initialized():
         check_cluster_fits(ray.cluster_resources(), num_actors, num_cpus, num_gpus)
     return ds.map_batches(

@@ -15,7 +15,7 @@ from ..pipeline.labels import UNLABELLED
 from .bias_correction import proposal_bias_correction
 from .clip_readout import geometric_ensemble
 
-__all__ = ["semantic_probabilities", "output_probabilities", "upsample_labels", "upsample_probabilities"]
+__all__ = ["semantic_probabilities", "output_probabilities", "upsample_labels"]
 
 
 def semantic_probabilities(class_logits: torch.Tensor, mask_logits: torch.Tensor, unseen_logits: torch.Tensor | None,
@@ -149,8 +149,3 @@ def upsample_labels(probs: torch.Tensor, out_size: tuple[int, int], unlabelled_t
         labels[r0:r1] = index.to(torch.int32)
         confidence[r0:r1] = best
     return labels, confidence
-
-
-def upsample_probabilities(probs: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-    """The straightforward full-resolution upsample, (C + 1, h, w) -> (C + 1, H, W); for reference and tests."""
-    return F.interpolate(probs[None].float(), size=out_size, mode="bilinear", align_corners=False)[0]

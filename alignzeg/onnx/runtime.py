@@ -21,23 +21,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import AlignZegConfig
-from ..pipeline.images import MAX_PIXELS, LoadedImage, decode_image, unsupported_image
+from ..pipeline.images import MAX_PIXELS
+from ..pipeline.labels import upsample_labels
 from ..pipeline.segment import SegmentPipeline, check_batch_size, check_max_pixels
+from ..pipeline.windows import resize_bilinear
 from ..pipeline.vocabulary import class_name_key
 from .metadata import INPUT_NAMES, KEY_CONFIG, KEY_FORMAT, ONNX_FORMAT, OUTPUT_NAME, read_precision,\
-    read_vocabulary
+    read_quantization, read_vocabulary
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["OnnxSegmenter", "load_pixels", "MAX_PIXELS"]
-
-
-def load_pixels(image: Any, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
-    """A path, PIL image or HWC numpy array -> (3, H, W) float32 RGB in [0, 1] (the shared decoder)."""
-    loaded = decode_image(image, max_pixels)
-    if loaded is None:
-        raise unsupported_image(image)
-    return loaded.pixels
+__all__ = ["OnnxSegmenter", "MAX_PIXELS"]
 
 
 class OnnxSegmenter(SegmentPipeline):
@@ -47,6 +41,10 @@ class OnnxSegmenter(SegmentPipeline):
         session: an ``onnxruntime.InferenceSession`` of a file written by ``export_onnx``.
         batch_size: crops per graph run.
         max_pixels: image files and PIL images with more pixels are refused before decoding (``None``: no limit).
+
+    Attributes:
+        precision: ``"float32"`` or ``"int8"``; quantization: an int8 file's record of how it was quantized
+            (``onnx.metadata.read_quantization``: method, quantized node count...), ``None`` for float32.
 
     ``segment``, ``segment_batch`` and ``segment_iter`` come from ``alignzeg.pipeline.segment.SegmentPipeline``
     (shared with ``AlignZegSegmenter``); this class adds the stored vocabulary and ``InferenceSession.run``.
@@ -67,9 +65,10 @@ class OnnxSegmenter(SegmentPipeline):
         self.config = AlignZegConfig.from_dict(json.loads(metadata[KEY_CONFIG]))
         self.metadata = dict(metadata)
         self.precision = read_precision(metadata)  # "float32" or "int8" (export_onnx(..., int8=True))
+        self.quantization = read_quantization(metadata)  # the int8 file's quantization record; None for float32
         stored = read_vocabulary(metadata)
         self._stored = {} if stored is None else {class_name_key(n): e for n, e in zip(stored[0], stored[1])}
-        self.stored_names: tuple[str, ...] = () if stored is None else stored[0]
+        self.stored_names = () if stored is None else tuple(stored[0])
 
     @classmethod
     def load(cls, path: str | os.PathLike, providers: Sequence[str] | None = None, threads: int | None = None,
@@ -93,29 +92,31 @@ class OnnxSegmenter(SegmentPipeline):
         session = ort.InferenceSession(str(path), options, providers=list(providers or ["CPUExecutionProvider"]))
         return cls(session, batch_size=batch_size, max_pixels=max_pixels)
 
-    # Back-end hooks of SegmentPipeline ----------------------------------------------------------------
-    def prepare_vocabulary(self, vocabulary: Any, class_names: Sequence[str] | None = None,
-                           seen: Sequence[Any] | None = None) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
-        if vocabulary is None:  # the names stored at export
-            if not self.stored_names:
-                raise ValueError("this ONNX file stores no vocabulary: pass (C, E) class embeddings, or export "
-                                 "with export_onnx(..., vocabulary=[names])")
-            vocabulary = self.stored_names
-        return super().prepare_vocabulary(vocabulary, class_names, seen)
-
+    # The back-end contract (SegmentPipeline's abstract methods) --------------------------------------
     def _encode_names(self, names: tuple[str, ...]) -> np.ndarray:
         missing = [n for n in names if class_name_key(n) not in self._stored]
         if missing:
             raise ValueError(f"class names {missing} are not in the vocabulary stored in this ONNX file "
                              f"({list(self.stored_names)}); there is no text tower in the graph, so pass "
                              "their embeddings (AlignZegSegmenter.encode_vocabulary) or export with them")
-        return np.stack([self._stored[class_name_key(n)] for n in names])
+        return np.stack([self._stored[class_name_key(n)] for n in names]).astype(np.float32, copy=False)
+
+    def _embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        return embeddings
+
+    def _native_array(self, value: object) -> None:
+        return None  # numpy is this back-end's array type: the shared decoder takes it
+
+    def _resize(self, pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        return resize_bilinear(pixels, size)
 
     def _predict(self, crops: np.ndarray, embeddings: np.ndarray, seen: np.ndarray,
                  bias_correction: bool) -> np.ndarray:
-        # PBC is a plain softmax without seen classes or without unseen ones.
-        active = bool(bias_correction and seen.any() and not seen.all())
-        return self.predict(crops, embeddings, seen, active)
+        return self.predict(crops, embeddings, seen, bias_correction)
+
+    def _upsample_labels(self, probs: np.ndarray, size: tuple[int, int],
+                         threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+        return upsample_labels(probs, size, threshold)
 
     # Inference ---------------------------------------------------------------------------------------
     def predict(self, crops: np.ndarray, class_embeddings: np.ndarray, seen_mask: np.ndarray,

@@ -16,13 +16,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["LoadedImage", "MAX_PIXELS", "IMAGE_TYPES", "decode_image", "from_array", "check_size", "check_image_list",
-           "unsupported_image"]
+__all__ = ["ImageInput", "SupportsArray", "LoadedImage", "MAX_PIXELS", "IMAGE_TYPES", "decode_image", "from_array", "check_size", "check_image_list",
+           "unsupported_image", "chw_images"]
 
 MAX_PIXELS = 100_000_000
 """Default limit on the pixel count (H x W) of an image file or PIL image, checked before decoding.
@@ -31,6 +31,13 @@ MAX_PIXELS = 100_000_000
 segmenter with ``max_pixels=...``; ``None`` means no limit. PIL refuses images above twice its own
 ``PIL.Image.MAX_IMAGE_PIXELS`` (~179 MP) when opening them; raise that too for larger images.
 """
+
+class SupportsArray(Protocol):
+    """A back-end's own array type (a torch tensor): anything numpy can read through ``__array__``. The back-end's
+    ``_native_array`` says whether it takes one."""
+
+    def __array__(self) -> Any: ...
+
 
 IMAGE_TYPES = "a path, PIL.Image, HWC numpy array or (PyTorch back-end) CHW/BCHW torch tensor"
 """What ``segment`` accepts, as error messages name it (the same text in both back-ends)."""
@@ -67,6 +74,11 @@ class LoadedImage:
             rows = np.clip(self.pixels[:, r0:r0 + band], 0, 1) * np.float32(255)
             out[r0:r0 + band] = np.round(rows).astype(np.uint8).transpose(1, 2, 0)
         return out
+
+
+ImageInput = Union[str, os.PathLike[str], Image.Image, np.ndarray, LoadedImage, SupportsArray]
+"""What ``segment`` accepts: a file path, a PIL image, an HWC numpy array, an already decoded ``LoadedImage``,
+or the back-end's own array type (the PyTorch back-end: a CHW/BCHW torch tensor)."""
 
 
 def _check_pixels(width: int, height: int, max_pixels: int | None, what: str) -> None:
@@ -202,6 +214,41 @@ def decode_image(image: Any, max_pixels: int | None = MAX_PIXELS) -> LoadedImage
     if isinstance(image, np.ndarray):
         return LoadedImage(from_array(image))
     return None
+
+
+def chw_images(array: np.ndarray) -> list[LoadedImage]:
+    """A back-end's CHW (one image) or BCHW (B images) tensor, as a CPU numpy array (float in [0, 1] or uint8),
+    -> ``LoadedImage``s (a 1-channel image is replicated to RGB).
+
+    Raises:
+        ValueError: another rank, an empty batch, not 1 or 3 channels first, an empty spatial size, NaN/inf or
+            float values outside [0, 1] (the message gives the shape or the range).
+        TypeError: a dtype other than float or uint8.
+    """
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4:
+        raise ValueError(f"image tensor must be CHW or BCHW, got shape {tuple(array.shape)}")
+    if array.shape[0] == 0:
+        raise ValueError("image batch is empty")
+    if array.shape[1] not in (1, 3):
+        hint = " (it looks HWC: use tensor.permute(2, 0, 1))" if array.shape[-1] in (1, 3, 4) else ""
+        raise ValueError(f"image tensor must have 1 or 3 channels first, got shape {tuple(array.shape)}{hint}")
+    check_size(array.shape[2], array.shape[3], f"image tensor of shape {tuple(array.shape)}")
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / np.float32(255.0)
+    elif np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32, copy=False)
+        lo, hi = float(array.min()), float(array.max())  # NaN propagates through min/max
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError(f"image tensor contains NaN or infinite values (min {lo}, max {hi})")
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"float image tensors must hold values in [0, 1], got range [{lo:g}, {hi:g}]")
+    else:
+        raise TypeError(f"image tensor must be float or uint8, got {array.dtype}")
+    if array.shape[1] == 1:
+        array = np.broadcast_to(array, (array.shape[0], 3, *array.shape[2:]))
+    return [LoadedImage(np.ascontiguousarray(image, dtype=np.float32)) for image in array]
 
 
 def unsupported_image(image: Any) -> TypeError:

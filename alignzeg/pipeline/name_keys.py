@@ -1,6 +1,6 @@
 """How class names are compared: the visible text of a name and the key under which two names are one class.
 
-A leaf module (standard library only), so that results (``alignzeg.result``) and the vocabulary rules
+A leaf module (standard library only), so that results (``alignzeg.pipeline.result``) and the vocabulary rules
 (``pipeline.vocabulary``) use one rule without importing each other.
 """
 

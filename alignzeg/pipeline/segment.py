@@ -4,15 +4,16 @@
       -> back-end: class embeddings of names, predict(crops) -> low-resolution probabilities
       -> stitch (windows) -> upsample + labels (labels) -> SegmentationResult
 
-A back-end subclass implements ``_encode_names`` (names -> unit prototypes: a text tower, or a vocabulary
-stored in the file) and ``_predict`` (crops -> probabilities: a PyTorch forward, an ``InferenceSession.run``),
-and may accept more image types (``_decode_other``) and embeddings types (``_embeddings_array``).
+``SegmentPipeline`` is also the back-end contract: its six abstract methods (names -> prototypes, prototypes ->
+the back-end's embeddings, the back-end's own array type, resize, predict, upsample + labels) are all a
+back-end implements; the PyTorch and the ONNX Runtime back-ends implement them and override nothing else.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -20,15 +21,19 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..config import AlignZegConfig
-from ..result import SegmentationResult
-from .images import LoadedImage, check_image_list, decode_image, unsupported_image
-from .labels import upsample_labels
+from .result import SegmentationResult
+from .images import ImageInput, LoadedImage, SupportsArray, check_image_list, chw_images, decode_image, unsupported_image
 from .options import check_bias_correction, check_bool, check_threshold, resolve_bias_correction, untrained_warning_due
-from .vocabulary import ClassList, merge_synonyms, parse_vocabulary, prompt_text, seen_flags, trained_flags, \
+from .streaming import ImageError
+from .vocabulary import ClassList, Vocabulary, merge_synonyms, parse_vocabulary, prompt_text, seen_flags, trained_flags, \
     unit_rows, validate_class_names
-from .windows import WindowPlan, cut_windows, plan_windows, resize_bilinear, stitch_windows
+from .windows import WindowPlan, cut_windows, plan_windows, stitch_windows
 
 __all__ = ["SegmentPipeline", "check_batch_size", "check_max_pixels"]
+
+
+SINGLE_IMAGE_TYPES = (str, os.PathLike, Image.Image, np.ndarray, LoadedImage)
+"""Inputs that are one image (``segment_batch`` also takes one of them, or a back-end's BCHW tensor, alone)."""
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -44,81 +49,111 @@ def check_max_pixels(max_pixels: Any) -> int | None:
     return max_pixels
 
 
-class SegmentPipeline:
-    """The back-end-independent half of a segmenter. Subclasses set ``config``, ``batch_size``,
-    ``max_pixels`` and ``progress`` and implement ``_encode_names`` and ``_predict``."""
+class SegmentPipeline(ABC):
+    """The back-end contract and everything ``segment`` does around it.
+
+    A back-end (``alignzeg.segmenter.AlignZegSegmenter``: PyTorch, ``alignzeg.onnx.runtime.OnnxSegmenter``: ONNX
+    Runtime) subclasses this class, sets ``config``, ``batch_size``, ``max_pixels`` and ``progress``, and
+    implements the six abstract methods below; it overrides nothing else. The pipeline calls only those hooks,
+    always with numpy arrays, and decides the options (bias correction included) once, before calling them.
+    Embeddings are the back-end's own type (``_embeddings``), made once per call. For the PyTorch back-end on the
+    CPU the hooks' ``torch.from_numpy`` / ``.numpy()`` are views (no copy); the only host <-> device copies of an
+    image's data are the crops going in and the probabilities coming out of ``_predict``, once per batch of crops.
+    """
 
     config: AlignZegConfig
     batch_size: int = 8
     max_pixels: int | None = None
     progress: bool = False
-    _single_image_types: tuple[type, ...] = (str, os.PathLike, Image.Image, np.ndarray, LoadedImage)
+    stored_names: tuple[str, ...] = ()
+    """Class names the model file stores with their embeddings (an ONNX export's vocabulary), used when
+    ``segment`` gets no vocabulary; empty: a vocabulary must be given."""
     _untrained_warned: bool = False
 
-    # Back-end hooks ----------------------------------------------------------------------------------
-    def _encode_names(self, names: tuple[str, ...]) -> Any:
-        """(K, E) unit class prototypes of ``names`` in the back-end's array type."""
-        raise NotImplementedError
+    # The back-end contract --------------------------------------------------------------------------
+    @abstractmethod
+    def _encode_names(self, names: tuple[str, ...]) -> np.ndarray:
+        """Class prototypes of prompt texts (``vocabulary.prompt_text``): (K, E) float32 rows of unit length,
+        E = ``config.embed_dim``, in the order of ``names`` (a text tower, or a vocabulary stored in the file).
 
+        Raises:
+            ValueError: a name the back-end cannot encode (the message names it).
+        """
+
+    @abstractmethod
+    def _embeddings(self, embeddings: np.ndarray) -> Any:
+        """(C, E) float32 unit rows -> the back-end's embeddings, what ``_predict`` and ``prepare_vocabulary`` use
+        (a tensor on the model's device; the array itself)."""
+
+    @abstractmethod
+    def _native_array(self, value: object) -> np.ndarray | None:
+        """``value`` as a CPU numpy array when it is the back-end's own array type (a torch tensor: an image
+        as CHW/BCHW, float in [0, 1] or uint8, or (C, E) precomputed embeddings), else ``None``."""
+
+    @abstractmethod
+    def _resize(self, pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """(3, H, W) float32 in [0, 1] -> (3, h, w) float32 in [0, 1]: bilinear, antialiased when shrinking
+        (``windows.resize_bilinear`` or a back-end's implementation of the same function, agreeing within 1e-4)."""
+
+    @abstractmethod
     def _predict(self, crops: np.ndarray, embeddings: Any, seen: np.ndarray, bias_correction: bool) -> np.ndarray:
-        """(B, 3, S, S) float32 crops in [0, 1] -> (B, C + 1, S / mask_stride, S / mask_stride) float32."""
-        raise NotImplementedError
+        """The network on one batch of crops.
 
-    def _decode_other(self, image: Any) -> list[LoadedImage] | None:
-        """Images of types the shared decoder does not know (``None``: not one of them)."""
-        return None
+        Args:
+            crops: (B, 3, S, S) float32 RGB in [0, 1], S = ``config.input_size`` (padded with the CLIP mean).
+            embeddings: (C, E) unit class prototypes, from ``_embeddings``.
+            seen: (C,) bool, the seen (training) classes.
+            bias_correction: apply the bias correction (already decided by the pipeline; apply it as given).
 
-    def _embeddings_array(self, vocabulary: Any) -> np.ndarray | None:
-        """``vocabulary`` as a numpy array when it is precomputed embeddings, else ``None`` (names)."""
-        if isinstance(vocabulary, np.ndarray) and vocabulary.dtype.kind not in "UOS":
-            return vocabulary
-        return None
+        Returns:
+            (B, C + 1, S / mask_stride, S / mask_stride) float32 probabilities summing to 1 over the channels
+            (channel C: background).
+        """
 
-    def _from_array(self, embeddings: np.ndarray) -> Any:
-        """Validated (C, E) float32 unit rows -> the back-end's array type."""
-        return embeddings
-
-    def _to_array(self, embeddings: Any) -> np.ndarray:
-        """The back-end's (K, E) prototypes -> float32 numpy."""
-        return np.asarray(embeddings, dtype=np.float32)
-
+    @abstractmethod
     def _upsample_labels(self, probs: np.ndarray, size: tuple[int, int],
-                         threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
-        """(C + 1, h, w) probabilities -> (H, W) int32 labels and float32 confidence (``labels.upsample_labels``)."""
-        return upsample_labels(probs, size, threshold)
+                        threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """(C + 1, h, w) float32 probabilities -> (H, W) int32 labels in [0, C) (or -1 below ``threshold``) and
+        (H, W) float32 confidence, bilinear with ``align_corners=False`` (``labels.upsample_labels`` or a
+        back-end's implementation of the same function)."""
 
+    # Windows -----------------------------------------------------------------------------------------
     def window_crops(self, image: LoadedImage) -> tuple[np.ndarray, WindowPlan]:
         """``segment``'s crops of one decoded image: (n, 3, S, S) float32 (resized, padded with the CLIP mean,
         cut by the sliding-window plan) and that plan."""
         plan = plan_windows(image.size, self.config)
         return cut_windows(image.pixels, plan, np.asarray(self.config.mean, dtype=np.float32), self._resize), plan
 
-    def _resize(self, pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """(3, H, W) float32 in [0, 1] -> (3, h, w), antialiased bilinear (``windows.resize_bilinear``)."""
-        return resize_bilinear(pixels, size)
-
     # Images ------------------------------------------------------------------------------------------
-    def load_image(self, image: Any) -> list[LoadedImage]:
+    def load_image(self, image: ImageInput) -> list[LoadedImage]:
         """Decode one input (a BCHW tensor gives B images, everything else one), checked against ``max_pixels``."""
         loaded = decode_image(image, self.max_pixels)
         if loaded is not None:
             return [loaded]
-        others = self._decode_other(image)
-        if others is None:
+        native = self._native_array(image)
+        if native is None:
             raise unsupported_image(image)
-        return others
+        return chw_images(native)
 
-    def load_images(self, images: Any) -> list[LoadedImage]:
+    def load_images(self, images: Sequence[ImageInput] | ImageInput) -> list[LoadedImage]:
         """Decode a list of inputs (each may itself be a batch), or one input."""
-        if isinstance(images, self._single_image_types):
+        if isinstance(images, SINGLE_IMAGE_TYPES):
             return self.load_image(images)
+        native = self._native_array(images)
+        if native is not None:
+            return chw_images(native)
         return [loaded for image in check_image_list(images) for loaded in self.load_image(image)]
 
     # Vocabulary --------------------------------------------------------------------------------------
-    def prepare_vocabulary(self, vocabulary: Any, class_names: Sequence[str] | None = None,
+    def prepare_vocabulary(self, vocabulary: Vocabulary | None, class_names: Sequence[str] | None = None,
                            seen: Sequence[Any] | None = None) -> tuple[Any, tuple[str, ...], np.ndarray]:
         """What ``segment`` makes of its vocabulary arguments (checked as there): the back-end's (C, E) unit
         class embeddings, the class names and the (C,) bool seen mask."""
+        if vocabulary is None:
+            if not self.stored_names:
+                raise ValueError("no vocabulary given, and this model stores none: pass class names or (C, E) "
+                                 "class embeddings")
+            vocabulary = self.stored_names
         array = self._embeddings_array(vocabulary)
         if array is not None:
             embeddings = unit_rows(array, self.config.embed_dim)
@@ -128,7 +163,7 @@ class SegmentPipeline:
             if len(names) != num:
                 raise ValueError(f"class_names has {len(names)} names for {num} embeddings")
             default_seen = [False] * num
-            embeddings = self._from_array(embeddings)
+            embeddings = self._embeddings(embeddings)
         else:
             if class_names is not None:
                 raise ValueError("class_names is only for precomputed embeddings; the vocabulary already names them")
@@ -139,12 +174,18 @@ class SegmentPipeline:
         flags = default_seen if seen is None else seen_flags(seen, names)
         return embeddings, names, np.asarray(flags, dtype=bool)
 
+    def _embeddings_array(self, vocabulary: Any) -> np.ndarray | None:
+        """``vocabulary`` as a numpy array when it is precomputed embeddings (numpy or the back-end's own
+        array type), else ``None`` (names)."""
+        if isinstance(vocabulary, np.ndarray):
+            return vocabulary if vocabulary.dtype.kind not in "UOS" else None
+        return self._native_array(vocabulary)
+
     def _class_embeddings(self, classes: ClassList) -> Any:
         if not classes.has_synonyms:
-            return self._encode_names(tuple(prompt_text(n) for n in classes.names))
-        merged = merge_synonyms(self._to_array(self._encode_names(tuple(prompt_text(n) for n in classes.all_names))),
-                                classes)
-        return self._from_array(merged)
+            return self._embeddings(self._encode_names(tuple(prompt_text(n) for n in classes.names)))
+        rows = self._encode_names(tuple(prompt_text(n) for n in classes.all_names))
+        return self._embeddings(merge_synonyms(rows, classes))
 
     def _resolve_bias_correction(self, bias_correction: Any, seen: Sequence[bool]) -> bool:
         """``resolve_bias_correction`` with this model's config, warning once per segmenter."""
@@ -173,7 +214,7 @@ class SegmentPipeline:
             offset += len(plan.origins)
         return maps
 
-    def _segment(self, images: list[LoadedImage], vocabulary: Any, seen: Sequence[Any] | None,
+    def _segment(self, images: list[LoadedImage], vocabulary: Vocabulary | None, seen: Sequence[Any] | None,
                  bias_correction: Any, unlabelled_threshold: Any, class_names: Sequence[str] | None,
                  keep_image: Any) -> list[SegmentationResult]:
         """``segment_batch`` on decoded images: options validated first, then one run over all crops."""
@@ -192,7 +233,7 @@ class SegmentPipeline:
             ))
         return results
 
-    def segment_batch(self, images: Sequence[Any], vocabulary: Any = None, *,
+    def segment_batch(self, images: Sequence[ImageInput] | SupportsArray, vocabulary: Vocabulary | None = None, *,
                       seen: Sequence[str] | Sequence[bool] | None = None, bias_correction: bool | None = None,
                       unlabelled_threshold: float | None = None, class_names: Sequence[str] | None = None,
                       keep_image: bool = True) -> list[SegmentationResult]:
@@ -206,7 +247,7 @@ class SegmentPipeline:
         return self._segment(self.load_images(images), vocabulary, seen, bias_correction,
                              unlabelled_threshold, class_names, keep_image)
 
-    def segment(self, image: Any, vocabulary: Any = None, *,
+    def segment(self, image: ImageInput, vocabulary: Vocabulary | None = None, *,
                 seen: Sequence[str] | Sequence[bool] | None = None, bias_correction: bool | None = None,
                 unlabelled_threshold: float | None = None, class_names: Sequence[str] | None = None,
                 keep_image: bool = True) -> SegmentationResult:
@@ -248,15 +289,16 @@ class SegmentPipeline:
         return self._segment(loaded, vocabulary, seen, bias_correction, unlabelled_threshold, class_names,
                              keep_image)[0]
 
-    def segment_iter(self, images: Iterable[Any], vocabulary: Any = None, *, prefetch: int = 4, workers: int = 2,
-                     on_error: str = "raise", **options: Any) -> Iterator[Any]:
+    def segment_iter(self, images: Iterable[ImageInput], vocabulary: Vocabulary | None = None, *, prefetch: int = 4,
+                     workers: int = 2, on_error: str = "raise",
+                     **options: Any) -> Iterator[SegmentationResult | ImageError]:
         """Segment a stream of images lazily, in input order, decoding the next ones on background threads.
 
         Memory stays bounded (``prefetch`` decoded images wait at most). ``on_error="return"`` yields an
         ``alignzeg.streaming.ImageError`` for an image that cannot be read or decoded instead of raising.
         ``options``: those of ``segment``. See ``alignzeg.streaming.segment_iter``.
         """
-        from ..streaming import segment_iter  # streaming sits beside the pipeline: it only calls its methods
+        from .streaming import segment_iter  # streaming sits beside the pipeline: it only calls its methods
 
         return segment_iter(self, images, vocabulary, prefetch=prefetch, workers=workers, on_error=on_error,
                             **options)

@@ -14,15 +14,20 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
-from ..result import RESERVED_NAMES
+from .result import RESERVED_NAMES
+from .images import SupportsArray
 from .name_keys import class_name_key, prompt_text, visible_text as _visible
 
 __all__ = ["ClassList", "class_name_key", "prompt_text", "validate_class_names", "parse_vocabulary", "seen_flags",
-           "trained_flags", "unit_rows", "merge_synonyms"]
+           "trained_flags", "unit_rows", "merge_synonyms", "Vocabulary"]
+
+Vocabulary = Union[Sequence[Union[str, Sequence[str]]], Mapping[str, Sequence[str]], np.ndarray, SupportsArray]
+"""A vocabulary: class names in label order (an entry may be a tuple of synonyms), a mapping name -> synonyms,
+or precomputed (C, E) class embeddings (numpy, or the back-end's own array type: a torch tensor)."""
 
 _SHOWN = 200
 

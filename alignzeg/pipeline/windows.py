@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..config import AlignZegConfig
 
-__all__ = ["WindowPlan", "plan_windows", "num_windows", "resize_bilinear", "cut_windows", "stitch_windows"]
+__all__ = ["WindowPlan", "plan_windows", "resize_bilinear", "cut_windows", "stitch_windows"]
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,6 @@ def plan_windows(image_size: tuple[int, int], config: AlignZegConfig) -> WindowP
     origins = tuple((y, x) for y in _axis_origins(padded[0], crop, stride)
                     for x in _axis_origins(padded[1], crop, stride))
     return WindowPlan((height, width), resized, padded, origins, crop, cell)
-
-
-def num_windows(image_size: tuple[int, int], config: AlignZegConfig) -> int:
-    """How many crops an (H, W) image needs (for batching and progress)."""
-    return len(plan_windows(image_size, config).origins)
 
 
 def resize_bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
