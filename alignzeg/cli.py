@@ -23,7 +23,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from .loader import DEMO_MODEL, check_model_argument, load_segmenter
+DEMO_MODEL = "demo"
+"""The model argument that names the shipped demo model (``alignzeg.loader.DEMO_MODEL``; this module imports
+only the standard library at its top, so that ``--help`` is instant)."""
 
 __all__ = ["main", "example_image_path", "EXAMPLE_CLASSES", "check_model_argument", "check_output_path"]
 
@@ -240,7 +242,16 @@ def _check_segment_mode(args: argparse.Namespace) -> None:
                          "for --out-dir)")
 
 
+def check_model_argument(model: str, option: str = "--model") -> None:
+    """``alignzeg.loader.check_model_argument``: refuse a preset name or a missing local folder before loading."""
+    from .loader import check_model_argument as check
+
+    check(model, option)
+
+
 def _load_segmenter(args: argparse.Namespace, progress: bool):
+    from .loader import load_segmenter
+
     return load_segmenter(args.model, revision=args.revision, device=args.device, batch_size=args.batch_size,
                           progress=progress)
 

@@ -148,7 +148,7 @@ class FrozenDict(Mapping[str, Any]):
     def __hash__(self) -> int:
         if self._hash is None:
             object.__setattr__(self, "_hash", hash(frozenset(self._data.items())))
-        return self._hash
+        return int(self._hash)  # type: ignore[arg-type]  # set just above
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"FrozenDict is read-only: cannot set {name!r}")

@@ -83,7 +83,8 @@ def hub_unreachable(endpoint: str, timeout: float | None = None) -> str | None:
         except (socket.timeout, TimeoutError):
             return None  # may pass: leave it to huggingface_hub's bounded retries
         except OSError as err:  # refused, network or host unreachable
-            errors.append(f"{address[0]} port {address[1]}: {err.strerror or err}")
+            where = f"{address[0]} port {address[1]}"  # type: ignore[str-bytes-safe]  # (host name, port)
+            errors.append(f"{where}: {err.strerror or err}")
     return "connection failed (" + "; ".join(errors) + ")" if errors else None
 
 

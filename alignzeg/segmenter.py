@@ -69,15 +69,15 @@ class AlignZegSegmenter(SegmentPipeline):
         self.device = resolve_device(device)
         self.model = model.to(device=self.device, dtype=dtype).eval()
         self.batch_size = batch_size
-        self.autocast = check_bool("autocast", autocast)
-        self.progress = check_bool("progress", progress)
+        self.autocast = bool(check_bool("autocast", autocast))
+        self.progress = bool(check_bool("progress", progress))
         self.max_pixels = max_pixels
         self.vocabulary = VocabularyEncoder(self.model.backbone, self.config.templates,
                                             progress=lambda: self.progress)
 
     # Construction ------------------------------------------------------------------------------------
     @property
-    def config(self) -> AlignZegConfig:
+    def config(self) -> AlignZegConfig:  # type: ignore[override]  # the model's own config, not a copy
         return self.model.config
 
     @classmethod

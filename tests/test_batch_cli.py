@@ -295,6 +295,9 @@ def test_cli_module_imports_only_the_standard_library_at_top_level():
         elif isinstance(node, ast.ImportFrom):
             top.add("." if node.level else node.module.split(".")[0])
     assert top <= set(sys.stdlib_module_names), top - set(sys.stdlib_module_names)
+    from alignzeg.loader import DEMO_MODEL
+
+    assert alignzeg.cli.DEMO_MODEL == DEMO_MODEL  # the CLI's copy of the loader's name for the demo model
 
 
 def test_a_missing_manifest_entry_is_an_error_of_its_own_and_the_rest_are_segmented(tree, tiny_checkpoint,

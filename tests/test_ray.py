@@ -61,7 +61,7 @@ def test_bad_arguments_are_refused_before_ray_runs(local_ray, tiny_checkpoint):
     ds = local_ray.data.from_items([{"path": "x.png"}])
     with pytest.raises(ValueError, match="num_actors must be a positive integer, got 0"):
         segment_dataset(ds, str(tiny_checkpoint), CLASSES, num_actors=0)
-    with pytest.raises(TypeError, match="model must be a checkpoint folder, a Hub repo id or a callable, got int"):
+    with pytest.raises(TypeError, match="model must be a checkpoint folder, a Hub repo id, an .onnx file or a callable, got int"):
         segment_dataset(ds, 3, CLASSES)
 
 

@@ -109,7 +109,7 @@ def _from_path(path: str | os.PathLike, max_pixels: int | None) -> LoadedImage:
                 return LoadedImage(_from_pil(img, max_pixels), name=path.name)
     except Image.DecompressionBombError as err:
         raise ValueError(f"image {str(path)!r} is too large to decode: {err}. PIL refuses images above "
-                         f"{2 * Image.MAX_IMAGE_PIXELS:,} pixels; raise PIL.Image.MAX_IMAGE_PIXELS and max_pixels= "
+                         f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels; raise PIL.Image.MAX_IMAGE_PIXELS and max_pixels= "
                          "if you trust the file") from err
     except UnidentifiedImageError as err:
         raise ValueError(f"{str(path)!r} is not an image file PIL can read") from err
