@@ -107,7 +107,8 @@ def test_grounded_embedding_is_the_gated_blend():
     patches = torch.randn(1, 64, 8, 8, generator=g)
     masks = torch.randn(1, 3, 16, 16, generator=g)
     with torch.no_grad():
-        torch.nn.init.normal_(clf.gate[1].weight, std=0.1)  # a non-trivial gate
+        weight = clf.gate[1].weight  # a non-trivial gate, drawn from the test's own generator (no global RNG)
+        weight.copy_(0.1 * torch.randn(weight.shape, generator=g))
         got = clf.proposal_embeddings(queries, patches, masks)
         gate = torch.sigmoid(clf.gate(queries))
         q = F.normalize(clf.embed(queries), dim=-1)
