@@ -308,10 +308,8 @@ def calibrate_inductive(calibration_segmenter: Any, dataset: Any, thresholds: Se
                          "this model records none (config.extra['validation_classes'])")
     classes = tuple(config.seen_classes) + held_out
     view = CalibrationView(dataset, classes, config.seen_classes)
-    result = calibrate(calibration_segmenter, view, thresholds, offsets, limit, progress, readout_weights,
-                       protocol="inductive")
-    result.calibration_classes = view.class_names
-    return result
+    return calibrate(calibration_segmenter, view, thresholds, offsets, limit, progress, readout_weights,
+                     protocol="inductive")  # calibration_classes: the view's, the only labels it reads
 
 
 def check_calibration_model(model: Any, calibration_model: Any) -> None:
