@@ -22,7 +22,7 @@ from .errors import WeightsError
 __all__ = ["AlignZegConfig", "ENSEMBLE_VOID", "CALIBRATION_PROTOCOLS", "FrozenDict", "FORMAT_VERSION", "DEFAULT_TEMPLATES", "check_format_version",
            "check_field_types", "fields_to_dict"]
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """Version of the ``config.json`` layout. A file with another version is refused with a clear error."""
 
 FORMAT_CHANGES = {
@@ -35,18 +35,21 @@ FORMAT_CHANGES = {
 }
 """Why each older ``format_version`` is refused: what changed since (there is no migration)."""
 
+_FORMAT_5_FIELDS: dict[str, Any] = {"refinement_gates": False}
 _FORMAT_4_FIELDS: dict[str, Any] = {"ensemble_void": "joint", "calibration_protocol": "none",
-                                    "calibration_classes": ()}
+                                    "calibration_classes": (), **_FORMAT_5_FIELDS}
 FORMAT_MIGRATIONS: dict[int, dict[str, Any]] = {
     2: {"clip_readout": False, "clip_readout_layers": None, "readout_weight_seen": 0.0,
         "readout_weight_unseen": 0.0, "indicator_inputs": "embedding", "pbc_soft": False, **_FORMAT_4_FIELDS},
     3: dict(_FORMAT_4_FIELDS),
+    4: dict(_FORMAT_5_FIELDS),
 }
 """Older formats that load: the fields added since, with the values that keep such a checkpoint's model
 exactly as it was (format 3 added the CLIP region readout, the vocabulary-aware class indicator and soft
 PBC; a format-2 checkpoint is a format-3 one with all three off. Format 4 added the ensemble's background
 handling, kept as it was (``"joint"``), and the calibration's provenance, which older files did not record
-(``"none"``))."""
+(``"none"``). Format 5 added MRPE's zero-initialised refinement gates, off in older files, whose weights
+have none)."""
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -360,6 +363,9 @@ class AlignZegConfig:
             include classes unseen in training) or ``"fixed"`` (set in advance).
         calibration_classes: the class names whose labels chose the settings (empty for ``"none"`` and
             ``"fixed"``).
+        refinement_gates: MRPE's additions to the CLIP tokens (the learnable encoder's features, the mutual
+            refinement's updates) pass through per-channel gates that start at zero, so training starts from
+            the one-way decoder on CLIP's features (``modeling.mrpe.ProposalExtractor``).
         format_version: layout version of this file.
         extra: free-form provenance (``recipe``, ``metrics``), held as a read-only ``FrozenDict``.
 
@@ -406,6 +412,7 @@ class AlignZegConfig:
     ensemble_void: str = "joint"
     calibration_protocol: str = "none"
     calibration_classes: tuple[str, ...] = ()
+    refinement_gates: bool = False
     format_version: int = FORMAT_VERSION
     extra: Mapping[str, Any] = field(default_factory=FrozenDict)
 

@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
                    "(0: single-class images only, the control)")
     p.add_argument("--clip-dir", type=Path, default=Path("benchmarks/results/world_clip"),
                    help="where the worlds' mini-CLIP files are kept (re-used when present)")
+    p.add_argument("--model-set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a model config field set in every trained model after its variant (a JSON value: "
+                   "refinement_gates=true); repeatable, recorded in the JSON")
+    p.add_argument("--save-models", type=Path, default=None, metavar="DIR",
+                   help="save every table model (not the calibration models) as DIR/<family>-world<w>-seed<s>-<variant>")
     p.add_argument("--workers", type=int, default=2, help="parallel processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--diagnose", action="store_true",
@@ -128,6 +133,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--md", type=Path, default=None,
                    help="put the markdown tables between the table markers of this file")
     return p
+
+
+def model_settings(items: list[str]) -> dict[str, Any]:
+    """``["refinement_gates=true", ...]`` -> ``{"refinement_gates": True}`` (values are JSON).
+
+    Raises:
+        ValueError: an item without ``=`` or whose value is not JSON, naming the item.
+    """
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = json.loads(value) if sep and name.strip() else None
+        except json.JSONDecodeError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ValueError(f"--model-set takes FIELD=VALUE with a JSON value (refinement_gates=true), got {item!r}")
+    return out
 
 
 def _ints(text: str, count_ok: bool = False) -> list[int]:
@@ -212,6 +235,8 @@ def _train(job: dict, validation_classes: tuple[str, ...] = ()) -> tuple[Any, An
     cfg = apply_variant(world_train_config(world, job["clip"], iterations=job["iterations"],
                                            batch_size=job["batch_size"], lr=job["lr"], seed=job["seed"],
                                            validation_classes=validation_classes, progress=False), job["variant"])
+    if job.get("model_set"):
+        cfg = cfg.replace(model_overrides={**cfg.model_overrides, **job["model_set"]})
     start = time.time()
     segmenter = Trainer(cfg, None, WorldDataset(world, "train", job["train_images"])).train()
     return world, segmenter, time.time() - start
@@ -304,6 +329,9 @@ def run_job(job: dict) -> dict:
     from alignzeg.train.world import WorldDataset
 
     world, segmenter, train_s = _train(job)
+    if job.get("save_models"):
+        segmenter.save_pretrained(Path(job["save_models"]) / f"{job['family']}-world{job['world']}-seed{job['seed']}-"
+                                                             f"{job['variant']}")
     start = time.time()
     config = _readout_on(segmenter)
     test = cache_outputs(segmenter, WorldDataset(world, "test", job["test_images"]))
@@ -533,6 +561,8 @@ def plan(args: argparse.Namespace, clips: dict[int, str]) -> tuple[list[dict], l
     common = {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images", "val_images",
                                             "test_images", "threads", "diagnose", "family", "validation_fraction")}
     common["rows"] = wanted
+    common["model_set"] = model_settings(args.model_set)
+    common["save_models"] = str(args.save_models) if args.save_models else None
     common["protocols"] = [p for p in args.protocols.split(",") if p]
     unknown = [p for p in common["protocols"] if p not in PROTOCOLS]
     if unknown or not common["protocols"]:
@@ -580,6 +610,7 @@ def report(args: argparse.Namespace, command: str, clip_info: list[dict], result
                                                              "val_images", "test_images", "validation_fraction",
                                                              "clip_steps", "clip_batch", "clip_multi_prob",
                                                              "workers", "threads")},
+                   "model_set": model_settings(args.model_set),
                    "fixed_settings": {"readout_weights": list(FIXED_READOUT), "pbc_threshold": FIXED_THRESHOLD,
                                       "seen_score_offset": FIXED_OFFSET},
                    "mini_clip": clip_info, "unseen_classes": {str(w): u for w, u in sorted(unseen.items())},
@@ -599,7 +630,11 @@ def previous_jobs(args: argparse.Namespace) -> list[dict]:
     """With ``--resume``, the jobs of the existing ``--json`` file (none without it)."""
     if not args.resume or args.json is None or not args.json.is_file():
         return []
-    jobs = json.loads(args.json.read_text(encoding="utf-8")).get("jobs", [])
+    data = json.loads(args.json.read_text(encoding="utf-8"))
+    if data.get("model_set", {}) != model_settings(args.model_set):
+        raise ValueError(f"{args.json} was made with --model-set {data.get('model_set', {})}, not "
+                         f"{model_settings(args.model_set)}: resume with the same settings or write another --json")
+    jobs = data.get("jobs", [])
     print(f"resuming: {len(jobs)} jobs kept from {args.json}", flush=True)
     return jobs
 

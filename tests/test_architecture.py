@@ -409,3 +409,41 @@ def test_core_and_pipeline_layers_import_no_torch():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
             heavy += [f"{mod}: {n}" for n in names if n.split(".")[0] in ("torch", "open_clip", "onnxruntime")]
     assert not heavy, heavy
+
+
+def test_refinement_gates_start_mrpe_as_the_one_way_decoder():
+    """With zero-initialised gates, MRPE's queries read CLIP's tokens alone: they equal a one-way decoder's
+    with the same weights; once a gate opens they differ (the learnable encoder and the refinement count)."""
+    gated = AlignZegSegmenter.from_preset("tiny", seed=0, config_overrides={"refinement_gates": True}).model.extractor
+    one_way = AlignZegSegmenter.from_preset("tiny", seed=1, config_overrides={
+        "mutual_refinement": False, "side_encoder": False}).model.extractor
+    assert gated.side_gate.shape == (32,) and all(layer.v_gate.shape == (32,) for layer in gated.layers)
+    assert not gated.side_gate.any() and not gated.layers[0].v_gate.any()
+    missing = one_way.load_state_dict(gated.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("pixel_decoder.") for k in missing)  # masks only: queries share every weight
+    patches = torch.randn(2, 64, 8, 8, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        same = gated(patches, images).queries[-1]
+        torch.testing.assert_close(same, one_way(patches).queries[-1], rtol=1e-5, atol=1e-5)
+        gated.side_gate.fill_(1.0)
+        assert (gated(patches, images).queries[-1] - same).abs().max() > 1e-3
+        gated.side_gate.zero_()
+        gated.layers[0].v_gate.fill_(1.0)
+        assert (gated(patches, images).queries[-1] - same).abs().max() > 1e-3
+
+
+def test_refinement_gates_are_off_in_older_checkpoints():
+    from alignzeg.config import AlignZegConfig
+
+    data = get_preset_config("tiny").to_dict()
+    for version in (2, 3, 4):
+        old = {k: v for k, v in data.items() if k != "refinement_gates"} | {"format_version": version}
+        if version == 2:
+            old = {k: v for k, v in old.items() if k not in ("clip_readout", "clip_readout_layers", "readout_weight_seen",
+                   "readout_weight_unseen", "indicator_inputs", "pbc_soft")}
+        if version <= 3:
+            old = {k: v for k, v in old.items() if k not in ("ensemble_void", "calibration_protocol",
+                                                               "calibration_classes")}
+        loaded = AlignZegConfig.from_dict(old)
+        assert loaded.refinement_gates is False and loaded.format_version == 5

@@ -36,7 +36,7 @@ def test_folder_contents_and_model_card(tiny_checkpoint):
     card = (tiny_checkpoint / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: alignzeg\n")
     config = json.loads((tiny_checkpoint / "config.json").read_text())
-    assert config["format_version"] == FORMAT_VERSION == 4 and config["clip_model"] == "tiny"
+    assert config["format_version"] == FORMAT_VERSION == 5 and config["clip_model"] == "tiny"
     assert "person" in config["seen_classes"]
 
 

@@ -140,9 +140,13 @@ class _FFN(nn.Module):
 
 
 class MRPELayer(nn.Module):
-    """One MRPE layer: queries <- visual features, then (mutual) visual features <- queries."""
+    """One MRPE layer: queries <- visual features, then (mutual) visual features <- queries.
 
-    def __init__(self, dim: int, heads: int, mutual: bool) -> None:
+    With ``gated``, the visual features' update is scaled per channel by ``v_gate`` (d,), zero at
+    initialisation (LayerScale / ReZero): the layer starts as the one-way decoder layer.
+    """
+
+    def __init__(self, dim: int, heads: int, mutual: bool, gated: bool = False) -> None:
         super().__init__()
         self.q_cross = _Attention(dim, heads)
         self.q_self = _Attention(dim, heads)
@@ -151,6 +155,7 @@ class MRPELayer(nn.Module):
         if mutual:
             self.v_cross = _Attention(dim, heads)
             self.v_ffn = _FFN(dim, 2 * dim)
+            self.v_gate = nn.Parameter(torch.zeros(dim)) if gated else None
 
     def forward(self, queries: torch.Tensor, visual: torch.Tensor, query_pos: torch.Tensor,
                 visual_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,8 +164,8 @@ class MRPELayer(nn.Module):
         queries = self.q_self(queries, pos_q=query_pos, pos_k=query_pos)
         queries = self.q_ffn(queries)
         if self.mutual:
-            visual = self.v_cross(visual, queries, pos_q=visual_pos, pos_k=query_pos)
-            visual = self.v_ffn(visual)
+            refined = self.v_ffn(self.v_cross(visual, queries, pos_q=visual_pos, pos_k=query_pos))
+            visual = refined if self.v_gate is None else visual + self.v_gate * (refined - visual)
         return queries, visual
 
 
@@ -169,7 +174,11 @@ class ProposalExtractor(nn.Module):
 
     Args:
         config: model config (decoder_dim, num_queries, num_decoder_layers, num_heads, mutual_refinement,
-            side_encoder, side_fusion_stride, mask_upsample, embed_dim, patch_size).
+            side_encoder, side_fusion_stride, mask_upsample, embed_dim, patch_size, refinement_gates).
+
+    With ``refinement_gates`` what MRPE adds to the CLIP tokens the queries read (the learnable encoder's
+    coarse features, ``side_gate`` (d,), and each layer's refinement, ``MRPELayer.v_gate``) is scaled by
+    per-channel gates that start at zero: training starts from the one-way decoder on CLIP's features.
     """
 
     def __init__(self, config: AlignZegConfig) -> None:
@@ -177,12 +186,14 @@ class ProposalExtractor(nn.Module):
         d = config.decoder_dim
         self.input_proj = nn.Sequential(nn.Linear(config.embed_dim, d), nn.LayerNorm(d))
         self.side = SideEncoder(d, config.patch_size) if config.side_encoder else None
+        gated = config.refinement_gates
+        self.side_gate = nn.Parameter(torch.zeros(d)) if gated and self.side is not None else None
         self.query_embed = nn.Parameter(torch.randn(config.num_queries, d) * 0.02)
         self.query_pos = nn.Parameter(torch.randn(config.num_queries, d) * 0.02)
         grid = config.input_size // config.patch_size
         self.visual_pos = nn.Parameter(torch.randn(1, d, grid, grid) * 0.02)
         self.layers = nn.ModuleList(
-            MRPELayer(d, config.num_heads, config.mutual_refinement) for _ in range(config.num_decoder_layers)
+            MRPELayer(d, config.num_heads, config.mutual_refinement, gated) for _ in range(config.num_decoder_layers)
         )
         self.query_norm = nn.LayerNorm(d)
         self.mask_embed = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
@@ -228,8 +239,8 @@ class ProposalExtractor(nn.Module):
             if images is None:
                 raise ValueError("the side encoder needs the input images")
             side = self.side(images)
-            coarse = _resize(side[self.side.strides[-1]], (h, w))  # stride 2**K == patch (resized for 14)
-            visual = visual + rearrange(coarse, "b d h w -> b (h w) d")
+            coarse = rearrange(_resize(side[self.side.strides[-1]], (h, w)), "b d h w -> b (h w) d")  # stride patch
+            visual = visual + (coarse if self.side_gate is None else self.side_gate * coarse)
         visual_pos = self._visual_pos(h, w)
         query_pos = self.query_pos.unsqueeze(0).expand(b, -1, -1)
         queries = self.query_embed.unsqueeze(0).expand(b, -1, -1)

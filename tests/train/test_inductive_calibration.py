@@ -207,7 +207,7 @@ def test_a_format_3_config_loads_uncalibrated_with_the_joint_void(tmp_path):
 
     write_calibration(folder, CalibrationResult(0.5, 1.0, 0.6, protocol="inductive", calibration_classes=("a", "b")))
     written = json.loads((folder / "config.json").read_text())
-    assert written["format_version"] == 4 and written["ensemble_void"] == "joint"
+    assert written["format_version"] == 5 and written["ensemble_void"] == "joint"
     assert (written["seen_score_offset"], written["calibration_protocol"], written["calibration_classes"]) == (
         1.0, "inductive", ["a", "b"])
     assert AlignZegSegmenter.from_pretrained(folder, device="cpu", local_files_only=True).config.seen_score_offset == 1.0

@@ -175,3 +175,21 @@ def test_a_mini_clip_file_is_reused_only_with_its_own_settings(bench, tmp_path):
     with pytest.raises(ValueError, match=r"other settings \(world.num_unseen: file 8, now 6; "
                                          r"mini_clip.steps: file 600, now 300\)"):
         bench.check_clip_file(path, other)
+
+
+def test_model_set_reaches_every_job_and_guards_resume(bench, tmp_path):
+    assert bench.model_settings(["refinement_gates=true", "num_queries=4"]) == {"refinement_gates": True,
+                                                                                 "num_queries": 4}
+    for bad in ("refinement_gates", "=1", "refinement_gates=yes"):
+        with pytest.raises(ValueError, match=f"--model-set takes FIELD=VALUE with a JSON value .*got '{bad}'"):
+            bench.model_settings([bad])
+    args = bench._parser().parse_args(["--worlds", "0", "--seeds", "0,", "--rows", "+MRPE", "--protocols", "fixed",
+                                       "--model-set", "refinement_gates=true", "--save-models", str(tmp_path)])
+    calibrations, runs = bench.plan(args, {0: "clip.safetensors"})
+    assert calibrations == [] and len(runs) == 1
+    assert runs[0]["model_set"] == {"refinement_gates": True} and runs[0]["save_models"] == str(tmp_path)
+    record = tmp_path / "table.json"
+    record.write_text(json.dumps({"model_set": {}, "jobs": []}))
+    args.json, args.resume = record, True
+    with pytest.raises(ValueError, match=r"made with --model-set \{\}, not \{'refinement_gates': True\}"):
+        bench.previous_jobs(args)
