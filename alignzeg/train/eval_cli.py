@@ -22,8 +22,9 @@ Rules the command enforces before any model is loaded:
   fixed values, calibration options without ``--calibrate``).
 
 It prints which images it evaluated (and calibrated on), the per-class table and the summary; ``--json``
-also writes the metrics, the confusion matrix, the share of unseen pixels predicted as a seen class and the
-image lists.
+also writes the metrics (in percent, as printed, under the model card's keys ``hIoU``, ``mIoU_seen``,
+``mIoU_unseen``), the confusion matrix, the share of unseen pixels predicted as a seen class and the image
+lists.
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
     parser.add_argument("--json", default=None, metavar="FILE",
-                        help="also write the metrics, confusion matrix and image lists to this JSON file")
+                        help="also write the metrics (in percent, as printed; keys hIoU, mIoU_seen, mIoU_unseen as "
+                             "on a model card), confusion matrix and image lists to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -302,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = {**result.to_dict(), "bias_correction": bias_correction,
                 **{k: getattr(config, k) for k in SETTINGS}, "images": used}
         if calibration is not None:
-            data["calibration"] = {"chosen": calibration.settings, "hIoU": calibration.hiou,
+            data["calibration"] = {"chosen": calibration.settings, "hIoU": 100 * calibration.hiou,
                                    "grid_points": len(calibration.grid), "protocol": calibration.protocol,
                                    "calibration_classes": list(calibration.calibration_classes)}
         Path(args.json).write_text(json.dumps(data, indent=2), encoding="utf-8")
