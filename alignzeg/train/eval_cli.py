@@ -11,6 +11,8 @@ post-processing settings (PBC's threshold or soft mode, the seen-score offset, t
 Rules the command enforces before any model is loaded:
 
 - a split named with ``--split`` / ``--calib-split`` must exist (``build_dataset``);
+- ``--calib-split`` is never the test split nor ``--split``, and a training split (``train*``) only with
+  ``--allow-training-split`` (then with a warning);
 - calibration and evaluation never share an image (compared by path: ``calibrate.check_disjoint``);
 - ``--calibrate`` writes the calibrated model to ``--out DIR`` (new or empty), never into MODEL;
 - ``--calibrate`` is inductive by default: the settings are chosen on the validation classes of
@@ -40,7 +42,7 @@ from typing import Any, Sequence
 from .calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, DEFAULT_READOUT_WEIGHTS, CalibrationResult,
                         apply_calibration, calibrate, calibrate_inductive, check_calibration_model,
                         check_calibration_out, check_calibration_split, check_disjoint, image_files,
-                        labelled_classes, save_calibrated)
+                        is_training_split, labelled_classes, save_calibrated)
 from .calibration_grid import SETTINGS, check_grid
 from .datasets import build_dataset, default_split
 from .evaluate import evaluate, resolve_bias_correction
@@ -83,7 +85,11 @@ def _parser() -> argparse.ArgumentParser:
                             "included (transductive: not what a user with new class names can do; reported as "
                             "such)")
     calib.add_argument("--calib-split", default=None,
-                       help="the labelled validation split to calibrate on; never the test split, never --split")
+                       help="the labelled validation split to calibrate on; never the test split, never --split, "
+                            "and a training split (train*) only with --allow-training-split")
+    calib.add_argument("--allow-training-split", action="store_true",
+                       help="calibrate on a split named train* anyway (for a model that was not trained on it; "
+                            "a warning is printed)")
     calib.add_argument("--out", default=None, metavar="DIR",
                        help="new or empty folder for the calibrated model (MODEL itself is never modified)")
     calib.add_argument("--calib-limit", type=int, default=None, help="calibrate on the first N images only")
@@ -167,18 +173,22 @@ def _bias_mode(args: argparse.Namespace) -> str:
     fixed = [o for o, v in (("--pbc-threshold", args.pbc_threshold), ("--seen-score-offset", args.seen_score_offset))
              if v is not None]
     if fixed and args.calibrate:
-        raise ValueError(f"{' and '.join(fixed)} fix the values that --calibrate would choose; give one or the other")
+        raise ValueError(f"--calibrate chooses the bias-correction values itself, so it cannot be combined with "
+                         f"{' and '.join(fixed)}; give one or the other")
     if fixed and mode == "off":
-        raise ValueError(f"{' and '.join(fixed)} have no effect with bias correction off")
+        raise ValueError(f"with bias correction off, {' and '.join(fixed)} would change nothing; drop "
+                         f"{'it' if len(fixed) == 1 else 'them'} or turn bias correction on")
     if not args.calibrate:
         extra = [o for o, v in (("--calib-split", args.calib_split), ("--out", args.out),
                                 ("--calib-limit", args.calib_limit), ("--thresholds", args.thresholds),
                                 ("--offsets", args.offsets), ("--readout-weights", args.readout_weights),
                                 ("--calibration-model", args.calibration_model),
-                                ("--transductive", args.transductive or None))
+                                ("--transductive", args.transductive or None),
+                                ("--allow-training-split", args.allow_training_split or None))
                  if v is not None]
         if extra:
-            raise ValueError(f"{', '.join(extra)} only apply with --calibrate")
+            raise ValueError(f"calibration options without --calibrate: {', '.join(extra)}; add --calibrate or drop "
+                             f"{'it' if len(extra) == 1 else 'them'}")
     if args.calibration_model is not None and args.transductive:
         raise ValueError("--calibration-model calibrates inductively and --transductive calibrates MODEL on unseen "
                          "classes' labels; give one")
@@ -191,7 +201,11 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
     check_model_argument(args.model, "MODEL")
     if args.calibrate:
-        check_calibration_split(args.calib_split or "", args.split)
+        check_calibration_split(args.calib_split or "", args.split, allow_training=args.allow_training_split)
+        if is_training_split(args.calib_split):
+            print(f"alignzeg-eval: warning: calibrating on training split {args.calib_split!r} "
+                  "(--allow-training-split): if the model was trained on these images, the chosen settings suit "
+                  "them better than new images", file=sys.stderr)
         if args.out is None:
             raise ValueError("--calibrate needs --out DIR: the calibrated model is written to a new folder "
                              "(the model read is never modified)")
