@@ -2,7 +2,7 @@
 
     alignzeg segment street.jpg --classes road,tree,car --model DIR_OR_REPO --out overlay.png [--json]
     alignzeg segment photos/ more/*.jpg --manifest list.txt --classes road,tree --model M --out-dir DIR \\
-        [--overlay] [--resume] [--shard I/N] [--no-progress]
+        [--overlay] [--resume | --overwrite] [--shard I/N] [--no-progress]
     alignzeg demo --out demo.png     # a small model trained on a synthetic world: typed names, real IoUs
     alignzeg models
     alignzeg export --model DIR_OR_REPO --out model.onnx [--classes road,tree,car] [--int8]
@@ -88,7 +88,11 @@ def _build_parser() -> argparse.ArgumentParser:
     many.add_argument("--out-dir", default=None, metavar="DIR", help="write label maps and results.jsonl here")
     many.add_argument("--overlay", action="store_true", help="also write overlays/<name>.png")
     many.add_argument("--resume", action="store_true",
-                      help="skip images whose outputs are complete; append to results.jsonl")
+                      help="continue the run in --out-dir: skip images whose outputs are complete; append to "
+                           "results.jsonl (without --resume or --overwrite, --out-dir must be new or empty)")
+    many.add_argument("--overwrite", action="store_true",
+                      help="remove the earlier run's files from --out-dir first (only a folder alignzeg segment "
+                           "wrote; with --shard, that shard's files)")
     many.add_argument("--shard", default=None, metavar="I/N", type=_parse_shard,
                       help="segment only shard I of N (1-based; by a hash of the name), e.g. one per process")
     many.add_argument("--prefetch", type=_positive_int, default=4, help="images decoded ahead (default 4)")
@@ -233,13 +237,14 @@ def _check_segment_mode(args: argparse.Namespace) -> None:
             raise ValueError(f"several images, a folder, a glob or a manifest ({given}) need --out-dir DIR")
         if not Path(first).exists():
             raise FileNotFoundError(f"image file not found: {first!r}")
-        extras = [o for o, v in (("--overlay", args.overlay), ("--resume", args.resume), ("--shard", args.shard)) if v]
+        extras = [o for o, v in (("--overlay", args.overlay), ("--resume", args.resume), ("--overwrite", args.overwrite),
+                                 ("--shard", args.shard)) if v]
     else:
         extras = [o for o, v in (("--out", args.out), ("--labels-out", args.labels_out), ("--json", args.json)) if v]
     if extras:
         raise ValueError(f"{', '.join(extras)} cannot be used {'without' if args.out_dir is None else 'with'} "
-                         "--out-dir (--out/--labels-out/--json are for one image; --overlay/--resume/--shard "
-                         "for --out-dir)")
+                         "--out-dir (--out/--labels-out/--json are for one image; --overlay/--resume/--overwrite/"
+                         "--shard for --out-dir)")
 
 
 def check_model_argument(model: str, option: str = "--model") -> None:
@@ -275,10 +280,12 @@ def _segment_many(args: argparse.Namespace) -> int:
 
 
 def _segment_locked(args: argparse.Namespace) -> int:
-    from .folder_jobs import check_unique_outputs, collect_inputs, log_names, run_batch, select_shard
+    from .folder_jobs import (check_fresh_output, check_unique_outputs, collect_inputs, log_names, run_batch,
+                              select_shard)
 
     images = collect_inputs(args.inputs, args.manifest, exclude=args.out_dir)
     check_unique_outputs(images)  # over all inputs, so that every shard agrees
+    check_fresh_output(args.out_dir, args.shard, resume=args.resume, overwrite=args.overwrite, inputs=images)
     if args.shard is not None:
         images = select_shard(images, *args.shard)
     model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
