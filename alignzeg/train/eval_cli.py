@@ -272,10 +272,13 @@ def _check_transductive(args: argparse.Namespace, segmenter: Any, calib: Any) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``alignzeg-eval MODEL --dataset NAME --data-root DIR``: prints the per-class table and the summary."""
+    from ..cli import CLI_ERRORS, check_device_option, error_line
+
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         mode = _bias_mode(args)
+        check_device_option(args.device)
         for name in ("limit", "calib_limit"):
             value = getattr(args, name, None)
             if value is not None and value < 1:
@@ -306,12 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if calib is not None:
             print(_describe("calibration", used["calibration"]))
             calibration = _calibrate(args, segmenter, calib)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
-        print(f"alignzeg-eval: error: {err}", file=sys.stderr)
+        print(_describe("evaluation", used["evaluated"]))
+        result = evaluate(segmenter, dataset, bias_correction=bias_correction, limit=args.limit,
+                          progress=not args.quiet)
+    except CLI_ERRORS as err:
+        print(error_line("alignzeg-eval", err), file=sys.stderr)
         return 2
-    print(_describe("evaluation", used["evaluated"]))
-    result = evaluate(segmenter, dataset, bias_correction=bias_correction, limit=args.limit,
-                      progress=not args.quiet)
     print(result.table())
     if args.json:
         config = segmenter.config

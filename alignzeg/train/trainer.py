@@ -236,6 +236,9 @@ class Trainer:
         if device is None:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available; set the config's device to "
+                             "\"cpu\" (alignzeg-train --set 'device=\"cpu\"')")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
 

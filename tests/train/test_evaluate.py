@@ -159,3 +159,18 @@ def test_fixed_bias_correction_values_are_evaluated_without_writing(tiny_checkpo
     expected = evaluate(segmenter, folder_dataset(root, seen_classes=["cat"]), bias_correction=True)
     assert report["confusion"]["matrix"] == expected.confusion.tolist()
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()} == before
+
+
+def test_an_error_while_evaluating_is_one_line_without_a_traceback(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    """alignzeg-eval's evaluation ran outside its error handling: a failure there printed a traceback."""
+    import alignzeg.train.eval_cli as eval_cli
+
+    def fail(*args, **kwargs):
+        raise OSError("cannot read labels/a.png:\nunexpected end of file")
+
+    monkeypatch.setattr(eval_cli, "evaluate", fail)
+    label = np.zeros((8, 8), np.uint8)
+    root = write_folder_dataset(tmp_path / "data", ["cat", "dog"], {"a.png": (np.zeros((8, 8, 3), np.uint8), label)})
+    assert main([str(tiny_checkpoint), "--dataset", "folder", "--data-root", str(root), "--device", "cpu",
+                 "--no-bias-correction", "--quiet"]) == 2
+    assert capsys.readouterr().err == "alignzeg-eval: error: cannot read labels/a.png: unexpected end of file\n"

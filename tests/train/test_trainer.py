@@ -264,3 +264,14 @@ def test_resume_auto_says_a_run_is_complete_or_has_no_checkpoint(tmp_path, capsy
                               f"{bare / 'checkpoints' / 'step_*'}: its config saves none"), message
     # An empty or missing --out with resume="auto" is a fresh run, as before.
     assert Trainer(cfg, None, ShapesDataset(num=4), out_dir=tmp_path / "new", resume="auto")._resume_from is None
+
+
+def test_a_cuda_device_without_cuda_is_refused_saying_how_to_set_the_cpu(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from shapes_data import ShapesDataset
+
+    with pytest.raises(ValueError) as info:
+        Trainer(TrainConfig(**{**FAST, "device": "cuda"}), None, ShapesDataset(num=2))
+    assert str(info.value) == ("device 'cuda' requested but CUDA is not available; set the config's device to \"cpu\" "
+                               "(alignzeg-train --set 'device=\"cpu\"')")
