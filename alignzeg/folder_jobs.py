@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .config import file_mode
+from .progress import advance, progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -625,8 +626,6 @@ def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[st
             an earlier run's files in ``out_dir`` without ``resume`` or ``overwrite``.
     """
     from PIL import Image
-    from tqdm.auto import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     if lock:
         with output_lock(out_dir, shard):
@@ -643,8 +642,8 @@ def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[st
     errors_log = open(os.path.join(out_dir, names["errors"]), "a", encoding="utf-8")
     stream = segmenter.segment_iter((image.path for image in todo), classes, keep_image=overlay,
                                     prefetch=prefetch, workers=workers, on_error="return", **options)
-    with results_log, errors_log, logging_redirect_tqdm(), \
-            tqdm(total=len(todo), unit="img", desc="alignzeg", disable=not progress, dynamic_ncols=True) as bar:
+    with results_log, errors_log, \
+            progress_bar(len(todo), unit="img", desc="alignzeg", disable=not progress, dynamic_ncols=True) as bar:
         for image in todo:
             start = time.perf_counter()
             result = next(stream)
@@ -660,10 +659,7 @@ def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[st
                 results_log.write(_json_line(record))
                 results_log.flush()
                 summary.done += 1
-            if bar.n + 1 < bar.total:
-                bar.update(1)
-            else:  # the last step is drawn once, by close(); drawn here too it would appear twice in a log
-                bar.n += 1
+            advance(bar)  # the last step is drawn once, by close()
     return summary
 
 

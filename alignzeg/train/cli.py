@@ -131,7 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--data-root, --out and a dataset (--dataset or the config's 'dataset') are required")
         from .datasets import build_dataset
 
-        logger.info("resolved train config:\n%s", json.dumps(config.to_dict(), indent=2))
         dataset = build_dataset(dataset_name, args.data_root, split=args.split,
                                 seen_classes=config.seen_classes, train=True, **config.data)
         if args.validation_classes is not None:

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..pipeline.options import resolve_bias_correction as resolve_pbc
 from ..metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
+from ..progress import track
 
 __all__ = ["ConfusionMatrix", "EvalResult", "METRIC_KEYS", "compute_metrics", "evaluate", "resolve_bias_correction"]
 
@@ -177,7 +177,7 @@ def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = 
     vocabulary, class_names = (fixed, names) if fixed is not None else (list(names), None)
     matrix = ConfusionMatrix(len(names))
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    for i in tqdm(range(count), disable=not progress, desc="alignzeg-eval"):
+    for i in track(range(count), disable=not progress, desc="alignzeg-eval"):
         item = dataset[i]
         result = segmenter.segment(_image_array(item["image"]), vocabulary, seen=seen, class_names=class_names,
                                    bias_correction=bias_correction, keep_image=False)
