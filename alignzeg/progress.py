@@ -9,7 +9,7 @@ step without drawing it, so ``close`` draws it once.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Sequence, TypeVar
 
 __all__ = ["advance", "progress_bar", "track"]
 
@@ -40,17 +40,14 @@ def advance(bar: Any) -> None:
         bar.n += 1
 
 
-def track(items: Sequence[T] | Iterable[T], *, total: int | None = None, disable: bool = False,
-          **kwargs: Any) -> Iterator[T]:
+def track(items: Sequence[T], *, disable: bool = False, **kwargs: Any) -> Iterator[T]:
     """Yield ``items`` with a bar that counts each one once the loop's body is done with it (``progress_bar``).
 
     Args:
-        items: a sequence, or any iterable with ``total`` given.
-        total: the number of items (default: ``len(items)``).
+        items: a sequence (its length is the bar's total).
         disable, kwargs: as in ``progress_bar``.
     """
-    count = len(items) if total is None else total  # type: ignore[arg-type]
-    with progress_bar(count, disable=disable, **kwargs) as bar:
+    with progress_bar(len(items), disable=disable, **kwargs) as bar:
         for item in items:
             yield item
             advance(bar)

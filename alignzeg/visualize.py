@@ -48,10 +48,15 @@ _FONT_FRACTION = 25
 _LEGEND_MAX_SHARE = 0.2
 
 
+def _rgb(values: Sequence[float] | np.ndarray) -> tuple[int, int, int]:
+    red, green, blue = (int(round(float(v))) for v in values)
+    return red, green, blue
+
+
 def _shade(base: tuple[int, int, int], amount: float) -> tuple[int, int, int]:
+    """``base`` mixed toward white (``amount`` > 0) or black (< 0) by ``|amount|``."""
     rgb = np.asarray(base, dtype=np.float64)
-    rgb = rgb + amount * (255.0 - rgb) if amount >= 0 else rgb * (1.0 + amount)
-    return tuple(int(round(v)) for v in rgb)  # type: ignore[return-value]
+    return _rgb(rgb + amount * (255.0 - rgb) if amount >= 0 else rgb * (1.0 + amount))
 
 
 def _colour_word(name: str) -> tuple[int, int, int] | None:
@@ -69,7 +74,7 @@ def _candidates(name: str) -> list[tuple[int, int, int]]:
     if base is not None:
         return [_shade(base, _SHADES[(start + i) % len(_SHADES)]) for i in range(len(_SHADES))]
     table = imgviz.label_colormap()  # (256, 3); entry 0 is black (kept for "unlabelled")
-    return [tuple(int(v) for v in table[1 + (start + i) % 255]) for i in range(255)]  # type: ignore[misc]
+    return [_rgb(table[1 + (start + i) % 255]) for i in range(255)]
 
 
 def class_colors(class_names: Sequence[str]) -> np.ndarray:
