@@ -500,7 +500,7 @@ def build_page(app: SegmentApp) -> "gr.Blocks":
             with gr.Column():
                 overlay = gr.Image(type="pil", format="png", label="Overlay", interactive=False,
                                    height=_DISPLAY_SIDE, elem_id="overlay")
-                status = gr.Markdown(elem_id="status")
+                status = gr.Markdown(label="Status", elem_id="status")  # the label names it in view_api()
                 table = gr.Dataframe(label="Classes", interactive=False, elem_id="class-table")
                 with gr.Row():
                     prob_class = gr.Dropdown([], label="Probability map of", interactive=False)

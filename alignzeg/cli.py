@@ -2,7 +2,7 @@
 
     alignzeg segment street.jpg --classes road,tree,car --model DIR_OR_REPO --out overlay.png [--json]
     alignzeg segment photos/ more/*.jpg --manifest list.txt --classes road,tree --model M --out-dir DIR \\
-        [--overlay] [--resume] [--shard I/N] [--no-progress]
+        [--overlay] [--resume | --overwrite] [--shard I/N] [--no-progress]
     alignzeg demo --out demo.png     # a small model trained on a synthetic world: typed names, real IoUs
     alignzeg models
     alignzeg export --model DIR_OR_REPO --out model.onnx [--classes road,tree,car] [--int8]
@@ -27,7 +27,8 @@ DEMO_MODEL = "demo"
 """The model argument that names the shipped demo model (``alignzeg.loader.DEMO_MODEL``; this module imports
 only the standard library at its top, so that ``--help`` is instant)."""
 
-__all__ = ["main", "example_image_path", "EXAMPLE_CLASSES", "check_model_argument", "check_output_path"]
+__all__ = ["main", "example_image_path", "EXAMPLE_CLASSES", "check_device_option", "check_model_argument",
+           "check_output_path", "error_line"]
 
 EXAMPLE_CLASSES = ("person", "chair", "diningtable", "bottle", "wall", "window")
 """A vocabulary for the bundled PASCAL VOC photo (a cafeteria scene)."""
@@ -78,50 +79,79 @@ def _build_parser() -> argparse.ArgumentParser:
                     "common folder of the inputs, suffix replaced by .png. Exit status 1 when an image failed.")
     seg.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, folders or glob patterns")
     seg.add_argument("--manifest", action="append", default=[], metavar="FILE",
-                     help="text file with one input per line (relative to the file's folder; # comments)")
+                     help="text file with one input per line (relative to the file's folder; # comments); may be "
+                          "given several times (default: none)")
     seg.add_argument("--classes", required=True, type=_parse_classes,
                      help="comma-separated class names, in order; 'person|man|woman' is one class with three "
                           "names (prototypes averaged, reported as 'person')")
     seg.add_argument("--model", required=True, help=MODEL_HELP)
-    seg.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    seg.add_argument("--revision", default=None, help=REVISION_HELP)
     many = seg.add_argument_group("many images")
-    many.add_argument("--out-dir", default=None, metavar="DIR", help="write label maps and results.jsonl here")
+    many.add_argument("--out-dir", default=None, metavar="DIR",
+                      help="write label maps and results.jsonl here (needed for many images; default: none, one "
+                           "image with --out/--labels-out/--json)")
     many.add_argument("--overlay", action="store_true", help="also write overlays/<name>.png")
     many.add_argument("--resume", action="store_true",
-                      help="skip images whose outputs are complete; append to results.jsonl")
+                      help="continue the run in --out-dir: skip images whose outputs are complete; append to "
+                           "results.jsonl (without --resume or --overwrite, --out-dir must be new or empty)")
+    many.add_argument("--overwrite", action="store_true",
+                      help="remove the earlier run's files from --out-dir first (only a folder alignzeg segment "
+                           "wrote; with --shard, that shard's files)")
     many.add_argument("--shard", default=None, metavar="I/N", type=_parse_shard,
-                      help="segment only shard I of N (1-based; by a hash of the name), e.g. one per process")
+                      help="segment only shard I of N (1-based; by a hash of the name), e.g. one per process "
+                           "(default: every image)")
     many.add_argument("--prefetch", type=_positive_int, default=4, help="images decoded ahead (default 4)")
     many.add_argument("--workers", type=_positive_int, default=2, help="decoding threads (default 2)")
     seg.add_argument("--batch-size", type=_positive_int, default=8, help="crops per forward pass (default 8)")
     _add_common(seg)
 
     demo = sub.add_parser("demo", help="a small model trained on a synthetic world segments a world image "
-                          "from typed class names and prints its IoUs")
+                          "from typed class names and prints its IoUs",
+                          description="The shipped demo model (the tiny preset trained on a synthetic world of "
+                                      "colour + pattern classes, 8 of its 48 names never seen in training) "
+                                      "segments world test images from the class names you type, and prints "
+                                      "per-class IoU, mIoU(S), mIoU(U) and hIoU (in percent) against the "
+                                      "world's ground truth. Runs offline on a CPU in seconds.")
     demo.add_argument("--classes", type=_parse_classes, default=None,
                       help="comma-separated vocabulary (default: the world's 48 names, 8 of them unseen)")
     demo.add_argument("--index", type=int, default=0, help="world test image to segment (default: 0)")
     demo.add_argument("--images", type=_positive_int, default=20,
                       help="score this many test images from --index (default 20; the overlay shows the first)")
-    demo.add_argument("--out", default=None, help="write input | prediction | ground truth as PNG here")
+    demo.add_argument("--out", default=None,
+                      help="write input | prediction | ground truth as PNG here (default: no image)")
     demo.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     demo.add_argument("--no-bias-correction", action="store_true", help="turn off Proposal-based Bias Correction")
 
-    sub.add_parser("models", help="list the model presets")
+    sub.add_parser("models", help="list the model presets",
+                   description="List the model presets (name and a line about each), the architectures that "
+                               "AlignZegSegmenter.from_preset(name) builds and alignzeg-train --set "
+                               "preset=... trains. --model takes a trained model instead: a folder, a Hub repo id, "
+                               f"an .onnx file or '{DEMO_MODEL}'. No options.")
 
-    export = sub.add_parser("export", help="write the model as one ONNX graph for onnxruntime (see docs/onnx.md)")
+    export = sub.add_parser("export", help="write the model as one ONNX graph for onnxruntime (see docs/onnx.md)",
+                            description="Write the model as one ONNX graph, run with onnxruntime without PyTorch "
+                                        "(OnnxSegmenter, or --model FILE.onnx here). The graph has no text tower: "
+                                        "it segments with the class names stored by --classes, or with (C, E) "
+                                        "class embeddings computed by the PyTorch model; without --classes it "
+                                        "refuses every name. See docs/onnx.md.")
     export.add_argument("--model", required=True, help="folder written by save_pretrained, or a Hub repo id")
     export.add_argument("--out", required=True, help="the .onnx file to write")
     export.add_argument("--classes", type=_parse_classes, default=None,
-                        help="comma-separated class names whose embeddings are stored in the file")
+                        help="comma-separated class names whose embeddings are stored in the file, so that it "
+                             "segments with these names (default: none stored: the file takes class embeddings "
+                             "only and refuses every name)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     export.add_argument("--int8", action="store_true",
                         help="quantize the MatMul/Gemm weights to int8 (dynamic; ~31 %% of the float32 file for "
                              "vitb16, accuracy in docs/onnx.md)")
-    export.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    export.add_argument("--revision", default=None, help=REVISION_HELP)
 
     app = sub.add_parser("app", help='a web page to segment images with typed class names (needs '
-                         'pip install "alignzeg[app]"; see docs/app.md)')
+                         'pip install "alignzeg[app]"; see docs/app.md)',
+                         description="Serve a web page (Gradio) where you upload an image, type class names and "
+                                     "get the overlay, the per-class table and probability maps; the page's "
+                                     "/segment endpoint takes the same from gradio_client. Needs pip install "
+                                     '"alignzeg[app]"; see docs/app.md.')
     app.add_argument("--model", default=None,
                      help=MODEL_HELP + "; default: the shipped demo model, with world test images as examples")
     app.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
@@ -152,15 +182,19 @@ def _positive_int(text: str) -> int:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default=None, help="write the overlay PNG here")
-    p.add_argument("--labels-out", default=None, help="write the label map here as a 16-bit PNG (value = index + 1)")
+    p.add_argument("--out", default=None, help="write the overlay PNG here (default: no overlay)")
+    p.add_argument("--labels-out", default=None,
+                   help="write the label map here as a 16-bit PNG (value = index + 1; default: not written)")
     p.add_argument("--json", action="store_true", help="print per-class pixel counts as JSON")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--no-bias-correction", action="store_true", help="turn off Proposal-based Bias Correction")
     p.add_argument("--unlabelled-threshold", type=float, default=None,
-                   help="leave pixels whose best class probability is below this unlabelled (-1)")
+                   help="leave pixels whose best class probability is below this unlabelled (-1) (default: off, "
+                        "every pixel gets a class)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+
+REVISION_HELP = "Hub revision (branch, tag or commit; default: the repo's main branch)"
 
 MODEL_HELP = ("folder written by save_pretrained, a Hub repo id, an .onnx file written by `alignzeg export` "
               f"(float32 or int8; run with onnxruntime), or '{DEMO_MODEL}' (the shipped demo model, "
@@ -233,13 +267,39 @@ def _check_segment_mode(args: argparse.Namespace) -> None:
             raise ValueError(f"several images, a folder, a glob or a manifest ({given}) need --out-dir DIR")
         if not Path(first).exists():
             raise FileNotFoundError(f"image file not found: {first!r}")
-        extras = [o for o, v in (("--overlay", args.overlay), ("--resume", args.resume), ("--shard", args.shard)) if v]
+        extras = [o for o, v in (("--overlay", args.overlay), ("--resume", args.resume), ("--overwrite", args.overwrite),
+                                 ("--shard", args.shard)) if v]
     else:
         extras = [o for o, v in (("--out", args.out), ("--labels-out", args.labels_out), ("--json", args.json)) if v]
     if extras:
         raise ValueError(f"{', '.join(extras)} cannot be used {'without' if args.out_dir is None else 'with'} "
-                         "--out-dir (--out/--labels-out/--json are for one image; --overlay/--resume/--shard "
-                         "for --out-dir)")
+                         "--out-dir (--out/--labels-out/--json are for one image; --overlay/--resume/--overwrite/"
+                         "--shard for --out-dir)")
+
+
+def check_device_option(device: str | None, model: str | None = None, option: str = "--device") -> None:
+    """Refuse a bad ``--device`` before any model loads, naming the option (``use --device cpu``); an ``.onnx``
+    model's device picks onnxruntime's providers instead and is not checked here.
+
+    Raises:
+        ValueError: not a device, or CUDA asked for where PyTorch has none.
+    """
+    if device is None or (model is not None and str(model).lower().endswith(".onnx")):
+        return
+    from .device import resolve_device
+
+    resolve_device(device, option)
+
+
+CLI_ERRORS = (ValueError, TypeError, OSError, RuntimeError, ImportError)
+"""What a command line reports as one ``error:`` line (OSError: a missing file, a full disk...; ImportError: an
+extra that is not installed); anything else is a bug and keeps its traceback."""
+
+
+def error_line(prog: str, err: BaseException) -> str:
+    """``"alignzeg: error: <message>"`` on one line (line breaks inside the message become spaces)."""
+    message = " ".join(str(err).split()) or type(err).__name__
+    return f"{prog}: error: {message}"
 
 
 def check_model_argument(model: str, option: str = "--model") -> None:
@@ -258,6 +318,7 @@ def _load_segmenter(args: argparse.Namespace, progress: bool):
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     _check_segment_mode(args)
+    check_device_option(args.device, args.model)
     if args.out_dir is None:
         _check_outputs(args)
         segmenter = _load_segmenter(args, progress=not args.no_progress)  # bars over windows / vocabulary
@@ -275,10 +336,12 @@ def _segment_many(args: argparse.Namespace) -> int:
 
 
 def _segment_locked(args: argparse.Namespace) -> int:
-    from .folder_jobs import check_unique_outputs, collect_inputs, log_names, run_batch, select_shard
+    from .folder_jobs import (check_fresh_output, check_unique_outputs, collect_inputs, log_names, run_batch,
+                              select_shard)
 
     images = collect_inputs(args.inputs, args.manifest, exclude=args.out_dir)
     check_unique_outputs(images)  # over all inputs, so that every shard agrees
+    check_fresh_output(args.out_dir, args.shard, resume=args.resume, overwrite=args.overwrite, inputs=images)
     if args.shard is not None:
         images = select_shard(images, *args.shard)
     model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
@@ -309,6 +372,7 @@ def _segment_locked(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .demo import DISCLAIMER, load_demo_model, run_demo
 
+    check_device_option(args.device)
     print(DISCLAIMER, file=sys.stderr)
     result = run_demo(args.classes, index=args.index, num_images=args.images,
                       segmenter=load_demo_model(args.device), bias_correction=not args.no_bias_correction)
@@ -326,8 +390,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     segmenter = AlignZegSegmenter.from_pretrained(args.model, revision=args.revision, device="cpu")
     path = segmenter.export_onnx(args.out, opset=args.opset, int8=args.int8,
                                  vocabulary=None if args.classes is None else _all_names(args.classes))
-    stored = f" with {len(args.classes)} stored classes" if args.classes else ""
-    print(f"ONNX graph ({'int8' if args.int8 else 'float32'}) written to {path}{stored}")
+    print(f"ONNX graph ({'int8' if args.int8 else 'float32'}) written to {path}")
+    if args.classes:
+        names = _all_names(args.classes)
+        print(f"it segments with the {len(names)} class names stored in it ({', '.join(names)}), any of them in any "
+              "order, or with class embeddings")
+    else:
+        print("no class names are stored (no --classes): the file refuses every name and segments only with "
+              "(C, E) class embeddings computed by the PyTorch model (AlignZegSegmenter.encode_vocabulary); "
+              "export with --classes to segment by name")
     return 0
 
 
@@ -340,6 +411,7 @@ def _cmd_app(args: argparse.Namespace) -> int:
         return 2
     from .app import serve
 
+    check_device_option(args.device, args.model)
     serve(args.model, host=args.host, port=args.port, device=args.device, max_pixels=args.max_pixels)
     return 0
 
@@ -363,8 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_app(args)
         _check_outputs(args)
         _cmd_demo(args)
-    except (ValueError, TypeError, OSError, RuntimeError) as err:  # OSError: FileNotFoundError, a full disk...
-        print(f"alignzeg: error: {err}", file=sys.stderr)
+    except CLI_ERRORS as err:
+        print(error_line("alignzeg", err), file=sys.stderr)
         return 2
     return 0
 

@@ -14,6 +14,9 @@ The engine of ``alignzeg segment INPUT... --out-dir DIR`` (the CLI parses argume
 suffix replaced by ``.png`` (``photos/a/cat.jpg`` -> ``labels/a/cat.png``). With ``--shard I/N`` the log
 and lock files get the suffix ``-I-of-N`` (``results-2-of-3.jsonl``) so N processes can share one ``DIR``.
 
+A run writes a new or empty ``DIR`` (its shard's files aside), continues the run there (``--resume``), or
+removes it first (``--overwrite``): no file of an earlier run is left among its outputs (``check_fresh_output``).
+
 One writer at a time: a run holds ``run.lock`` (an OS file lock, released by the kernel when the process
 dies), so a second run into the same ``DIR`` (or the same shard of it) is refused with the first one's pid
 and host; a lock file left by a killed run is taken over, with a warning that names the dead run.
@@ -34,6 +37,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import socket
 import tempfile
 import time
@@ -43,12 +47,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .config import file_mode
+from .progress import advance, progress_bar
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_SUFFIXES", "InputImage", "BatchSummary", "collect_inputs", "parse_shard", "select_shard",
-    "check_output_file", "check_output_dir", "output_lock", "run_batch",
+    "check_output_file", "check_output_dir", "check_fresh_output", "output_lock", "run_batch",
 ]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp",
@@ -464,16 +469,100 @@ def _outputs(image: InputImage, overlay: bool) -> dict[str, str]:
     return out
 
 
-def prepare_run(out_dir: str, settings: dict[str, Any], resume: bool, overlay: bool,
-                shard: tuple[int, int] | None = None) -> set[str]:
-    """Set up ``out_dir``'s logs; return the names of the images already complete (with ``resume``).
+# A folder a run writes is new, empty, resumed or overwritten ----------------------------------------------
+_SHARD_FILE = re.compile(r"(run|results|errors)-\d+-of-(\d+)\.(json|jsonl|lock)")
+_OUTPUT_FOLDERS = ("labels", "overlays")
 
-    Without ``resume`` the logs start empty. With it, ``run.json`` must hold the same ``settings``; the
-    results kept are those whose output files all exist (others are dropped from the log and redone).
+
+def check_fresh_output(out_dir: str, shard: tuple[int, int] | None = None, *, resume: bool = False,
+                       overwrite: bool = False, inputs: Sequence[InputImage] = ()) -> None:
+    """Make sure a run without ``resume`` writes into a folder that holds nothing of an earlier run, so that
+    no file of that run (an overlay of an image no longer given, say) is left among the new outputs.
+
+    A whole-folder run needs ``out_dir`` new or empty (its own lock file aside); a shard run ``I/N`` accepts
+    the files of the other shards of ``N`` (and ``labels/``, ``overlays/``) but not an earlier run of its own
+    shard. ``overwrite`` removes an earlier run first: for a whole-folder run every entry of ``out_dir``,
+    for a shard run the files its earlier logs list and those logs; only a folder written by ``alignzeg
+    segment`` (it holds a ``run.json`` / ``run-I-of-N.json``) is ever emptied, and never one that holds an
+    input.
 
     Raises:
-        ValueError: ``resume`` with other settings than the run being resumed (the message lists them).
+        ValueError: ``resume`` with ``overwrite``; a folder with an earlier run's files (without
+            ``overwrite``), or with files of no run (the message names a few and what to do).
     """
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out-dir and --overwrite removes it; give one")
+    if resume or not os.path.isdir(out_dir):
+        return
+    blocking = _blocking_entries(out_dir, shard)
+    if not blocking:
+        return
+    if not overwrite:
+        raise ValueError(f"--out-dir {out_dir!r} is not empty (it holds {_some(blocking)}); use --resume to "
+                         "continue the run written there, --overwrite to remove it first, or a new --out-dir")
+    _remove_earlier_run(out_dir, shard, blocking, inputs)
+
+
+def _blocking_entries(out_dir: str, shard: tuple[int, int] | None) -> list[str]:
+    """The entries of ``out_dir`` that a fresh run (of ``shard``) must not find there, sorted."""
+    own = set(log_names(shard).values())
+    found = sorted(os.listdir(out_dir))
+    if shard is None:
+        return [name for name in found if name != log_names(None)["lock"]]
+    count = str(shard[1])
+    return [name for name in found if name in own - {log_names(shard)["lock"]} or not (
+        name in _OUTPUT_FOLDERS or ((m := _SHARD_FILE.fullmatch(name)) is not None and m.group(2) == count))]
+
+
+def _some(names: Sequence[str], limit: int = 5) -> str:
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def _remove_earlier_run(out_dir: str, shard: tuple[int, int] | None, blocking: Sequence[str],
+                        inputs: Sequence[InputImage]) -> None:
+    """``--overwrite``: remove the earlier run's files (see ``check_fresh_output``)."""
+    import shutil
+
+    names = log_names(shard)
+    if not os.path.exists(os.path.join(out_dir, names["run"])) and not glob.glob(
+            os.path.join(glob.escape(out_dir), "run-*-of-*.json")):
+        raise ValueError(f"--overwrite: --out-dir {out_dir!r} holds {_some(blocking)} but no run of alignzeg "
+                         f"segment ({names['run']}); it is not emptied: use a new or empty --out-dir")
+    inside = [image.path for image in inputs if _inside(os.path.abspath(image.path), os.path.abspath(out_dir))]
+    if inside:
+        raise ValueError(f"--overwrite: --out-dir {out_dir!r} holds inputs of this run ({_some(inside)}); it is not "
+                         "emptied: use another --out-dir")
+    if shard is not None:
+        foreign = [n for n in blocking if n not in names.values()]
+        if foreign:
+            raise ValueError(f"--overwrite --shard: --out-dir {out_dir!r} holds {_some(foreign)}, which no shard of "
+                             f"{shard[1]} wrote; use a new or empty --out-dir")
+        records = read_log(os.path.join(out_dir, names["results"]))
+        blocking = [f for r in records for f in (r.get("labels"), r.get("overlay")) if isinstance(f, str)] + list(
+            blocking)
+    for name in blocking:
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+    logger.warning("--overwrite: removed the earlier run's files from %s", out_dir)
+
+
+def prepare_run(out_dir: str, settings: dict[str, Any], resume: bool, overlay: bool,
+                shard: tuple[int, int] | None = None, overwrite: bool = False) -> set[str]:
+    """Set up ``out_dir``'s logs; return the names of the images already complete (with ``resume``).
+
+    Without ``resume`` the folder must hold nothing of an earlier run (``check_fresh_output``; ``overwrite``
+    removes it) and the logs start empty. With it, ``run.json`` must hold the same ``settings``; the results
+    kept are those whose output files all exist (others are dropped from the log and redone).
+
+    Raises:
+        ValueError: ``resume`` with other settings than the run being resumed (the message lists them), or
+            an earlier run's files without ``resume`` or ``overwrite``.
+    """
+    check_fresh_output(out_dir, shard, resume=resume, overwrite=overwrite)
     names = log_names(shard)
     results_path, run_path = (os.path.join(out_dir, names[k]) for k in ("results", "run"))
     done: set[str] = set()
@@ -509,7 +598,7 @@ def _complete(out_dir: str, record: dict[str, Any], overlay: bool) -> bool:
 def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[str], out_dir: str, *,
               settings: dict[str, Any], overlay: bool = False, resume: bool = False,
               shard: tuple[int, int] | None = None, progress: bool = True, prefetch: int = 4, workers: int = 2,
-              lock: bool = True, **options: Any) -> BatchSummary:
+              lock: bool = True, overwrite: bool = False, **options: Any) -> BatchSummary:
     """Segment ``images`` into ``out_dir`` (layout in the module docstring), streaming with ``segment_iter``.
 
     Args:
@@ -524,6 +613,8 @@ def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[st
         progress: show a tqdm bar (images, images/s).
         prefetch, workers: decoding look-ahead and threads (``segment_iter``).
         lock: hold ``output_lock(out_dir, shard)`` while writing (``False`` when the caller holds it).
+        overwrite: without ``resume``, remove an earlier run's files from ``out_dir`` first
+            (``check_fresh_output``); otherwise a folder holding them is refused.
         options: passed to ``segment_iter`` (``bias_correction``, ``unlabelled_threshold``).
 
     Returns:
@@ -531,20 +622,19 @@ def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[st
         as failed; they do not stop the run.
 
     Raises:
-        ValueError: another run is writing ``out_dir`` (``output_lock``), or ``resume`` with other settings.
+        ValueError: another run is writing ``out_dir`` (``output_lock``), ``resume`` with other settings, or
+            an earlier run's files in ``out_dir`` without ``resume`` or ``overwrite``.
     """
     from PIL import Image
-    from tqdm.auto import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     if lock:
         with output_lock(out_dir, shard):
             return run_batch(segmenter, images, classes, out_dir, settings=settings, overlay=overlay,
                              resume=resume, shard=shard, progress=progress, prefetch=prefetch, workers=workers,
-                             lock=False, **options)
+                             lock=False, overwrite=overwrite, **options)
     from .pipeline.streaming import ImageError
 
-    done = prepare_run(out_dir, settings, resume, overlay, shard)
+    done = prepare_run(out_dir, settings, resume, overlay, shard, overwrite=overwrite)
     todo = [image for image in images if image.name not in done]
     summary = BatchSummary(skipped=len(images) - len(todo))
     names = log_names(shard)
@@ -552,8 +642,8 @@ def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[st
     errors_log = open(os.path.join(out_dir, names["errors"]), "a", encoding="utf-8")
     stream = segmenter.segment_iter((image.path for image in todo), classes, keep_image=overlay,
                                     prefetch=prefetch, workers=workers, on_error="return", **options)
-    with results_log, errors_log, logging_redirect_tqdm(), \
-            tqdm(total=len(todo), unit="img", desc="alignzeg", disable=not progress, dynamic_ncols=True) as bar:
+    with results_log, errors_log, \
+            progress_bar(len(todo), unit="img", desc="alignzeg", disable=not progress, dynamic_ncols=True) as bar:
         for image in todo:
             start = time.perf_counter()
             result = next(stream)
@@ -569,10 +659,7 @@ def run_batch(segmenter: Any, images: Sequence[InputImage], classes: Sequence[st
                 results_log.write(_json_line(record))
                 results_log.flush()
                 summary.done += 1
-            if bar.n + 1 < bar.total:
-                bar.update(1)
-            else:  # the last step is drawn once, by close(); drawn here too it would appear twice in a log
-                bar.n += 1
+            advance(bar)  # the last step is drawn once, by close()
     return summary
 
 

@@ -1,21 +1,125 @@
-"""Overlays: class colours over the image with a legend (drawn by imgviz, a well-kept library)."""
+"""Overlays: class colours over the image with a legend (drawn by imgviz, a well-kept library).
+
+Colours follow the class names, not their positions in the vocabulary:
+
+- a name with a colour word (``"blue striped"``, ``"Red car"``: the first of ``COLOUR_WORDS`` among its words)
+  is drawn in a shade of that colour, the shade picked by the whole name, so ``"blue striped"`` and
+  ``"blue dotted"`` are two blues;
+- any other name gets a colour of imgviz's 256-colour PASCAL map picked by a hash (CRC-32) of the name.
+
+So a class keeps its colour when the vocabulary is reordered or extended. Two names of one vocabulary that
+would get the same colour are told apart: the later one takes the next free shade or map entry.
+
+The legend lists the classes present, bottom right, in a font that grows with the image (a 25th of its
+shorter side, at least 10 px); it is drawn smaller when it would cover more than a fifth of the image, and
+left out when even at 10 px it would (a 64 px image: draw it larger first, as ``alignzeg demo`` and the page do).
+"""
 
 from __future__ import annotations
 
+import logging
+import re
+import zlib
 from typing import Sequence
 
 import imgviz
 import numpy as np
 from PIL import Image
 
-__all__ = ["draw_overlay"]
+__all__ = ["COLOUR_WORDS", "class_colors", "draw_overlay", "legend_font_size"]
+
+logger = logging.getLogger(__name__)
+
+COLOUR_WORDS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30), "orange": (245, 130, 20), "yellow": (235, 210, 20), "green": (40, 170, 50),
+    "cyan": (20, 200, 210), "blue": (30, 70, 225), "purple": (135, 50, 185), "pink": (245, 110, 180),
+    "magenta": (220, 30, 200), "violet": (145, 80, 220), "brown": (140, 85, 40), "black": (25, 25, 25),
+    "white": (240, 240, 240), "gray": (128, 128, 128), "grey": (128, 128, 128), "silver": (190, 190, 190),
+    "gold": (220, 175, 30), "teal": (0, 128, 128), "navy": (20, 30, 120), "olive": (120, 130, 30),
+    "maroon": (128, 20, 40), "lime": (150, 230, 40), "turquoise": (50, 215, 200), "beige": (225, 205, 165),
+}
+"""Colour words (lower case) and the RGB colour a class name containing one is drawn in (its shades)."""
+
+_SHADES = (0.0, 0.4, -0.35, 0.65, -0.55, 0.2, -0.2)
+"""Shades of a colour word: > 0 mixes toward white, < 0 toward black, by that share."""
+
+_MIN_FONT = 10
+_FONT_FRACTION = 25
+_LEGEND_MAX_SHARE = 0.2
 
 
-def _colormap(size: int) -> np.ndarray:
-    """(max(size, 256), 3) uint8: imgviz's 256-colour PASCAL map, repeated past 256 entries."""
-    base = imgviz.label_colormap()
-    reps = -(-size // len(base))
-    return np.concatenate([base] + [base[1:]] * reps)[: max(size, len(base))]
+def _rgb(values: Sequence[float] | np.ndarray) -> tuple[int, int, int]:
+    red, green, blue = (int(round(float(v))) for v in values)
+    return red, green, blue
+
+
+def _shade(base: tuple[int, int, int], amount: float) -> tuple[int, int, int]:
+    """``base`` mixed toward white (``amount`` > 0) or black (< 0) by ``|amount|``."""
+    rgb = np.asarray(base, dtype=np.float64)
+    return _rgb(rgb + amount * (255.0 - rgb) if amount >= 0 else rgb * (1.0 + amount))
+
+
+def _colour_word(name: str) -> tuple[int, int, int] | None:
+    """The colour of the first colour word of ``name`` (words: runs of letters, any case), or ``None``."""
+    for word in re.findall(r"[a-z]+", name.lower()):
+        if word in COLOUR_WORDS:
+            return COLOUR_WORDS[word]
+    return None
+
+
+def _candidates(name: str) -> list[tuple[int, int, int]]:
+    """The colours ``name`` may take, in order of preference (the first unless another name took it)."""
+    start = zlib.crc32(name.strip().lower().encode("utf-8"))
+    base = _colour_word(name)
+    if base is not None:
+        return [_shade(base, _SHADES[(start + i) % len(_SHADES)]) for i in range(len(_SHADES))]
+    table = imgviz.label_colormap()  # (256, 3); entry 0 is black (kept for "unlabelled")
+    return [_rgb(table[1 + (start + i) % 255]) for i in range(255)]
+
+
+def class_colors(class_names: Sequence[str]) -> np.ndarray:
+    """(K, 3) uint8 RGB colour of each class, by its name (rules in the module docstring).
+
+    A name's colour does not depend on its position; within one vocabulary no two names share a colour
+    while a free one is left (the earlier name keeps its first choice).
+    """
+    used: set[tuple[int, int, int]] = set()
+    colours = []
+    for name in class_names:
+        options = _candidates(str(name))
+        colour = next((c for c in options if c not in used), options[0])
+        used.add(colour)
+        colours.append(colour)
+    return np.asarray(colours, dtype=np.uint8).reshape(len(colours), 3)
+
+
+def _colormap(class_names: Sequence[str]) -> np.ndarray:
+    """(K + 1, 3) uint8: black for unlabelled (-1, row 0), then ``class_colors``."""
+    return np.concatenate([np.zeros((1, 3), np.uint8), class_colors(class_names)])
+
+
+def _legend_box(names: Sequence[str], font: int) -> tuple[int, int]:
+    """(height, width) in pixels of imgviz's legend of ``names`` at ``font`` px, with its margin."""
+    sizes = np.array([imgviz.draw.text_size(n, font) for n in names])
+    text_height, text_width = sizes.max(axis=0)
+    pad = max(2, font // 6)
+    return int(text_height * len(names) + 2 * pad), int(text_width + text_height + 3 * pad)
+
+
+def legend_font_size(height: int, width: int, names: Sequence[str]) -> int | None:
+    """The legend's font size in px for an (H, W) image listing ``names``, or ``None`` for no legend.
+
+    A 25th of the shorter side (at least 10 px), made smaller while the legend would cover more than a fifth
+    of the image; ``None`` when even at 10 px it would (or it would not fit).
+    """
+    font = max(_MIN_FONT, min(height, width) // _FONT_FRACTION)
+    while True:
+        box_h, box_w = _legend_box(names, font)
+        if box_h <= height and box_w <= width and box_h * box_w <= _LEGEND_MAX_SHARE * height * width:
+            return font
+        if font == _MIN_FONT:
+            return None
+        font = max(_MIN_FONT, int(font * 0.8))
 
 
 _BAND_PIXELS = 1 << 20
@@ -24,7 +128,8 @@ _BAND_PIXELS = 1 << 20
 
 def draw_overlay(label_map: np.ndarray, class_names: Sequence[str], image: np.ndarray | None = None,
                  alpha: float = 0.5, legend: bool = True) -> Image.Image:
-    """Colour a label map, blended over ``image``, with a legend of the classes present.
+    """Colour a label map, blended over ``image``, with a legend of the classes present. Each class has the
+    colour of its name (``class_colors``).
 
     The blend is ``round((1 - alpha) * image + alpha * colour)`` per labelled pixel, as
     ``imgviz.label2rgb`` computes it, but in float32 row bands over the labelled pixels only; the
@@ -36,7 +141,8 @@ def draw_overlay(label_map: np.ndarray, class_names: Sequence[str], image: np.nd
         class_names: the vocabulary.
         image: (H, W, 3) uint8 RGB, or ``None`` for colours on black.
         alpha: colour opacity in [0, 1].
-        legend: draw the legend (bottom right).
+        legend: draw the legend of the classes present (bottom right; its size follows the image, and an
+            image too small for a readable one gets none: ``legend_font_size``).
 
     Returns:
         (W, H) RGB PIL image.
@@ -47,7 +153,7 @@ def draw_overlay(label_map: np.ndarray, class_names: Sequence[str], image: np.nd
     if image is not None and (image.shape != (height, width, 3) or image.dtype != np.uint8):
         raise ValueError(f"image must be ({height}, {width}, 3) uint8 to match the label map, "
                          f"got {image.shape} {image.dtype}")
-    colormap = _colormap(len(class_names) + 1)
+    colormap = _colormap(class_names)
     out = np.zeros((height, width, 3), dtype=np.uint8) if image is None else image.copy()
     opacity = np.full(len(colormap), alpha, dtype=np.float32)
     opacity[0] = 0.0  # index 0 = unlabelled (-1): the image shows through unchanged
@@ -64,7 +170,9 @@ def draw_overlay(label_map: np.ndarray, class_names: Sequence[str], image: np.nd
     if legend:
         counts = np.bincount(label_map.ravel().astype(np.int64) + 1, minlength=len(class_names) + 1)
         items = [(name, colormap[i + 1]) for i, name in enumerate(class_names) if counts[i + 1]]
-        if items:
-            font = max(8, min(30, min(height, width) // 12))
+        font = legend_font_size(height, width, [name for name, _ in items]) if items else None
+        if font is not None:
             out = imgviz.components.legend(out, items=items, font_size=font, loc="rb")
+        elif items:
+            logger.debug("overlay of %dx%d: no legend (too small for a readable one)", width, height)
     return Image.fromarray(out)

@@ -14,16 +14,16 @@ import tracemalloc
 import imgviz
 import numpy as np
 
-from alignzeg.visualize import _colormap, draw_overlay
+from alignzeg.visualize import _colormap, draw_overlay, legend_font_size
 
 
 def _old(label_map, names, image):
     shifted = label_map.astype(np.int64) + 1
     alphas = {0: 0.0, **{i + 1: 0.5 for i in range(len(names))}}
     labels = {i + 1: n for i, n in enumerate(names)}
-    font = max(8, min(30, min(label_map.shape) // 12))
-    return imgviz.label2rgb(shifted, image=image, alpha=alphas, label_names=labels,
-                            colormap=_colormap(len(names) + 1), font_size=font, loc="rb")
+    font = legend_font_size(*label_map.shape, [n for i, n in enumerate(names) if (label_map == i).any()])
+    return imgviz.label2rgb(shifted, image=image, alpha=alphas, label_names=labels if font else None,
+                            colormap=_colormap(names), font_size=font or 10, loc="rb")
 
 
 def _measure(fn, *args):

@@ -307,3 +307,17 @@ def test_page_in_a_headless_browser(server, tmp_path):
         assert "world test image 13" not in status(browser)
     finally:
         browser.quit()
+
+
+def test_every_endpoint_output_has_a_name_in_the_api(app):
+    """The status line was listed as `value_17` in gradio_client's view_api()."""
+    import re
+
+    info = build_page(app).get_api_info()
+    endpoints = info["named_endpoints"]
+    assert set(endpoints) == {"/segment_page", "/segment"}
+    for name, endpoint in endpoints.items():
+        labels = [item["label"] for item in endpoint["parameters"] + endpoint["returns"]]
+        assert all(label and not re.fullmatch(r"value_\d+", label) for label in labels), (name, labels)
+    assert [r["label"] for r in endpoints["/segment_page"]["returns"]] == [
+        "Overlay", "Classes", "Status", "Probability map of", "Probability (dark purple 0, yellow 1)"]

@@ -373,3 +373,60 @@ def test_shards_of_one_folder_run_at_once(tree, tiny_checkpoint, tmp_path):
     finally:
         other.kill()
         other.wait(timeout=60)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_rerun_without_resume_is_refused_and_overwrite_leaves_exactly_the_new_run(tree, tiny_checkpoint,
+                                                                                     tmp_path, capsys):
+    """A re-run without --resume kept the earlier run's overlays among the new outputs."""
+    out = tmp_path / "out"
+    assert _run([tree, "--out-dir", out, "--overlay"], tiny_checkpoint) == 0
+    before = {name: (out / name).read_bytes() for name in _files(out)}
+    assert len([n for n in before if n.startswith("overlays/")]) == len(TREE)
+    capsys.readouterr()
+    assert _run([tree / "a", "--out-dir", out], tiny_checkpoint) == 2
+    assert capsys.readouterr().err == (
+        f"alignzeg: error: --out-dir '{out}' is not empty (it holds errors.jsonl, labels, overlays, results.jsonl, "
+        "run.json); use --resume to continue the run written there, --overwrite to remove it first, or a new "
+        "--out-dir\n")
+    assert {name: (out / name).read_bytes() for name in _files(out)} == before  # untouched
+    assert _run([tree / "a", "--out-dir", out, "--overwrite", "--resume"], tiny_checkpoint) == 2
+    assert "--resume continues the run in --out-dir and --overwrite removes it; give one" in capsys.readouterr().err
+    assert _run([tree / "a", "--out-dir", out, "--overwrite"], tiny_checkpoint) == 0
+    assert _files(out) == ["errors.jsonl", "labels/cat.png", "results.jsonl", "run.json"]
+    assert [r["input"] for r in _records(out / "results.jsonl")] == ["cat.jpg"]
+    assert json.loads((out / "run.json").read_text())["overlay"] is False
+
+
+def test_overwrite_never_empties_a_folder_that_no_run_wrote(tree, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert _run([tree / "a", "--out-dir", out], tiny_checkpoint) == 2
+    assert "is not empty (it holds notes.txt)" in capsys.readouterr().err
+    assert _run([tree / "a", "--out-dir", out, "--overwrite"], tiny_checkpoint) == 2
+    assert (f"--overwrite: --out-dir '{out}' holds notes.txt but no run of alignzeg segment (run.json); it is not "
+            "emptied: use a new or empty --out-dir") in capsys.readouterr().err
+    assert _files(out) == ["notes.txt"]
+
+
+def test_a_shard_rerun_is_refused_other_shards_are_not_and_overwrite_replaces_only_its_own_files(
+        tree, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run([tree, "--out-dir", out, "--shard", "1/2", "--overlay"], tiny_checkpoint) == 0
+    first = [r["input"] for r in _records(out / "results-1-of-2.jsonl")]
+    assert _run([tree, "--out-dir", out, "--shard", "2/2"], tiny_checkpoint) == 0  # the other shard's files: fine
+    second = _records(out / "results-2-of-2.jsonl")
+    shard_two = {r["labels"]: (out / r["labels"]).read_bytes() for r in second}
+    capsys.readouterr()
+    assert _run([tree, "--out-dir", out, "--shard", "1/2"], tiny_checkpoint) == 2
+    assert "is not empty (it holds errors-1-of-2.jsonl, results-1-of-2.jsonl, run-1-of-2.json)" in capsys.readouterr().err
+    assert _run([tree, "--out-dir", out, "--shard", "1/3"], tiny_checkpoint) == 2  # another sharding's files
+    assert _run([tree, "--out-dir", out, "--shard", "1/2", "--overwrite"], tiny_checkpoint) == 0  # no --overlay now
+    assert [r["input"] for r in _records(out / "results-1-of-2.jsonl")] == first
+    assert not (out / "overlays").exists() or not list((out / "overlays").rglob("*.png"))
+    assert {r["labels"]: (out / r["labels"]).read_bytes() for r in second} == shard_two  # shard 2 untouched
+    assert len(_files(out / "labels")) == len(TREE)

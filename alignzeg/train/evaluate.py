@@ -23,19 +23,19 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..pipeline.options import resolve_bias_correction as resolve_pbc
 from ..metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
+from ..progress import track
 
-__all__ = ["ConfusionMatrix", "EvalResult", "compute_metrics", "evaluate", "resolve_bias_correction"]
+__all__ = ["ConfusionMatrix", "EvalResult", "METRIC_KEYS", "compute_metrics", "evaluate", "resolve_bias_correction"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class EvalResult:
-    """Metrics as fractions in [0, 1] (``table()`` prints percentages).
+    """Metrics as fractions in [0, 1] (``table()`` prints them and ``to_dict()`` writes them in percent).
 
     Attributes:
         miou_seen / miou_unseen / hiou / miou / pixel_accuracy: floats (NaN when undefined).
@@ -68,15 +68,13 @@ class EvalResult:
         return _share(self.confusion, self.seen, ~self.seen)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready metrics (fractions, ``None`` for NaN), per-class IoUs and the (K, K + 1) confusion matrix."""
-        def num(v: float) -> float | None:
-            return None if math.isnan(v) else float(v)
-
+        """JSON-ready metrics in percent (as ``table()`` prints them and the model card states them: ``hIoU``,
+        ``mIoU_seen``, ``mIoU_unseen``; ``None`` for NaN), per-class IoUs in percent and the (K, K + 1)
+        confusion matrix (pixel counts)."""
         return {
-            "mIoU(S)": num(self.miou_seen), "mIoU(U)": num(self.miou_unseen), "hIoU": num(self.hiou),
-            "mIoU": num(self.miou), "pixel_accuracy": num(self.pixel_accuracy),
-            "unseen_as_seen": num(self.unseen_as_seen), "seen_as_unseen": num(self.seen_as_unseen),
-            "per_class": [{"class": n, "seen": bool(s), "IoU": num(v)}
+            "unit": "percent",
+            **{key: _percent(getattr(self, attr)) for key, attr in METRIC_KEYS.items()},
+            "per_class": [{"class": n, "seen": bool(s), "IoU": _percent(v)}
                           for n, s, v in zip(self.class_names, self.seen, self.iou)],
             "confusion": {"rows": "true class, in class order",
                           "columns": "predicted class, in class order, then 'other' (unlabelled)",
@@ -92,6 +90,18 @@ class EvalResult:
         lines.append(f"mIoU(S) {100 * self.miou_seen:.2f}  mIoU(U) {100 * self.miou_unseen:.2f}  "
                      f"hIoU {100 * self.hiou:.2f}  mIoU {100 * self.miou:.2f}  pAcc {100 * self.pixel_accuracy:.2f}")
         return "\n".join(lines)
+
+
+METRIC_KEYS = {"hIoU": "hiou", "mIoU_seen": "miou_seen", "mIoU_unseen": "miou_unseen", "mIoU": "miou",
+               "pixel_accuracy": "pixel_accuracy", "unseen_as_seen": "unseen_as_seen",
+               "seen_as_unseen": "seen_as_unseen"}
+"""``to_dict()``'s metric keys (the first three are the model card's ``metrics`` keys) -> ``EvalResult``
+attributes."""
+
+
+def _percent(value: float) -> float | None:
+    """A fraction in [0, 1] -> percent; ``None`` for NaN (JSON has no NaN)."""
+    return None if math.isnan(value) else 100.0 * float(value)
 
 
 def _share(confusion: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> float:
@@ -167,7 +177,7 @@ def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = 
     vocabulary, class_names = (fixed, names) if fixed is not None else (list(names), None)
     matrix = ConfusionMatrix(len(names))
     count = len(dataset) if limit is None else min(limit, len(dataset))
-    for i in tqdm(range(count), disable=not progress, desc="alignzeg-eval"):
+    for i in track(range(count), disable=not progress, desc="alignzeg-eval"):
         item = dataset[i]
         result = segmenter.segment(_image_array(item["image"]), vocabulary, seen=seen, class_names=class_names,
                                    bias_correction=bias_correction, keep_image=False)

@@ -40,13 +40,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from ..config import AlignZegConfig, check_field_types, file_mode
 from ..demo.world import AttributeWorld, keyed_rng, voronoi_labels
 from ..modeling.clip_backbone import CLIPBackbone
 from ..modeling.text_encoder import VocabularyEncoder
 from ..presets import get_preset_config
+from ..progress import advance, progress_bar
 
 __all__ = ["CAPTION_TEMPLATES", "MiniClipConfig", "pretrain_clip", "save_clip", "zero_shot_accuracy",
            "render_captioned_batch", "world_captions", "CaptionSource"]
@@ -219,22 +219,23 @@ def pretrain_clip(source: AttributeWorld | CaptionSource, config: MiniClipConfig
     rest = [p for n, p in clip.named_parameters() if not (p.dim() >= 2 and "embedding" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                    {"params": rest, "weight_decay": 0.0}], lr=config.lr, foreach=True)
-    bar = tqdm(range(config.steps), disable=not config.progress, desc="mini-CLIP")
-    for step in bar:
-        images, captions, keys = first if step == 0 else _check_batch(
-            source(keyed_rng(config.seed, "clip", step), config.batch_size), config.batch_size)
-        for group in optimizer.param_groups:
-            group["lr"] = _lr(config, step)
-        image_emb = clip.encode_image((images - mean) / std, normalize=True)
-        text_emb = backbone.encode_text(backbone.tokenize(captions))
-        loss = _contrastive_loss(image_emb, text_emb, clip.logit_scale.exp().clamp(max=100), keys)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        bar.set_postfix(loss=f"{value:.3f}")
-        if step % 50 == 0 or step == config.steps - 1:
-            logger.info("mini-CLIP step %d/%d loss %.4f", step + 1, config.steps, value)
+    with progress_bar(config.steps, disable=not config.progress, desc="mini-CLIP") as bar:
+        for step in range(config.steps):
+            images, captions, keys = first if step == 0 else _check_batch(
+                source(keyed_rng(config.seed, "clip", step), config.batch_size), config.batch_size)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr(config, step)
+            image_emb = clip.encode_image((images - mean) / std, normalize=True)
+            text_emb = backbone.encode_text(backbone.tokenize(captions))
+            loss = _contrastive_loss(image_emb, text_emb, clip.logit_scale.exp().clamp(max=100), keys)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+            if step % 50 == 0 or step == config.steps - 1:
+                logger.info("mini-CLIP step %d/%d loss %.4f", step + 1, config.steps, value)
+            advance(bar)
     return clip.requires_grad_(False).eval()
 
 

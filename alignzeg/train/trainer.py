@@ -56,12 +56,12 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm.auto import tqdm
 
 from ..checkpoint import build_model, clip_fingerprint, save_checkpoint
 from ..clip_weights import normalize_clip_pretrained
 from ..config import write_json
 from ..device import autocast_dtype
+from ..progress import advance, progress_bar
 from ..hub import WEIGHTS_NAME
 from ..state_dicts import load_state_dict_strict
 from ..modeling.model import AlignZegModel
@@ -236,6 +236,9 @@ class Trainer:
         if device is None:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available; set the config's device to "
+                             "\"cpu\" (alignzeg-train --set 'device=\"cpu\"')")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
 
@@ -334,16 +337,18 @@ class Trainer:
             net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                           else None)
         batches = iter(self._loader(start * cfg.grad_accum, cfg.iterations * cfg.grad_accum))
-        bar = tqdm(range(start, cfg.iterations), disable=not cfg.progress or self.rank != 0, desc="alignzeg-train")
-        for step in bar:
-            record = self._step(step, net, optimizer, scaler, autocast, batches)
-            self.history.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            if step % cfg.log_every == 0 or step == cfg.iterations - 1:
-                logger.info("step %d/%d %s", step + 1, cfg.iterations,
-                            " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
-            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iterations:
-                self.save_checkpoint(step + 1, optimizer, scaler)
+        with progress_bar(cfg.iterations, initial=start, disable=not cfg.progress or self.rank != 0,
+                          desc="alignzeg-train") as bar:
+            for step in range(start, cfg.iterations):
+                record = self._step(step, net, optimizer, scaler, autocast, batches)
+                self.history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)  # drawn with the step's count
+                if step % cfg.log_every == 0 or step == cfg.iterations - 1:
+                    logger.info("step %d/%d %s", step + 1, cfg.iterations,
+                                " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "step"))
+                if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.iterations:
+                    self.save_checkpoint(step + 1, optimizer, scaler)
+                advance(bar)
         return self._finish()
 
     def _step(self, step: int, net: torch.nn.Module, optimizer: torch.optim.Optimizer,

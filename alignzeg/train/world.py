@@ -232,6 +232,8 @@ def _check_clip(source: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m alignzeg.train.world export --world 0 --out data/world0``."""
+    from ..cli import CLI_ERRORS, error_line
+
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -241,9 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--clip-steps must be >= 0, got {args.clip_steps}")
         clip_source = _check_clip(args.clip) if args.clip is not None else None
         check_export_dir(args.out, args.overwrite)
-    except ValueError as err:
-        print(f"python -m alignzeg.train.world: error: {err}", file=sys.stderr)
+        return _export(args, clip_source)
+    except CLI_ERRORS as err:
+        print(error_line("python -m alignzeg.train.world", err), file=sys.stderr)
         return 2
+
+
+def _export(args: Any, clip_source: str | None) -> int:
+    """``export``'s work once its options are checked: the data, the mini-CLIP, the train config."""
     from .object_world import make_world
 
     world = make_world(args.family, args.world)

@@ -71,6 +71,12 @@ def test_calibration_split_rules():
         check_calibration_split("test", "val")
     with pytest.raises(ValueError, match="a calibration split is required"):
         check_calibration_split("", "val")
+    for training in ("train", "trainaug", "Train_aug"):
+        with pytest.raises(ValueError, match=f"calibration split '{training}' is a training split.*"
+                                             "--allow-training-split"):
+            check_calibration_split(training, "val")
+        check_calibration_split(training, "val", allow_training=True)
+    check_calibration_split("calib_from_train", "val")  # a held-out list of training images: not a training split
 
 
 def test_calibrate_picks_the_best_grid_point(trained_indicator, shapes_factory):
@@ -163,6 +169,7 @@ def _voc_tree(root):
     lists = base / "ImageSets" / "Segmentation"
     lists.mkdir(parents=True)
     (lists / "calib.txt").write_text("c0\nc1\n")
+    (lists / "train.txt").write_text("c0\nc1\n")
     (lists / "val.txt").write_text("v0\n")
 
 
@@ -214,7 +221,7 @@ def test_alignzeg_eval_calibrate_writes_a_new_folder_and_never_its_input(tiny_ch
     assert (f"pbc_threshold {written['pbc_threshold']:g}, seen_score_offset {written['seen_score_offset']:g}, "
             f"pbc_soft {soft}, readout weights {written['readout_weight_seen']:g} (seen) / "
             f"{written['readout_weight_unseen']:g} (unseen) "
-            f"(transductive) (hIoU {100 * report['calibration']['hIoU']:.2f})") in printed
+            f"(transductive) (hIoU {report['calibration']['hIoU']:.2f})") in printed  # percent in both
     assert written["calibration_protocol"] == "transductive" and report["calibration"]["protocol"] == "transductive"
     assert written["calibration_classes"] == report["calibration"]["calibration_classes"]  # every VOC class
     assert len(written["calibration_classes"]) == 20 and "pottedplant" in written["calibration_classes"]
@@ -287,11 +294,20 @@ def test_contradictory_options_are_refused(tiny_checkpoint, tmp_path, capsys):
     cases = {
         ("--bias-correction", "on", "--no-bias-correction"): "--no-bias-correction contradicts --bias-correction on",
         ("--calibrate", "--calib-split", "calib", "--out", str(tmp_path / "o"), "--pbc-threshold", "0.5"):
-            "--pbc-threshold fix the values that --calibrate would choose",
-        ("--no-bias-correction", "--seen-score-offset", "1"): "no effect with bias correction off",
-        ("--calib-split", "calib"): "--calib-split only apply with --calibrate",
-        ("--readout-weights", "0:0"): "--readout-weights only apply with --calibrate",
-        ("--transductive",): "--transductive only apply with --calibrate",
+            "--calibrate chooses the bias-correction values itself, so it cannot be combined with --pbc-threshold; "
+            "give one or the other",
+        ("--no-bias-correction", "--seen-score-offset", "1"):
+            "with bias correction off, --seen-score-offset would change nothing; drop it or turn bias correction on",
+        ("--no-bias-correction", "--seen-score-offset", "1", "--pbc-threshold", "0.5"):
+            "with bias correction off, --pbc-threshold and --seen-score-offset would change nothing; drop them",
+        ("--calib-split", "calib"): "calibration options without --calibrate: --calib-split; add --calibrate or drop it",
+        ("--readout-weights", "0:0", "--transductive"):
+            "calibration options without --calibrate: --readout-weights, --transductive; add --calibrate or drop them",
+        ("--allow-training-split",): "calibration options without --calibrate: --allow-training-split",
+        # a training split: refused unless said explicitly
+        ("--calibrate", "--calib-split", "train", "--out", str(tmp_path / "o")):
+            "calibration split 'train' is a training split: settings chosen on images the model was trained on "
+            "suit those images, not new ones;",
         ("--calibrate", "--calib-split", "calib", "--out", str(tmp_path / "o"), "--transductive",
          "--calibration-model", str(tmp_path)): "--calibration-model calibrates inductively and --transductive",
         # tiny_checkpoint's class indicator was never trained: PBC's thresholds do not apply to it
@@ -460,3 +476,18 @@ def test_describe_names_only_the_settings_that_act():
     soft = CalibrationResult(0.5, 0.25, 0.5, pbc_soft=True, protocol="inductive")
     assert soft.describe() == "soft PBC (no threshold), seen_score_offset 0.25 (inductive)"
     assert CalibrationResult(0.5, 0.0, 0.5).describe() == "pbc_threshold 0.5, seen_score_offset 0 (transductive)"
+
+
+def test_calibrating_on_the_training_split_needs_saying_so_and_warns(tiny_checkpoint, tmp_path, capsys):
+    _voc_tree(tmp_path / "data")
+    args = [str(tiny_checkpoint), "--dataset", "voc", "--data-root", str(tmp_path / "data"), "--quiet", "--device",
+            "cpu", "--no-bias-correction", "--calibrate", "--transductive", "--calib-split", "train", "--offsets",
+            "0,1", "--readout-weights", "0:0"]
+    assert main(args + ["--out", str(tmp_path / "refused")]) == 2
+    assert "calibration split 'train' is a training split" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+    assert main(args + ["--allow-training-split", "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err
+    assert ("alignzeg-eval: warning: calibrating on training split 'train' (--allow-training-split): if the model "
+            "was trained on these images, the chosen settings suit them better than new images") in err
+    assert (tmp_path / "o" / "config.json").is_file()

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +39,26 @@ def test_metrics_by_hand():
     assert r.pixel_accuracy == pytest.approx(4 / 7)
     table = r.table()
     assert "UNSEEN   50.0" in table and "hIoU 47.83" in table
-    assert r.to_dict()["hIoU"] == pytest.approx(2 * s * u / (s + u))
+    data = r.to_dict()  # percent, as printed, under the model card's keys
+    assert data["unit"] == "percent"
+    assert data["hIoU"] == pytest.approx(100 * 2 * s * u / (s + u))
+    assert (data["mIoU_seen"], data["mIoU_unseen"]) == pytest.approx((100 * s, 100 * u))
+    assert data["mIoU"] == pytest.approx(100 * (0.25 + 2 / 3 + 0.5) / 3)
+    assert data["pixel_accuracy"] == pytest.approx(100 * 4 / 7)
+    assert [c["IoU"] for c in data["per_class"]] == pytest.approx([25.0, 200 / 3, 50.0])
+    assert f"hIoU {data['hIoU']:.2f}" in table
+
+
+def test_the_json_uses_the_model_cards_metric_keys():
+    from alignzeg.demo import model_path
+
+    card = Path(model_path(), "README.md").read_text()
+    front = card.split("---")[1]
+    card_keys = [line.split(":")[0].strip() for line in front.split("metrics:")[1].splitlines() if line.strip()]
+    assert card_keys == ["hIoU", "mIoU_seen", "mIoU_unseen"]
+    cm = ConfusionMatrix(3)
+    cm.update(PRED, LABEL)
+    assert set(card_keys) <= set(compute_metrics(cm.matrix, [True, True, False], ["a", "b", "c"]).to_dict())
 
 
 def test_unseen_as_seen_and_the_confusion_matrix_in_the_json_by_hand():
@@ -48,7 +68,7 @@ def test_unseen_as_seen_and_the_confusion_matrix_in_the_json_by_hand():
     # row c (unseen) = [1, 0, 1, 0]: one of its 2 pixels went to a seen class; seen rows never predict c
     assert r.unseen_as_seen == 0.5 and r.seen_as_unseen == 0.0
     data = r.to_dict()
-    assert data["unseen_as_seen"] == 0.5 and data["confusion"]["matrix"] == [[1, 1, 0, 1], [0, 2, 0, 0], [1, 0, 1, 0]]
+    assert data["unseen_as_seen"] == 50.0 and data["confusion"]["matrix"] == [[1, 1, 0, 1], [0, 2, 0, 0], [1, 0, 1, 0]]
     assert math.isnan(compute_metrics(cm.matrix, [True, True, True], ["a", "b", "c"]).unseen_as_seen)
 
 
@@ -93,11 +113,18 @@ def test_alignzeg_eval_cli(tiny_checkpoint, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "mIoU(S)" in printed and "dog" in printed
     metrics = json.loads(out.read_text())
+    summary = printed.strip().splitlines()[-1].split()  # mIoU(S) x  mIoU(U) y  hIoU z  mIoU w  pAcc v
+    printed_values = dict(zip(summary[::2], summary[1::2]))
+    for shown, key in (("hIoU", "hIoU"), ("mIoU(S)", "mIoU_seen"), ("mIoU(U)", "mIoU_unseen"), ("mIoU", "mIoU"),
+                       ("pAcc", "pixel_accuracy")):
+        value = metrics[key]
+        assert printed_values[shown] == ("nan" if value is None else f"{value:.2f}"), (shown, printed_values)
+    assert metrics["pixel_accuracy"] is not None and 0 < metrics["pixel_accuracy"] <= 100
     assert [c["class"] for c in metrics["per_class"]] == ["cat", "dog"]
     assert [c["seen"] for c in metrics["per_class"]] == [True, False]
     matrix = np.array(metrics["confusion"]["matrix"])
     assert matrix.shape == (2, 3) and matrix.sum() == 28 * 40  # every valid pixel (4 rows ignored)
-    assert metrics["unseen_as_seen"] == pytest.approx(matrix[1, 0] / matrix[1].sum())
+    assert metrics["unseen_as_seen"] == pytest.approx(100 * matrix[1, 0] / matrix[1].sum())
     assert metrics["images"]["evaluated"] == {"split": None, "count": 1, "folder": str(root.resolve() / "images"),
                                               "files": ["a.jpg"]}
     assert main([str(tiny_checkpoint), "--dataset", "voc", "--data-root", str(tmp_path / "nope")]) == 2
@@ -132,3 +159,18 @@ def test_fixed_bias_correction_values_are_evaluated_without_writing(tiny_checkpo
     expected = evaluate(segmenter, folder_dataset(root, seen_classes=["cat"]), bias_correction=True)
     assert report["confusion"]["matrix"] == expected.confusion.tolist()
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()} == before
+
+
+def test_an_error_while_evaluating_is_one_line_without_a_traceback(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    """alignzeg-eval's evaluation ran outside its error handling: a failure there printed a traceback."""
+    import alignzeg.train.eval_cli as eval_cli
+
+    def fail(*args, **kwargs):
+        raise OSError("cannot read labels/a.png:\nunexpected end of file")
+
+    monkeypatch.setattr(eval_cli, "evaluate", fail)
+    label = np.zeros((8, 8), np.uint8)
+    root = write_folder_dataset(tmp_path / "data", ["cat", "dog"], {"a.png": (np.zeros((8, 8, 3), np.uint8), label)})
+    assert main([str(tiny_checkpoint), "--dataset", "folder", "--data-root", str(root), "--device", "cpu",
+                 "--no-bias-correction", "--quiet"]) == 2
+    assert capsys.readouterr().err == "alignzeg-eval: error: cannot read labels/a.png: unexpected end of file\n"

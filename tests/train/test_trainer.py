@@ -264,3 +264,32 @@ def test_resume_auto_says_a_run_is_complete_or_has_no_checkpoint(tmp_path, capsy
                               f"{bare / 'checkpoints' / 'step_*'}: its config saves none"), message
     # An empty or missing --out with resume="auto" is a fresh run, as before.
     assert Trainer(cfg, None, ShapesDataset(num=4), out_dir=tmp_path / "new", resume="auto")._resume_from is None
+
+
+def test_a_cuda_device_without_cuda_is_refused_saying_how_to_set_the_cpu(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    from shapes_data import ShapesDataset
+
+    with pytest.raises(ValueError) as info:
+        Trainer(TrainConfig(**{**FAST, "device": "cuda"}), None, ShapesDataset(num=2))
+    assert str(info.value) == ("device 'cuda' requested but CUDA is not available; set the config's device to \"cpu\" "
+                               "(alignzeg-train --set 'device=\"cpu\"')")
+
+
+def test_the_config_is_logged_once_and_the_bar_ends_with_one_line(tmp_path, capsys, caplog):
+    import numpy as np
+    from shapes_data import write_folder_dataset
+
+    label = np.zeros((16, 16), np.uint8)
+    label[:, 8:] = 1
+    root = write_folder_dataset(tmp_path / "data", ["left", "right"],
+                                {"0.png": (np.repeat((label * 200)[:, :, None], 3, axis=2), label)})
+    args = ["--set", "preset=\"tiny\"", "--set", "iterations=2", "--set", "batch_size=1", "--set", "device=\"cpu\"",
+            "--dataset", "folder", "--data-root", str(root), "--out", str(tmp_path / "run")]
+    with caplog.at_level("INFO"):
+        assert train_main(args) == 0
+    logged = [r.getMessage() for r in caplog.records if "train config" in r.getMessage().split(":")[0]]
+    assert len(logged) == 1 and logged[0].startswith("train config: {'preset': 'tiny'"), logged
+    bar = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if "alignzeg-train" in line]
+    assert sum("2/2" in line for line in bar) == 1, bar
