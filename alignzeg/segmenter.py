@@ -25,7 +25,7 @@ from .clip_weights import normalize_clip_pretrained
 from .config import AlignZegConfig
 from .device import autocast_dtype, resolve_device
 from .errors import WeightsError
-from .modeling.model import AlignZegModel
+from .modeling.model import AlignZegModel, AlignZegOutput
 from .modeling.semantic_map import output_probabilities, upsample_labels
 from .modeling.text_encoder import VocabularyEncoder
 from .pipeline.images import MAX_PIXELS, ImageInput
@@ -271,14 +271,31 @@ class AlignZegSegmenter(SegmentPipeline):
         decided = self._resolve_bias_correction(bias_correction, seen_mask.tolist())
         return self._forward(crops, class_embeddings, seen_mask, decided)
 
+    def model_outputs(self, crops: torch.Tensor, class_embeddings: torch.Tensor,
+                      seen_mask: torch.Tensor) -> AlignZegOutput:
+        """The network's raw outputs on ready-made crops, run as ``segment`` runs it (on ``self.device``, in the
+        weights' dtype, under ``autocast_context()`` and inference mode), before any post-processing: what
+        ``predict_torch`` turns into probabilities and the calibration grid caches.
+
+        Args:
+            crops: (B, 3, S, S) float RGB in [0, 1], S = ``config.input_size``, on any device.
+            class_embeddings: (C, E) float, L2-normalised, on any device.
+            seen_mask: (C,) bool tensor, on any device.
+
+        Returns:
+            ``AlignZegOutput`` (B images, N proposals, C classes) on the device, in the autocast or weight dtype.
+        """
+        weight_dtype = next(self.model.extractor.parameters()).dtype
+        with torch.inference_mode(), self.autocast_context():
+            return self.model(crops.to(self.device, weight_dtype), class_embeddings.to(self.device, weight_dtype),
+                              deep_supervision=False, seen_mask=seen_mask.to(self.device))
+
     def _forward(self, crops: torch.Tensor, class_embeddings: torch.Tensor, seen_mask: torch.Tensor,
                  bias_correction: bool) -> torch.Tensor:
         """``predict_torch`` with the bias correction already decided: (B, C + 1, h, w) float32 on the device."""
-        weight_dtype = next(self.model.extractor.parameters()).dtype
-        with torch.inference_mode(), self.autocast_context():
-            seen_mask = seen_mask.to(self.device)
-            out = self.model(crops.to(self.device, weight_dtype), class_embeddings.to(self.device, weight_dtype),
-                             deep_supervision=False, seen_mask=seen_mask)
+        seen_mask = seen_mask.to(self.device)
+        out = self.model_outputs(crops, class_embeddings, seen_mask)
+        with torch.inference_mode(), self.autocast_context():  # the post-processing under the same precision
             return output_probabilities(out, seen_mask, self.config, bias_correction)
 
     def export_onnx(self, path: str | os.PathLike, **kwargs: Any) -> str:
