@@ -126,8 +126,8 @@ def test_no_block_is_repeated_between_the_back_ends():
 
 # Any model file from any front end ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def onnx_file(tiny_segmenter, tmp_path_factory):
-    return tiny_segmenter.export_onnx(tmp_path_factory.mktemp("onnx") / "tiny.onnx", vocabulary=CLASSES)
+def onnx_file(tiny_onnx):
+    return tiny_onnx  # tests/conftest.py: the tiny model with CLASSES among its stored names
 
 
 def test_load_segmenter_chooses_the_back_end_by_what_the_path_holds(tiny_checkpoint, onnx_file, tmp_path):
