@@ -112,8 +112,8 @@ def cache_outputs(segmenter: Any, dataset: Any, limit: int | None = None, batch_
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("class", "mask", "unseen", "readout")}
     labels, plans, pending = [], [], []
 
-    def run(crops: list[np.ndarray]) -> None:
-        out = segmenter.model_outputs(torch.from_numpy(np.stack(crops)), embeddings, seen_mask)
+    def run(crops: list[torch.Tensor]) -> None:
+        out = segmenter.model_outputs(torch.stack(crops), embeddings, seen_mask)
         parts["class"].append(out.class_logits.float().cpu())
         parts["mask"].append(out.mask_logits.float().cpu())
         parts["unseen"].append(out.unseen_logits.float().cpu())
