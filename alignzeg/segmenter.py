@@ -25,7 +25,7 @@ from .clip_weights import normalize_clip_pretrained
 from .config import AlignZegConfig
 from .device import autocast_dtype, resolve_device
 from .errors import WeightsError
-from .modeling.model import AlignZegModel
+from .modeling.model import AlignZegModel, AlignZegOutput
 from .modeling.semantic_map import output_probabilities, upsample_labels
 from .modeling.text_encoder import VocabularyEncoder
 from .pipeline.images import MAX_PIXELS, ImageInput
@@ -72,6 +72,7 @@ class AlignZegSegmenter(SegmentPipeline):
         self.autocast = bool(check_bool("autocast", autocast))
         self.progress = bool(check_bool("progress", progress))
         self.max_pixels = max_pixels
+        self.array_module = torch  # crops and maps stay tensors from _resize to _upsample_labels
         self.vocabulary = VocabularyEncoder(self.model.backbone, self.config.templates,
                                             progress=lambda: self.progress)
 
@@ -228,22 +229,24 @@ class AlignZegSegmenter(SegmentPipeline):
         tensor = value.detach().cpu()
         return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
 
-    def _resize(self, pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        # torch's antialiased bilinear on the CPU (it uses the intra-op threads; PIL's is single-threaded):
-        # 2 threads, 512x512 -> 64x64 0.7 vs 1.6 ms, 1080x1920 -> 512x912 6.2 vs 17.6 ms (docs/performance.md)
-        return resize_pixels(torch.from_numpy(pixels), size).numpy()
+    def _resize(self, pixels: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        # the image's one numpy -> torch crossing (a view on the CPU: no copy). torch's antialiased bilinear on
+        # the CPU (it uses the intra-op threads; PIL's is single-threaded): 2 threads, 512x512 -> 64x64 0.7 vs
+        # 1.6 ms, 1080x1920 -> 512x912 6.2 vs 17.6 ms (docs/performance.md)
+        tensor = torch.from_numpy(pixels)
+        return tensor if tuple(tensor.shape[1:]) == tuple(size) else resize_pixels(tensor, size)
 
-    def _predict(self, crops: np.ndarray, embeddings: torch.Tensor, seen: np.ndarray,
-                 bias_correction: bool) -> np.ndarray:
-        return self._forward(torch.from_numpy(crops), embeddings, torch.from_numpy(seen), bias_correction)\
-            .float().cpu().numpy()
+    def _predict(self, crops: torch.Tensor, embeddings: torch.Tensor, seen: np.ndarray,
+                 bias_correction: bool) -> torch.Tensor:
+        return self._forward(crops, embeddings, torch.from_numpy(seen), bias_correction).float().cpu()
 
-    def _upsample_labels(self, probs: np.ndarray, size: tuple[int, int],
-                         threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
+    def _upsample_labels(self, probs: torch.Tensor, size: tuple[int, int],
+                         threshold: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # torch's banded upsample, measured faster than the numpy one where many classes stay candidates
-        # (untrained or uncertain maps: 2.2x on the tiny preset with 171 classes; docs/performance.md)
-        labels, confidence = upsample_labels(torch.from_numpy(np.ascontiguousarray(probs)), size, threshold)
-        return labels.numpy(), confidence.numpy()
+        # (untrained or uncertain maps: 2.2x on the tiny preset with 171 classes; docs/performance.md); then the
+        # image's one torch -> numpy crossing (views on the CPU)
+        labels, confidence = upsample_labels(probs.contiguous(), size, threshold)
+        return probs.numpy(), labels.numpy(), confidence.numpy()
 
     # Inference ---------------------------------------------------------------------------------------
     def autocast_context(self) -> contextlib.AbstractContextManager:
@@ -271,14 +274,31 @@ class AlignZegSegmenter(SegmentPipeline):
         decided = self._resolve_bias_correction(bias_correction, seen_mask.tolist())
         return self._forward(crops, class_embeddings, seen_mask, decided)
 
+    def model_outputs(self, crops: torch.Tensor, class_embeddings: torch.Tensor,
+                      seen_mask: torch.Tensor) -> AlignZegOutput:
+        """The network's raw outputs on ready-made crops, run as ``segment`` runs it (on ``self.device``, in the
+        weights' dtype, under ``autocast_context()`` and inference mode), before any post-processing: what
+        ``predict_torch`` turns into probabilities and the calibration grid caches.
+
+        Args:
+            crops: (B, 3, S, S) float RGB in [0, 1], S = ``config.input_size``, on any device.
+            class_embeddings: (C, E) float, L2-normalised, on any device.
+            seen_mask: (C,) bool tensor, on any device.
+
+        Returns:
+            ``AlignZegOutput`` (B images, N proposals, C classes) on the device, in the autocast or weight dtype.
+        """
+        weight_dtype = next(self.model.extractor.parameters()).dtype
+        with torch.inference_mode(), self.autocast_context():
+            return self.model(crops.to(self.device, weight_dtype), class_embeddings.to(self.device, weight_dtype),
+                              deep_supervision=False, seen_mask=seen_mask.to(self.device))
+
     def _forward(self, crops: torch.Tensor, class_embeddings: torch.Tensor, seen_mask: torch.Tensor,
                  bias_correction: bool) -> torch.Tensor:
         """``predict_torch`` with the bias correction already decided: (B, C + 1, h, w) float32 on the device."""
-        weight_dtype = next(self.model.extractor.parameters()).dtype
-        with torch.inference_mode(), self.autocast_context():
-            seen_mask = seen_mask.to(self.device)
-            out = self.model(crops.to(self.device, weight_dtype), class_embeddings.to(self.device, weight_dtype),
-                             deep_supervision=False, seen_mask=seen_mask)
+        seen_mask = seen_mask.to(self.device)
+        out = self.model_outputs(crops, class_embeddings, seen_mask)
+        with torch.inference_mode(), self.autocast_context():  # the post-processing under the same precision
             return output_probabilities(out, seen_mask, self.config, bias_correction)
 
     def export_onnx(self, path: str | os.PathLike, **kwargs: Any) -> str:

@@ -36,3 +36,13 @@ def assert_same_segmentation(a, b, atol: float = ATOL) -> None:
     np.testing.assert_allclose(a.class_probs, b.class_probs, rtol=0, atol=atol)
     np.testing.assert_allclose(a.scores, b.scores, rtol=0, atol=atol)
     assert_same_labels(a.label_map, b.label_map, a, atol)
+
+
+def assert_same_pixels(confusion_a: np.ndarray, confusion_b: np.ndarray, share: float = 1e-3) -> None:
+    """Two (K, K + 1) confusion matrices of the same pixels that differ in at most ``share`` of them (a pixel that
+    moves changes two cells): for two code paths that batch crops differently, where float rounding may flip a
+    pixel whose two best classes tie."""
+    total = confusion_a.sum()
+    assert total == confusion_b.sum() > 0
+    moved = np.abs(confusion_a - confusion_b).sum() / 2
+    assert moved <= share * total, f"{moved:g} of {total} pixels labelled otherwise (more than {share:g})"

@@ -46,6 +46,17 @@ def tiny_checkpoint(tiny_segmenter, tmp_path_factory):
     return path
 
 
+TINY_ONNX_VOCABULARY = ("person", "chair", "sofa", "wall", "cat", "dog")
+"""The class names stored in ``tiny_onnx`` (the ONNX file has no text tower: a vocabulary uses these)."""
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_segmenter, tmp_path_factory):
+    """``tiny_segmenter`` exported to ONNX (float32) with ``TINY_ONNX_VOCABULARY`` stored: the path."""
+    return tiny_segmenter.export_onnx(tmp_path_factory.mktemp("tiny_onnx") / "tiny.onnx",
+                                      vocabulary=list(TINY_ONNX_VOCABULARY))
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -226,6 +226,26 @@ def test_app_process_names_the_url_and_the_exit_status_when_the_app_cannot_start
             pass
 
 
+def test_app_with_an_onnx_model_serves_segment(tiny_onnx, voc, tmp_path):
+    """``alignzeg app --model model.onnx``: the page runs the file with ONNX Runtime and ``/segment`` answers with
+    the overlay and the table of the classes asked for (from the vocabulary stored in the file)."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    log = tmp_path / "app.log"
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(Path(__file__).parents[1]))
+    image = tmp_path / "voc.png"
+    Image.fromarray(voc["rgb"]).save(image)
+    with app_process(["--device", "cpu", "--model", str(tiny_onnx)], env=env, log=log, timeout=START_TIMEOUT) as url:
+        client = Client(url, verbose=False)
+        overlay, table = client.predict(handle_file(str(image)), "person, chair, sofa", api_name="/segment")
+        assert Image.open(overlay).size == (500, 375)
+        assert {row[0] for row in table["data"]} <= {"person", "chair", "sofa"} and len(table["data"]) >= 1
+        assert sum(row[table["headers"].index("pixels %")] for row in table["data"]) == pytest.approx(100.0, abs=0.1)
+        with pytest.raises(AppError, match=r"not in the vocabulary stored in this ONNX file"):
+            client.predict(handle_file(str(image)), "person, zebra", api_name="/segment")
+
+
 def _world_png(tmp_path, index) -> str:
     image, _ = WORLD.sample("test", index)
     path = tmp_path / f"world_{index}.png"

@@ -78,7 +78,7 @@ class _RedBackend(SegmentPipeline):
 
     def _resize(self, pixels, size):
         self.calls.append(("resize", size))
-        return resize_bilinear(pixels, size)
+        return pixels if pixels.shape[1:] == size else resize_bilinear(pixels, size)
 
     def _predict(self, crops, embeddings, seen, bias_correction):
         self.calls.append(("predict", (crops.shape, bias_correction)))
@@ -88,7 +88,7 @@ class _RedBackend(SegmentPipeline):
 
     def _upsample_labels(self, probs, size, threshold):
         self.calls.append(("upsample", size))
-        return upsample_labels(probs, size, threshold)
+        return (probs, *upsample_labels(probs, size, threshold))
 
 
 def test_a_new_back_end_needs_only_the_hooks_and_each_runs_once_per_image_or_batch():
@@ -102,6 +102,53 @@ def test_a_new_back_end_needs_only_the_hooks_and_each_runs_once_per_image_or_bat
     windows = [args[0][0] for kind, args in seg.calls if kind == "predict"]
     assert sum(windows) == len(plan_windows((48, 64), seg.config).origins) > 1 and all(args[1] is False for kind, args in seg.calls if kind == "predict")
     assert dict(seg.calls)["upsample"] == (48, 64)
+
+
+def test_an_image_crosses_between_numpy_and_torch_once_each_way(tiny_segmenter, voc, monkeypatch):
+    """The PyTorch back-end's data path in one call: each image's pixels become a tensor once (``_resize``), its
+    crops and window maps stay tensors through ``_predict`` and the stitching, and come back to numpy once
+    (``_upsample_labels``: the map, labels and confidence). Counted at the hooks and at every conversion."""
+    import torch
+
+    seg, classes = tiny_segmenter, ["person", "chair", "sofa"]
+    seg.prepare_vocabulary(classes)  # encoded and cached beforehand: the count is about the images
+    hooks: list[tuple[str, object, object]] = []
+    for name in ("_resize", "_predict", "_upsample_labels"):
+        def hook(*args, _name=name, _original=getattr(seg, name)):
+            out = _original(*args)
+            hooks.append((_name, type(args[0]), tuple(map(type, out)) if isinstance(out, tuple) else type(out)))
+            return out
+        monkeypatch.setattr(seg, name, hook)
+    crossings = {"to torch": [], "to numpy": []}
+    from_numpy, to_numpy = torch.from_numpy, torch.Tensor.numpy
+    vocabulary_shapes = {(len(classes),), (len(classes), seg.config.embed_dim)}  # the embeddings and the seen mask
+
+    def counted_from_numpy(array):
+        if array.shape not in vocabulary_shapes:
+            crossings["to torch"].append(array.shape)
+        return from_numpy(array)
+
+    def counted_numpy(tensor, *args, **kwargs):
+        if tuple(tensor.shape) not in vocabulary_shapes:
+            crossings["to numpy"].append(tuple(tensor.shape))
+        return to_numpy(tensor, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "from_numpy", counted_from_numpy)
+    monkeypatch.setattr(torch.Tensor, "numpy", counted_numpy)
+    wide, small = voc["rgb"][:120], voc["rgb"][:40, :30]  # several windows in all: several batches
+    seg.batch_size = 2
+    try:
+        results = seg.segment_batch([wide, small], classes, bias_correction=False)
+    finally:
+        seg.batch_size = 8
+    windows = sum(len(plan_windows(size, seg.config).origins) for size in ((120, 500), (40, 30)))
+    assert windows > 3 and [r.label_map.shape for r in results] == [(120, 500), (40, 30)]
+    assert crossings["to torch"] == [(3, 120, 500), (3, 40, 30)]  # the decoded pixels, once per image
+    assert len(crossings["to numpy"]) == 6 and {s for s in crossings["to numpy"] if len(s) == 2} == {(120, 500), (40, 30)}
+    assert [h[0] for h in hooks] == ["_resize", "_resize"] + ["_predict"] * -(-windows // 2) + ["_upsample_labels"] * 2
+    assert {h[1:] for h in hooks if h[0] == "_resize"} == {(np.ndarray, torch.Tensor)}
+    assert {h[1:] for h in hooks if h[0] == "_predict"} == {(torch.Tensor, torch.Tensor)}
+    assert {h[1:] for h in hooks if h[0] == "_upsample_labels"} == {(torch.Tensor, (np.ndarray,) * 3)}
 
 
 def _code_windows(path: Path, size: int = 3) -> set[tuple[str, ...]]:
@@ -126,8 +173,8 @@ def test_no_block_is_repeated_between_the_back_ends():
 
 # Any model file from any front end ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def onnx_file(tiny_segmenter, tmp_path_factory):
-    return tiny_segmenter.export_onnx(tmp_path_factory.mktemp("onnx") / "tiny.onnx", vocabulary=CLASSES)
+def onnx_file(tiny_onnx):
+    return tiny_onnx  # tests/conftest.py: the tiny model with CLASSES among its stored names
 
 
 def test_load_segmenter_chooses_the_back_end_by_what_the_path_holds(tiny_checkpoint, onnx_file, tmp_path):

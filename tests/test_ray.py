@@ -41,6 +41,25 @@ def test_ray_pipeline_gives_the_label_maps_of_serial_segment(local_ray, images, 
         np.testing.assert_array_equal(got, want)  # same weights, same segment_batch code path
 
 
+def test_ray_pipeline_runs_an_onnx_file(local_ray, images, tiny_onnx, tiny_segmenter):
+    """``segment_dataset`` given an ``.onnx`` path: each actor loads it with ONNX Runtime (``load_segmenter``);
+    the label maps are the serial ONNX back-end's, and the PyTorch model's but where onnxruntime's kernels move a
+    near tie (under 0.5 % of the pixels, as tests/test_backend_contract.py states)."""
+    from alignzeg.onnx.runtime import OnnxSegmenter
+
+    rows = [{"id": i, "image": image} for i, image in enumerate(images)]
+    out = _rows_within(segment_dataset(local_ray.data.from_items(rows), str(tiny_onnx), CLASSES, num_actors=1,
+                                       num_cpus=0.5, batch_size=2, bias_correction=False), 240)
+    assert sorted(row["id"] for row in out) == [0, 1, 2]
+    serial = OnnxSegmenter.load(tiny_onnx)
+    for row in out:
+        got = np.asarray(row["label_map"])
+        image = images[row["id"]]
+        np.testing.assert_array_equal(got, serial.segment(image, CLASSES, bias_correction=False).label_map)
+        want = tiny_segmenter.segment(image, CLASSES, bias_correction=False).label_map
+        assert got.shape == want.shape == image.shape[:2] and (got == want).mean() > 0.995
+
+
 def test_actor_class_reads_paths_and_keeps_them(images, tiny_checkpoint, tiny_segmenter, tmp_path):
     """What each actor runs, called in-process on a numpy batch as Ray Data hands it over."""
     paths = []

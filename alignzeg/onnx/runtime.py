@@ -108,15 +108,16 @@ class OnnxSegmenter(SegmentPipeline):
         return None  # numpy is this back-end's array type: the shared decoder takes it
 
     def _resize(self, pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        return resize_bilinear(pixels, size)
+        return pixels if pixels.shape[1:] == tuple(size) else resize_bilinear(pixels, size)
 
     def _predict(self, crops: np.ndarray, embeddings: np.ndarray, seen: np.ndarray,
                  bias_correction: bool) -> np.ndarray:
         return self.predict(crops, embeddings, seen, bias_correction)
 
     def _upsample_labels(self, probs: np.ndarray, size: tuple[int, int],
-                         threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
-        return upsample_labels(probs, size, threshold)
+                         threshold: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        labels, confidence = upsample_labels(probs, size, threshold)  # numpy is this back-end's array type
+        return probs, labels, confidence
 
     # Inference ---------------------------------------------------------------------------------------
     def predict(self, crops: np.ndarray, class_embeddings: np.ndarray, seen_mask: np.ndarray,

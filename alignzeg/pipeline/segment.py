@@ -7,6 +7,8 @@
 ``SegmentPipeline`` is also the back-end contract: its six abstract methods (names -> prototypes, prototypes ->
 the back-end's embeddings, the back-end's own array type, resize, predict, upsample + labels) are all a
 back-end implements; the PyTorch and the ONNX Runtime back-ends implement them and override nothing else.
+An image's data crosses into the back-end's arrays once (``_resize``) and back to numpy once
+(``_upsample_labels``); cutting, batching and stitching in between run on the back-end's arrays.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from abc import ABC, abstractmethod
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -54,17 +57,23 @@ class SegmentPipeline(ABC):
 
     A back-end (``alignzeg.segmenter.AlignZegSegmenter``: PyTorch, ``alignzeg.onnx.runtime.OnnxSegmenter``: ONNX
     Runtime) subclasses this class, sets ``config``, ``batch_size``, ``max_pixels`` and ``progress``, and
-    implements the six abstract methods below; it overrides nothing else. The pipeline calls only those hooks,
-    always with numpy arrays, and decides the options (bias correction included) once, before calling them.
-    Embeddings are the back-end's own type (``_embeddings``), made once per call. For the PyTorch back-end on the
-    CPU the hooks' ``torch.from_numpy`` / ``.numpy()`` are views (no copy); the only host <-> device copies of an
-    image's data are the crops going in and the probabilities coming out of ``_predict``, once per batch of crops.
+    implements the six abstract methods below; it overrides nothing else, and sets ``array_module`` when its
+    arrays are not numpy. The pipeline calls only those hooks and decides the options (bias correction
+    included) once, before calling them. Embeddings are the back-end's own type (``_embeddings``), made once
+    per call. An image's data crosses between numpy and the back-end's arrays once each way: ``_resize`` takes
+    the decoded numpy pixels and returns the back-end's array, ``_predict`` takes and returns the back-end's
+    arrays (the pipeline cuts, batches and stitches them with ``array_module``), ``_upsample_labels`` returns
+    numpy. For the PyTorch back-end on CUDA, the only host <-> device copies of an image's data are the crops
+    going in and the probabilities coming out of ``_predict``, once per batch of crops.
     """
 
     config: AlignZegConfig
     batch_size: int = 8
     max_pixels: int | None = None
     progress: bool = False
+    array_module: ModuleType = np
+    """The back-end's array namespace (``numpy``, or ``torch``): what the crops and maps between ``_resize`` and
+    ``_upsample_labels`` are, and what the pipeline stacks, concatenates and averages them with."""
     stored_names: tuple[str, ...] = ()
     """Class names the model file stores with their embeddings (an ONNX export's vocabulary), used when
     ``segment`` gets no vocabulary; empty: a vocabulary must be given."""
@@ -91,13 +100,15 @@ class SegmentPipeline(ABC):
         as CHW/BCHW, float in [0, 1] or uint8, or (C, E) precomputed embeddings), else ``None``."""
 
     @abstractmethod
-    def _resize(self, pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """(3, H, W) float32 in [0, 1] -> (3, h, w) float32 in [0, 1]: bilinear, antialiased when shrinking
-        (``windows.resize_bilinear`` or a back-end's implementation of the same function, agreeing within 1e-4)."""
+    def _resize(self, pixels: np.ndarray, size: tuple[int, int]) -> Any:
+        """(3, H, W) float32 numpy in [0, 1] -> (3, h, w) float32 in [0, 1] as the back-end's array (``array_module``):
+        bilinear, antialiased when shrinking (``windows.resize_bilinear`` or a back-end's implementation of the
+        same function, agreeing within 1e-4). Called once per image, also when (h, w) = (H, W): then the pixels
+        unchanged. The image's one crossing into the back-end's arrays."""
 
     @abstractmethod
-    def _predict(self, crops: np.ndarray, embeddings: Any, seen: np.ndarray, bias_correction: bool) -> np.ndarray:
-        """The network on one batch of crops.
+    def _predict(self, crops: Any, embeddings: Any, seen: np.ndarray, bias_correction: bool) -> Any:
+        """The network on one batch of crops, in and out as the back-end's arrays (on the host).
 
         Args:
             crops: (B, 3, S, S) float32 RGB in [0, 1], S = ``config.input_size`` (padded with the CLIP mean).
@@ -111,18 +122,20 @@ class SegmentPipeline(ABC):
         """
 
     @abstractmethod
-    def _upsample_labels(self, probs: np.ndarray, size: tuple[int, int],
-                        threshold: float | None) -> tuple[np.ndarray, np.ndarray]:
-        """(C + 1, h, w) float32 probabilities -> (H, W) int32 labels in [0, C) (or -1 below ``threshold``) and
-        (H, W) float32 confidence, bilinear with ``align_corners=False`` (``labels.upsample_labels`` or a
-        back-end's implementation of the same function)."""
+    def _upsample_labels(self, probs: Any, size: tuple[int, int],
+                         threshold: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(C + 1, h, w) float32 probabilities (the back-end's array) -> numpy: the same probabilities, (H, W)
+        int32 labels in [0, C) (or -1 below ``threshold``) and (H, W) float32 confidence, bilinear with
+        ``align_corners=False`` (``labels.upsample_labels`` or a back-end's implementation of the same
+        function). The image's one crossing back to numpy."""
 
     # Windows -----------------------------------------------------------------------------------------
-    def window_crops(self, image: LoadedImage) -> tuple[np.ndarray, WindowPlan]:
-        """``segment``'s crops of one decoded image: (n, 3, S, S) float32 (resized, padded with the CLIP mean,
-        cut by the sliding-window plan) and that plan."""
+    def window_crops(self, image: LoadedImage) -> tuple[Any, WindowPlan]:
+        """``segment``'s crops of one decoded image: (n, 3, S, S) float32 as the back-end's array (resized,
+        padded with the CLIP mean, cut by the sliding-window plan) and that plan."""
         plan = plan_windows(image.size, self.config)
-        return cut_windows(image.pixels, plan, np.asarray(self.config.mean, dtype=np.float32), self._resize), plan
+        fill = np.asarray(self.config.mean, dtype=np.float32)
+        return cut_windows(image.pixels, plan, fill, self._resize, self.array_module), plan
 
     # Images ------------------------------------------------------------------------------------------
     def load_image(self, image: ImageInput) -> list[LoadedImage]:
@@ -199,18 +212,19 @@ class SegmentPipeline(ABC):
 
     # Inference ---------------------------------------------------------------------------------------
     def _run(self, images: list[LoadedImage], embeddings: Any, seen: np.ndarray,
-             bias_correction: bool) -> list[np.ndarray]:
-        """Low-resolution probability maps (C + 1, h, w) of each image's resized frame."""
+             bias_correction: bool) -> list[Any]:
+        """Low-resolution probability maps (C + 1, h, w) of each image's resized frame (the back-end's arrays)."""
+        xp = self.array_module
         cut = [self.window_crops(img) for img in images]
         plans = [plan for _, plan in cut]
-        crops = np.concatenate([crops for crops, _ in cut])
+        crops = cut[0][0] if len(cut) == 1 else xp.concatenate([crops for crops, _ in cut])
         starts = range(0, crops.shape[0], self.batch_size)
         outputs = [self._predict(crops[start:start + self.batch_size], embeddings, seen, bias_correction)
                    for start in tqdm(starts, disable=not self.progress, desc="alignzeg", unit="batch")]
-        probs = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        probs = outputs[0] if len(outputs) == 1 else xp.concatenate(outputs)
         maps, offset = [], 0
         for plan in plans:
-            maps.append(stitch_windows(probs[offset:offset + len(plan.origins)], plan))
+            maps.append(stitch_windows(probs[offset:offset + len(plan.origins)], plan, xp))
             offset += len(plan.origins)
         return maps
 
@@ -225,8 +239,8 @@ class SegmentPipeline(ABC):
         bias_correction = self._resolve_bias_correction(bias_correction, seen_mask.tolist())
         maps = self._run(images, embeddings, seen_mask, bias_correction)
         results = []
-        for img, probs in zip(images, maps):
-            labels, confidence = self._upsample_labels(probs, img.size, threshold)
+        for img, native in zip(images, maps):
+            probs, labels, confidence = self._upsample_labels(native, img.size, threshold)
             results.append(SegmentationResult(
                 label_map=labels, scores=confidence, class_names=names, class_probs=probs, seen=seen_mask,
                 bias_correction=bias_correction, image=img.to_uint8() if keep_image else None,

@@ -3,14 +3,17 @@
 An image is resized so its short side equals the model's ``input_size`` (its long side capped at
 ``max_long_side``; a side that ends up shorter than a crop is padded), both sides rounded to a multiple of
 the mask stride so every window lands on the low-resolution output grid. Crop outputs are averaged where
-windows overlap. All coordinates are (row, column) = (y, x), top-left origin. numpy + PIL only: both back-ends
-cut and stitch here (measured faster than the torch versions on the CPU: docs/architecture.md).
+windows overlap. All coordinates are (row, column) = (y, x), top-left origin. Both back-ends cut and stitch here:
+``cut_windows`` and ``stitch_windows`` use only what numpy and torch share (slicing, ``+=``, ``/`` and the
+namespace functions ``zeros``, ``stack``), so they run on the back-end's own arrays (``xp``: numpy by default,
+torch for the PyTorch back-end) with the same float32 values; the module itself imports numpy and PIL only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from types import ModuleType
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -82,29 +85,44 @@ def resize_bilinear(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def cut_windows(pixels: np.ndarray, plan: WindowPlan, fill: np.ndarray,
-                resize: Callable[[np.ndarray, tuple[int, int]], np.ndarray] = resize_bilinear) -> np.ndarray:
-    """Resize, pad with ``fill`` (3,) and cut one (3, H, W) float32 image into (n, 3, crop, crop) crops.
+                resize: Callable[[np.ndarray, tuple[int, int]], Any] | None = None, xp: ModuleType = np) -> Any:
+    """Resize, pad with ``fill`` (3,) and cut one (3, H, W) float32 image into (n, 3, crop, crop) float32 crops.
 
-    ``resize``: ``resize_bilinear`` or a back-end's implementation of it (same arguments and result).
+    Args:
+        pixels: (3, H, W) float32 in [0, 1].
+        plan: its ``plan_windows``.
+        fill: (3,) the padding value per channel (the CLIP mean).
+        resize: ``resize_bilinear`` or a back-end's ``_resize`` (same arguments, called once, also when no
+            resizing is needed: it returns the pixels as an ``xp`` array); ``None``: ``resize_bilinear`` when the
+            size differs.
+        xp: the array namespace of ``resize``'s result (numpy, or torch).
+
+    Returns:
+        (n, 3, crop, crop) float32 ``xp`` array, the crops in ``plan.origins`` order.
     """
-    image = pixels if tuple(pixels.shape[1:]) == plan.resized else resize(pixels, plan.resized)
+    if resize is not None:
+        image = resize(pixels, plan.resized)
+    else:
+        image = pixels if tuple(pixels.shape[1:]) == plan.resized else resize_bilinear(pixels, plan.resized)
     if plan.padded != plan.resized:
-        canvas = np.empty((3, *plan.padded), dtype=np.float32)
-        canvas[:] = np.asarray(fill, dtype=np.float32)[:, None, None]
+        canvas = xp.zeros((3, *plan.padded), dtype=xp.float32)
+        for channel, value in enumerate(np.asarray(fill, dtype=np.float32).tolist()):
+            canvas[channel] = value
         canvas[:, : plan.resized[0], : plan.resized[1]] = image
         image = canvas
     c = plan.crop
-    return np.stack([image[:, y:y + c, x:x + c] for y, x in plan.origins])
+    return xp.stack([image[:, y:y + c, x:x + c] for y, x in plan.origins])
 
 
-def stitch_windows(window_maps: np.ndarray, plan: WindowPlan) -> np.ndarray:
-    """Average (n, K, crop/cell, crop/cell) window maps into (K, resized_h/cell, resized_w/cell)."""
+def stitch_windows(window_maps: Any, plan: WindowPlan, xp: ModuleType = np) -> Any:
+    """Average (n, K, crop/cell, crop/cell) float32 window maps (an ``xp`` array: numpy or torch) into
+    (K, resized_h/cell, resized_w/cell) float32 of the same kind."""
     n, channels, side, _ = window_maps.shape
     cell = plan.cell
     if n == 1:  # one window (any image whose short side is resized to the crop and long side fits): no overlap
         return window_maps[0, :, : plan.resized[0] // cell, : plan.resized[1] // cell]
-    total = np.zeros((channels, plan.padded[0] // cell, plan.padded[1] // cell), dtype=np.float32)
-    count = np.zeros((1, *total.shape[1:]), dtype=np.float32)
+    total = xp.zeros((channels, plan.padded[0] // cell, plan.padded[1] // cell), dtype=xp.float32)
+    count = xp.zeros((1, *total.shape[1:]), dtype=xp.float32)
     for (y, x), window in zip(plan.origins, window_maps):
         y, x = y // cell, x // cell
         total[:, y:y + side, x:x + side] += window

@@ -3,8 +3,12 @@
 The settings searched act after the network only (PBC's threshold, offset and mode, the CLIP readout's
 ensemble weights), so the network runs once per crop of each image (``cache_outputs``, with ``segment``'s
 resizing and sliding windows) and every grid point re-runs only ``semantic_probabilities``, the window
-averaging, the bilinear upsampling and the argmax (``evaluate_cached``). The labels equal the ``segment``
-path's up to float rounding (checked by the tests). ``search`` is the one search: ``alignzeg-eval
+averaging, the bilinear upsampling and the argmax (``evaluate_cached``). Every step is the ``segment`` path's own
+public piece: the vocabulary (``evaluate.dataset_vocabulary``), the crops (``window_crops``), the network
+(``AlignZegSegmenter.model_outputs``), the post-processing (``modeling.semantic_map.output_probabilities``), the
+window averaging (``pipeline.windows.stitch_windows``) and the upsample with its labels
+(``modeling.semantic_map.upsample_labels``), so the labels equal ``segment``'s up to the float rounding of
+batching crops differently (checked by the tests). ``search`` is the one search: ``alignzeg-eval
 --calibrate`` (``alignzeg.train.calibrate.calibrate`` and ``calibrate_inductive``, over the axes
 ``applicable_grid`` keeps) and the zero-shot worlds' benchmark (``benchmarks/zeroshot_world.py``, one search
 per ablation row on the ``WORLD_CALIB_*`` grid) both call it.
@@ -16,6 +20,7 @@ per ablation row on the ``WORLD_CALIB_*`` grid) both call it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -24,15 +29,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..metrics import ConfusionMatrix
-from ..modeling.semantic_map import semantic_probabilities, upsample_labels
+from ..modeling.semantic_map import output_probabilities, upsample_labels
 from ..pipeline.windows import WindowPlan, stitch_windows
 from ..progress import track
-from .evaluate import EvalResult, compute_metrics
+from .evaluate import EvalResult, compute_metrics, dataset_vocabulary
 
-__all__ = ["CachedOutputs", "cache_outputs", "evaluate_cached", "upsampled_argmax", "check_grid", "search",
+__all__ = ["CachedOutputs", "cache_outputs", "evaluate_cached", "check_grid", "search",
            "applicable_grid", "SETTINGS", "WORLD_CALIB_THRESHOLDS", "WORLD_CALIB_OFFSETS",
            "WORLD_CALIB_PBC", "WORLD_CALIB_READOUT"]
 
@@ -78,26 +82,12 @@ class CachedOutputs:
         """I, the number of images."""
         return len(self.plans) if self.plans else self.class_logits.shape[0]
 
-
-def _vocabulary(segmenter: Any, dataset: Any) -> tuple[torch.Tensor, tuple[str, ...], np.ndarray]:
-    """The class prototypes, names and seen flags ``evaluate`` gives ``segment`` for ``dataset``: its
-    ``class_embeddings`` when it has them, else its class names encoded by the model's text tower."""
-    names = tuple(dataset.class_names)
-    seen_names = set(getattr(dataset, "seen_classes", ()) or ())
-    seen = [n in seen_names for n in names]
-    fixed = getattr(dataset, "class_embeddings", None)
-    vocabulary, class_names = (fixed, names) if fixed is not None else (list(names), None)
-    embeddings, _, flags = segmenter.prepare_vocabulary(vocabulary, class_names, seen)
-    return embeddings, names, flags
-
-
-def _forward(segmenter: Any, crops: np.ndarray, embeddings: torch.Tensor, seen_mask: torch.Tensor) -> Any:
-    """The network on (B, 3, S, S) float32 crops, with ``predict_torch``'s device, dtype and autocast."""
-    weight_dtype = next(segmenter.model.extractor.parameters()).dtype
-    with torch.inference_mode(), segmenter.autocast_context():
-        return segmenter.model(torch.from_numpy(crops).to(segmenter.device, weight_dtype),
-                               embeddings.to(segmenter.device, weight_dtype), deep_supervision=False,
-                               seen_mask=seen_mask)
+    def crops(self, part: slice) -> "CachedOutputs":
+        """The outputs of the crops ``part`` (views), the other fields as they are: what
+        ``output_probabilities`` reads, as it reads a model's ``AlignZegOutput``."""
+        return dataclasses.replace(self, class_logits=self.class_logits[part], mask_logits=self.mask_logits[part],
+                                   unseen_logits=self.unseen_logits[part],
+                                   readout_logits=None if self.readout_logits is None else self.readout_logits[part])
 
 
 def cache_outputs(segmenter: Any, dataset: Any, limit: int | None = None, batch_size: int = 32,
@@ -105,7 +95,7 @@ def cache_outputs(segmenter: Any, dataset: Any, limit: int | None = None, batch_
     """Run the network once over the crops of a protocol dataset's images, as ``segment`` cuts them.
 
     Images are decoded, resized, padded and cut into windows by the ``segment`` pipeline's own steps; the
-    vocabulary is ``evaluate``'s (the dataset's ``class_embeddings``, else its class names). Memory:
+    vocabulary is ``evaluate``'s (``dataset_vocabulary``). Memory:
     ``N * (h * w + 2 * C + 2)`` float32 per crop (ViT-B/16 at 512 px, 100 queries, 171 classes: 1.8 MB a crop).
 
     Args:
@@ -115,15 +105,15 @@ def cache_outputs(segmenter: Any, dataset: Any, limit: int | None = None, batch_
         batch_size: crops per forward pass.
         progress: show a progress bar.
     """
-    embeddings, names, seen = _vocabulary(segmenter, dataset)
+    embeddings, names, seen = dataset_vocabulary(dataset).prepare(segmenter)
     model, config = segmenter.model, segmenter.config
-    seen_mask = torch.from_numpy(seen).to(segmenter.device)
+    seen_mask = torch.from_numpy(seen)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("class", "mask", "unseen", "readout")}
     labels, plans, pending = [], [], []
 
-    def run(crops: list[np.ndarray]) -> None:
-        out = _forward(segmenter, np.stack(crops), embeddings, seen_mask)
+    def run(crops: list[torch.Tensor]) -> None:
+        out = segmenter.model_outputs(torch.stack(crops), embeddings, seen_mask)
         parts["class"].append(out.class_logits.float().cpu())
         parts["mask"].append(out.mask_logits.float().cpu())
         parts["unseen"].append(out.unseen_logits.float().cpu())
@@ -153,38 +143,16 @@ def cache_outputs(segmenter: Any, dataset: Any, limit: int | None = None, batch_
                          np.stack(labels) if same_size else labels, seen, names, () if one_crop else tuple(plans))
 
 
-def upsampled_argmax(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``F.interpolate(probs, size, mode="bilinear").argmax(1)``, computed channels-last (the same values;
-    about 3x faster on a CPU, where the argmax over a strided channel axis dominates).
-
-    Args:
-        probs: (I, K, h, w) float class probabilities (background dropped).
-        size: (H, W) output size.
-
-    Returns:
-        (I, H, W) int64 class indices in [0, K).
-    """
-    up = F.interpolate(probs.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
-                       align_corners=False)
-    return up.permute(0, 2, 3, 1).argmax(dim=-1)
-
-
 def _probabilities(cached: CachedOutputs, part: slice, config: Any, bias_correction: bool) -> torch.Tensor:
-    """(p, C + 1, h, w) probabilities of the crops ``part`` post-processed with ``config``'s settings."""
-    readout = None if cached.readout_logits is None else cached.readout_logits[part]
-    unseen = cached.unseen_logits[part] if config.indicator_trained else None
-    return semantic_probabilities(cached.class_logits[part], cached.mask_logits[part], unseen,
-                                  torch.from_numpy(cached.seen), bias_correction, config.pbc_threshold,
-                                  config.seen_score_offset, readout,
-                                  (config.readout_weight_seen, config.readout_weight_unseen), config.pbc_soft,
-                                  config.ensemble_void)
+    """(p, C + 1, h, w) float32 probabilities of the crops ``part`` post-processed with ``config``'s settings."""
+    return output_probabilities(cached.crops(part), torch.from_numpy(cached.seen), config, bias_correction)
 
 
 def evaluate_cached(cached: CachedOutputs, config: Any, bias_correction: bool = True, chunk: int = 64) -> EvalResult:
     """Metrics of the cached outputs post-processed with ``config``'s settings (as ``segment`` does).
 
-    One-crop squares are upsampled together (``upsampled_argmax``); other images have their windows averaged
-    and their map upsampled to the image size as ``segment`` does (``stitch_windows``, ``upsample_labels``).
+    Each image's map is upsampled to its size and labelled as ``segment`` does (``upsample_labels``), after its
+    windows are averaged (``stitch_windows``) when it has several.
 
     Args:
         cached: from ``cache_outputs``.
@@ -199,7 +167,8 @@ def evaluate_cached(cached: CachedOutputs, config: Any, bias_correction: bool = 
         for start in range(0, cached.class_logits.shape[0], chunk):
             part = slice(start, start + chunk)
             probs = _probabilities(cached, part, config, bias_correction)
-            confusion.update(upsampled_argmax(probs[:, :-1], size).numpy(), cached.labels[part])
+            labels = np.stack([upsample_labels(image, size)[0].numpy() for image in probs])
+            confusion.update(labels, cached.labels[part])
         return compute_metrics(confusion.matrix, cached.seen, cached.class_names)
     first = 0
     for group in _image_groups(cached.plans, chunk):

@@ -33,6 +33,7 @@ from scipy.stats import rankdata
 from ..modeling.clip_readout import geometric_ensemble
 from ..progress import track
 from .data import to_tensors
+from .evaluate import dataset_vocabulary
 from .matching import build_targets, hungarian_match, pairwise_mask_costs
 
 __all__ = ["roc_auc", "IndicatorAUC", "indicator_auc", "ensemble_margin", "reference_scores", "prototype_usage", "BackgroundUsage",
@@ -69,16 +70,10 @@ def roc_auc(scores: Sequence[float] | np.ndarray, labels: Sequence[bool] | np.nd
 
 
 def _model_inputs(segmenter: Any, dataset: Any) -> tuple[torch.Tensor, np.ndarray]:
-    """The vocabulary embeddings (K, E) of the dataset's classes and its (K,) seen flags."""
-    names = tuple(dataset.class_names)
-    seen_names = set(getattr(dataset, "seen_classes", ()) or ())
-    seen = np.array([n in seen_names for n in names], dtype=bool)
-    fixed = getattr(dataset, "class_embeddings", None)
-    if fixed is not None:
-        embeddings = F.normalize(torch.as_tensor(fixed).float(), dim=-1)
-    else:
-        embeddings = segmenter.encode_vocabulary(list(names))
-    return embeddings.to(segmenter.device), seen
+    """The vocabulary embeddings (K, E) of the dataset's classes on the device and its (K,) seen flags, as the
+    evaluation protocol makes them (``evaluate.dataset_vocabulary``)."""
+    embeddings, _, seen = dataset_vocabulary(dataset).prepare(segmenter)
+    return embeddings, seen
 
 
 def _forward(segmenter: Any, dataset: Any, limit: int | None,

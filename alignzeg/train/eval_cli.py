@@ -45,7 +45,7 @@ from .calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, DEFAULT_READOUT_WEIGHTS, C
                         is_training_split, labelled_classes, save_calibrated)
 from .calibration_grid import SETTINGS, check_grid
 from .datasets import build_dataset, default_split
-from .evaluate import evaluate, resolve_bias_correction
+from .evaluate import dataset_vocabulary, evaluate, resolve_bias_correction
 
 __all__ = ["main"]
 
@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="alignzeg-eval", description="Zero-shot evaluation: mIoU(S), mIoU(U), hIoU.")
     parser.add_argument("--version", action="version", version=f"alignzeg-eval {__version__}")
-    parser.add_argument("model", help="a folder written by save_pretrained / alignzeg-train, or a Hub repo id")
+    parser.add_argument("model", help="a folder written by save_pretrained / alignzeg-train, a Hub repo id, or an "
+                                      ".onnx file written by export_onnx (evaluation only: its vocabulary must hold "
+                                      "the dataset's classes)")
     parser.add_argument("--dataset", required=True, help="voc, coco-stuff, context or folder")
     parser.add_argument("--data-root", required=True, help="the dataset's root folder")
     parser.add_argument("--split", default=None,
@@ -195,11 +197,24 @@ def _bias_mode(args: argparse.Namespace) -> str:
     return mode
 
 
+def _check_onnx(args: argparse.Namespace) -> None:
+    """An ``.onnx`` MODEL is evaluated as it is: its post-processing settings are part of its graph."""
+    from ..loader import is_onnx_file
+
+    changes = [flag for flag, value in (("--calibrate", args.calibrate), ("--pbc-threshold", args.pbc_threshold),
+                                        ("--seen-score-offset", args.seen_score_offset))
+               if value is not None and value is not False]
+    if is_onnx_file(args.model) and changes:
+        raise ValueError(f"{' and '.join(changes)} cannot change an .onnx file (its bias-correction settings are "
+                         "in its graph): calibrate the PyTorch model's folder, then export it again")
+
+
 def _check_outputs(args: argparse.Namespace) -> None:
     """Before any data or model is read: the calibration folder and the JSON file can be written."""
     from ..cli import check_model_argument, check_output_path
 
     check_model_argument(args.model, "MODEL")
+    _check_onnx(args)
     if args.calibrate:
         check_calibration_split(args.calib_split or "", args.split, allow_training=args.allow_training_split)
         if is_training_split(args.calib_split):
@@ -296,9 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   train=False)
             check_disjoint(calib, dataset)
             used["calibration"] = _images_used(calib, args.calib_split, args.calib_limit)
-        from ..segmenter import AlignZegSegmenter
+        from ..loader import load_segmenter
 
-        segmenter = AlignZegSegmenter.from_pretrained(args.model, device=args.device)
+        segmenter = load_segmenter(args.model, device=args.device)
+        dataset_vocabulary(dataset).prepare(segmenter)  # a class an .onnx file's vocabulary lacks fails here
         bias_correction = resolve_bias_correction(segmenter.config, {"on": True, "off": False}.get(mode, "auto"))
         if args.pbc_threshold is not None or args.seen_score_offset is not None:
             config = segmenter.config

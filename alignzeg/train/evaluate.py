@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -28,7 +28,8 @@ from ..pipeline.options import resolve_bias_correction as resolve_pbc
 from ..metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
 from ..progress import track
 
-__all__ = ["ConfusionMatrix", "EvalResult", "METRIC_KEYS", "compute_metrics", "evaluate", "resolve_bias_correction"]
+__all__ = ["ConfusionMatrix", "DatasetVocabulary", "EvalResult", "METRIC_KEYS", "compute_metrics", "dataset_vocabulary",
+           "evaluate", "resolve_bias_correction"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,9 +136,40 @@ def compute_metrics(confusion: np.ndarray, seen: Sequence[bool], class_names: Se
                       class_names=tuple(class_names), seen=seen, iou=iou, confusion=confusion)
 
 
-def _image_array(image: Any) -> Any:
-    """Protocol images are (H, W, 3) uint8 arrays or (3, H, W) float tensors; both go to ``segment`` as is."""
-    return image
+@dataclass(frozen=True)
+class DatasetVocabulary:
+    """The vocabulary the evaluation protocol gives ``segment`` for a dataset (``dataset_vocabulary``).
+
+    Attributes:
+        names: the K class names, in label order.
+        seen: K flags, True for the dataset's seen classes.
+        embeddings: the dataset's fixed (K, E) float ``class_embeddings`` (tensor or array, any norm), or
+            ``None``: the names are encoded by the model's text tower.
+    """
+
+    names: tuple[str, ...]
+    seen: tuple[bool, ...]
+    embeddings: Any = None
+
+    def segment_arguments(self) -> Mapping[str, Any]:
+        """``vocabulary``, ``class_names`` and ``seen`` as ``segment`` and ``prepare_vocabulary`` take them."""
+        if self.embeddings is not None:
+            return {"vocabulary": self.embeddings, "class_names": self.names, "seen": list(self.seen)}
+        return {"vocabulary": list(self.names), "class_names": None, "seen": list(self.seen)}
+
+    def prepare(self, segmenter: Any) -> tuple[Any, tuple[str, ...], np.ndarray]:
+        """``segmenter.prepare_vocabulary`` of these arguments: the back-end's (K, E) unit class embeddings (a
+        tensor on the device for the PyTorch back-end), the K names and the (K,) bool seen mask."""
+        return segmenter.prepare_vocabulary(**self.segment_arguments())
+
+
+def dataset_vocabulary(dataset: Any) -> DatasetVocabulary:
+    """The protocol's vocabulary of a dataset: all of ``dataset.class_names`` (seen and unseen), seen when in
+    ``dataset.seen_classes`` (absent or ``None``: none is), with ``dataset.class_embeddings`` when it has them
+    (a synthetic world's fixed embeddings) instead of the text tower's."""
+    names = tuple(dataset.class_names)
+    seen_names = set(getattr(dataset, "seen_classes", ()) or ())
+    return DatasetVocabulary(names, tuple(n in seen_names for n in names), getattr(dataset, "class_embeddings", None))
 
 
 def resolve_bias_correction(config: Any, bias_correction: bool | str | None = None) -> bool:
@@ -160,7 +192,7 @@ def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = 
     Args:
         segmenter: an ``AlignZegSegmenter``.
         dataset: a protocol dataset (``alignzeg.train.data``) built for evaluation (unseen pixels kept).
-            Its ``class_embeddings`` are used as the vocabulary when present, else its ``class_names``.
+            Its vocabulary is ``dataset_vocabulary``'s.
         bias_correction: apply PBC (the paper's setting); ``None`` or ``"auto"`` (default): when the class
             indicator was trained, as ``segment`` (``resolve_bias_correction``).
         limit: evaluate only the first ``limit`` images.
@@ -170,16 +202,12 @@ def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = 
         EvalResult.
     """
     bias_correction = resolve_bias_correction(segmenter.config, bias_correction)
-    names = tuple(dataset.class_names)
-    seen_names = set(getattr(dataset, "seen_classes", ()) or ())
-    seen = [n in seen_names for n in names]
-    fixed = getattr(dataset, "class_embeddings", None)
-    vocabulary, class_names = (fixed, names) if fixed is not None else (list(names), None)
-    matrix = ConfusionMatrix(len(names))
+    vocabulary = dataset_vocabulary(dataset)
+    arguments = vocabulary.segment_arguments()
+    matrix = ConfusionMatrix(len(vocabulary.names))
     count = len(dataset) if limit is None else min(limit, len(dataset))
     for i in track(range(count), disable=not progress, desc="alignzeg-eval"):
-        item = dataset[i]
-        result = segmenter.segment(_image_array(item["image"]), vocabulary, seen=seen, class_names=class_names,
-                                   bias_correction=bias_correction, keep_image=False)
+        item = dataset[i]  # the image: an (H, W, 3) uint8 array or a (3, H, W) float tensor, as segment takes it
+        result = segmenter.segment(item["image"], **arguments, bias_correction=bias_correction, keep_image=False)
         matrix.update(result.label_map, np.asarray(item["label"]))
-    return compute_metrics(matrix.matrix, seen, names)
+    return compute_metrics(matrix.matrix, vocabulary.seen, vocabulary.names)

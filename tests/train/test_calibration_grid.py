@@ -8,7 +8,10 @@ import torch
 from alignzeg import AlignZegSegmenter
 from alignzeg.train.calibrate import calibrate
 from alignzeg.train.calibration_grid import (SETTINGS, WORLD_CALIB_OFFSETS, WORLD_CALIB_PBC, WORLD_CALIB_READOUT,
-                                             CachedOutputs, applicable_grid, cache_outputs, check_grid, search)
+                                             CachedOutputs, applicable_grid, cache_outputs, check_grid,
+                                             evaluate_cached, search)
+from alignzeg.train.evaluate import dataset_vocabulary, evaluate
+from compare import assert_same_pixels
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,49 @@ def test_the_world_and_the_cli_make_the_same_choice(demo_and_val):
     result = calibrate(segmenter, val, WORLD_CALIB_PBC, WORLD_CALIB_OFFSETS, readout_weights=WORLD_CALIB_READOUT)
     assert {k: result.settings[k] for k in SETTINGS} == {k: best[k] for k in SETTINGS} and len(result.grid) == 210
     assert result.hiou == pytest.approx(best["hIoU"], abs=1e-4)
+
+
+def test_the_cache_labels_the_pixels_segment_labels(demo_and_val):
+    """The shipped world model (a real hIoU): every grid point's pixels are ``segment``'s, for two settings."""
+    segmenter, val = demo_and_val
+    cached = cache_outputs(segmenter, val)
+    original = segmenter.model.config
+    for changes in ({}, {"pbc_soft": True, "seen_score_offset": 0.5, "readout_weight_unseen": 1.0}):
+        config = original.replace(**changes)
+        segmenter.model.config = config
+        try:
+            full = evaluate(segmenter, val)
+        finally:
+            segmenter.model.config = original
+        fast = evaluate_cached(cached, config)
+        assert full.hiou > 0.3 and abs(full.hiou - fast.hiou) < 1e-3
+        assert_same_pixels(full.confusion, fast.confusion)
+
+
+def test_dataset_vocabulary_is_the_protocol_of_evaluate(demo_and_val):
+    """All class names in label order, seen by ``seen_classes``; fixed embeddings go in as (K, E) rows named by
+    the class names; ``prepare`` is ``prepare_vocabulary`` of those arguments."""
+    segmenter, val = demo_and_val
+    vocabulary = dataset_vocabulary(val)
+    assert vocabulary.names == tuple(val.class_names) and len(vocabulary.names) == 48
+    assert sum(vocabulary.seen) == len(val.seen_classes) == 40 and vocabulary.embeddings is None
+    assert [n for n, s in zip(vocabulary.names, vocabulary.seen) if not s] == [
+        n for n in val.class_names if n not in val.seen_classes]
+    assert vocabulary.segment_arguments() == {"vocabulary": list(val.class_names), "class_names": None,
+                                              "seen": list(vocabulary.seen)}
+    embeddings, names, seen = vocabulary.prepare(segmenter)
+    torch.testing.assert_close(embeddings, segmenter.encode_vocabulary(list(val.class_names)), rtol=0, atol=0)
+    assert names == vocabulary.names and seen.tolist() == list(vocabulary.seen)
+
+    class Fixed:  # a dataset with fixed embeddings (not unit length) and no seen_classes
+        class_names = ("a", "b")
+        class_embeddings = torch.tensor([[3.0] + [0.0] * 63, [0.0, 4.0] + [0.0] * 62])  # E = 64
+
+    fixed = dataset_vocabulary(Fixed())
+    assert fixed.seen == (False, False) and fixed.segment_arguments()["class_names"] == ("a", "b")
+    embeddings, names, seen = fixed.prepare(segmenter)
+    assert names == ("a", "b") and not seen.any()
+    torch.testing.assert_close(embeddings, torch.eye(2, 64), rtol=0, atol=0)
 
 
 def test_applicable_grid_and_check_grid(demo_and_val):

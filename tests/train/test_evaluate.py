@@ -174,3 +174,36 @@ def test_an_error_while_evaluating_is_one_line_without_a_traceback(tiny_checkpoi
     assert main([str(tiny_checkpoint), "--dataset", "folder", "--data-root", str(root), "--device", "cpu",
                  "--no-bias-correction", "--quiet"]) == 2
     assert capsys.readouterr().err == "alignzeg-eval: error: cannot read labels/a.png: unexpected end of file\n"
+
+
+def test_alignzeg_eval_runs_an_onnx_file_and_refuses_what_it_cannot_change(tiny_checkpoint, tiny_onnx, voc,
+                                                                          tmp_path, capsys):
+    """An ``.onnx`` MODEL is evaluated as the PyTorch model is (the same pixels but where onnxruntime's kernels
+    move a near tie: under 0.5 %); calibrating it, or a class its stored vocabulary lacks, is one clear line."""
+    from compare import assert_same_pixels
+
+    label = np.zeros(voc["rgb"].shape[:2], np.uint8)
+    label[:, 250:] = 1
+    root = write_folder_dataset(tmp_path / "data", ["person", "sofa"], {"a.jpg": (voc["rgb"], label)})
+    data = ["--dataset", "folder", "--data-root", str(root), "--seen", "person", "--device", "cpu", "--quiet"]
+    common = ["--bias-correction", "off", *data]
+    matrices = {}
+    for name, model in (("torch", tiny_checkpoint), ("onnx", tiny_onnx)):
+        assert main([str(model), *common, "--json", str(tmp_path / f"{name}.json")]) == 0
+        matrices[name] = np.array(json.loads((tmp_path / f"{name}.json").read_text())["confusion"]["matrix"])
+    assert matrices["torch"].shape == (2, 3) and matrices["torch"].sum() == 375 * 500
+    assert_same_pixels(matrices["torch"], matrices["onnx"], share=5e-3)
+    capsys.readouterr()
+    for extra, message in ((["--pbc-threshold", "0"], "--pbc-threshold cannot change an .onnx file (its "
+                                                      "bias-correction settings are in its graph)"),
+                           (["--seen-score-offset", "1", "--pbc-threshold", "0.5"],
+                            "--pbc-threshold and --seen-score-offset cannot change an .onnx file"),
+                           (["--calibrate", "--out", str(tmp_path / "out")], "--calibrate cannot change")):
+        assert main([str(tiny_onnx), *data, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"alignzeg-eval: error: {message}") and err.count("\n") == 1
+    other = write_folder_dataset(tmp_path / "other", ["person", "zebra"], {"a.jpg": (voc["rgb"], label)})
+    assert main([str(tiny_onnx), *common[:5], str(other), *common[6:]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("alignzeg-eval: error: class names ['zebra'] are not in the vocabulary stored in this "
+                          "ONNX file") and err.count("\n") == 1
