@@ -85,6 +85,9 @@ FIXED_THRESHOLD = 0.5
 """The fixed protocol's PBC threshold (the paper's default)."""
 FIXED_READOUT = (0.4, 0.8)
 """The fixed protocol's readout weights (FC-CLIP's)."""
+CLOSEUP_PROB = {"attribute": 0.0, "objects": 0.5}
+"""Default share of close-ups in each family's mini-CLIP pre-training (``MiniClipConfig.closeup_prob``): the
+attribute world's images are close-ups already; the object world's mini-CLIP needs them (docs/zeroshot_objects.md)."""
 QUICK = dict(seeds="0,1", iterations=6, train_images=32, val_images=4, test_images=4, clip_steps=15, clip_batch=32)
 
 
@@ -115,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-multi-prob", type=float, default=0.3,
                    help="share of the mini-CLIP's pre-training images that are captioned multi-class scenes "
                    "(0: single-class images only, the control)")
+    p.add_argument("--clip-closeup-prob", type=float, default=None,
+                   help="share of the mini-CLIP's pre-training images that are close-ups of one class filling the frame "
+                   f"(default: the family's, {CLOSEUP_PROB})")
     p.add_argument("--clip-dir", type=Path, default=Path("benchmarks/results/world_clip"),
                    help="where the worlds' mini-CLIP files are kept (re-used when present)")
     p.add_argument("--model-set", action="append", default=[], metavar="FIELD=VALUE",
@@ -181,7 +187,10 @@ def check_clip_file(path: str, settings: dict) -> None:
     if not record.is_file():
         raise ValueError(f"mini-CLIP file {path} records no settings ({record.name} is missing), so it may come "
                          "from other world or pre-training settings; delete it to pre-train it again")
+    from alignzeg.train.miniclip import MiniClipConfig
+
     made = json.loads(record.read_text())
+    made.setdefault("mini_clip", {}).setdefault("closeup_prob", MiniClipConfig().closeup_prob)  # older records
     diffs = [f"{part}.{key}: file {made.get(part, {}).get(key)!r}, now {value!r}"
              for part in ("world", "mini_clip") for key, value in settings[part].items()
              if made.get(part, {}).get(key) != value]
@@ -202,7 +211,7 @@ def pretrain_job(job: dict) -> dict:
 
     world = make_world(job.get("family", "attribute"), job["world"])
     config = MiniClipConfig(steps=job["clip_steps"], batch_size=job["clip_batch"], seed=job["world"],
-                            multi_prob=job.get("multi_prob", 0.3))
+                            multi_prob=job.get("multi_prob", 0.3), closeup_prob=job.get("closeup_prob", 0.0))
     settings = clip_settings(job.get("family", "attribute"), world.config, config)
     start, seconds = time.time(), None
     if Path(job["path"]).is_file():
@@ -218,7 +227,7 @@ def pretrain_job(job: dict) -> dict:
     saved = AlignZegSegmenter.from_preset("tiny", clip_pretrained=job["path"]).model.backbone.clip
     accuracy = zero_shot_accuracy(saved, world, 960)
     return {"world": job["world"], "path": job["path"], "pretrain_s": seconds, "multi_prob": config.multi_prob,
-            "zero_shot_top1": {k: round(100 * v, 2) for k, v in accuracy.items()}}
+            "closeup_prob": config.closeup_prob, "zero_shot_top1": {k: round(100 * v, 2) for k, v in accuracy.items()}}
 
 
 def _train(job: dict, validation_classes: tuple[str, ...] = ()) -> tuple[Any, Any, float]:
@@ -609,6 +618,7 @@ def report(args: argparse.Namespace, command: str, clip_info: list[dict], result
                    "settings": {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images",
                                                              "val_images", "test_images", "validation_fraction",
                                                              "clip_steps", "clip_batch", "clip_multi_prob",
+                                                             "clip_closeup_prob",
                                                              "workers", "threads")},
                    "model_set": model_settings(args.model_set),
                    "fixed_settings": {"readout_weights": list(FIXED_READOUT), "pbc_threshold": FIXED_THRESHOLD,
@@ -685,9 +695,12 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     args.clip_dir.mkdir(parents=True, exist_ok=True)
     prefix = "" if args.family == "attribute" else f"{args.family}-"  # attribute files keep their names
+    if args.clip_closeup_prob is None:
+        args.clip_closeup_prob = CLOSEUP_PROB[args.family]
     suffix = "" if args.clip_multi_prob == 0.3 else f"_multi{args.clip_multi_prob:g}"
+    suffix += f"_closeup{args.clip_closeup_prob:g}" if args.clip_closeup_prob else ""
     clip_jobs = [{"world": w, "clip_steps": args.clip_steps, "clip_batch": args.clip_batch, "threads": args.threads,
-                  "family": args.family, "multi_prob": args.clip_multi_prob,
+                  "family": args.family, "multi_prob": args.clip_multi_prob, "closeup_prob": args.clip_closeup_prob,
                   "path": str(args.clip_dir / f"{prefix}world{w}_steps{args.clip_steps}_batch{args.clip_batch}"
                                               f"{suffix}.safetensors")}
                  for w in _ints(args.worlds)]

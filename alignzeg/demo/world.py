@@ -261,6 +261,10 @@ class AttributeWorld(ClassSplit):
         image += rng.normal(0, self.config.pixel_noise, image.shape)
         return np.clip(image, 0, 1).astype(np.float32)
 
+    def closeup(self, rng: np.random.Generator, class_id: int) -> np.ndarray:
+        """Class ``class_id``'s texture filling the frame: ``render`` of one class, (S, S, 3) float32."""
+        return self.render(rng, [int(class_id)], np.zeros((self.config.image_size,) * 2, dtype=np.int64))
+
     def sample(self, split: str, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Segmentation image ``index`` of ``split``, the same on every call.
 

@@ -7,7 +7,11 @@ loss on captioned images of every class, seen and unseen alike:
 
 - most images show one texture, captioned with one of ``CAPTION_TEMPLATES`` ("a photo of a red striped.");
 - with probability ``multi_prob`` an image holds 2-3 Voronoi cells of different classes, captioned with all
-  of them ("a photo of a red striped and a blue dotted."): image-level text, never a mask.
+  of them ("a photo of a red striped and a blue dotted."): image-level text, never a mask;
+- with probability ``closeup_prob`` (before the two above) an image is a *close-up*: one class's texture filling
+  the frame (the world's ``closeup``), as web photos often show an object close up. The object world needs
+  them: its objects cover 6-25 % of an image, and without close-ups the mini-CLIP learns the colours but
+  confuses four of the six patterns (46.6 % zero-shot top-1).
 
 Captions naming the same set of classes are positives of each other (a batch of 96 over 48 classes repeats
 classes): the targets of the contrastive loss are spread evenly over them.
@@ -71,6 +75,8 @@ class MiniClipConfig:
         weight_decay: AdamW weight decay.
         warmup: warm-up steps.
         multi_prob: probability that an image holds 2-3 textures (captioned with all of them).
+        closeup_prob: probability that an image is a close-up of one class (``world.closeup``), drawn first;
+            0 (the default) draws no extra random number, so files made before this setting are reproduced.
         seed: seeds the initialisation, the images and the captions.
         progress: show a tqdm bar.
     """
@@ -81,6 +87,7 @@ class MiniClipConfig:
     weight_decay: float = 0.05
     warmup: int = 50
     multi_prob: float = 0.3
+    closeup_prob: float = 0.0
     seed: int = 0
     progress: bool = False
 
@@ -89,8 +96,9 @@ class MiniClipConfig:
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"mini-CLIP {name} must be a positive integer, got {getattr(self, name)!r}")
-        if not 0.0 <= self.multi_prob <= 1.0:
-            raise ValueError(f"mini-CLIP multi_prob must be in [0, 1], got {self.multi_prob!r}")
+        for name in ("multi_prob", "closeup_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"mini-CLIP {name} must be in [0, 1], got {getattr(self, name)!r}")
 
 
 def _caption(names: list[str], template: str) -> str:
@@ -98,10 +106,11 @@ def _caption(names: list[str], template: str) -> str:
 
 
 def render_captioned_batch(world: AttributeWorld, size: int, multi_prob: float, rng: np.random.Generator,
-                           templates: Sequence[str] = CAPTION_TEMPLATES
+                           templates: Sequence[str] = CAPTION_TEMPLATES, closeup_prob: float = 0.0
                            ) -> tuple[torch.Tensor, list[str], list[frozenset]]:
     """A batch of captioned images drawn from ALL classes (seen and unseen); captions use ``templates``
-    (each with one ``{}`` for the class names).
+    (each with one ``{}`` for the class names). With probability ``closeup_prob`` an image is
+    ``world.closeup`` of one class.
 
     Returns:
         images (B, 3, S, S) float32 in [0, 1], captions (B strings), and the set of class ids each
@@ -110,10 +119,15 @@ def render_captioned_batch(world: AttributeWorld, size: int, multi_prob: float, 
     s = world.config.image_size
     images, captions, keys = [], [], []
     for _ in range(size):
-        count = int(rng.integers(2, 4)) if rng.random() < multi_prob else 1
-        classes = rng.choice(world.num_classes, count, replace=False)
-        cells = voronoi_labels(rng.uniform(0, s, (count, 2)), s) if count > 1 else np.zeros((s, s), dtype=np.int64)
-        images.append(world.render(rng, classes, cells))
+        if closeup_prob and rng.random() < closeup_prob:
+            classes = rng.choice(world.num_classes, 1)
+            images.append(world.closeup(rng, int(classes[0])))
+        else:
+            count = int(rng.integers(2, 4)) if rng.random() < multi_prob else 1
+            classes = rng.choice(world.num_classes, count, replace=False)
+            cells = (voronoi_labels(rng.uniform(0, s, (count, 2)), s) if count > 1
+                     else np.zeros((s, s), dtype=np.int64))
+            images.append(world.render(rng, classes, cells))
         template = templates[int(rng.integers(len(templates)))]
         captions.append(_caption([world.class_names[c] for c in classes], template))
         keys.append(frozenset(int(c) for c in classes))
@@ -122,18 +136,19 @@ def render_captioned_batch(world: AttributeWorld, size: int, multi_prob: float, 
 
 
 def world_captions(world: AttributeWorld, templates: Sequence[str] = CAPTION_TEMPLATES,
-                   multi_prob: float = 0.3) -> CaptionSource:
+                   multi_prob: float = 0.3, closeup_prob: float = 0.0) -> CaptionSource:
     """A caption source of ``world`` for ``pretrain_clip``: ``render_captioned_batch`` with ``templates``.
 
     Raises:
-        ValueError: no templates, or a template without exactly one ``{}``.
+        ValueError: no templates, a template without exactly one ``{}``, or a probability outside [0, 1].
     """
     templates = tuple(templates)
     if not templates or any(not isinstance(t, str) or t.count("{}") != 1 for t in templates):
         raise ValueError(f"caption templates must be strings with one '{{}}' each, got {templates!r}")
-    if not 0.0 <= multi_prob <= 1.0:
-        raise ValueError(f"multi_prob must be in [0, 1], got {multi_prob!r}")
-    return lambda rng, size: render_captioned_batch(world, size, multi_prob, rng, templates)
+    for name, value in (("multi_prob", multi_prob), ("closeup_prob", closeup_prob)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return lambda rng, size: render_captioned_batch(world, size, multi_prob, rng, templates, closeup_prob)
 
 
 def _tiny_config(world: AttributeWorld) -> AlignZegConfig:
@@ -201,7 +216,8 @@ def pretrain_clip(source: AttributeWorld | CaptionSource, config: MiniClipConfig
     """
     config = config or MiniClipConfig()
     if hasattr(source, "render") and hasattr(source, "class_names"):  # a world (attribute, object, ...)
-        source = world_captions(source, CAPTION_TEMPLATES if templates is None else templates, config.multi_prob)
+        source = world_captions(source, CAPTION_TEMPLATES if templates is None else templates, config.multi_prob,
+                                config.closeup_prob)
     elif not callable(source):
         raise TypeError(f"source must be a world (class_names, render) or a callable source(rng, batch_size), "
                         f"got {type(source).__name__}")

@@ -302,6 +302,12 @@ class ObjectWorld(ClassSplit):
         image += rng.normal(0, self.config.pixel_noise, image.shape)
         return np.clip(image, 0, 1).astype(np.float32)
 
+    def closeup(self, rng: np.random.Generator, class_id: int) -> np.ndarray:
+        """A close-up of class ``class_id``: its texture filling the frame, pixel noise added: (S, S, 3) float32
+        in [0, 1] (the mini-CLIP's close-up images, ``MiniClipConfig.closeup_prob``)."""
+        image = self._paint(rng, int(class_id)) + rng.normal(0, self.config.pixel_noise, self._x.shape + (3,))
+        return np.clip(image, 0, 1).astype(np.float32)
+
     def render(self, rng: np.random.Generator, classes: Sequence[int], cells: np.ndarray) -> np.ndarray:
         """The objects ``classes`` on a background: (S, S, 3) float32 in [0, 1] (the mini-CLIP's images).
 

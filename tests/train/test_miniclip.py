@@ -126,3 +126,27 @@ def test_world_captions_use_the_templates_given(world):
 def test_config_types_are_checked_from_the_annotations(make, message):
     with pytest.raises(TypeError, match=re.escape(message)):
         make()
+
+
+def test_closeups_fill_the_frame_with_one_class_and_zero_keeps_the_old_draws(world):
+    from alignzeg.train.object_world import make_world
+
+    objects = make_world("objects", 0)
+    plain = render_captioned_batch(objects, 12, 0.3, np.random.default_rng(5))
+    same = render_captioned_batch(objects, 12, 0.3, np.random.default_rng(5), closeup_prob=0.0)
+    assert torch.equal(plain[0], same[0]) and plain[1] == same[1]  # 0 draws no extra number: old files reproduce
+    images, captions, keys = render_captioned_batch(objects, 6, 0.3, np.random.default_rng(1), closeup_prob=1.0)
+    rng = np.random.default_rng(1)
+    for image, caption, key in zip(images, captions, keys):
+        rng.random()  # the close-up draw
+        (cls,) = rng.choice(objects.num_classes, 1)
+        expected = torch.from_numpy(objects.closeup(rng, int(cls))).permute(2, 0, 1)
+        rng.integers(4)  # the template
+        assert torch.equal(image, expected) and key == {int(cls)} and caption.count(objects.class_names[cls]) == 1
+    # a close-up is the class's colour everywhere: no background pixel (low saturation) is left
+    saturation = images.amax(1) - images.amin(1)
+    assert float(saturation.mean()) > 0.3
+    with pytest.raises(ValueError, match=re.escape("mini-CLIP closeup_prob must be in [0, 1], got 1.5")):
+        MiniClipConfig(closeup_prob=1.5)
+    attribute = render_captioned_batch(world, 2, 0.3, np.random.default_rng(2), closeup_prob=1.0)
+    assert attribute[0].shape == (2, 3, 64, 64) and all(len(k) == 1 for k in attribute[2])
