@@ -85,6 +85,8 @@ FIXED_THRESHOLD = 0.5
 """The fixed protocol's PBC threshold (the paper's default)."""
 FIXED_READOUT = (0.4, 0.8)
 """The fixed protocol's readout weights (FC-CLIP's)."""
+CLIP_STEPS = {"attribute": 600, "objects": 1500}
+"""Default mini-CLIP pre-training steps of each family (the object world's needs more: docs/zeroshot_objects.md)."""
 CLOSEUP_PROB = {"attribute": 0.0, "objects": 0.5}
 """Default share of close-ups in each family's mini-CLIP pre-training (``MiniClipConfig.closeup_prob``): the
 attribute world's images are close-ups already; the object world's mini-CLIP needs them (docs/zeroshot_objects.md)."""
@@ -113,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
                    "trained)")
     p.add_argument("--validation-fraction", type=float, default=0.2,
                    help="share of the seen classes each calibration model holds out (inductive protocol)")
-    p.add_argument("--clip-steps", type=int, default=600, help="mini-CLIP pre-training steps per world")
+    p.add_argument("--clip-steps", type=int, default=None,
+                   help=f"mini-CLIP pre-training steps per world (default: the family's, {CLIP_STEPS})")
     p.add_argument("--clip-batch", type=int, default=96, help="mini-CLIP pre-training batch")
     p.add_argument("--clip-multi-prob", type=float, default=0.3,
                    help="share of the mini-CLIP's pre-training images that are captioned multi-class scenes "
@@ -695,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     args.clip_dir.mkdir(parents=True, exist_ok=True)
     prefix = "" if args.family == "attribute" else f"{args.family}-"  # attribute files keep their names
+    if args.clip_steps is None:
+        args.clip_steps = CLIP_STEPS[args.family]
     if args.clip_closeup_prob is None:
         args.clip_closeup_prob = CLOSEUP_PROB[args.family]
     suffix = "" if args.clip_multi_prob == 0.3 else f"_multi{args.clip_multi_prob:g}"
