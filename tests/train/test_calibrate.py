@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from alignzeg import AlignZegSegmenter
-from alignzeg.train.calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, DEFAULT_THRESHOLDS, CalibrationResult,
+from alignzeg.train.evaluation.calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, DEFAULT_THRESHOLDS, CalibrationResult,
                                       apply_calibration, calibrate, check_calibration_split, write_calibration)
-from alignzeg.train.calibration_grid import cache_outputs, evaluate_cached
-from alignzeg.train.datasets import build_dataset
-from alignzeg.train.eval_cli import main
-from alignzeg.train.evaluate import evaluate, resolve_bias_correction
+from alignzeg.train.evaluation.calibration_grid import cache_outputs, evaluate_cached
+from alignzeg.train.datasets.loaders import build_dataset
+from alignzeg.train.evaluation.eval_cli import main
+from alignzeg.train.evaluation.evaluate import evaluate, resolve_bias_correction
 
 
 @pytest.fixture
@@ -327,8 +327,8 @@ def test_contradictory_options_are_refused(tiny_checkpoint, tmp_path, capsys):
 
 def test_calibrating_the_shipped_demo_model_leaves_the_package_alone(tmp_path, capsys):
     from alignzeg.demo import model_path
-    from alignzeg.train.world import export_world
-    from alignzeg.demo.world import AttributeWorld, world_config
+    from alignzeg.worlds.export import export_world
+    from alignzeg.worlds.attributes import AttributeWorld, world_config
 
     before = _hashes(model_path())
     export_world(AttributeWorld(world_config(0)), tmp_path / "w", train_images=1, test_images=2, val_images=2)
@@ -345,8 +345,8 @@ def test_calibrating_the_shipped_demo_model_leaves_the_package_alone(tmp_path, c
 def _wide_world(root, val=3, test=1):
     """The attribute world as a folder dataset whose val/test images are 64 x 96 (two world images side by
     side, cut): two overlapping windows of the 64 px model each, averaged where they overlap."""
-    from alignzeg.demo.world import AttributeWorld, world_config
-    from alignzeg.train.world import export_world
+    from alignzeg.worlds.attributes import AttributeWorld, world_config
+    from alignzeg.worlds.export import export_world
 
     export_world(AttributeWorld(world_config(0)), root, train_images=1, test_images=2 * test, val_images=2 * val)
     for split, count in (("val", val), ("test", test)):
@@ -468,7 +468,7 @@ def test_a_model_without_the_readout_gets_the_choice_of_the_full_path_search(sha
 
 
 def test_describe_names_only_the_settings_that_act():
-    from alignzeg.train.calibrate import CalibrationResult
+    from alignzeg.train.evaluation.calibrate import CalibrationResult
 
     hard = CalibrationResult(0.7, 1.0, 0.5, pbc_soft=False, readout_weight_seen=0.3, readout_weight_unseen=0.8)
     assert hard.describe() == ("pbc_threshold 0.7, seen_score_offset 1, pbc_soft off, "

@@ -24,9 +24,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..pipeline.options import resolve_bias_correction as resolve_pbc
-from ..metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
-from ..progress import track
+from ...pipeline.options import resolve_bias_correction as resolve_pbc
+from ...metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
+from ...progress import track
 
 __all__ = ["ConfusionMatrix", "DatasetVocabulary", "EvalResult", "METRIC_KEYS", "compute_metrics", "dataset_vocabulary",
            "evaluate", "resolve_bias_correction"]
@@ -191,7 +191,7 @@ def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = 
 
     Args:
         segmenter: an ``AlignZegSegmenter``.
-        dataset: a protocol dataset (``alignzeg.train.data``) built for evaluation (unseen pixels kept).
+        dataset: a protocol dataset (``alignzeg.train.datasets``) built for evaluation (unseen pixels kept).
             Its vocabulary is ``dataset_vocabulary``'s.
         bias_correction: apply PBC (the paper's setting); ``None`` or ``"auto"`` (default): when the class
             indicator was trained, as ``segment`` (``resolve_bias_correction``).
