@@ -17,7 +17,7 @@ from alignzeg.train.evaluation.calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, D
 from alignzeg.train.evaluation.calibration_grid import cache_outputs, evaluate_cached
 from alignzeg.train.datasets.loaders import build_dataset
 from alignzeg.train.evaluation.eval_cli import main
-from alignzeg.train.evaluation.evaluate import evaluate, resolve_bias_correction
+from alignzeg.train.evaluation.evaluate import bias_correction_for_config, evaluate
 
 
 @pytest.fixture
@@ -29,22 +29,22 @@ def trained_indicator(tiny_segmenter):
     tiny_segmenter.model.config = original
 
 
-def test_resolve_bias_correction(tiny_segmenter):
+def test_bias_correction_for_config(tiny_segmenter):
     untrained = tiny_segmenter.config
     trained = untrained.replace(indicator_trained=True)
     assert untrained.indicator_trained is False  # the default of a model that was never trained
-    assert resolve_bias_correction(trained, "auto") is True and resolve_bias_correction(trained, None) is True
-    assert resolve_bias_correction(trained, False) is False
+    assert bias_correction_for_config(trained, "auto") is True and bias_correction_for_config(trained, None) is True
+    assert bias_correction_for_config(trained, False) is False
     with pytest.warns(UserWarning, match=r"class indicator was never trained .*bias correction \(PBC\) is off"):
-        assert resolve_bias_correction(untrained, "auto") is False
-    assert resolve_bias_correction(untrained, False) is False
+        assert bias_correction_for_config(untrained, "auto") is False
+    assert bias_correction_for_config(untrained, False) is False
     with pytest.raises(ValueError, match="bias_correction=True needs a trained class indicator or a seen-score "
                                          "offset"):
-        resolve_bias_correction(untrained, True)
+        bias_correction_for_config(untrained, True)
     offset = untrained.replace(seen_score_offset=0.5)  # the offset needs no indicator: auto runs it, no warning
-    assert resolve_bias_correction(offset, "auto") is True and resolve_bias_correction(offset, True) is True
+    assert bias_correction_for_config(offset, "auto") is True and bias_correction_for_config(offset, True) is True
     with pytest.raises(TypeError, match="bias_correction must be True, False, None or 'auto', got str 'yes'"):
-        resolve_bias_correction(trained, "yes")
+        bias_correction_for_config(trained, "yes")
 
 
 def test_evaluate_auto_turns_pbc_off_for_an_untrained_indicator(tiny_segmenter, trained_indicator, shapes_factory):

@@ -45,7 +45,7 @@ from .calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, DEFAULT_READOUT_WEIGHTS, C
                         is_training_split, labelled_classes, save_calibrated)
 from .calibration_grid import SETTINGS, check_grid
 from ..datasets.loaders import build_dataset, default_split
-from .evaluate import dataset_vocabulary, evaluate, resolve_bias_correction
+from .evaluate import bias_correction_for_config, dataset_vocabulary, evaluate
 
 __all__ = ["main"]
 
@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         segmenter = load_segmenter(args.model, device=args.device)
         dataset_vocabulary(dataset).prepare(segmenter)  # a class an .onnx file's vocabulary lacks fails here
-        bias_correction = resolve_bias_correction(segmenter.config, {"on": True, "off": False}.get(mode, "auto"))
+        bias_correction = bias_correction_for_config(segmenter.config, {"on": True, "off": False}.get(mode, "auto"))
         if args.pbc_threshold is not None or args.seen_score_offset is not None:
             config = segmenter.config
             apply_calibration(segmenter, CalibrationResult(
