@@ -50,7 +50,7 @@ except ImportError as _err:  # pragma: no cover - exercised by the CLI's own che
 
 from .loader import DEMO_MODEL, load_segmenter
 from .demo import DEMO_WORLD, DISCLAIMER, class_iou, load_demo_model
-from .demo.world import AttributeWorld, world_config
+from .worlds.attributes import AttributeWorld, world_config
 from .visualize import draw_overlay
 
 logger = logging.getLogger(__name__)

@@ -445,7 +445,7 @@ class AlignZegConfig:
             raise ValueError("config clip_model must not be empty")
         if not 0.0 <= self.pbc_threshold <= 1.0:
             raise ValueError(f"pbc_threshold must be in [0, 1], got {self.pbc_threshold}")
-        self._validate_issue12_fields()
+        self._validate_prompt_encoder_background_ranges()
         _check_clip_cfg(self.clip_cfg)
         image_size = self.clip_cfg["vision_cfg"].get("image_size")
         if image_size != self.input_size:
@@ -467,7 +467,7 @@ class AlignZegConfig:
         if depth is not None and depth > layers:
             raise ValueError(f"clip_prompt_depth {depth} exceeds the {layers} layers of the CLIP image encoder")
 
-    def _validate_issue12_fields(self) -> None:
+    def _validate_prompt_encoder_background_ranges(self) -> None:
         """Ranges of the prompt, learnable-encoder and background fields (types are checked from the annotations)."""
         if self.clip_prompt_tokens < 0:
             raise ValueError(f"config clip_prompt_tokens must be a non-negative integer, got {self.clip_prompt_tokens!r}")

@@ -1,4 +1,4 @@
-"""Segmentation metrics shared by evaluation (``alignzeg.train.evaluate``) and the demo: numpy only.
+"""Segmentation metrics shared by evaluation (``alignzeg.train.evaluation.evaluate``) and the demo: numpy only.
 
 - ``ConfusionMatrix``: a (K, K + 1) int64 matrix, rows true classes, columns predictions (column K: a
   prediction outside [0, K), e.g. the segmenter's "unlabelled" -1); ground truth ``ignore_index`` is skipped.

@@ -1,6 +1,6 @@
-"""Deprecated: the attribute world moved to ``alignzeg.demo.world``; this name will be removed in 0.4.
+"""Deprecated: the attribute world moved to ``alignzeg.worlds.attributes``; this name will be removed in 0.4.
 
-Every name read from here is the one of ``alignzeg.demo.world`` (the same objects), with a
+Every name read from here is the one of ``alignzeg.worlds.attributes`` (the same objects), with a
 ``DeprecationWarning`` that names the new module.
 """
 
@@ -10,7 +10,7 @@ import importlib
 import warnings
 from typing import Any
 
-_NEW = "alignzeg.demo.world"
+_NEW = "alignzeg.worlds.attributes"
 
 
 def __getattr__(name: str) -> Any:

@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def coco_stuff_names() -> tuple[str, ...]:
     """The 171 COCO-Stuff class names (the largest standard vocabulary)."""
-    from alignzeg.train.splits import COCO_STUFF_CLASSES
+    from alignzeg.train.datasets.splits import COCO_STUFF_CLASSES
 
     return tuple(COCO_STUFF_CLASSES)
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _world_png(folder: str) -> str:
-    from alignzeg.demo.world import AttributeWorld, world_config
+    from alignzeg.worlds.attributes import AttributeWorld, world_config
 
     image, _ = AttributeWorld(world_config(0)).sample("test", 13)
     path = os.path.join(folder, "world_13.png")

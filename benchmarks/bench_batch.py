@@ -48,7 +48,7 @@ def _write_images(folder: Path, count: int, size: tuple[int, int], fmt: str) -> 
 def throughput(args, folder: Path) -> dict:
     from alignzeg import AlignZegSegmenter
     from alignzeg.folder_jobs import collect_inputs, run_batch
-    from alignzeg.train.splits import VOC_CLASSES
+    from alignzeg.train.datasets.splits import VOC_CLASSES
 
     classes = list(VOC_CLASSES)
     paths = _write_images(folder / "in", args.images, (SIZE, SIZE), "jpg")

@@ -26,7 +26,7 @@ import _common as c
 from alignzeg import AlignZegSegmenter
 from alignzeg.modeling.clip_backbone import CLIPBackbone
 from alignzeg.modeling.semantic_map import semantic_probabilities
-from alignzeg.train.splits import VOC_CLASSES
+from alignzeg.train.datasets.splits import VOC_CLASSES
 
 TOKENS = (10, 100)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 import _common as c
 from alignzeg.demo import DEMO_WORLD, load_demo_model
-from alignzeg.demo.world import AttributeWorld, world_config
+from alignzeg.worlds.attributes import AttributeWorld, world_config
 from alignzeg.metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
 from alignzeg.pipeline.vocabulary import class_name_key
 from alignzeg.onnx.metadata import read_vocabulary

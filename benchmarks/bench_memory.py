@@ -24,7 +24,7 @@ sys.path.insert(0, {bench!r})
 import _common as c
 from alignzeg import AlignZegSegmenter
 from alignzeg.pipeline.windows import plan_windows
-from alignzeg.train.splits import VOC_CLASSES
+from alignzeg.train.datasets.splits import VOC_CLASSES
 if {threads}: torch.set_num_threads({threads})
 def hwm():
     for line in open("/proc/self/status"):

@@ -28,7 +28,7 @@ import torch
 import _common as c
 from alignzeg import AlignZegSegmenter
 from alignzeg.onnx.runtime import OnnxSegmenter
-from alignzeg.train.splits import VOC_CLASSES
+from alignzeg.train.datasets.splits import VOC_CLASSES
 
 CHILD = r"""
 import json, sys, time

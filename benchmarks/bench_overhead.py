@@ -25,7 +25,7 @@ import torch
 
 import _common as c
 from alignzeg import AlignZegSegmenter
-from alignzeg.train.splits import VOC_CLASSES
+from alignzeg.train.datasets.splits import VOC_CLASSES
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ import torch
 torch.set_num_threads({threads})
 from alignzeg import AlignZegSegmenter
 from alignzeg.onnx.runtime import OnnxSegmenter
-from alignzeg.train.splits import VOC_CLASSES, COCO_STUFF_CLASSES
+from alignzeg.train.datasets.splits import VOC_CLASSES, COCO_STUFF_CLASSES
 image = np.load({image!r})
 voc, coco = list(VOC_CLASSES), list(COCO_STUFF_CLASSES)
 folder = tempfile.mkdtemp(prefix="alignzeg-bench-rev-")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import _common as c
 from alignzeg import AlignZegSegmenter
-from alignzeg.train.splits import VOC_CLASSES
+from alignzeg.train.datasets.splits import VOC_CLASSES
 
 BATCHES = (1, 4, 8)
 

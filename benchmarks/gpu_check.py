@@ -141,9 +141,9 @@ def measure_training(steps: int, batch: int, device: str) -> dict[str, Any]:
     """``steps`` steps of the world recipe (tiny preset, world 0, the shipped mini-CLIP), AMP on CUDA."""
     from alignzeg.demo import CLIP_SOURCE, DEMO_WORLD
     from alignzeg.train import Trainer
-    from alignzeg.train.world import world_train_config
-    from alignzeg.train.world import WorldDataset
-    from alignzeg.demo.world import AttributeWorld, world_config
+    from alignzeg.train.training.world_recipe import world_train_config
+    from alignzeg.worlds.export import WorldDataset
+    from alignzeg.worlds.attributes import AttributeWorld, world_config
 
     cuda = device.startswith("cuda")
     world = AttributeWorld(world_config(DEMO_WORLD))

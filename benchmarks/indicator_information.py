@@ -1,7 +1,7 @@
 """Does anything a class indicator could read know more than the score margin? Conditional information, measured.
 
 The seen-score offset thresholds one statistic per proposal: the ensemble margin (best non-seen class's
-log-score minus the best seen class's; ``alignzeg.train.diagnostics.ensemble_margin``). A class indicator
+log-score minus the best seen class's; ``alignzeg.train.evaluation.diagnostics.ensemble_margin``). A class indicator
 pays only with information the margin lacks. This script measures that information directly, before any
 indicator is trained: on proposals matched to ground-truth regions of a trained model, it fits logistic
 models on ``[margin]`` and on ``[margin, inputs]`` for each group of candidate inputs, on the ``val`` split,
@@ -61,8 +61,8 @@ def matched_proposals(segmenter: Any, dataset: Any) -> list[dict[str, Any]]:
     """Per proposal matched to a ground-truth region (Hungarian, mask cost): its image index, whether its
     region is of a non-seen class, the margin and every candidate input (float lists)."""
     from alignzeg.modeling.class_indicator import profile_features
-    from alignzeg.train.diagnostics import _forward, ensemble_margin
-    from alignzeg.train.matching import build_targets, hungarian_match, pairwise_mask_costs
+    from alignzeg.train.evaluation.diagnostics import _forward, ensemble_margin
+    from alignzeg.train.training.matching import build_targets, hungarian_match, pairwise_mask_costs
 
     rows = []
     for image, (out, label, seen, vocabulary) in enumerate(_forward(segmenter, dataset, None, False)):
@@ -145,7 +145,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> Any:
 def paired_bootstrap(scores_a: np.ndarray, scores_b: np.ndarray, labels: np.ndarray, images: np.ndarray,
                      resamples: int = 1000, seed: int = 0) -> list[float]:
     """95 % interval of AUC(a) - AUC(b), resampling test images (all their proposals) with replacement."""
-    from alignzeg.train.diagnostics import roc_auc
+    from alignzeg.train.evaluation.diagnostics import roc_auc
 
     rng = np.random.default_rng(seed)
     ids = np.unique(images)
@@ -161,9 +161,9 @@ def paired_bootstrap(scores_a: np.ndarray, scores_b: np.ndarray, labels: np.ndar
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     from alignzeg import AlignZegSegmenter
-    from alignzeg.train.diagnostics import roc_auc
-    from alignzeg.train.object_world import make_world
-    from alignzeg.train.world import WorldDataset
+    from alignzeg.train.evaluation.diagnostics import roc_auc
+    from alignzeg.worlds.objects import make_world
+    from alignzeg.worlds.export import WorldDataset
 
     torch.set_num_threads(args.threads)
     start = time.time()

@@ -1,8 +1,8 @@
 """The AlignZeg ablation on the zero-shot worlds, calibrated as a user can, with confidence intervals.
 
-For each world (``alignzeg.train.world`` / ``alignzeg.train.object_world``): a mini-CLIP is pre-trained
-contrastively on captions of ALL classes (``alignzeg.train.miniclip``), then every trained variant of
-``alignzeg.train.registry`` is trained on the world's seen classes through ``alignzeg.train.Trainer`` with
+For each world (``alignzeg.worlds.export`` / ``alignzeg.worlds.objects``): a mini-CLIP is pre-trained
+contrastively on captions of ALL classes (``alignzeg.worlds.miniclip``), then every trained variant of
+``alignzeg.train.training.registry`` is trained on the world's seen classes through ``alignzeg.train.Trainer`` with
 that CLIP frozen (class names through templates -> tokenizer -> text tower) and evaluated on the same test
 images (seen + unseen classes, every name typed as text).
 
@@ -17,7 +17,7 @@ chosen for every row by the same protocol and on the same grid; three protocols 
   the row's models but with ``--validation-fraction`` of the seen classes held out (``TrainConfig.
   validation_classes``: their pixels ignored, like unseen classes); the settings with the best hIoU of the
   validation classes against the remaining seen classes on ``--val-images`` val images
-  (``alignzeg.train.calibrate.calibrate_inductive``'s view: every other class's pixels ignored, the
+  (``alignzeg.train.evaluation.calibrate.calibrate_inductive``'s view: every other class's pixels ignored, the
   vocabulary the 40 seen names) are applied to every seed's model trained on all seen classes. No label of
   a test-unseen class chooses anything. One calibration model per world and variant is shared by the seeds
   (training seed ``CALIBRATION_SEED``).
@@ -97,8 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worlds", default="0,1", help="world ids, comma-separated")
     p.add_argument("--family", default="attribute", choices=("attribute", "objects"),
-                   help="world family: attribute textures (alignzeg.demo.world) or objects on a background that is no "
-                   "class (alignzeg.train.object_world)")
+                   help="world family: attribute textures (alignzeg.worlds.attributes) or objects on a background that is no "
+                   "class (alignzeg.worlds.objects)")
     p.add_argument("--seeds", default="4", help="N (seeds 0..N-1) or a comma-separated list of training seeds "
                    "('3,' is seed 3 alone)")
     p.add_argument("--rows", default="baseline,baseline+readout,+MRPE,+MRPE+readout,+GEPC,+GEPC+offset,full,"
@@ -209,8 +209,8 @@ def pretrain_job(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from alignzeg.train.miniclip import MiniClipConfig, pretrain_clip, save_clip, zero_shot_accuracy
-    from alignzeg.train.object_world import make_world
+    from alignzeg.worlds.miniclip import MiniClipConfig, pretrain_clip, save_clip, zero_shot_accuracy
+    from alignzeg.worlds.objects import make_world
 
     world = make_world(job.get("family", "attribute"), job["world"])
     config = MiniClipConfig(steps=job["clip_steps"], batch_size=job["clip_batch"], seed=job["world"],
@@ -239,9 +239,10 @@ def _train(job: dict, validation_classes: tuple[str, ...] = ()) -> tuple[Any, An
 
     torch.set_num_threads(job["threads"])
     from alignzeg.train import Trainer
-    from alignzeg.train.object_world import make_world
-    from alignzeg.train.registry import apply_variant
-    from alignzeg.train.world import WorldDataset, world_train_config
+    from alignzeg.worlds.objects import make_world
+    from alignzeg.train.training.registry import apply_variant
+    from alignzeg.train.training.world_recipe import world_train_config
+    from alignzeg.worlds.export import WorldDataset
 
     world = make_world(job["family"], job["world"])
     cfg = apply_variant(world_train_config(world, job["clip"], iterations=job["iterations"],
@@ -264,7 +265,7 @@ def _readout_on(segmenter: Any) -> Any:
 
 def _grid(row: str) -> dict[str, Any]:
     """``calibration_grid.search``'s axes for ``row``: every part of the post-processing that the row has."""
-    from alignzeg.train.calibration_grid import WORLD_CALIB_OFFSETS, WORLD_CALIB_PBC, WORLD_CALIB_READOUT
+    from alignzeg.train.evaluation.calibration_grid import WORLD_CALIB_OFFSETS, WORLD_CALIB_PBC, WORLD_CALIB_READOUT
 
     _, readout, pbc, bias, _ = ROWS[row]
     return {"pbc": WORLD_CALIB_PBC if pbc else (1.0,), "offsets": WORLD_CALIB_OFFSETS if bias else (0.0,),
@@ -278,7 +279,7 @@ def _row_config(config: Any, row: str) -> Any:
 
 def choose(cached: Any, config: Any, rows: list[str]) -> dict[str, dict]:
     """The best grid point of each row on cached validation outputs: row -> settings + ``val_hIoU`` (%)."""
-    from alignzeg.train.calibration_grid import SETTINGS, search
+    from alignzeg.train.evaluation.calibration_grid import SETTINGS, search
 
     chosen = {}
     for row in rows:
@@ -303,10 +304,10 @@ def _rows_of(job: dict) -> list[str]:
 def calibration_job(job: dict) -> dict:
     """Train world ``job["world"]``'s calibration model of one variant (validation classes held out) and choose
     each of the variant's rows' settings on its validation classes: the inductive protocol."""
-    from alignzeg.train.calibrate import CalibrationView, pick_validation_classes
-    from alignzeg.train.calibration_grid import cache_outputs
-    from alignzeg.train.object_world import make_world
-    from alignzeg.train.world import WorldDataset
+    from alignzeg.train.evaluation.calibrate import CalibrationView, pick_validation_classes
+    from alignzeg.train.evaluation.calibration_grid import cache_outputs
+    from alignzeg.worlds.objects import make_world
+    from alignzeg.worlds.export import WorldDataset
 
     seen = make_world(job["family"], job["world"]).seen_classes
     held_out = pick_validation_classes(seen, max(1, round(job["validation_fraction"] * len(seen))), job["world"])
@@ -330,15 +331,15 @@ def _metrics(result) -> dict[str, float]:
 
 
 def _settings_only(point: dict) -> dict:
-    from alignzeg.train.calibration_grid import SETTINGS
+    from alignzeg.train.evaluation.calibration_grid import SETTINGS
 
     return {k: point[k] for k in SETTINGS}
 
 
 def run_job(job: dict) -> dict:
     """Train one variant with one seed on one world; evaluate its rows under the three protocols."""
-    from alignzeg.train.calibration_grid import cache_outputs, evaluate_cached
-    from alignzeg.train.world import WorldDataset
+    from alignzeg.train.evaluation.calibration_grid import cache_outputs, evaluate_cached
+    from alignzeg.worlds.export import WorldDataset
 
     world, segmenter, train_s = _train(job)
     if job.get("save_models"):
@@ -363,7 +364,7 @@ def run_job(job: dict) -> dict:
               "protocols": protocols, "settings": settings, "threads": job["threads"], "train_s": round(train_s, 1),
               "calibration_classes": {p: classes[p] for p in settings}}
     if job.get("diagnose") and "full" in rows:
-        from alignzeg.train.diagnostics import indicator_auc
+        from alignzeg.train.evaluation.diagnostics import indicator_auc
 
         headline = settings[job["protocols"][0]]["full"]  # the readout weights of the headline protocol
         segmenter.model.config = _row_config(config, "full").replace(**_settings_only(headline))
@@ -600,7 +601,7 @@ def _summary(res: dict, start: float) -> str:
 def report(args: argparse.Namespace, command: str, clip_info: list[dict], results: list[dict], wall: float,
            jobs_planned: int) -> str:
     """Aggregate, and write the JSON/markdown (called after every job, so a stopped run keeps its results)."""
-    from alignzeg.train.object_world import make_world
+    from alignzeg.worlds.objects import make_world
 
     protocols = tuple(p for p in args.protocols.split(",") if p)
     tables = {p: aggregate(flatten(results, p)) for p in protocols}

@@ -27,13 +27,14 @@ from pathlib import Path
 import torch
 
 from alignzeg import AlignZegSegmenter
-from alignzeg.demo.world import AttributeWorld, world_config
+from alignzeg.worlds.attributes import AttributeWorld, world_config
 from alignzeg.train import Trainer, evaluate
-from alignzeg.train.calibrate import apply_calibration, calibrate_inductive, pick_validation_classes
-from alignzeg.train.calibration_grid import WORLD_CALIB_OFFSETS, WORLD_CALIB_PBC, WORLD_CALIB_READOUT
-from alignzeg.train.miniclip import MiniClipConfig, pretrain_clip, save_clip, zero_shot_accuracy
-from alignzeg.train.registry import apply_variant
-from alignzeg.train.world import WorldDataset, world_train_config
+from alignzeg.train.evaluation.calibrate import apply_calibration, calibrate_inductive, pick_validation_classes
+from alignzeg.train.evaluation.calibration_grid import WORLD_CALIB_OFFSETS, WORLD_CALIB_PBC, WORLD_CALIB_READOUT
+from alignzeg.worlds.miniclip import MiniClipConfig, pretrain_clip, save_clip, zero_shot_accuracy
+from alignzeg.train.training.registry import apply_variant
+from alignzeg.train.training.world_recipe import world_train_config
+from alignzeg.worlds.export import WorldDataset
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ gr = pytest.importorskip("gradio", reason='the app extra is not installed (pip i
 
 from alignzeg.app import (EXAMPLE_INDICES, AppInputError, SegmentApp, app_process, build_page,  # noqa: E402
                           parse_class_names)
-from alignzeg.demo.world import AttributeWorld, world_config  # noqa: E402
+from alignzeg.worlds.attributes import AttributeWorld, world_config  # noqa: E402
 
 START_TIMEOUT = float(os.environ.get("ALIGNZEG_TEST_APP_START_TIMEOUT", "240"))
 """Hang guard for ``alignzeg app`` to serve its page. Not a speed target: the start time is measured by

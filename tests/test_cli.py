@@ -117,7 +117,7 @@ def test_device_errors_name_the_option_on_one_line(voc, tmp_path, capsys):
     """The CLI printed the Python argument ("use device='cpu'"); the option is --device."""
     import torch
 
-    from alignzeg.train.eval_cli import main as eval_main
+    from alignzeg.train.evaluation.eval_cli import main as eval_main
 
     image = tmp_path / "x.png"
     Image.fromarray(voc["rgb"]).save(image)

@@ -97,7 +97,7 @@ def test_fcclip_void_handling_by_hand():
 def test_ensemble_margin_by_hand():
     from types import SimpleNamespace
 
-    from alignzeg.train.diagnostics import ensemble_margin
+    from alignzeg.train.evaluation.diagnostics import ensemble_margin
 
     dec = torch.tensor([[[2.0, 0.0, 1.0, 0.5], [0.0, 1.0, 3.0, 0.0]]])  # 2 proposals, 3 classes + background
     clip = torch.tensor([[[0.0, 3.0, 1.0], [1.0, 0.0, 2.0]]])

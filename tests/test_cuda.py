@@ -11,7 +11,7 @@ import torch
 
 from alignzeg import AlignZegSegmenter
 from alignzeg.demo import CLIP_SOURCE, DEMO_WORLD, load_demo_model
-from alignzeg.demo.world import AttributeWorld, world_config
+from alignzeg.worlds.attributes import AttributeWorld, world_config
 from voc_split import VOC_SEEN
 
 pytestmark = [pytest.mark.cuda,
@@ -41,8 +41,8 @@ def test_bf16_autocast_labels_agree_with_float32_on_the_world_model():
 def test_amp_training_steps_on_cuda():
     """A few AMP steps of the world recipe on the GPU: finite losses, the trainable weights move."""
     from alignzeg.train import Trainer
-    from alignzeg.train.world import world_train_config
-    from alignzeg.train.world import WorldDataset
+    from alignzeg.train.training.world_recipe import world_train_config
+    from alignzeg.worlds.export import WorldDataset
 
     world = AttributeWorld(world_config(DEMO_WORLD))
     config = world_train_config(world, CLIP_SOURCE, iterations=3, batch_size=4,

@@ -14,7 +14,7 @@ from PIL import Image
 
 from alignzeg import AlignZegSegmenter
 from alignzeg.demo import CLIP_SOURCE, class_iou, load_demo_model, model_path, run_demo
-from alignzeg.demo.world import AttributeWorld, world_config
+from alignzeg.worlds.attributes import AttributeWorld, world_config
 from alignzeg.demo.run import PANEL_TITLES, TITLE_HEIGHT
 
 MIOU_UNSEEN_FLOOR = 0.45
@@ -156,11 +156,11 @@ def test_a_checkpoint_naming_the_mini_clip_by_its_old_package_path_loads_the_sam
 
 
 def test_the_old_module_alignzeg_world_warns_and_gives_the_same_objects():
-    import alignzeg.demo.world as world
+    import alignzeg.worlds.attributes as world
     import alignzeg.world as old
 
     with pytest.warns(DeprecationWarning, match=r"^alignzeg\.world is deprecated: import AttributeWorld from "
-                                                r"alignzeg\.demo\.world \(alignzeg\.world will be removed in 0\.4\)$"):
+                                                r"alignzeg\.worlds\.attributes \(alignzeg\.world will be removed in 0\.4\)$"):
         from alignzeg.world import AttributeWorld
     assert AttributeWorld is world.AttributeWorld
     for name in world.__all__:
@@ -174,15 +174,15 @@ def test_the_old_module_alignzeg_world_warns_and_gives_the_same_objects():
 
 
 def test_the_world_imports_numpy_only():
-    """alignzeg.demo loads its run and model modules on first use: the world alone pulls in no PIL, no torch."""
-    code = ("import sys, json, alignzeg.demo.world; "
+    """The attribute world the demo renders (alignzeg.worlds imports nothing itself) pulls in no PIL, no torch."""
+    code = ("import sys, json, alignzeg.worlds.attributes; "
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('alignzeg', 'torch', 'PIL', 'imgviz'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
     loaded = json.loads(out)
-    assert "alignzeg.demo.world" in loaded
+    assert "alignzeg.worlds.attributes" in loaded
     assert [m for m in loaded if m.split(".")[0] in ("torch", "PIL", "imgviz")] == []
     assert set(loaded) <= {"alignzeg", "alignzeg._lazy", "alignzeg._version", "alignzeg.config", "alignzeg.errors",
-                           "alignzeg.demo", "alignzeg.demo.world"}
+                           "alignzeg.worlds", "alignzeg.worlds.attributes"}
 
 
 def test_demo_classes_with_synonyms_as_the_cli_documents_them(demo_model, capsys, monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 
 from alignzeg.cli import main
 from alignzeg.demo import DEMO_WORLD, load_demo_model, model_path
-from alignzeg.demo.world import AttributeWorld, world_config
+from alignzeg.worlds.attributes import AttributeWorld, world_config
 from alignzeg.onnx.export import QUANTIZED_OPS, export_onnx
 from alignzeg.onnx.metadata import KEY_PRECISION, KEY_QUANTIZATION, read_precision, read_quantization
 from alignzeg.onnx.runtime import OnnxSegmenter

@@ -4,12 +4,12 @@
     result = run_demo(["red striped", "pink dotted"])   # world 0 test image 0, typed class names
     print(result.report())                              # per-class IoU against the ground truth
 
-- ``alignzeg.demo.world``: the attribute world (48 colour x pattern classes rendered from their words, with
-  held-out unseen combinations); numpy only. Training on it is ``alignzeg.train.world``.
+- the attribute world it renders is ``alignzeg.worlds.attributes`` (48 colour x pattern classes rendered from their
+  words, with held-out unseen combinations; numpy only), the home of the synthetic worlds (``alignzeg.worlds``).
 - ``alignzeg.demo.shipped_model``: the trained model the package ships (``assets/``) and its loader.
 - ``alignzeg.demo.run``: the demo run: segment world test images with a typed vocabulary and score them.
 
-The names below are imported on first use (PEP 562), so ``import alignzeg.demo.world`` imports numpy only.
+The names below are imported on first use (PEP 562), so ``import alignzeg.demo`` imports nothing heavy.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from ..metrics import ConfusionMatrix, harmonic_iou, nanmean
 from ..pipeline.result import SegmentationResult
 from ..visualize import draw_overlay
 from .shipped_model import DEMO_WORLD, load_demo_model
-from .world import AttributeWorld, world_config
+from ..worlds.attributes import AttributeWorld, world_config
 
 __all__ = ["DemoResult", "run_demo", "class_iou", "PANEL_TITLES"]
 
@@ -153,7 +153,7 @@ def _vocabulary_lut(world: AttributeWorld, vocabulary: Sequence[str | Sequence[s
         raise ValueError(f"none of the typed classes {[_names(e)[0] for e in vocabulary]} is a class of the demo "
                          "world, so nothing "
                          f"can be scored; its classes are colour + pattern names such as "
-                         f"{', '.join(repr(n) for n in world.class_names[:4])} (48 in all: alignzeg.demo.world)")
+                         f"{', '.join(repr(n) for n in world.class_names[:4])} (48 in all: alignzeg.worlds.attributes)")
     return lut, unknown
 
 

@@ -2,7 +2,7 @@
 
 ``alignzeg/demo/assets/`` holds it: ``model/`` (a slim checkpoint: ``config.json``, ``model.safetensors``, a
 model card) of the ``tiny`` preset trained on world ``DEMO_WORLD`` of the attribute world
-(``alignzeg.demo.world``: 48 classes "red striped", "blue dotted", ... of which 8 combinations are unseen),
+(``alignzeg.worlds.attributes``: 48 classes "red striped", "blue dotted", ... of which 8 combinations are unseen),
 and ``clip.safetensors``, the mini-CLIP pre-trained on captions of all 48 classes, which the checkpoint's
 ``clip_pretrained`` names as ``CLIP_SOURCE``. It is a small model trained on a synthetic world, NOT a photo
 model: it knows colours and patterns, nothing else.

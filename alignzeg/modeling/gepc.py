@@ -6,7 +6,7 @@ logit is a soft maximum over the M (``bg_temperature * logsumexp(cos / bg_temper
 prototype gets gradient; 0 gives the hard max). With ``clip_grounding`` the embedding is grounded in
 CLIP's own joint space: CLIP's projected patch features pooled under the proposal's mask
 (``mask_pooled_features``) are blended with the query embedding by a learned per-proposal gate. The
-training parts of GEPC (synthetic features, negative proposal selection) live in ``alignzeg.train.gepc``
+training parts of GEPC (synthetic features, negative proposal selection) live in ``alignzeg.train.training.gepc``
 and use ``classify`` below.
 """
 

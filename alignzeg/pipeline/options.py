@@ -1,6 +1,6 @@
 """The keyword options of ``segment`` and the one rule that decides whether bias correction (PBC) runs.
 
-Both back-ends and the evaluation (``alignzeg.train.evaluate``) call ``resolve_bias_correction``: one rule,
+Both back-ends and the evaluation (``alignzeg.train.evaluation.evaluate``) call ``resolve_bias_correction``: one rule,
 one message.
 """
 

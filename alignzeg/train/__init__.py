@@ -7,10 +7,14 @@ The inference package (``alignzeg``) never imports this one. Entry points:
     segmenter = trainer.train()              # a trained AlignZegSegmenter, also saved in run/
     print(evaluate(segmenter, val_dataset).table())
 
-Command lines: ``alignzeg-train`` (``alignzeg.train.cli``) and ``alignzeg-eval`` (``alignzeg.train.eval_cli``;
-``--calibrate`` chooses the bias-correction settings on a validation split, ``alignzeg.train.calibrate``).
-Diagnostics of a trained model: ``alignzeg.train.diagnostics`` (class-indicator ROC AUC, background
-prototype usage).
+Subpackages, by what they hold: ``training`` (``Trainer``, losses, ``TrainConfig``, recipes and variants),
+``evaluation`` (``evaluate``, calibration, diagnostics) and ``datasets`` (benchmark splits, loaders, augmentation);
+the synthetic worlds are ``alignzeg.worlds``.
+
+Command lines: ``alignzeg-train`` (``alignzeg.train.training.train_cli``) and ``alignzeg-eval``
+(``alignzeg.train.evaluation.eval_cli``; ``--calibrate`` chooses the bias-correction settings on a validation
+split, ``alignzeg.train.evaluation.calibrate``). Diagnostics of a trained model:
+``alignzeg.train.evaluation.diagnostics`` (class-indicator ROC AUC, background prototype usage).
 See ``docs/training.md`` for the losses, the matching, the datasets and the evaluation protocol.
 """
 
@@ -21,8 +25,8 @@ except ImportError as _err:  # pragma: no cover - exercised by a test that hides
         'alignzeg.train needs the training extras, which are not installed: pip install "alignzeg[train]"'
     ) from _err
 
-from .config import TrainConfig  # noqa: E402
-from .evaluate import EvalResult, evaluate  # noqa: E402
-from .trainer import Trainer  # noqa: E402
+from .training.config import TrainConfig  # noqa: E402
+from .evaluation.evaluate import EvalResult, evaluate  # noqa: E402
+from .training.trainer import Trainer  # noqa: E402
 
 __all__ = ["TrainConfig", "Trainer", "evaluate", "EvalResult"]

@@ -47,7 +47,7 @@ def inputs() -> dict[str, object]:
         "wide": wide,
         "small": rgb[100:140, 200:230],  # 40 x 30: enlarged, one window
     }
-    from alignzeg.demo.world import AttributeWorld, world_config
+    from alignzeg.worlds.attributes import AttributeWorld, world_config
 
     world = AttributeWorld(world_config(0))
     for i in range(3):
@@ -58,7 +58,7 @@ def inputs() -> dict[str, object]:
 
 def world_names() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(all 48 world class names, a 20-name subset: 12 names + the unseen ones)."""
-    from alignzeg.demo.world import AttributeWorld, world_config
+    from alignzeg.worlds.attributes import AttributeWorld, world_config
 
     world = AttributeWorld(world_config(0))
     names = tuple(world.class_names)

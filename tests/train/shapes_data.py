@@ -7,7 +7,7 @@ import torch
 
 
 class ShapesDataset:
-    """Images of coloured rectangles on grey; class k is drawn in colour k. Follows alignzeg.train.data."""
+    """Images of coloured rectangles on grey; class k is drawn in colour k. Follows the protocol of alignzeg.train.datasets."""
 
     colours = np.array([[220, 40, 40], [40, 200, 60], [50, 60, 230], [230, 220, 40]], dtype=np.uint8)
 
@@ -38,7 +38,7 @@ class ShapesDataset:
 
 
 def write_folder_dataset(root, classes, items):
-    """A folder dataset (``alignzeg.train.datasets``' layout: ``images/``, ``labels/``, ``classes.txt``) at
+    """A folder dataset (``alignzeg.train.datasets.loaders``' layout: ``images/``, ``labels/``, ``classes.txt``) at
     ``root``; ``items`` maps an image file name (its suffix picks the format) to (HxWx3 uint8 image, HxW uint8
     label). Returns ``root``."""
     from pathlib import Path

@@ -12,12 +12,12 @@ import pytest
 from PIL import Image
 
 from alignzeg import AlignZegSegmenter
-from alignzeg.train.calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, DEFAULT_THRESHOLDS, CalibrationResult,
+from alignzeg.train.evaluation.calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, DEFAULT_THRESHOLDS, CalibrationResult,
                                       apply_calibration, calibrate, check_calibration_split, write_calibration)
-from alignzeg.train.calibration_grid import cache_outputs, evaluate_cached
-from alignzeg.train.datasets import build_dataset
-from alignzeg.train.eval_cli import main
-from alignzeg.train.evaluate import evaluate, resolve_bias_correction
+from alignzeg.train.evaluation.calibration_grid import cache_outputs, evaluate_cached
+from alignzeg.train.datasets.loaders import build_dataset
+from alignzeg.train.evaluation.eval_cli import main
+from alignzeg.train.evaluation.evaluate import bias_correction_for_config, evaluate
 
 
 @pytest.fixture
@@ -29,22 +29,22 @@ def trained_indicator(tiny_segmenter):
     tiny_segmenter.model.config = original
 
 
-def test_resolve_bias_correction(tiny_segmenter):
+def test_bias_correction_for_config(tiny_segmenter):
     untrained = tiny_segmenter.config
     trained = untrained.replace(indicator_trained=True)
     assert untrained.indicator_trained is False  # the default of a model that was never trained
-    assert resolve_bias_correction(trained, "auto") is True and resolve_bias_correction(trained, None) is True
-    assert resolve_bias_correction(trained, False) is False
+    assert bias_correction_for_config(trained, "auto") is True and bias_correction_for_config(trained, None) is True
+    assert bias_correction_for_config(trained, False) is False
     with pytest.warns(UserWarning, match=r"class indicator was never trained .*bias correction \(PBC\) is off"):
-        assert resolve_bias_correction(untrained, "auto") is False
-    assert resolve_bias_correction(untrained, False) is False
+        assert bias_correction_for_config(untrained, "auto") is False
+    assert bias_correction_for_config(untrained, False) is False
     with pytest.raises(ValueError, match="bias_correction=True needs a trained class indicator or a seen-score "
                                          "offset"):
-        resolve_bias_correction(untrained, True)
+        bias_correction_for_config(untrained, True)
     offset = untrained.replace(seen_score_offset=0.5)  # the offset needs no indicator: auto runs it, no warning
-    assert resolve_bias_correction(offset, "auto") is True and resolve_bias_correction(offset, True) is True
+    assert bias_correction_for_config(offset, "auto") is True and bias_correction_for_config(offset, True) is True
     with pytest.raises(TypeError, match="bias_correction must be True, False, None or 'auto', got str 'yes'"):
-        resolve_bias_correction(trained, "yes")
+        bias_correction_for_config(trained, "yes")
 
 
 def test_evaluate_auto_turns_pbc_off_for_an_untrained_indicator(tiny_segmenter, trained_indicator, shapes_factory):
@@ -327,8 +327,8 @@ def test_contradictory_options_are_refused(tiny_checkpoint, tmp_path, capsys):
 
 def test_calibrating_the_shipped_demo_model_leaves_the_package_alone(tmp_path, capsys):
     from alignzeg.demo import model_path
-    from alignzeg.train.world import export_world
-    from alignzeg.demo.world import AttributeWorld, world_config
+    from alignzeg.worlds.export import export_world
+    from alignzeg.worlds.attributes import AttributeWorld, world_config
 
     before = _hashes(model_path())
     export_world(AttributeWorld(world_config(0)), tmp_path / "w", train_images=1, test_images=2, val_images=2)
@@ -345,8 +345,8 @@ def test_calibrating_the_shipped_demo_model_leaves_the_package_alone(tmp_path, c
 def _wide_world(root, val=3, test=1):
     """The attribute world as a folder dataset whose val/test images are 64 x 96 (two world images side by
     side, cut): two overlapping windows of the 64 px model each, averaged where they overlap."""
-    from alignzeg.demo.world import AttributeWorld, world_config
-    from alignzeg.train.world import export_world
+    from alignzeg.worlds.attributes import AttributeWorld, world_config
+    from alignzeg.worlds.export import export_world
 
     export_world(AttributeWorld(world_config(0)), root, train_images=1, test_images=2 * test, val_images=2 * val)
     for split, count in (("val", val), ("test", test)):
@@ -468,7 +468,7 @@ def test_a_model_without_the_readout_gets_the_choice_of_the_full_path_search(sha
 
 
 def test_describe_names_only_the_settings_that_act():
-    from alignzeg.train.calibrate import CalibrationResult
+    from alignzeg.train.evaluation.calibrate import CalibrationResult
 
     hard = CalibrationResult(0.7, 1.0, 0.5, pbc_soft=False, readout_weight_seen=0.3, readout_weight_unseen=0.8)
     assert hard.describe() == ("pbc_threshold 0.7, seen_score_offset 1, pbc_soft off, "

@@ -1,4 +1,4 @@
-"""The one calibration search (``alignzeg.train.calibration_grid``): ``calibrate`` on the world's grid makes the
+"""The one calibration search (``alignzeg.train.evaluation.calibration_grid``): ``calibrate`` on the world's grid makes the
 search's choice on the cache as it was built before images of any size were cached."""
 
 import numpy as np
@@ -6,19 +6,19 @@ import pytest
 import torch
 
 from alignzeg import AlignZegSegmenter
-from alignzeg.train.calibrate import calibrate
-from alignzeg.train.calibration_grid import (SETTINGS, WORLD_CALIB_OFFSETS, WORLD_CALIB_PBC, WORLD_CALIB_READOUT,
+from alignzeg.train.evaluation.calibrate import calibrate
+from alignzeg.train.evaluation.calibration_grid import (SETTINGS, WORLD_CALIB_OFFSETS, WORLD_CALIB_PBC, WORLD_CALIB_READOUT,
                                              CachedOutputs, applicable_grid, cache_outputs, check_grid,
                                              evaluate_cached, search)
-from alignzeg.train.evaluate import dataset_vocabulary, evaluate
+from alignzeg.train.evaluation.evaluate import dataset_vocabulary, evaluate
 from compare import assert_same_pixels
 
 
 @pytest.fixture(scope="module")
 def demo_and_val():
     from alignzeg.demo import model_path
-    from alignzeg.demo.world import AttributeWorld, world_config
-    from alignzeg.train.world import WorldDataset
+    from alignzeg.worlds.attributes import AttributeWorld, world_config
+    from alignzeg.worlds.export import WorldDataset
 
     segmenter = AlignZegSegmenter.from_pretrained(model_path(), device="cpu", local_files_only=True)
     return segmenter, WorldDataset(AttributeWorld(world_config(0)), "val", 8)

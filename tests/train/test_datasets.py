@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
-from alignzeg.train.data import RandomResizeCrop, ResumableBatchSampler, to_tensors
-from alignzeg.train.datasets import build_dataset, coco_stuff_dataset, context_dataset, folder_dataset, voc_dataset
-from alignzeg.train.splits import SPLITS
+from alignzeg.train.datasets.augmentation import RandomResizeCrop, ResumableBatchSampler, to_tensors
+from alignzeg.train.datasets.loaders import build_dataset, coco_stuff_dataset, context_dataset, folder_dataset, voc_dataset
+from alignzeg.train.datasets.splits import SPLITS
 
 
 def _write(path, array, mode=None):
@@ -147,7 +147,7 @@ def test_resumable_sampler_resumes_mid_epoch():
 def test_a_named_split_must_exist(tmp_path):
     """A folder without split subfolders never serves a named split from root/images (two 'splits' would be
     the same images); the default is the flat layout, or train/ for training."""
-    from alignzeg.train.datasets import default_split
+    from alignzeg.train.datasets.loaders import default_split
 
     (tmp_path / "classes.txt").write_text("sky\nroad\n")
     _write(tmp_path / "images" / "x.png", _rgb(4, 3))

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alignzeg.train.diagnostics import (background_prototype_usage, indicator_auc, prototype_usage,
+from alignzeg.train.evaluation.diagnostics import (background_prototype_usage, indicator_auc, prototype_usage,
                                         reference_scores, roc_auc)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alignzeg.train.eval_cli import main
-from alignzeg.train.evaluate import ConfusionMatrix, compute_metrics, evaluate
+from alignzeg.train.evaluation.eval_cli import main
+from alignzeg.train.evaluation.evaluate import ConfusionMatrix, compute_metrics, evaluate
 from shapes_data import write_folder_dataset
 
 LABEL = np.array([[0, 0, 1, 1], [2, 2, 255, 0]])
@@ -152,7 +152,7 @@ def test_fixed_bias_correction_values_are_evaluated_without_writing(tiny_checkpo
     assert (report["pbc_threshold"], report["seen_score_offset"], report["bias_correction"]) == (0.0, 10.0, True)
     # the same numbers as evaluate() with a segmenter configured in memory
     from alignzeg import AlignZegSegmenter
-    from alignzeg.train.datasets import folder_dataset
+    from alignzeg.train.datasets.loaders import folder_dataset
 
     segmenter = AlignZegSegmenter.from_pretrained(folder, device="cpu")
     segmenter.model.config = segmenter.config.replace(pbc_threshold=0.0, seen_score_offset=10.0)
@@ -163,7 +163,7 @@ def test_fixed_bias_correction_values_are_evaluated_without_writing(tiny_checkpo
 
 def test_an_error_while_evaluating_is_one_line_without_a_traceback(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     """alignzeg-eval's evaluation ran outside its error handling: a failure there printed a traceback."""
-    import alignzeg.train.eval_cli as eval_cli
+    import alignzeg.train.evaluation.eval_cli as eval_cli
 
     def fail(*args, **kwargs):
         raise OSError("cannot read labels/a.png:\nunexpected end of file")

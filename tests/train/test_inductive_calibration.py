@@ -9,17 +9,17 @@ import pytest
 
 from alignzeg import AlignZegSegmenter
 from alignzeg.train import TrainConfig, Trainer
-from alignzeg.train.calibrate import (CalibrationView, calibrate_inductive, check_calibration_model,
+from alignzeg.train.evaluation.calibrate import (CalibrationView, calibrate_inductive, check_calibration_model,
                                       labelled_classes, pick_validation_classes, validation_classes)
-from alignzeg.train.cli import validation_choice
-from alignzeg.train.eval_cli import main as eval_main
+from alignzeg.train.training.train_cli import validation_choice
+from alignzeg.train.evaluation.eval_cli import main as eval_main
 
 WORLD_GRID = dict(thresholds=(0.5, 1.0, "soft"), offsets=(0.0, 1.0), readout_weights=((0.0, 0.0), (0.4, 0.8)))
 
 
 @pytest.fixture(scope="module")
 def world():
-    from alignzeg.demo.world import AttributeWorld, world_config
+    from alignzeg.worlds.attributes import AttributeWorld, world_config
 
     return AttributeWorld(world_config(0))
 
@@ -60,7 +60,7 @@ class Relabelled:
 
 
 def test_inductive_calibration_reads_no_label_of_a_test_unseen_class(world, calibration_model):
-    from alignzeg.train.world import WorldDataset
+    from alignzeg.worlds.export import WorldDataset
 
     segmenter, held_out = calibration_model
     val = WorldDataset(world, "val", 6)
@@ -83,7 +83,7 @@ def test_inductive_calibration_reads_no_label_of_a_test_unseen_class(world, cali
 
 
 def test_calibration_view_keeps_only_the_calibration_classes(world):
-    from alignzeg.train.world import WorldDataset
+    from alignzeg.worlds.export import WorldDataset
 
     val = WorldDataset(world, "val", 2)
     keep = world.seen_classes[:5]
@@ -153,7 +153,7 @@ def test_check_calibration_model(calibration_model):
 
 def test_alignzeg_eval_calibrates_inductively_and_refuses_unseen_labels(world, calibration_model, tmp_path, capsys):
     from alignzeg.demo import model_path
-    from alignzeg.train.world import export_world
+    from alignzeg.worlds.export import export_world
 
     segmenter, held_out = calibration_model
     calib_dir = tmp_path / "calibration_model"
@@ -185,7 +185,7 @@ def test_alignzeg_eval_calibrates_inductively_and_refuses_unseen_labels(world, c
 
 
 def _folder(root, split):
-    from alignzeg.train.datasets import build_dataset
+    from alignzeg.train.datasets.loaders import build_dataset
 
     return build_dataset("folder", root, split=split, train=False)
 
@@ -203,7 +203,7 @@ def test_a_format_3_config_loads_uncalibrated_with_the_joint_void(tmp_path):
     config = AlignZegSegmenter.from_pretrained(folder, device="cpu", local_files_only=True).config
     assert (config.ensemble_void, config.calibration_protocol, config.calibration_classes) == ("joint", "none", ())
     # Calibrating it writes today's format: every field, the chosen values and their provenance.
-    from alignzeg.train.calibrate import CalibrationResult, write_calibration
+    from alignzeg.train.evaluation.calibrate import CalibrationResult, write_calibration
 
     write_calibration(folder, CalibrationResult(0.5, 1.0, 0.6, protocol="inductive", calibration_classes=("a", "b")))
     written = json.loads((folder / "config.json").read_text())

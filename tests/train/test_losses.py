@@ -7,13 +7,13 @@ import torch
 
 from alignzeg.modeling.model import AlignZegModel
 from alignzeg.presets import get_preset_config
-from alignzeg.train.config import TrainConfig
-from alignzeg.train.gepc import mix_features, sample_mix_pairs, select_negative_proposals
-from alignzeg.train.losses import (
+from alignzeg.train.training.config import TrainConfig
+from alignzeg.train.training.gepc import mix_features, sample_mix_pairs, select_negative_proposals
+from alignzeg.train.training.losses import (
     AlignZegCriterion, background_diversity_loss, classification_loss, dice_loss, indicator_loss,
     sigmoid_bce_loss, sigmoid_focal_loss, soft_cross_entropy,
 )
-from alignzeg.train.matching import (
+from alignzeg.train.training.matching import (
     batch_class_mask_costs, build_targets, class_mask_costs, hungarian_match, pairwise_mask_costs,
 )
 

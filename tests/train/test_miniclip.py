@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from alignzeg import AlignZegSegmenter
-from alignzeg.demo.world import AttributeWorld, world_config
-from alignzeg.train.miniclip import (
+from alignzeg.worlds.attributes import AttributeWorld, world_config
+from alignzeg.worlds.miniclip import (
     MiniClipConfig, _contrastive_loss, pretrain_clip, render_captioned_batch, save_clip, zero_shot_accuracy,
 )
 
@@ -109,7 +109,7 @@ def test_any_caption_source_and_its_own_image_size():
 
 
 def test_world_captions_use_the_templates_given(world):
-    from alignzeg.train.miniclip import world_captions
+    from alignzeg.worlds.miniclip import world_captions
 
     source = world_captions(world, templates=("an image of {}",), multi_prob=0.0)
     images, captions, keys = source(np.random.default_rng(0), 5)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from alignzeg.demo.world import IGNORE, AttributeWorld, keyed_rng
-from alignzeg.train.object_world import (OBJECT_COLOURS, OBJECT_PATTERNS, SHAPES, ObjectWorld, ObjectWorldConfig,
+from alignzeg.worlds.attributes import IGNORE, AttributeWorld, keyed_rng
+from alignzeg.worlds.objects import (OBJECT_COLOURS, OBJECT_PATTERNS, SHAPES, ObjectWorld, ObjectWorldConfig,
                                          make_world, object_world_config, shape_mask)
-from alignzeg.train.world import WorldDataset
+from alignzeg.worlds.export import WorldDataset
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +164,8 @@ def test_world_dataset_takes_the_object_world(world):
 
 
 def test_export_command_writes_the_object_world_with_background_ignored(world, tmp_path):
-    from alignzeg.train.datasets import build_dataset, folder_dataset
-    from alignzeg.train.world import main
+    from alignzeg.train.datasets.loaders import build_dataset, folder_dataset
+    from alignzeg.train.training.world_recipe import main
 
     assert main(["export", "--family", "objects", "--world", "0", "--out", str(tmp_path), "--train-images", "2",
                  "--test-images", "2", "--val-images", "0", "--clip-steps", "0"]) == 0

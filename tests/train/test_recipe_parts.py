@@ -13,16 +13,16 @@ from PIL import Image
 
 from alignzeg import AlignZegSegmenter
 from alignzeg.train import TrainConfig
-from alignzeg.train import datasets as datasets_module
-from alignzeg.train.cli import main as train_main
-from alignzeg.train.config import apply_overrides
-from alignzeg.train.data import PhotoMetricDistortion
-from alignzeg.train.datasets import build_dataset, voc_dataset
-from alignzeg.train.gepc import off_prototype_features
-from alignzeg.train.losses import AlignZegCriterion, indicator_batch
-from alignzeg.train.matching import ImageTargets, class_cost_matrix, class_mask_costs
-from alignzeg.train.optim import parameter_groups
-from alignzeg.train.registry import get_recipe, list_recipes
+from alignzeg.train.datasets import loaders as datasets_module
+from alignzeg.train.training.train_cli import main as train_main
+from alignzeg.train.training.config import apply_overrides
+from alignzeg.train.datasets.augmentation import PhotoMetricDistortion
+from alignzeg.train.datasets.loaders import build_dataset, voc_dataset
+from alignzeg.train.training.gepc import off_prototype_features
+from alignzeg.train.training.losses import AlignZegCriterion, indicator_batch
+from alignzeg.train.training.matching import ImageTargets, class_cost_matrix, class_mask_costs
+from alignzeg.train.training.optim import parameter_groups
+from alignzeg.train.training.registry import get_recipe, list_recipes
 
 
 # Parameter groups ------------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def test_voc_augmented_layouts_auto_and_errors(tmp_path, caplog):
     import shutil
 
     shutil.rmtree(plain / "VOC2012" / "SegmentationClassAug")
-    with caplog.at_level("WARNING", logger="alignzeg.train.datasets"):
+    with caplog.at_level("WARNING", logger="alignzeg.train.datasets.loaders"):
         assert len(build_dataset("voc", plain, label_dir="auto")) == 2
     assert "not the 10,582-image augmented set" in caplog.text
     with pytest.raises(ValueError, match=r"dataset 'voc' takes no option \['lable_dir'\]; its options are \['label_dir'\]"):
@@ -280,7 +280,7 @@ def test_indicator_positives_exclude_background_unmatched_and_negative_proposals
     total, terms = criterion(model, out, labels, class_embeddings)
     assert "bc" in terms and len(seen_inputs) == 1
     (inputs,) = seen_inputs
-    from alignzeg.train.matching import build_targets
+    from alignzeg.train.training.matching import build_targets
 
     match = criterion.match(out.class_logits, out.mask_logits, build_targets(labels, tuple(out.mask_logits.shape[-2:])))
     src = match.indices[0][0]

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from alignzeg import AlignZegSegmenter
-from alignzeg.train.cli import main as train_main
-from alignzeg.train.registry import get_recipe, list_recipes
-from alignzeg.train.splits import SPLITS
+from alignzeg.train.training.train_cli import main as train_main
+from alignzeg.train.training.registry import get_recipe, list_recipes
+from alignzeg.train.datasets.splits import SPLITS
 
 
 def _save(path, array, mode=None):

@@ -8,13 +8,14 @@ import torch
 
 from alignzeg import AlignZegSegmenter
 from alignzeg.config import AlignZegConfig
-from alignzeg.train.cli import main as train_main
-from alignzeg.train.cli import resolve_config
-from alignzeg.train.config import TrainConfig, apply_overrides
-from alignzeg.train.registry import apply_variant, get_recipe, lookup, names
-from alignzeg.train.trainer import Trainer, untrained_model
-from alignzeg.train.world import WorldDataset, world_train_config
-from alignzeg.demo.world import AttributeWorld, world_config
+from alignzeg.train.training.train_cli import main as train_main
+from alignzeg.train.training.train_cli import resolve_config
+from alignzeg.train.training.config import TrainConfig, apply_overrides
+from alignzeg.train.training.registry import apply_variant, get_recipe, lookup, names
+from alignzeg.train.training.trainer import Trainer, untrained_model
+from alignzeg.train.training.world_recipe import world_train_config
+from alignzeg.worlds.export import WorldDataset
+from alignzeg.worlds.attributes import AttributeWorld, world_config
 
 WORLD_CLIP = "alignzeg:demo/assets/clip.safetensors"
 

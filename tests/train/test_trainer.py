@@ -11,11 +11,11 @@ from safetensors.torch import load_file
 
 from alignzeg import AlignZegSegmenter
 from alignzeg.train import TrainConfig, Trainer
-from alignzeg.train.cli import main as train_main
-from alignzeg.train.cli import resolve_config
-from alignzeg.train.config import apply_overrides
-from alignzeg.train.registry import get_recipe, list_recipes
-from alignzeg.train.trainer import lr_factor
+from alignzeg.train.training.train_cli import main as train_main
+from alignzeg.train.training.train_cli import resolve_config
+from alignzeg.train.training.config import apply_overrides
+from alignzeg.train.training.registry import get_recipe, list_recipes
+from alignzeg.train.training.trainer import lr_factor
 
 FAST = dict(preset="tiny", lr=1e-3, progress=False, checkpoint_every=0, seed=0, device="cpu")
 
@@ -92,7 +92,7 @@ def test_names_vocabulary_accumulation_and_param_count(caplog):
     cfg = TrainConfig(**{**FAST, "iterations": 1, "batch_size": 4, "grad_accum": 2, "seen_classes": ("red", "blue")})
     trainer = Trainer(cfg, seg, ds)
     torch.testing.assert_close(trainer.class_embeddings, seg.encode_vocabulary(["red", "blue"]))
-    with caplog.at_level(logging.INFO, logger="alignzeg.train.trainer"):
+    with caplog.at_level(logging.INFO, logger="alignzeg.train.training.trainer"):
         trainer.train()
     count = sum(p.numel() for p in seg.model.trainable_parameters())
     assert f"training {count} trainable parameters" in caplog.text

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from alignzeg import AlignZegSegmenter
-from alignzeg.demo.world import AttributeWorld, world_config
-from alignzeg.train.calibration_grid import cache_outputs, evaluate_cached, search
-from alignzeg.train.evaluate import evaluate
-from alignzeg.train.losses import extra_class_logits, holdout_profile_batch
+from alignzeg.worlds.attributes import AttributeWorld, world_config
+from alignzeg.train.evaluation.calibration_grid import cache_outputs, evaluate_cached, search
+from alignzeg.train.evaluation.evaluate import evaluate
+from alignzeg.train.training.losses import extra_class_logits, holdout_profile_batch
 from compare import assert_same_pixels
 
 
@@ -54,7 +54,7 @@ def test_extra_class_logits_by_hand():
 
 @pytest.fixture(scope="module")
 def world_val():
-    from alignzeg.train.world import WorldDataset
+    from alignzeg.worlds.export import WorldDataset
 
     world = AttributeWorld(world_config(0))
     return WorldDataset(world, "val", 6)

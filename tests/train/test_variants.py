@@ -5,12 +5,13 @@ import json
 import pytest
 
 from alignzeg.config import AlignZegConfig
-from alignzeg.demo.world import AttributeWorld, world_config
-from alignzeg.train.cli import main as train_main
-from alignzeg.train.cli import resolve_config
-from alignzeg.train.config import TrainConfig
-from alignzeg.train.registry import apply_variant, list_variants, lookup, variant_uses_pbc
-from alignzeg.train.world import export_world, world_train_config
+from alignzeg.worlds.attributes import AttributeWorld, world_config
+from alignzeg.train.training.train_cli import main as train_main
+from alignzeg.train.training.train_cli import resolve_config
+from alignzeg.train.training.config import TrainConfig
+from alignzeg.train.training.registry import apply_variant, list_variants, lookup, variant_uses_pbc
+from alignzeg.train.training.world_recipe import world_train_config
+from alignzeg.worlds.export import export_world
 
 
 def test_rows_in_ablation_order_with_the_contract_switches():

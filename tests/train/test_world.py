@@ -10,9 +10,9 @@ import torch
 
 import alignzeg
 
-from alignzeg.demo.world import COLOURS, IGNORE, PATTERNS, AttributeWorld, WorldConfig, pattern_mask, world_config
-from alignzeg.train.datasets import build_dataset, folder_dataset
-from alignzeg.train.world import WorldDataset, export_world
+from alignzeg.worlds.attributes import COLOURS, IGNORE, PATTERNS, AttributeWorld, WorldConfig, pattern_mask, world_config
+from alignzeg.train.datasets.loaders import build_dataset, folder_dataset
+from alignzeg.worlds.export import WorldDataset, export_world
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +134,8 @@ def test_export_reads_back_through_the_folder_dataset_with_splits(world, tmp_pat
 @pytest.mark.slow
 def test_export_command_writes_data_clip_and_a_train_config(tmp_path):
     from alignzeg import AlignZegSegmenter
-    from alignzeg.train.cli import resolve_config
-    from alignzeg.train.world import main
+    from alignzeg.train.training.train_cli import resolve_config
+    from alignzeg.train.training.world_recipe import main
 
     assert main(["export", "--world", "1", "--out", str(tmp_path), "--train-images", "2", "--test-images", "1",
                  "--val-images", "1", "--clip-steps", "2"]) == 0
@@ -159,8 +159,8 @@ def test_val_is_drawn_like_test_from_its_own_stream(world):
 def test_export_with_a_reused_clip_trains_from_another_folder(tmp_path, monkeypatch, capsys):
     """--clip reuses the shipped mini-CLIP (no pre-training); train_config.json works from any folder. Given by
     its path before it moved into alignzeg/demo/, the config records its present one."""
-    from alignzeg.train.cli import main as train_main
-    from alignzeg.train.world import main
+    from alignzeg.train.training.train_cli import main as train_main
+    from alignzeg.train.training.world_recipe import main
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -186,7 +186,7 @@ def test_export_with_a_reused_clip_trains_from_another_folder(tmp_path, monkeypa
 
 
 def test_export_refuses_no_clip_and_contradictory_clip_options(tmp_path, capsys):
-    from alignzeg.train.world import main
+    from alignzeg.train.training.world_recipe import main
 
     assert main(["export", "--out", str(tmp_path / "w"), "--clip-steps", "-1"]) == 2
     assert "--clip-steps must be >= 0, got -1" in capsys.readouterr().err
@@ -204,7 +204,7 @@ def test_export_refuses_no_clip_and_contradictory_clip_options(tmp_path, capsys)
 
 
 def test_world_configs_check_their_types_from_the_annotations():
-    from alignzeg.train.object_world import ObjectWorldConfig
+    from alignzeg.worlds.objects import ObjectWorldConfig
 
     with pytest.raises(TypeError, match=re.escape("world config image_size must be an integer, got str '64'")):
         WorldConfig(image_size="64")
@@ -217,7 +217,7 @@ def _files(folder: Path) -> list[str]:
 
 
 def test_export_into_a_non_empty_folder_is_refused_or_replaced_with_overwrite(tmp_path, capsys):
-    from alignzeg.train.world import main
+    from alignzeg.train.training.world_recipe import main
 
     out = tmp_path / "w"
     common = ["export", "--out", str(out), "--test-images", "1", "--val-images", "0", "--clip-steps", "0"]
@@ -228,7 +228,7 @@ def test_export_into_a_non_empty_folder_is_refused_or_replaced_with_overwrite(tm
     capsys.readouterr()
     assert main([*common, "--train-images", "1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"python -m alignzeg.train.world: error: --out {str(out)!r} is not empty (it holds classes.txt, "
+    assert err == (f"python -m alignzeg.train.training.world_recipe: error: --out {str(out)!r} is not empty (it holds classes.txt, "
                    "seen.txt, test, train); give a new or empty folder, or --overwrite to replace its contents")
     assert _files(out) == before  # untouched
     # --overwrite, another family: the folder holds exactly the new export, no file of the old one.
@@ -236,12 +236,12 @@ def test_export_into_a_non_empty_folder_is_refused_or_replaced_with_overwrite(tm
     assert _files(out) == ["classes.txt", "seen.txt", "test/images/000000.png", "test/labels/000000.png",
                            "train/images/000000.png", "train/labels/000000.png"]
     assert len(folder_dataset(out, split="train")) == 1
-    from alignzeg.train.object_world import make_world
+    from alignzeg.worlds.objects import make_world
     assert (out / "classes.txt").read_text().splitlines() == list(make_world("objects", 0).class_names)
 
 
 def test_overwrite_deletes_nothing_that_is_not_an_export(tmp_path, capsys):
-    from alignzeg.train.world import main
+    from alignzeg.train.training.world_recipe import main
 
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["export", "--out", str(tmp_path), "--train-images", "1", "--test-images", "1", "--val-images", "0",
@@ -252,7 +252,7 @@ def test_overwrite_deletes_nothing_that_is_not_an_export(tmp_path, capsys):
 
 
 def test_export_help_gives_every_default(capsys):
-    from alignzeg.train.world import main
+    from alignzeg.train.training.world_recipe import main
 
     with pytest.raises(SystemExit) as info:
         main(["export", "--help"])

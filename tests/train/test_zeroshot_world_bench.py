@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alignzeg.train.calibration_grid import WORLD_CALIB_OFFSETS, WORLD_CALIB_READOUT, WORLD_CALIB_THRESHOLDS
+from alignzeg.train.evaluation.calibration_grid import WORLD_CALIB_OFFSETS, WORLD_CALIB_READOUT, WORLD_CALIB_THRESHOLDS
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "zeroshot_world.py"
 
@@ -90,8 +90,8 @@ def test_fixed_settings_are_set_in_advance(bench):
 
 
 def test_roc_auc_by_hand():
-    """The AUC the benchmark reports (through ``alignzeg.train.diagnostics.indicator_auc``)."""
-    from alignzeg.train.diagnostics import roc_auc
+    """The AUC the benchmark reports (through ``alignzeg.train.evaluation.diagnostics.indicator_auc``)."""
+    from alignzeg.train.evaluation.diagnostics import roc_auc
 
     scores = np.array([0.9, 0.4, 0.4, 0.1])
     positive = np.array([True, True, False, False])
@@ -162,8 +162,8 @@ def test_family_reaches_every_job(bench):
 
 
 def test_a_mini_clip_file_is_reused_only_with_its_own_settings(bench, tmp_path):
-    from alignzeg.demo.world import world_config
-    from alignzeg.train.miniclip import MiniClipConfig
+    from alignzeg.worlds.attributes import world_config
+    from alignzeg.worlds.miniclip import MiniClipConfig
 
     settings = bench.clip_settings("attribute", world_config(0), MiniClipConfig(steps=600, seed=0))
     path = str(tmp_path / "world0.safetensors")

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
 
-from ..modeling.clip_readout import geometric_ensemble
-from ..progress import track
-from .data import to_tensors
+from ...modeling.clip_readout import geometric_ensemble
+from ...progress import track
+from ..datasets.augmentation import to_tensors
 from .evaluate import dataset_vocabulary
-from .matching import build_targets, hungarian_match, pairwise_mask_costs
+from ..training.matching import build_targets, hungarian_match, pairwise_mask_costs
 
 __all__ = ["roc_auc", "IndicatorAUC", "indicator_auc", "ensemble_margin", "reference_scores", "prototype_usage", "BackgroundUsage",
            "background_prototype_usage"]

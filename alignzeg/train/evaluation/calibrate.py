@@ -10,7 +10,7 @@ Every setting that applies to the model is chosen by one grid search that maximi
 on validation data): PBC's settings only when the class indicator was trained (``config.indicator_trained``;
 PBC never runs otherwise), the readout weights only with ``config.clip_readout``. The network runs once per
 crop of each image and every grid point re-runs only the post-processing
-(``alignzeg.train.calibration_grid``: ``cache_outputs``, then ``search``, the search the zero-shot worlds'
+(``alignzeg.train.evaluation.calibration_grid``: ``cache_outputs``, then ``search``, the search the zero-shot worlds'
 benchmark uses too). Ties keep the first grid point in the grid's order (thresholds, then ``"soft"``, in the
 outer loop; offsets; readout weights in the inner loop).
 
@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import AlignZegConfig, write_json
+from ...config import AlignZegConfig, write_json
 from .calibration_grid import SETTINGS, applicable_grid, cache_outputs, check_grid, search
 
 __all__ = ["DEFAULT_THRESHOLDS", "DEFAULT_PBC", "DEFAULT_OFFSETS", "DEFAULT_READOUT_WEIGHTS", "CalibrationResult",
@@ -255,7 +255,7 @@ class CalibrationView:
     calibration model's seen classes (the validation classes play unseen).
 
     Args:
-        dataset: a protocol dataset (``alignzeg.train.data``) with ``class_names``.
+        dataset: a protocol dataset (``alignzeg.train.datasets``) with ``class_names``.
         calibration_classes: names of ``dataset.class_names`` whose labels are kept.
         seen_classes: the calibration model's seen classes (a subset of ``calibration_classes``).
 
@@ -423,7 +423,7 @@ def write_calibration(folder: str | os.PathLike, result: CalibrationResult) -> P
     write_json(tmp, data)
     os.replace(tmp, path)
     if (path.parent / "README.md").is_file() and (path.parent / "model.safetensors").is_file():
-        from ..checkpoint import refresh_model_card
+        from ...checkpoint import refresh_model_card
 
         refresh_model_card(path.parent)  # the card states the new settings, not the old ones
     logger.info("wrote %s into %s", result.settings, path)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..config import AlignZegConfig, FrozenDict, check_field_types, fields_to_dict, unknown_fields, write_json
-from ..presets import get_preset_config, preset_info
+from ...config import AlignZegConfig, FrozenDict, check_field_types, fields_to_dict, unknown_fields, write_json
+from ...presets import get_preset_config, preset_info
 
 __all__ = ["TrainConfig", "apply_overrides", "assign_fields"]
 
@@ -68,7 +68,7 @@ class TrainConfig:
         validation_classes: seen classes held out of this run's segmentation training (their pixels are
             ignored, their names are not seen classes of the model): the run makes a *calibration model* on
             which the post-processing settings are chosen inductively, the held-out classes playing unseen
-            (``alignzeg.train.calibrate.calibrate_inductive``; ``pick_validation_classes`` draws them).
+            (``alignzeg.train.evaluation.calibrate.calibrate_inductive``; ``pick_validation_classes`` draws them).
         inductive: unseen names and pixels are never used in training (only inductive training is implemented).
         iterations: optimizer steps.
         batch_size: images per optimizer step over all processes and accumulation steps.
@@ -78,7 +78,7 @@ class TrainConfig:
         grad_clip: max norm of the gradient of all trainable parameters together (one global L2 norm, as
             Mask2Former clips the full model); ``None`` disables clipping.
         no_decay: weight decay is 0 for norms, biases, embeddings (query / position), prompt tokens,
-            background prototypes and the logit scale (``alignzeg.train.optim.parameter_groups``); ``False``
+            background prototypes and the logit scale (``alignzeg.train.training.optim.parameter_groups``); ``False``
             decays every trainable parameter (the old behaviour).
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a gradient scaler). Ignored on CPU.
         lambda_*: loss weights (see the module docstring).
@@ -98,7 +98,7 @@ class TrainConfig:
         crop_scale: range of the random resize factor before the crop (relative to ``input_size``).
         flip: random horizontal flips.
         photometric: mmsegmentation's ``PhotoMetricDistortion`` (random brightness, contrast, saturation, hue;
-            ``alignzeg.train.data.PhotoMetricDistortion``), seeded per sample like the crop.
+            ``alignzeg.train.datasets.augmentation.PhotoMetricDistortion``), seeded per sample like the crop.
         class_cost: the class term of the matching cost: ``"prob"`` (``-p``, Mask2Former / ZegCLIP) or
             ``"logprob"`` (``-log p``, unbounded). Negative proposals are always ranked by the loss (``-log p``).
         indicator_angle: (low, high) degrees. The class indicator's positives are mixes of two matched

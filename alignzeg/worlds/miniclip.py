@@ -1,7 +1,7 @@
 """Contrastive pre-training of a mini-CLIP on an attribute world: image-level captions of ALL classes, no masks.
 
 Real zero-shot segmentation transfers to unseen classes because CLIP saw them in web image-text pairs.
-This module gives the attribute world (``alignzeg.train.world``) the same: the ``tiny`` preset's CLIP
+This module gives the attribute world (``alignzeg.worlds.attributes``) the same: the ``tiny`` preset's CLIP
 (image and text towers, open_clip's BPE tokenizer) is trained from scratch with the symmetric contrastive
 loss on captioned images of every class, seen and unseen alike:
 
@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ..config import AlignZegConfig, check_field_types, file_mode
-from ..demo.world import AttributeWorld, keyed_rng, voronoi_labels
+from .attributes import AttributeWorld, keyed_rng, voronoi_labels
 from ..modeling.clip_backbone import CLIPBackbone
 from ..modeling.text_encoder import VocabularyEncoder
 from ..presets import get_preset_config

@@ -1,10 +1,10 @@
 """A zero-shot world of objects on a background that is no class: "red striped", "blue dotted", ... objects.
 
-The attribute world (``alignzeg.demo.world``) tiles every pixel with a class. Photos are different: objects
+The attribute world (``alignzeg.worlds.attributes``) tiles every pixel with a class. Photos are different: objects
 of a few classes, of varied size, shape and pose, cover part of the picture, hide each other, and the
 rest is clutter that belongs to no class. This world has that structure and is a drop-in for
 ``AttributeWorld`` wherever the training side uses a world (``WorldDataset``, ``export_world``, the
-mini-CLIP pre-training of ``alignzeg.train.miniclip``, ``benchmarks/zeroshot_world.py --family objects``):
+mini-CLIP pre-training of ``alignzeg.worlds.miniclip``, ``benchmarks/zeroshot_world.py --family objects``):
 
 - **Classes.** Colour x pattern: 6 colours (red, yellow, green, cyan, blue, purple) x the attribute
   world's 6 patterns = 36 classes, named ``"<colour> <pattern>"``. ``num_unseen`` (6) are held out, no
@@ -33,7 +33,7 @@ mini-CLIP pre-training of ``alignzeg.train.miniclip``, ``benchmarks/zeroshot_wor
 ``render(rng, classes, cells)`` is the mini-CLIP's captioned image: the objects ``classes`` on a
 background, object ``k`` centred at a random pixel of region ``k`` of the region map ``cells`` (the
 attribute world paints region ``k`` with ``classes[k]``; here the regions only spread the objects out),
-so ``alignzeg.train.miniclip`` works unchanged. Every image is a pure function of ``(seed, split,
+so ``alignzeg.worlds.miniclip`` works unchanged. Every image is a pure function of ``(seed, split,
 index)``; nothing touches the global RNGs; numpy only.
 
     world = make_world("objects", 0)
@@ -51,17 +51,17 @@ from typing import Sequence
 import numpy as np
 
 from ..config import check_field_types
-from ..demo.world import (_SPLITS, COLOURS, IGNORE, PATTERNS, AttributeWorld, ClassSplit, keyed_rng, pattern_mask,
+from .attributes import (SPLIT_NAMES as _SPLITS, COLOURS, IGNORE, PATTERNS, AttributeWorld, ClassSplit, keyed_rng, pattern_mask,
                      world_config)
 
 __all__ = ["OBJECT_COLOURS", "OBJECT_PATTERNS", "SHAPES", "FAMILIES", "ObjectWorldConfig", "ObjectWorld",
            "object_world_config", "shape_mask", "make_world"]
 
 OBJECT_COLOURS = ("red", "yellow", "green", "cyan", "blue", "purple")
-"""Colour words of the object world (their RGB: ``alignzeg.demo.world.COLOURS``)."""
+"""Colour words of the object world (their RGB: ``alignzeg.worlds.attributes.COLOURS``)."""
 
 OBJECT_PATTERNS = PATTERNS
-"""Pattern words: the attribute world's six (drawn by ``alignzeg.demo.world.pattern_mask``)."""
+"""Pattern words: the attribute world's six (drawn by ``alignzeg.worlds.attributes.pattern_mask``)."""
 
 SHAPES = ("disc", "square", "triangle")
 """Object shapes (see ``shape_mask``); a word of the class names only when ``ObjectWorldConfig.shapes`` says so."""
@@ -92,8 +92,8 @@ class ObjectWorldConfig:
         pattern_angle_std: std of the pattern's angle in radians around 0 (as in the attribute world);
             ``None``: any angle.
         pixel_noise: std of the i.i.d. Gaussian pixel noise.
-        colours: colour words (of ``alignzeg.demo.world.COLOURS``), the first word of every class name.
-        patterns: pattern words (of ``alignzeg.demo.world.PATTERNS``), the second word.
+        colours: colour words (of ``alignzeg.worlds.attributes.COLOURS``), the first word of every class name.
+        patterns: pattern words (of ``alignzeg.worlds.attributes.PATTERNS``), the second word.
         shapes: shape words (of ``SHAPES``) as a third word of the class names; empty (the default): the
             shape is not part of the class, every object takes one of ``SHAPES`` at random.
     """
@@ -147,7 +147,7 @@ def object_world_config(world: int, **changes) -> ObjectWorldConfig:
 
 
 def make_world(family: str, world: int) -> AttributeWorld | ObjectWorld:
-    """World ``world`` of ``family`` (``"attribute"``: ``alignzeg.demo.world``; ``"objects"``: this module)."""
+    """World ``world`` of ``family`` (``"attribute"``: ``alignzeg.worlds.attributes``; ``"objects"``: this module)."""
     if family == "attribute":
         return AttributeWorld(world_config(world))
     if family == "objects":
@@ -210,7 +210,7 @@ def _pick_unseen(words: np.ndarray, sizes: Sequence[int], split_seed: int, num_u
 class ObjectWorld(ClassSplit):
     """The object classes (36 by default), one seen/unseen split and a deterministic image sampler.
 
-    Same interface as ``alignzeg.demo.world.AttributeWorld`` (``class_names``, ``seen``, ``seen_classes``,
+    Same interface as ``alignzeg.worlds.attributes.AttributeWorld`` (``class_names``, ``seen``, ``seen_classes``,
     ``unseen_classes``, ``num_classes``, ``config.image_size``, ``sample``, ``train_labels``, ``render``).
 
     Args:

@@ -1,6 +1,6 @@
 """Loaders for the zero-shot benchmarks in their usual on-disk layouts, and a generic folder loader.
 
-Every loader follows the protocol of ``alignzeg.train.data``: items ``{"image": (H, W, 3) uint8,
+Every loader follows the protocol of ``alignzeg.train.datasets``: items ``{"image": (H, W, 3) uint8,
 "label": (H, W) int64}`` with label values indexing ``class_names`` and 255 = ignore, plus
 ``class_names`` and ``seen_classes`` (the standard split of ``splits.py`` unless told otherwise).
 With ``ignore_unseen=True`` (the default for training splits: the inductive setting) pixels of unseen
@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .data import IGNORE_INDEX
+from .augmentation import IGNORE_INDEX
 from .splits import COCO_STUFF_RAW_IDS, SPLITS
 
 logger = logging.getLogger(__name__)

@@ -44,8 +44,8 @@ from .calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, DEFAULT_READOUT_WEIGHTS, C
                         check_calibration_out, check_calibration_split, check_disjoint, image_files,
                         is_training_split, labelled_classes, save_calibrated)
 from .calibration_grid import SETTINGS, check_grid
-from .datasets import build_dataset, default_split
-from .evaluate import dataset_vocabulary, evaluate, resolve_bias_correction
+from ..datasets.loaders import build_dataset, default_split
+from .evaluate import bias_correction_for_config, dataset_vocabulary, evaluate
 
 __all__ = ["main"]
 
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .._version import __version__
+    from ..._version import __version__
 
     parser = argparse.ArgumentParser(prog="alignzeg-eval", description="Zero-shot evaluation: mIoU(S), mIoU(U), hIoU.")
     parser.add_argument("--version", action="version", version=f"alignzeg-eval {__version__}")
@@ -199,7 +199,7 @@ def _bias_mode(args: argparse.Namespace) -> str:
 
 def _check_onnx(args: argparse.Namespace) -> None:
     """An ``.onnx`` MODEL is evaluated as it is: its post-processing settings are part of its graph."""
-    from ..loader import is_onnx_file
+    from ...loader import is_onnx_file
 
     changes = [flag for flag, value in (("--calibrate", args.calibrate), ("--pbc-threshold", args.pbc_threshold),
                                         ("--seen-score-offset", args.seen_score_offset))
@@ -211,7 +211,7 @@ def _check_onnx(args: argparse.Namespace) -> None:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Before any data or model is read: the calibration folder and the JSON file can be written."""
-    from ..cli import check_model_argument, check_output_path
+    from ...cli import check_model_argument, check_output_path
 
     check_model_argument(args.model, "MODEL")
     _check_onnx(args)
@@ -252,7 +252,7 @@ def _calibrate(args: argparse.Namespace, segmenter: Any, calib: Any) -> Calibrat
     calibrated copy of MODEL and set the choice on ``segmenter``."""
     thresholds, offsets, weights = _grids(args)
     if args.calibration_model is not None:
-        from ..segmenter import AlignZegSegmenter
+        from ...segmenter import AlignZegSegmenter
 
         calibration_model = AlignZegSegmenter.from_pretrained(args.calibration_model, device=args.device)
         check_calibration_model(segmenter.config, calibration_model.config)
@@ -287,7 +287,7 @@ def _check_transductive(args: argparse.Namespace, segmenter: Any, calib: Any) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``alignzeg-eval MODEL --dataset NAME --data-root DIR``: prints the per-class table and the summary."""
-    from ..cli import CLI_ERRORS, check_device_option, error_line
+    from ...cli import CLI_ERRORS, check_device_option, error_line
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -311,11 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   train=False)
             check_disjoint(calib, dataset)
             used["calibration"] = _images_used(calib, args.calib_split, args.calib_limit)
-        from ..loader import load_segmenter
+        from ...loader import load_segmenter
 
         segmenter = load_segmenter(args.model, device=args.device)
         dataset_vocabulary(dataset).prepare(segmenter)  # a class an .onnx file's vocabulary lacks fails here
-        bias_correction = resolve_bias_correction(segmenter.config, {"on": True, "off": False}.get(mode, "auto"))
+        bias_correction = bias_correction_for_config(segmenter.config, {"on": True, "off": False}.get(mode, "auto"))
         if args.pbc_threshold is not None or args.seen_score_offset is not None:
             config = segmenter.config
             apply_calibration(segmenter, CalibrationResult(

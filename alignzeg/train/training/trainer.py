@@ -6,7 +6,7 @@
     segmenter = trainer.train()        # AlignZegSegmenter; runs/tiny/ loads with from_pretrained
     trainer.history                    # [{"step": 0, "lr": ..., "loss": ..., "ce": ..., ...}, ...]
 
-The dataset follows the protocol of ``alignzeg.train.data``: ``class_names``, ``seen_classes`` and items
+The dataset follows the protocol of ``alignzeg.train.datasets``: ``class_names``, ``seen_classes`` and items
 ``{"image", "label"}``; when it has ``class_embeddings`` (a fixed (K, E) tensor) those are the prototypes
 and CLIP's text tower is never used. Training uses the seen classes only (inductive): labels of other
 classes become 255.
@@ -57,18 +57,19 @@ from safetensors.torch import load_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..checkpoint import build_model, clip_fingerprint, save_checkpoint
-from ..clip_weights import normalize_clip_pretrained
-from ..config import write_json
-from ..device import autocast_dtype
-from ..progress import advance, progress_bar
-from ..hub import WEIGHTS_NAME
-from ..state_dicts import load_state_dict_strict
-from ..modeling.model import AlignZegModel
-from ..modeling.text_encoder import VocabularyEncoder
-from ..segmenter import AlignZegSegmenter
+from ...checkpoint import build_model, clip_fingerprint, save_checkpoint
+from ...clip_weights import normalize_clip_pretrained
+from ...config import write_json
+from ...device import autocast_dtype
+from ...progress import advance, progress_bar
+from ...hub import WEIGHTS_NAME
+from ...state_dicts import load_state_dict_strict
+from ...modeling.model import AlignZegModel
+from ...modeling.text_encoder import VocabularyEncoder
+from ...segmenter import AlignZegSegmenter
 from .config import TrainConfig
-from .data import IGNORE_INDEX, AugmentedView, PhotoMetricDistortion, RandomResizeCrop, ResumableBatchSampler, collate
+from ..datasets.augmentation import (IGNORE_INDEX, AugmentedView, PhotoMetricDistortion, RandomResizeCrop,
+                                     ResumableBatchSampler, collate)
 from .losses import AlignZegCriterion
 from .optim import parameter_groups
 
@@ -187,7 +188,7 @@ class Trainer:
         model: an ``AlignZegModel`` or ``AlignZegSegmenter`` to train, or ``None`` to build
             ``config.model_config`` (``untrained_model``: seeded with ``config.seed``, CLIP weights from
             ``config.clip_pretrained``).
-        dataset: a training dataset (protocol in ``alignzeg.train.data``).
+        dataset: a training dataset (protocol in ``alignzeg.train.datasets``).
         out_dir: where checkpoints and the final model go; ``None`` writes nothing.
         resume: a checkpoint folder to continue from, ``"auto"`` (the latest in ``out_dir``, if any) or ``None``.
             The checkpoint must be of the same run (``run.json``), else ``ValueError`` names what differs.
@@ -254,7 +255,7 @@ class Trainer:
     def _training_classes(self) -> tuple[list[int], tuple[str, ...]]:
         names = tuple(getattr(self.dataset, "class_names", ()) or ())
         if not names:
-            raise ValueError("the dataset has no class_names; see alignzeg.train.data for the dataset protocol")
+            raise ValueError("the dataset has no class_names; see alignzeg.train.datasets for the dataset protocol")
         if len(names) > 255:
             raise ValueError(f"at most 255 classes are supported (255 is the ignore label), the dataset has {len(names)}")
         seen = self.config.seen_classes

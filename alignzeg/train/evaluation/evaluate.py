@@ -24,12 +24,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..pipeline.options import resolve_bias_correction as resolve_pbc
-from ..metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
-from ..progress import track
+from ...pipeline.options import resolve_bias_correction
+from ...metrics import ConfusionMatrix, class_iou, harmonic_iou, nanmean
+from ...progress import track
 
 __all__ = ["ConfusionMatrix", "DatasetVocabulary", "EvalResult", "METRIC_KEYS", "compute_metrics", "dataset_vocabulary",
-           "evaluate", "resolve_bias_correction"]
+           "evaluate", "bias_correction_for_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def dataset_vocabulary(dataset: Any) -> DatasetVocabulary:
     return DatasetVocabulary(names, tuple(n in seen_names for n in names), getattr(dataset, "class_embeddings", None))
 
 
-def resolve_bias_correction(config: Any, bias_correction: bool | str | None = None) -> bool:
+def bias_correction_for_config(config: Any, bias_correction: bool | str | None = None) -> bool:
     """Whether to apply PBC for a model config: ``alignzeg.pipeline.options.resolve_bias_correction``, the rule
     of ``segment`` (``None`` / ``"auto"`` follow ``config.indicator_trained``; one warning when that turns PBC
     off), resolved once here so that an evaluation warns once, not once per image.
@@ -181,8 +181,8 @@ def resolve_bias_correction(config: Any, bias_correction: bool | str | None = No
         ValueError: ``bias_correction=True`` for a model whose class indicator was not trained.
         TypeError: a value other than True, False, None and ``"auto"``.
     """
-    return resolve_pbc(bias_correction, bool(config.indicator_trained), stacklevel=3,
-                       seen_score_offset=config.seen_score_offset)
+    return resolve_bias_correction(bias_correction, bool(config.indicator_trained), stacklevel=3,
+                                   seen_score_offset=config.seen_score_offset)
 
 
 def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = None, limit: int | None = None,
@@ -191,17 +191,17 @@ def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = 
 
     Args:
         segmenter: an ``AlignZegSegmenter``.
-        dataset: a protocol dataset (``alignzeg.train.data``) built for evaluation (unseen pixels kept).
+        dataset: a protocol dataset (``alignzeg.train.datasets``) built for evaluation (unseen pixels kept).
             Its vocabulary is ``dataset_vocabulary``'s.
         bias_correction: apply PBC (the paper's setting); ``None`` or ``"auto"`` (default): when the class
-            indicator was trained, as ``segment`` (``resolve_bias_correction``).
+            indicator was trained, as ``segment`` (``bias_correction_for_config``).
         limit: evaluate only the first ``limit`` images.
         progress: show a progress bar.
 
     Returns:
         EvalResult.
     """
-    bias_correction = resolve_bias_correction(segmenter.config, bias_correction)
+    bias_correction = bias_correction_for_config(segmenter.config, bias_correction)
     vocabulary = dataset_vocabulary(dataset)
     arguments = vocabulary.segment_arguments()
     matrix = ConfusionMatrix(len(vocabulary.names))

@@ -1,14 +1,5 @@
-"""Training-time data: the dataset protocol, random resize/crop/flip, and a resumable sharded sampler.
-
-Dataset protocol (what ``Trainer`` and ``evaluate`` accept; the loaders in ``datasets.py`` follow it):
-
-- ``len(dataset)`` and ``dataset[i] -> {"image": ..., "label": ...}`` where ``image`` is an (H, W, 3)
-  uint8 array or a (3, H, W) float tensor in [0, 1], and ``label`` an (H, W) integer array/tensor of
-  indices into ``class_names`` with 255 for ignored pixels;
-- ``dataset.class_names``: the K class names (label values index them);
-- ``dataset.seen_classes``: the names of the seen (training) classes;
-- optionally ``dataset.class_embeddings``: a fixed (K, E) float tensor used instead of encoding the
-  names with CLIP's text tower (e.g. a synthetic benchmark with no text encoder).
+"""Training-time data: random resize/crop/flip, photometric distortion, and a resumable sharded sampler with
+its ``collate``, for datasets that follow the protocol of ``alignzeg.train.datasets``.
 
 Augmentation is driven by a per-sample seed the sampler hands out, so a run is reproducible with any
 number of DataLoader workers and resumes mid-epoch exactly.

@@ -7,12 +7,12 @@
     alignzeg-train --recipe voc-vitb16 --set data.label_dir=SegmentationClassAug --data-root data/VOCdevkit ...
     alignzeg-train --config data/world0/train_config.json --variant +MRPE --seeds 0,1,2 \\
         --dataset folder --data-root data/world0 --out runs/world0-mrpe     # runs/world0-mrpe/seed_0 ...
-    torchrun --nproc_per_node 8 -m alignzeg.train.cli --recipe coco-stuff-vitb16 ...
+    torchrun --nproc_per_node 8 -m alignzeg.train.training.train_cli --recipe coco-stuff-vitb16 ...
 
 The fully resolved config is logged at the start and saved as ``train_config.json`` in ``--out``, with
 ``run.json`` (the run's settings, data description and fingerprint). ``--resume`` refuses a checkpoint of a
 different run, naming what differs; a fresh run refuses a non-empty ``--out`` unless ``--overwrite``.
-``--recipe`` and ``--variant`` name entries of one registry (``alignzeg.train.registry``); the variant, an
+``--recipe`` and ``--variant`` name entries of one registry (``alignzeg.train.training.registry``); the variant, an
 ablation row, is applied after the ``--set`` overrides;
 ``--seeds`` trains once per seed, each into ``--out/seed_<seed>``.
 """
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .._version import __version__
+    from ..._version import __version__
 
     parser = argparse.ArgumentParser(prog="alignzeg-train", description="Train an AlignZeg model.")
     parser.add_argument("--version", action="version", version=f"alignzeg-train {__version__}")
@@ -73,7 +73,7 @@ def validation_choice(text: str, seen: Sequence[str]) -> tuple[str, ...]:
     Raises:
         ValueError: a count out of range, or a name that is not a seen class.
     """
-    from .calibrate import pick_validation_classes
+    from ..evaluation.calibrate import pick_validation_classes
 
     if text.strip().isdigit():
         return pick_validation_classes(seen, int(text), seed=0)
@@ -114,7 +114,7 @@ def resolve_config(recipe: str | None, config_path: str | None, overrides: Seque
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..cli import CLI_ERRORS, error_line
+    from ...cli import CLI_ERRORS, error_line
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset_name = args.dataset or config.dataset
         if not dataset_name or not args.data_root or not args.out:
             raise ValueError("--data-root, --out and a dataset (--dataset or the config's 'dataset') are required")
-        from .datasets import build_dataset
+        from ..datasets.loaders import build_dataset
 
         dataset = build_dataset(dataset_name, args.data_root, split=args.split,
                                 seen_classes=config.seen_classes, train=True, **config.data)

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..modeling.class_indicator import profile_features
-from ..modeling.model import AlignZegModel, AlignZegOutput
+from ...modeling.class_indicator import profile_features
+from ...modeling.model import AlignZegModel, AlignZegOutput
 from .config import TrainConfig
 from .gepc import (mix_features, off_prototype_features, sample_angles, sample_mix_pairs, sample_mix_weights,
                    select_negative_proposals)

@@ -9,7 +9,7 @@ public piece: the vocabulary (``evaluate.dataset_vocabulary``), the crops (``win
 window averaging (``pipeline.windows.stitch_windows``) and the upsample with its labels
 (``modeling.semantic_map.upsample_labels``), so the labels equal ``segment``'s up to the float rounding of
 batching crops differently (checked by the tests). ``search`` is the one search: ``alignzeg-eval
---calibrate`` (``alignzeg.train.calibrate.calibrate`` and ``calibrate_inductive``, over the axes
+--calibrate`` (``alignzeg.train.evaluation.calibrate.calibrate`` and ``calibrate_inductive``, over the axes
 ``applicable_grid`` keeps) and the zero-shot worlds' benchmark (``benchmarks/zeroshot_world.py``, one search
 per ablation row on the ``WORLD_CALIB_*`` grid) both call it.
 
@@ -30,10 +30,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..metrics import ConfusionMatrix
-from ..modeling.semantic_map import output_probabilities, upsample_labels
-from ..pipeline.windows import WindowPlan, stitch_windows
-from ..progress import track
+from ...metrics import ConfusionMatrix
+from ...modeling.semantic_map import output_probabilities, upsample_labels
+from ...pipeline.windows import WindowPlan, stitch_windows
+from ...progress import track
 from .evaluate import EvalResult, compute_metrics, dataset_vocabulary
 
 __all__ = ["CachedOutputs", "cache_outputs", "evaluate_cached", "check_grid", "search",
@@ -100,7 +100,7 @@ def cache_outputs(segmenter: Any, dataset: Any, limit: int | None = None, batch_
 
     Args:
         segmenter: an ``AlignZegSegmenter``.
-        dataset: a protocol dataset built for evaluation (``alignzeg.train.data``).
+        dataset: a protocol dataset built for evaluation (``alignzeg.train.datasets``).
         limit: use only the first ``limit`` images.
         batch_size: crops per forward pass.
         progress: show a progress bar.

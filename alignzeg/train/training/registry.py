@@ -15,7 +15,7 @@ but none on norms, poly schedule with power 0.9 after a 1,500-iteration linear w
 mmseg pipeline and Mask2Former add: photometric distortion (mmseg's ``PhotoMetricDistortion``), the matching
 class cost ``-p`` and gradient clipping at a global norm of 0.01 (Mask2Former's ``full_model`` clipping;
 ZegCLIP's configs do not clip). No weight decay on embeddings, prompts, prototypes and the logit scale either
-(``alignzeg.train.optim``). 80k iterations on COCO-Stuff, 20k on VOC, 40k on PASCAL Context. Deep visual
+(``alignzeg.train.training.optim``). 80k iterations on COCO-Stuff, 20k on VOC, 40k on PASCAL Context. Deep visual
 prompts: 10 tokens per layer on VOC, 100 on COCO-Stuff (ZegCLIP's), 50 on Context (our choice). VOC recipes
 read the 10,582-image augmented training set when ``VOC2012/SegmentationClassAug`` exists
 (``data={"label_dir": "auto"}``; see ``datasets.voc_augmented_pairs`` for the two layouts), else VOC's own
@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..config import FrozenDict
+from ...config import FrozenDict
 from .config import TrainConfig
 
 __all__ = ["NamedSettings", "KINDS", "lookup", "names", "get_recipe", "list_recipes", "apply_variant",

@@ -3,7 +3,7 @@
 Zero-shot segmentation rests on a CLIP that saw *every* class in image-text pre-training, while the
 segmentation training withholds the masks of some. This world reproduces that: its classes are
 compositions of a colour word and a pattern word (8 x 6 = 48 classes), every class is rendered from its
-two attributes, a mini-CLIP is pre-trained on captions of all 48 (``alignzeg.train.miniclip``), and the
+two attributes, a mini-CLIP is pre-trained on captions of all 48 (``alignzeg.worlds.miniclip``), and the
 unseen classes are held-out *combinations* whose words all occur in seen classes ("red dotted" is unseen
 while "red striped" and "blue dotted" are seen).
 
@@ -22,7 +22,7 @@ while "red striped" and "blue dotted" are seen).
 
 Every image is a pure function of ``(seed, split, index)``; nothing touches the global RNGs. This module
 needs numpy only (the demo renders its image with it); the training side (a torch dataset, the export to
-disk, the mini-CLIP) is in ``alignzeg.train.world`` and ``alignzeg.train.miniclip``.
+disk, the mini-CLIP) is beside it in ``alignzeg.worlds.export`` and ``alignzeg.worlds.miniclip``.
 
     world = AttributeWorld(world_config(0))
     world.class_names[:2]                    # ('red plain', 'red striped')
@@ -39,8 +39,8 @@ import numpy as np
 
 from ..config import check_field_types
 
-__all__ = ["COLOURS", "PATTERNS", "IGNORE", "WorldConfig", "AttributeWorld", "world_config", "pattern_mask",
-           "voronoi_labels", "keyed_rng"]
+__all__ = ["COLOURS", "PATTERNS", "IGNORE", "SPLIT_NAMES", "WorldConfig", "ClassSplit", "AttributeWorld",
+           "world_config", "pattern_mask", "voronoi_labels", "keyed_rng"]
 
 IGNORE = 255
 """Label of pixels that carry no supervision (unseen-class cells in train images)."""
@@ -55,7 +55,8 @@ COLOURS: dict[str, tuple[float, float, float]] = {
 PATTERNS = ("plain", "striped", "checkered", "dotted", "grid", "wavy")
 """Pattern words (see ``pattern_mask``)."""
 
-_SPLITS = ("train", "val", "test")
+SPLIT_NAMES = ("train", "val", "test")
+"""The splits every world draws images of (``val`` is drawn like ``test``, from its own stream)."""
 
 
 @dataclass(frozen=True)
@@ -276,8 +277,8 @@ class AttributeWorld(ClassSplit):
             image (S, S, 3) float32 RGB in [0, 1] and labels (S, S) int64: the class id of every pixel
             (unseen cells of train images included; ``train_labels`` hides them).
         """
-        if split not in _SPLITS:
-            raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
         if not isinstance(index, (int, np.integer)) or isinstance(index, bool) or index < 0:
             raise ValueError(f"index must be a non-negative integer, got {index!r}")
         cfg = self.config
