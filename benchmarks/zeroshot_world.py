@@ -190,7 +190,7 @@ def check_clip_file(path: str, settings: dict) -> None:
     if not record.is_file():
         raise ValueError(f"mini-CLIP file {path} records no settings ({record.name} is missing), so it may come "
                          "from other world or pre-training settings; delete it to pre-train it again")
-    from alignzeg.train.miniclip import MiniClipConfig
+    from alignzeg.worlds.miniclip import MiniClipConfig
 
     made = json.loads(record.read_text())
     made.setdefault("mini_clip", {}).setdefault("closeup_prob", MiniClipConfig().closeup_prob)  # older records

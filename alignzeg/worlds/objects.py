@@ -51,7 +51,7 @@ from typing import Sequence
 import numpy as np
 
 from ..config import check_field_types
-from .attributes import (SPLIT_NAMES as _SPLITS, COLOURS, IGNORE, PATTERNS, AttributeWorld, ClassSplit, keyed_rng, pattern_mask,
+from .attributes import (SPLIT_NAMES, COLOURS, IGNORE, PATTERNS, AttributeWorld, ClassSplit, keyed_rng, pattern_mask,
                      world_config)
 
 __all__ = ["OBJECT_COLOURS", "OBJECT_PATTERNS", "SHAPES", "FAMILIES", "ObjectWorldConfig", "ObjectWorld",
@@ -343,8 +343,8 @@ class ObjectWorld(ClassSplit):
             (the visible, frontmost object) and ``IGNORE`` on the background, in every split (unseen objects
             of train images keep their class; ``train_labels`` hides them).
         """
-        if split not in _SPLITS:
-            raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
         if not isinstance(index, (int, np.integer)) or isinstance(index, bool) or index < 0:
             raise ValueError(f"index must be a non-negative integer, got {index!r}")
         cfg = self.config

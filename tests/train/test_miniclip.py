@@ -129,7 +129,7 @@ def test_config_types_are_checked_from_the_annotations(make, message):
 
 
 def test_closeups_fill_the_frame_with_one_class_and_zero_keeps_the_old_draws(world):
-    from alignzeg.train.object_world import make_world
+    from alignzeg.worlds.objects import make_world
 
     objects = make_world("objects", 0)
     plain = render_captioned_batch(objects, 12, 0.3, np.random.default_rng(5))
