@@ -38,7 +38,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence, cast
 
 import numpy as np
 import torch
@@ -216,7 +216,7 @@ def pretrain_clip(source: AttributeWorld | CaptionSource, config: MiniClipConfig
     """
     config = config or MiniClipConfig()
     if hasattr(source, "render") and hasattr(source, "class_names"):  # a world (attribute, object, ...)
-        source = world_captions(source, CAPTION_TEMPLATES if templates is None else templates, config.multi_prob,
+        source = world_captions(cast(AttributeWorld, source), CAPTION_TEMPLATES if templates is None else templates, config.multi_prob,
                                 config.closeup_prob)
     elif not callable(source):
         raise TypeError(f"source must be a world (class_names, render) or a callable source(rng, batch_size), "
@@ -228,7 +228,7 @@ def pretrain_clip(source: AttributeWorld | CaptionSource, config: MiniClipConfig
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         backbone = CLIPBackbone(model_config)
-    clip = backbone.clip.requires_grad_(True)
+    clip: Any = backbone.clip.requires_grad_(True)  # open_clip's CLIP (untyped)
     mean = torch.tensor(model_config.mean).view(1, 3, 1, 1)
     std = torch.tensor(model_config.std).view(1, 3, 1, 1)
     decay = [p for n, p in clip.named_parameters() if p.dim() >= 2 and "embedding" not in n]
@@ -288,10 +288,11 @@ def zero_shot_accuracy(clip: torch.nn.Module, world: AttributeWorld, num_images:
     s = world.config.image_size
     labels = np.arange(num_images) % world.num_classes
     cells = np.zeros((s, s), dtype=np.int64)
-    images = torch.from_numpy(np.stack([world.render(rng, [c], cells) for c in labels])).permute(0, 3, 1, 2)
+    images = torch.from_numpy(np.stack([world.render(rng, [int(c)], cells) for c in labels])).permute(0, 3, 1, 2)
     mean = torch.tensor(model_config.mean).view(1, 3, 1, 1)
     std = torch.tensor(model_config.std).view(1, 3, 1, 1)
-    emb = backbone.clip.encode_image((images - mean) / std, normalize=True)
+    clip_model: Any = backbone.clip  # open_clip's CLIP (untyped)
+    emb = clip_model.encode_image((images - mean) / std, normalize=True)
     correct = (emb @ prototypes.t()).argmax(1).numpy() == labels
     unseen = ~world.seen[labels]
     return {"all": float(correct.mean()), "unseen": float(correct[unseen].mean()) if unseen.any() else float("nan"),

@@ -274,14 +274,14 @@ class ObjectWorld(ClassSplit):
         aspect = float(rng.uniform(0.7, 1.0) if shape == "disc" else rng.uniform(0.8, 1.0))
         return shape_mask(shape, self._x, self._y, centre, radius, angle, aspect)
 
-    def _layout(self, rng: np.random.Generator, classes: Sequence[int], centre_of) -> np.ndarray:
+    def _layout(self, rng: np.random.Generator, classes: Sequence[int] | np.ndarray, centre_of) -> np.ndarray:
         """Object index per pixel ((S, S) int64, -1 = background); later objects cover earlier ones.
 
         ``centre_of(k)`` draws object k's centre. A placement is re-drawn while an earlier object keeps
         less than ``min_visible`` of its area (after 30 tries the last one stays).
         """
         owner = np.full(self._x.shape, -1, dtype=np.int64)
-        areas = []
+        areas: list[int] = []
         for k, class_id in enumerate(classes):
             for _ in range(30):
                 mask = self._shape(rng, int(class_id), centre_of(k))
@@ -294,7 +294,7 @@ class ObjectWorld(ClassSplit):
             areas.append(int(np.count_nonzero(mask)))
         return owner
 
-    def _compose(self, rng: np.random.Generator, classes: Sequence[int], owner: np.ndarray) -> np.ndarray:
+    def _compose(self, rng: np.random.Generator, classes: Sequence[int] | np.ndarray, owner: np.ndarray) -> np.ndarray:
         image = self.background(rng)
         for k, class_id in enumerate(classes):
             texture = self._paint(rng, int(class_id))
@@ -327,7 +327,7 @@ class ObjectWorld(ClassSplit):
             if len(xs) == 0:
                 raise ValueError(f"cells has no region {k} for classes[{k}]")
             i = int(rng.integers(len(xs)))
-            return tuple(float(np.clip(v + 0.5, margin, s - margin)) for v in (xs[i], ys[i]))
+            return float(np.clip(xs[i] + 0.5, margin, s - margin)), float(np.clip(ys[i] + 0.5, margin, s - margin))
 
         return self._compose(rng, classes, self._layout(rng, classes, centre_of))
 
