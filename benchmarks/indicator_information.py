@@ -61,16 +61,14 @@ def matched_proposals(segmenter: Any, dataset: Any) -> list[dict[str, Any]]:
     """Per proposal matched to a ground-truth region (Hungarian, mask cost): its image index, whether its
     region is of a non-seen class, the margin and every candidate input (float lists)."""
     from alignzeg.modeling.class_indicator import profile_features
-    from alignzeg.train.evaluation.diagnostics import _forward, ensemble_margin
-    from alignzeg.train.training.matching import build_targets, hungarian_match, pairwise_mask_costs
+    from alignzeg.train.evaluation.diagnostics import ensemble_margin, matched_regions, per_image_outputs
 
     rows = []
-    for image, (out, label, seen, vocabulary) in enumerate(_forward(segmenter, dataset, None, False)):
-        (target,) = build_targets(label, tuple(out.mask_logits.shape[-2:]))
-        if target.classes.numel() == 0:
+    for image, (out, label, seen, vocabulary) in enumerate(per_image_outputs(segmenter, dataset, None, False)):
+        matched = matched_regions(out, label)
+        if matched is None:
             continue
-        bce, dice = pairwise_mask_costs(out.mask_logits[0].flatten(1), target.masks, target.weight)
-        props, regions = hungarian_match(5.0 * bce + 5.0 * dice)
+        props, classes = matched
         margin = ensemble_margin(out, seen, segmenter.model.config)
         readout = out.readout_logits[0].float()
         readout_cos = readout / segmenter.model.backbone.clip_logit_scale.float()
@@ -83,8 +81,7 @@ def matched_proposals(segmenter: Any, dataset: Any) -> list[dict[str, Any]]:
         inside = masks > 0.5
         area = inside.float().mean((-1, -2))
         confidence = (masks * inside).sum((-1, -2)) / inside.sum((-1, -2)).clamp(min=1)
-        for n, g in zip(props.tolist(), regions.tolist()):
-            cls = int(target.classes[g])
+        for n, cls in zip(props.tolist(), classes.tolist()):
             rows.append({"image": image, "unseen": not seen[cls], "cls": cls, "margin": float(margin[n]),
                          "profile": profile[n].tolist(), "embedding": out.embeddings[0, n].float().tolist(),
                          "disagreement": [float(classes_p[n].argmax() != readout_p[n].argmax()),

@@ -36,7 +36,8 @@ from ..datasets.augmentation import to_tensors
 from .evaluate import dataset_vocabulary
 from ..training.matching import build_targets, hungarian_match, pairwise_mask_costs
 
-__all__ = ["roc_auc", "IndicatorAUC", "indicator_auc", "ensemble_margin", "reference_scores", "prototype_usage", "BackgroundUsage",
+__all__ = ["roc_auc", "IndicatorAUC", "indicator_auc", "ensemble_margin", "matched_regions", "per_image_outputs",
+           "reference_scores", "prototype_usage", "BackgroundUsage",
            "background_prototype_usage"]
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def _model_inputs(segmenter: Any, dataset: Any) -> tuple[torch.Tensor, np.ndarra
     return embeddings, seen
 
 
-def _forward(segmenter: Any, dataset: Any, limit: int | None,
+def per_image_outputs(segmenter: Any, dataset: Any, limit: int | None,
              progress: bool) -> Iterator[tuple[Any, torch.Tensor, np.ndarray, torch.Tensor]]:
     """Per image: the model outputs on the resized image, its resized (S, S) label, the (K,) seen flags and
     the (K, E) vocabulary embeddings."""
@@ -179,6 +180,27 @@ def ensemble_margin(out: Any, seen: np.ndarray, config: Any) -> torch.Tensor:
     return classes[:, ~mask].amax(-1) - classes[:, mask].amax(-1)
 
 
+def matched_regions(out: Any, label: torch.Tensor, cost_mask: float = 5.0,
+                    cost_dice: float = 5.0) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The proposals matched one-to-one to the labelled regions of one image (Hungarian, mask cost only).
+
+    Args:
+        out: an ``AlignZegOutput`` of one image (batch 1).
+        label: (S, S) int64 labels at the model's input size (255 = ignore).
+        cost_mask / cost_dice: weights of the BCE and dice mask costs.
+
+    Returns:
+        ``(proposals, classes)``: (M,) int64 proposal indices and the (M,) int64 class of the region each is
+        matched to; ``None`` when the image has no labelled region.
+    """
+    (target,) = build_targets(label, tuple(out.mask_logits.shape[-2:]))
+    if target.classes.numel() == 0:
+        return None
+    bce, dice = pairwise_mask_costs(out.mask_logits[0].flatten(1).cpu(), target.masks, target.weight)
+    proposals, regions = hungarian_match(cost_mask * bce + cost_dice * dice)
+    return proposals, target.classes[regions]
+
+
 def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_mask: float = 5.0,
                   cost_dice: float = 5.0, progress: bool = False) -> IndicatorAUC:
     """ROC AUC of the class indicator for unseen vs seen regions of a labelled split (see the module doc).
@@ -196,23 +218,21 @@ def indicator_auc(segmenter: Any, dataset: Any, limit: int | None = None, cost_m
     reference: list[float] = []
     margins: list[float] = []
     readout_hits: list[tuple[bool, bool]] = []  # (unseen region, readout top-1 correct)
-    for out, label, seen, vocabulary in _forward(segmenter, dataset, limit, progress):
-        (target,) = build_targets(label, tuple(out.mask_logits.shape[-2:]))
+    for out, label, seen, vocabulary in per_image_outputs(segmenter, dataset, limit, progress):
         probs = out.unseen_logits[0].float().sigmoid().cpu()
-        if target.classes.numel() == 0:
+        matched = matched_regions(out, label, cost_mask, cost_dice)
+        if matched is None:
             unmatched.extend(probs.tolist())
             continue
-        bce, dice = pairwise_mask_costs(out.mask_logits[0].flatten(1).cpu(), target.masks, target.weight)
-        rows, cols = hungarian_match(cost_mask * bce + cost_dice * dice)
+        rows, classes = matched
         far = reference_scores(out.embeddings[0], vocabulary, seen).cpu() if seen.any() else None
         margin = ensemble_margin(out, seen, segmenter.model.config).cpu() if seen.any() and not seen.all() else None
-        for n, g in zip(rows.tolist(), cols.tolist()):
+        for n, true in zip(rows.tolist(), classes.tolist()):
             scores.append(float(probs[n]))
-            labels.append(not seen[int(target.classes[g])])
+            labels.append(not seen[true])
             reference.append(float("nan") if far is None else float(far[n]))
             margins.append(float("nan") if margin is None else float(margin[n]))
             if out.readout_logits is not None:
-                true = int(target.classes[g])
                 readout_hits.append((not seen[true], int(out.readout_logits[0, n].argmax()) == true))
         rest = torch.ones(probs.shape[0], dtype=torch.bool)
         rest[rows] = False
@@ -296,7 +316,7 @@ def background_prototype_usage(segmenter: Any, dataset: Any, temperature: float 
         temperature = float(segmenter.config.bg_temperature)
     prototypes = segmenter.model.classifier.bg_prototypes.detach().float().cpu()
     chosen = []
-    for out, _, _, _ in _forward(segmenter, dataset, limit, progress):
+    for out, _, _, _ in per_image_outputs(segmenter, dataset, limit, progress):
         emb = out.embeddings[0].float().cpu()
         if only_background:
             emb = emb[out.class_logits[0].argmax(dim=-1).cpu() == out.class_logits.shape[-1] - 1]
