@@ -152,12 +152,12 @@ def model_settings(items: list[str]) -> dict[str, Any]:
     """
     out = {}
     for item in items:
-        name, sep, value = item.partition("=")
+        name, sep, value = (part.strip() for part in item.partition("="))
         try:
-            out[name.strip()] = json.loads(value) if sep and name.strip() else None
+            out[name] = json.loads(value)
         except json.JSONDecodeError:
-            sep = ""
-        if not sep or not name.strip():
+            sep = ""  # not a JSON value: refused below like a missing "="
+        if not sep or not name:
             raise ValueError(f"--model-set takes FIELD=VALUE with a JSON value (refinement_gates=true), got {item!r}")
     return out
 
