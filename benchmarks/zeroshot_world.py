@@ -115,8 +115,9 @@ def _parser() -> argparse.ArgumentParser:
                    "trained)")
     p.add_argument("--validation-fraction", type=float, default=0.2,
                    help="share of the seen classes each calibration model holds out (inductive protocol)")
-    p.add_argument("--clip-steps", type=int, default=None,
-                   help=f"mini-CLIP pre-training steps per world (default: the family's, {CLIP_STEPS})")
+    p.add_argument("--clip-steps", default=None,
+                   help="mini-CLIP pre-training steps: N for every world, or WORLD=N items ('0=1500,1=2000'; a world "
+                   f"not named gets the family's default, {CLIP_STEPS})")
     p.add_argument("--clip-batch", type=int, default=96, help="mini-CLIP pre-training batch")
     p.add_argument("--clip-multi-prob", type=float, default=0.3,
                    help="share of the mini-CLIP's pre-training images that are captioned multi-class scenes "
@@ -160,6 +161,34 @@ def model_settings(items: list[str]) -> dict[str, Any]:
         if not sep or not name:
             raise ValueError(f"--model-set takes FIELD=VALUE with a JSON value (refinement_gates=true), got {item!r}")
     return out
+
+
+def clip_steps_per_world(text: str | None, worlds: list[int], family: str) -> dict[int, int]:
+    """``--clip-steps`` -> {world: steps}: None is the family's default for every world, "N" is N for every
+    world, "0=1500,1=2000" sets those worlds (the others get the family's default).
+
+    Raises:
+        ValueError: a step count that is not a positive integer or a world that is not in ``worlds``, naming it.
+    """
+    steps = {w: CLIP_STEPS[family] for w in worlds}
+    if text is None:
+        return steps
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    for item in items:
+        world, sep, value = item.rpartition("=")
+        try:
+            count = int(value)
+            targets = [int(world)] if sep else list(worlds)
+        except ValueError:
+            count, targets = 0, []
+        if count < 1 or not items:
+            raise ValueError(f"--clip-steps takes N or WORLD=N items with N >= 1 ('0=1500,1=2000'), got {item!r}")
+        if sep and targets[0] not in steps:
+            raise ValueError(f"--clip-steps names world {targets[0]}, which is not in --worlds {worlds}")
+        steps.update({w: count for w in targets})
+    if not items:
+        raise ValueError(f"--clip-steps takes N or WORLD=N items with N >= 1 ('0=1500,1=2000'), got {text!r}")
+    return steps
 
 
 def _ints(text: str, count_ok: bool = False) -> list[int]:
@@ -229,7 +258,8 @@ def pretrain_job(job: dict) -> dict:
 
     saved = AlignZegSegmenter.from_preset("tiny", clip_pretrained=job["path"]).model.backbone.clip
     accuracy = zero_shot_accuracy(saved, world, 960)
-    return {"world": job["world"], "path": job["path"], "pretrain_s": seconds, "multi_prob": config.multi_prob,
+    return {"world": job["world"], "path": job["path"], "pretrain_s": seconds, "steps": config.steps,
+            "multi_prob": config.multi_prob,
             "closeup_prob": config.closeup_prob, "zero_shot_top1": {k: round(100 * v, 2) for k, v in accuracy.items()}}
 
 
@@ -640,14 +670,24 @@ def report(args: argparse.Namespace, command: str, clip_info: list[dict], result
     return table
 
 
-def previous_jobs(args: argparse.Namespace) -> list[dict]:
-    """With ``--resume``, the jobs of the existing ``--json`` file (none without it)."""
+def previous_jobs(args: argparse.Namespace, clips: dict[int, str] | None = None) -> list[dict]:
+    """With ``--resume``, the jobs of the existing ``--json`` file (none without it).
+
+    Raises:
+        ValueError: the file was made with other ``--model-set`` settings, or with another mini-CLIP file for a
+            world both runs have (``clips``: world -> this run's file).
+    """
     if not args.resume or args.json is None or not args.json.is_file():
         return []
     data = json.loads(args.json.read_text(encoding="utf-8"))
     if data.get("model_set", {}) != model_settings(args.model_set):
         raise ValueError(f"{args.json} was made with --model-set {data.get('model_set', {})}, not "
                          f"{model_settings(args.model_set)}: resume with the same settings or write another --json")
+    for made in data.get("mini_clip", []):
+        now = (clips or {}).get(made.get("world"))
+        if now is not None and Path(made.get("path", "")).name != Path(now).name:
+            raise ValueError(f"{args.json} was made with world {made['world']}'s mini-CLIP {made.get('path')}, not "
+                             f"{now}: resume with the same --clip-steps / --clip-* settings or write another --json")
     jobs = data.get("jobs", [])
     print(f"resuming: {len(jobs)} jobs kept from {args.json}", flush=True)
     return jobs
@@ -699,15 +739,15 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     args.clip_dir.mkdir(parents=True, exist_ok=True)
     prefix = "" if args.family == "attribute" else f"{args.family}-"  # attribute files keep their names
-    if args.clip_steps is None:
-        args.clip_steps = CLIP_STEPS[args.family]
+    steps = clip_steps_per_world(args.clip_steps, _ints(args.worlds), args.family)
+    args.clip_steps = {str(w): n for w, n in steps.items()}  # recorded per world in the JSON's settings
     if args.clip_closeup_prob is None:
         args.clip_closeup_prob = CLOSEUP_PROB[args.family]
     suffix = "" if args.clip_multi_prob == 0.3 else f"_multi{args.clip_multi_prob:g}"
     suffix += f"_closeup{args.clip_closeup_prob:g}" if args.clip_closeup_prob else ""
-    clip_jobs = [{"world": w, "clip_steps": args.clip_steps, "clip_batch": args.clip_batch, "threads": args.threads,
+    clip_jobs = [{"world": w, "clip_steps": steps[w], "clip_batch": args.clip_batch, "threads": args.threads,
                   "family": args.family, "multi_prob": args.clip_multi_prob, "closeup_prob": args.clip_closeup_prob,
-                  "path": str(args.clip_dir / f"{prefix}world{w}_steps{args.clip_steps}_batch{args.clip_batch}"
+                  "path": str(args.clip_dir / f"{prefix}world{w}_steps{steps[w]}_batch{args.clip_batch}"
                                               f"{suffix}.safetensors")}
                  for w in _ints(args.worlds)]
     with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
@@ -717,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{time.time() - start:6.0f}s] world {c['world']} mini-CLIP ({made}): zero-shot top-1 "
                   f"{c['zero_shot_top1']}", flush=True)
         calibrations, runs = plan(args, {c["world"]: c["path"] for c in clip_info})
-        results = previous_jobs(args)
+        results = previous_jobs(args, {c["world"]: c["path"] for c in clip_info})
         done = {_key(r) for r in results}
         calibrations = [j for j in calibrations if _key(j) not in done]
         runs = [j for j in runs if _key(j) not in done]

@@ -193,3 +193,29 @@ def test_model_set_reaches_every_job_and_guards_resume(bench, tmp_path):
     args.json, args.resume = record, True
     with pytest.raises(ValueError, match=r"made with --model-set \{\}, not \{'refinement_gates': True\}"):
         bench.previous_jobs(args)
+
+
+def test_clip_steps_per_world(bench):
+    default = bench.CLIP_STEPS["objects"]
+    assert bench.clip_steps_per_world(None, [0, 1, 2], "objects") == {0: default, 1: default, 2: default}
+    assert bench.clip_steps_per_world("2000", [0, 2], "objects") == {0: 2000, 2: 2000}
+    assert bench.clip_steps_per_world("1=2000", [0, 1, 2], "objects") == {0: default, 1: 2000, 2: default}
+    assert bench.clip_steps_per_world("0=700,1=2000", [0, 1], "attribute") == {0: 700, 1: 2000}
+    for bad in ("0", "x", "1=0", "1=abc", ""):
+        with pytest.raises(ValueError, match="--clip-steps takes N or WORLD=N items with N >= 1"):
+            bench.clip_steps_per_world(bad, [0, 1], "objects")
+    with pytest.raises(ValueError, match=r"--clip-steps names world 5, which is not in --worlds \[0, 1\]"):
+        bench.clip_steps_per_world("5=2000", [0, 1], "objects")
+
+
+def test_resume_refuses_another_mini_clip(bench, tmp_path):
+    record = tmp_path / "table.json"
+    record.write_text(json.dumps({"model_set": {}, "jobs": [{"kind": "run", "world": 1}],
+                                  "mini_clip": [{"world": 1, "path": "clips/objects-world1_steps1500.safetensors"}]}))
+    args = bench._parser().parse_args(["--json", str(record), "--resume"])
+    assert bench.previous_jobs(args, {1: "elsewhere/objects-world1_steps1500.safetensors"}) == [
+        {"kind": "run", "world": 1}]  # the same file in another folder
+    assert len(bench.previous_jobs(args, {0: "objects-world0_steps2000.safetensors"})) == 1  # another world
+    with pytest.raises(ValueError, match=r"made with world 1's mini-CLIP clips/objects-world1_steps1500.safetensors, "
+                                         r"not objects-world1_steps2000.safetensors: resume with the same"):
+        bench.previous_jobs(args, {1: "objects-world1_steps2000.safetensors"})
