@@ -447,3 +447,21 @@ def test_refinement_gates_are_off_in_older_checkpoints():
                                                                "calibration_classes")}
         loaded = AlignZegConfig.from_dict(old)
         assert loaded.refinement_gates is False and loaded.format_version == 5
+
+
+def test_a_calibrated_model_without_indicator_or_offset_does_not_warn():
+    """A calibration that chose a seen-score offset of 0 found nothing to correct: no warning; never
+    calibrated, the same model warns once and names the calibration."""
+    from alignzeg.pipeline.options import resolve_bias_correction, untrained_warning_due
+
+    mixed = [True, False]
+    assert untrained_warning_due(None, False, mixed) and not untrained_warning_due(None, False, mixed, calibrated=True)
+    assert not untrained_warning_due(None, False, [True, True])  # nothing unseen: the correction is the identity
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_bias_correction(None, False, mixed, calibrated=True) is False
+        assert resolve_bias_correction("auto", False, mixed, seen_score_offset=0.5) is True
+    with pytest.warns(UserWarning, match=r"offset was never calibrated \(config.calibration_protocol is 'none'\)"):
+        assert resolve_bias_correction(None, False, mixed) is False
+    with pytest.raises(ValueError, match="bias_correction=True needs a trained class indicator or a seen-score offset"):
+        resolve_bias_correction(True, False, mixed, calibrated=True)
