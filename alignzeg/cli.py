@@ -134,7 +134,8 @@ def _build_parser() -> argparse.ArgumentParser:
                                         "it segments with the class names stored by --classes, or with (C, E) "
                                         "class embeddings computed by the PyTorch model; without --classes it "
                                         "refuses every name. See docs/onnx.md.")
-    export.add_argument("--model", required=True, help="folder written by save_pretrained, or a Hub repo id")
+    export.add_argument("--model", required=True, help="folder written by save_pretrained, a Hub repo id, or "
+                        f"'{DEMO_MODEL}' (the shipped demo model)")
     export.add_argument("--out", required=True, help="the .onnx file to write")
     export.add_argument("--classes", type=_parse_classes, default=None,
                         help="comma-separated class names whose embeddings are stored in the file, so that it "
@@ -303,10 +304,11 @@ def error_line(prog: str, err: BaseException) -> str:
 
 
 def check_model_argument(model: str, option: str = "--model") -> None:
-    """``alignzeg.loader.check_model_argument``: refuse a preset name or a missing local folder before loading."""
-    from .loader import check_model_argument as check
+    """``alignzeg.loader.check_model_argument``: refuse a preset name or a missing local folder before loading
+    (``"demo"``, the shipped demo model, passes)."""
+    from .loader import check_model_argument as check, resolve_model
 
-    check(model, option)
+    check(resolve_model(model), option)
 
 
 def _load_segmenter(args: argparse.Namespace, progress: bool):
@@ -384,10 +386,11 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from . import AlignZegSegmenter
+    from .loader import resolve_model
 
     check_output_path(args.out, "--out")
     check_model_argument(args.model)
-    segmenter = AlignZegSegmenter.from_pretrained(args.model, revision=args.revision, device="cpu")
+    segmenter = AlignZegSegmenter.from_pretrained(resolve_model(args.model), revision=args.revision, device="cpu")
     path = segmenter.export_onnx(args.out, opset=args.opset, int8=args.int8,
                                  vocabulary=None if args.classes is None else _all_names(args.classes))
     print(f"ONNX graph ({'int8' if args.int8 else 'float32'}) written to {path}")

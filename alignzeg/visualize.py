@@ -10,6 +10,10 @@ Colours follow the class names, not their positions in the vocabulary:
 So a class keeps its colour when the vocabulary is reordered or extended. Two names of one vocabulary that
 would get the same colour are told apart: the later one takes the next free shade or map entry.
 
+Region outlines: where the label changes, a line in black or white (whichever contrasts with the blended pixel)
+marks the boundary, so regions stay visible where a class colour is close to the image's own (``"cyan wavy"``
+drawn over cyan stripes). The line is a 250th of the shorter side wide (at least 1 px).
+
 The legend lists the classes present, bottom right, in a font that grows with the image (a 25th of its
 shorter side, at least 10 px); it is drawn smaller when it would cover more than a fifth of the image, and
 left out when even at 10 px it would (a 64 px image: draw it larger first, as ``alignzeg demo`` and the page do).
@@ -26,7 +30,7 @@ import imgviz
 import numpy as np
 from PIL import Image
 
-__all__ = ["COLOUR_WORDS", "class_colors", "draw_overlay", "legend_font_size"]
+__all__ = ["COLOUR_WORDS", "class_colors", "draw_overlay", "legend_font_size", "outline_width", "region_edges"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,14 +126,35 @@ def legend_font_size(height: int, width: int, names: Sequence[str]) -> int | Non
         font = max(_MIN_FONT, int(font * 0.8))
 
 
+_OUTLINE_FRACTION = 250
+
+
+def outline_width(height: int, width: int) -> int:
+    """Width in px of the region outlines of an (H, W) overlay: a 250th of the shorter side, at least 1."""
+    return max(1, round(min(height, width) / _OUTLINE_FRACTION))
+
+
+def region_edges(labels: np.ndarray, rows: int, width: int) -> np.ndarray:
+    """(rows, W) bool: the pixels of the first ``rows`` rows of ``labels`` whose label differs from that of a
+    pixel at most ``width`` to its right or below it (``labels``: (R, W) int, R >= rows, holding up to
+    ``width`` rows after them where they exist)."""
+    edge = np.zeros((rows, labels.shape[1]), dtype=bool)
+    for d in range(1, width + 1):
+        edge[:, :-d] |= labels[:rows, :-d] != labels[:rows, d:]
+        below = min(rows, labels.shape[0] - d)
+        if below > 0:
+            edge[:below] |= labels[:below] != labels[d:d + below]
+    return edge
+
+
 _BAND_PIXELS = 1 << 20
 """Pixels blended per row band (bounds the float32 temporaries to a few MB at any image size)."""
 
 
 def draw_overlay(label_map: np.ndarray, class_names: Sequence[str], image: np.ndarray | None = None,
-                 alpha: float = 0.5, legend: bool = True) -> Image.Image:
-    """Colour a label map, blended over ``image``, with a legend of the classes present. Each class has the
-    colour of its name (``class_colors``).
+                 alpha: float = 0.5, legend: bool = True, outline: bool = True) -> Image.Image:
+    """Colour a label map, blended over ``image``, with region outlines and a legend of the classes present.
+    Each class has the colour of its name (``class_colors``).
 
     The blend is ``round((1 - alpha) * image + alpha * colour)`` per labelled pixel, as
     ``imgviz.label2rgb`` computes it, but in float32 row bands over the labelled pixels only; the
@@ -143,6 +168,8 @@ def draw_overlay(label_map: np.ndarray, class_names: Sequence[str], image: np.nd
         alpha: colour opacity in [0, 1].
         legend: draw the legend of the classes present (bottom right; its size follows the image, and an
             image too small for a readable one gets none: ``legend_font_size``).
+        outline: draw the boundaries between regions (labels, unlabelled included), ``outline_width`` px wide,
+            black on pixels whose blended luminance is 128 or more, white on darker ones.
 
     Returns:
         (W, H) RGB PIL image.
@@ -158,6 +185,7 @@ def draw_overlay(label_map: np.ndarray, class_names: Sequence[str], image: np.nd
     opacity = np.full(len(colormap), alpha, dtype=np.float32)
     opacity[0] = 0.0  # index 0 = unlabelled (-1): the image shows through unchanged
     band = max(1, _BAND_PIXELS // max(1, width))
+    line = outline_width(height, width)
     for r0 in range(0, height, band):
         index = label_map[r0:r0 + band].astype(np.intp) + 1
         put = opacity[index][..., None]
@@ -167,6 +195,10 @@ def draw_overlay(label_map: np.ndarray, class_names: Sequence[str], image: np.nd
         blend += colormap[index] * put
         np.rint(blend, out=blend)
         rows[...] = blend  # in [0, 255] already: a convex combination of two uint8 values
+        if outline:
+            edge = region_edges(label_map[r0:r0 + band + line], index.shape[0], line)
+            luminance = blend[edge] @ np.array([0.299, 0.587, 0.114], np.float32)
+            rows[edge] = np.where(luminance >= 128.0, 0, 255).astype(np.uint8)[:, None]
     if legend:
         counts = np.bincount(label_map.ravel().astype(np.int64) + 1, minlength=len(class_names) + 1)
         items = [(name, colormap[i + 1]) for i, name in enumerate(class_names) if counts[i + 1]]

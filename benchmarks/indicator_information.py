@@ -4,8 +4,9 @@ The seen-score offset thresholds one statistic per proposal: the ensemble margin
 log-score minus the best seen class's; ``alignzeg.train.evaluation.diagnostics.ensemble_margin``). A class indicator
 pays only with information the margin lacks. This script measures that information directly, before any
 indicator is trained: on proposals matched to ground-truth regions of a trained model, it fits logistic
-models on ``[margin]`` and on ``[margin, inputs]`` for each group of candidate inputs, on the ``val`` split,
-and reports their ROC AUC (unseen region = positive) on the ``test`` split:
+models on ``[margin]`` and on ``[margin, inputs]`` for each group of candidate inputs, and a small MLP ensemble on
+the margin and every group but the embedding (``fit_mlp``: is a non-linear combination worth more?), on the
+``val`` split, and reports their ROC AUC (unseen region = positive) on the ``test`` split:
 
 - ``profile``: the class indicator's six inputs (``class_indicator.profile_features``: best cosine to a seen
   and to a non-seen name, and their difference, for the decoder's embedding and for the CLIP readout);
@@ -41,6 +42,10 @@ import torch.nn.functional as F
 
 GROUPS = ("profile", "novelty", "disagreement", "mask", "embedding")
 """Candidate input groups, each added to the margin on its own; ``all`` adds every group."""
+MLP_GROUPS = ("profile", "novelty", "disagreement", "mask")
+"""The groups a small MLP reads besides the margin (``fit_mlp``; the embedding's 64+ dimensions left out:
+too many for a few hundred positives): whether a non-linear combination knows more than a linear one."""
+MLP_ROW = "margin+all-but-embedding (MLP)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--test-images", type=int, default=200, help="test images the AUCs are measured on")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, help="append this model's result to this JSON file's list")
+    p.add_argument("--note", default=None, help="a line recorded with the result (what the model is)")
     return p
 
 
@@ -139,6 +145,38 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> Any:
     return lambda new: (((torch.from_numpy(new) - mu) / sd) @ w + b).detach().numpy()
 
 
+def fit_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 32, members: int = 5, epochs: int = 400,
+            weight_decay: float = 1e-2, seed: int = 0) -> Any:
+    """An ensemble of ``members`` two-hidden-layer MLPs (ReLU, ``hidden`` units) on standardised columns, each
+    trained full-batch with AdamW (lr 1e-2, ``weight_decay``) for ``epochs`` on the BCE; returns
+    ``x -> (P,) mean logits``. Seeded: the same inputs give the same model.
+
+    Args:
+        x: (P, D) float64 inputs; y: (P,) labels in {0, 1}.
+    """
+    xt, yt = torch.from_numpy(x).float(), torch.from_numpy(y.astype(np.float32))
+    mu, sd = xt.mean(0), xt.std(0).clamp(min=1e-6)
+    z = (xt - mu) / sd
+    nets = []
+    for member in range(members):
+        torch.manual_seed(seed + member)
+        net = torch.nn.Sequential(torch.nn.Linear(z.shape[1], hidden), torch.nn.ReLU(),
+                                  torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=weight_decay)
+        for _ in range(epochs):
+            opt.zero_grad()
+            F.binary_cross_entropy_with_logits(net(z)[:, 0], yt).backward()
+            opt.step()
+        nets.append(net.eval())
+
+    def score(new: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            zn = (torch.from_numpy(new).float() - mu) / sd
+            return torch.stack([net(zn)[:, 0] for net in nets]).mean(0).double().numpy()
+
+    return score
+
+
 def paired_bootstrap(scores_a: np.ndarray, scores_b: np.ndarray, labels: np.ndarray, images: np.ndarray,
                      resamples: int = 1000, seed: int = 0) -> list[float]:
     """95 % interval of AUC(a) - AUC(b), resampling test images (all their proposals) with replacement."""
@@ -179,6 +217,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         l2 = 0.1 if "embedding" in groups else 0.01
         model = fit_logistic(features(val, groups, stats), y_val, l2)
         scores[name] = model(features(test, groups, stats))
+    scores[MLP_ROW] = fit_mlp(features(val, MLP_GROUPS, stats), y_val)(features(test, MLP_GROUPS, stats))
     result = {"model": str(args.model), "family": args.family, "world": args.world,
               "proposals": {"val": [int(y_val.sum()), int((~y_val).sum())],
                             "test": [int(y_test.sum()), int((~y_test).sum())]},
@@ -194,6 +233,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     result = measure(args)
+    if args.note:
+        result["model_note"] = args.note
     print(json.dumps(result, indent=1))
     if args.json is not None:
         previous = json.loads(args.json.read_text(encoding="utf-8")) if args.json.is_file() else []

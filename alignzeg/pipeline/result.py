@@ -100,12 +100,13 @@ class SegmentationResult:
         as ``index`` does)."""
         return upsample_plane(self.class_probs[self.index(name)], self.size)
 
-    def overlay(self, alpha: float = 0.5, legend: bool = True, image: Any = None) -> Image.Image:
-        """A PIL image: class colours over the input, with a legend of the classes present."""
+    def overlay(self, alpha: float = 0.5, legend: bool = True, image: Any = None, outline: bool = True) -> Image.Image:
+        """A PIL image: class colours over the input, region outlines and a legend of the classes present
+        (``alignzeg.visualize.draw_overlay``)."""
         from ..visualize import draw_overlay
 
         base = self.image if image is None else image
-        return draw_overlay(self.label_map, self.class_names, base, alpha=alpha, legend=legend)
+        return draw_overlay(self.label_map, self.class_names, base, alpha=alpha, legend=legend, outline=outline)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary: size, vocabulary, per-class pixel counts (every class, zeros included)."""

@@ -176,6 +176,19 @@ def test_an_error_while_evaluating_is_one_line_without_a_traceback(tiny_checkpoi
     assert capsys.readouterr().err == "alignzeg-eval: error: cannot read labels/a.png: unexpected end of file\n"
 
 
+def test_alignzeg_eval_takes_demo(tmp_path, capsys):
+    """``alignzeg-eval demo`` names the shipped demo model, as ``alignzeg segment`` takes it (it was refused)."""
+    label = np.zeros((64, 64), np.uint8)
+    label[32:] = 1
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:32] = (220, 30, 30)
+    image[32:] = (30, 70, 225)
+    root = write_folder_dataset(tmp_path / "data", ["red plain", "blue plain"], {"a.png": (image, label)})
+    assert main(["demo", "--dataset", "folder", "--data-root", str(root), "--device", "cpu", "--quiet",
+                 "--bias-correction", "off"]) == 0
+    assert "red plain" in capsys.readouterr().out
+
+
 def test_alignzeg_eval_runs_an_onnx_file_and_refuses_what_it_cannot_change(tiny_checkpoint, tiny_onnx, voc,
                                                                           tmp_path, capsys):
     """An ``.onnx`` MODEL is evaluated as the PyTorch model is (the same pixels but where onnxruntime's kernels

@@ -50,3 +50,17 @@ def test_logistic_fit_and_the_paired_bootstrap(bench):
     assert bench.paired_bootstrap(x[:, 1], x[:, 1], y, images, resamples=50) == [0.0, 0.0]
     low, high = bench.paired_bootstrap(x[:, 1], x[:, 0], y, images, resamples=200)
     assert 0 < low <= high  # the deciding column beats noise on every resample's interval
+
+
+def test_the_mlp_finds_what_a_linear_model_cannot(bench):
+    from alignzeg.train.evaluation.diagnostics import roc_auc
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (400, 2))
+    y = (x[:, 0] > 0) != (x[:, 1] > 0)  # XOR of the signs: no linear score separates it
+    test = rng.normal(0, 1, (400, 2))
+    y_test = (test[:, 0] > 0) != (test[:, 1] > 0)
+    assert abs(roc_auc(bench.fit_logistic(x, y, l2=1e-3)(test), y_test) - 0.5) < 0.1
+    mlp = bench.fit_mlp(x, y, members=2, epochs=300)
+    assert roc_auc(mlp(test), y_test) > 0.9
+    assert np.array_equal(mlp(test), bench.fit_mlp(x, y, members=2, epochs=300)(test))  # seeded

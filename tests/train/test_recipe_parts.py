@@ -62,7 +62,8 @@ def test_trainer_optimizer_uses_the_groups(tmp_path):
     from alignzeg.train import Trainer
 
     cfg = TrainConfig(preset="tiny", iterations=2, batch_size=2, weight_decay=0.1, progress=False, checkpoint_every=1,
-                      device="cpu")
+                      device="cpu", class_indicator=True)
+    assert TrainConfig().class_indicator is False  # off unless asked for (it measured no gain over the offset)
     trainer = Trainer(cfg, None, ShapesDataset(num=4), out_dir=tmp_path)
     trainer.train()
     state = torch.load(tmp_path / "checkpoints" / "step_000001" / "trainer_state.pt", weights_only=True)
@@ -267,7 +268,7 @@ def test_off_prototype_features_shrink_the_cosine_to_both_prototypes():
 def test_indicator_positives_exclude_background_unmatched_and_negative_proposals():
     torch.manual_seed(0)
     model = AlignZegSegmenter.from_preset("tiny", seed=0, config_overrides={"indicator_inputs": "embedding"}).model
-    cfg = TrainConfig(num_synthetic=6, negative_topk=6)  # two top-6 of 8 overlap: negatives exist
+    cfg = TrainConfig(num_synthetic=6, negative_topk=6, class_indicator=True)  # two top-6 of 8 overlap: negatives
     criterion = AlignZegCriterion(cfg)
     labels = torch.full((1, 64, 64), 255, dtype=torch.long)
     labels[0, :32] = 0

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from alignzeg import AlignZegSegmenter
+from alignzeg.errors import AlignZegWarning
 from alignzeg.train import TrainConfig, Trainer
 from alignzeg.train.training.train_cli import main as train_main
 from alignzeg.train.training.train_cli import resolve_config
@@ -59,8 +60,12 @@ def test_saved_folder_loads_for_inference(smoke):
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(state[k], v.cpu()), k
     ds = trainer.dataset
-    result = loaded.segment(ds[0]["image"], ds.class_embeddings, class_names=ds.class_names,
-                            seen=[True, True, True, False])
+    # trained with the defaults (no class indicator) and never calibrated: nothing corrects the seen bias
+    assert not loaded.config.indicator_trained and loaded.config.calibration_protocol == "none"
+    with pytest.warns(AlignZegWarning, match=r"offset was never calibrated .*Calibrate the model \(alignzeg-eval "
+                                             r"--calibrate"):
+        result = loaded.segment(ds[0]["image"], ds.class_embeddings, class_names=ds.class_names,
+                                seen=[True, True, True, False])
     assert result.label_map.shape == (64, 64)
 
 

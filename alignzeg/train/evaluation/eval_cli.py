@@ -57,9 +57,9 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="alignzeg-eval", description="Zero-shot evaluation: mIoU(S), mIoU(U), hIoU.")
     parser.add_argument("--version", action="version", version=f"alignzeg-eval {__version__}")
-    parser.add_argument("model", help="a folder written by save_pretrained / alignzeg-train, a Hub repo id, or an "
+    parser.add_argument("model", help="a folder written by save_pretrained / alignzeg-train, a Hub repo id, an "
                                       ".onnx file written by export_onnx (evaluation only: its vocabulary must hold "
-                                      "the dataset's classes)")
+                                      "the dataset's classes), or 'demo' (the shipped demo model)")
     parser.add_argument("--dataset", required=True, help="voc, coco-stuff, context or folder")
     parser.add_argument("--data-root", required=True, help="the dataset's root folder")
     parser.add_argument("--split", default=None,

@@ -182,7 +182,8 @@ def bias_correction_for_config(config: Any, bias_correction: bool | str | None =
         TypeError: a value other than True, False, None and ``"auto"``.
     """
     return resolve_bias_correction(bias_correction, bool(config.indicator_trained), stacklevel=3,
-                                   seen_score_offset=config.seen_score_offset)
+                                   seen_score_offset=config.seen_score_offset,
+                                   calibrated=config.calibration_protocol != "none")
 
 
 def evaluate(segmenter: Any, dataset: Any, bias_correction: bool | str | None = None, limit: int | None = None,
