@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from types import ModuleType
 from typing import Any
 
@@ -228,14 +229,17 @@ class SegmentPipeline(ABC):
         stitchers = [WindowStitcher(plan, self.array_module) for plan in plans]
         total = sum(len(plan.origins) for plan in plans)
         done = 0
-        with progress_bar(total, disable=not self.progress, desc="alignzeg", unit="window") as bar:
+        # no bar at all without progress: progress_bar swaps the root logger's handlers while it runs, which
+        # concurrent segment calls (one segmenter serving several threads) must not do
+        bar_context = progress_bar(total, desc="alignzeg", unit="window") if self.progress else nullcontext(None)
+        with bar_context as bar:
             for crops, owners in self._crop_batches(images):
                 probs = self._predict(crops, embeddings, seen, bias_correction)
                 for window, owner in zip(probs, owners):
                     stitchers[owner].add(window)
                 done += len(owners)
-                advance(bar, len(owners))
-                if self.progress:
+                if bar is not None:
+                    advance(bar, len(owners))
                     logger.info("windows %d/%d", done, total)
         return [stitcher.result() for stitcher in stitchers]
 
