@@ -5,7 +5,7 @@
         [--overlay] [--resume | --overwrite] [--shard I/N] [--no-progress]
     alignzeg demo --out demo.png     # a small model trained on a synthetic world: typed names, real IoUs
     alignzeg models
-    alignzeg export --model DIR_OR_REPO --out model.onnx [--classes road,tree,car] [--int8]
+    alignzeg export --model DIR_OR_REPO --out model.onnx [--classes road,tree,car] [--int8] [--fuse]
     alignzeg app [--model DIR_OR_REPO] [--host 127.0.0.1] [--port 7860]   # a web page ([app] extra)
 
 This module's top-level imports are the standard library only; the commands import torch and the model
@@ -145,6 +145,9 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--int8", action="store_true",
                         help="quantize the MatMul/Gemm weights to int8 (dynamic; ~31 %% of the float32 file for "
                              "vitb16, accuracy in docs/onnx.md)")
+    export.add_argument("--fuse", action="store_true",
+                        help="apply onnxruntime.transformers' optimizer fusions (GELU, bias + GELU; the file then "
+                             "needs onnxruntime; docs/onnx.md)")
     export.add_argument("--revision", default=None, help=REVISION_HELP)
 
     app = sub.add_parser("app", help='a web page to segment images with typed class names (needs '
@@ -391,7 +394,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     check_output_path(args.out, "--out")
     check_model_argument(args.model)
     segmenter = AlignZegSegmenter.from_pretrained(resolve_model(args.model), revision=args.revision, device="cpu")
-    path = segmenter.export_onnx(args.out, opset=args.opset, int8=args.int8,
+    path = segmenter.export_onnx(args.out, opset=args.opset, int8=args.int8, fuse=args.fuse,
                                  vocabulary=None if args.classes is None else _all_names(args.classes))
     print(f"ONNX graph ({'int8' if args.int8 else 'float32'}) written to {path}")
     if args.classes:

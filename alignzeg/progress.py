@@ -32,12 +32,12 @@ def progress_bar(total: int, *, disable: bool = False, **kwargs: Any) -> Iterato
         yield bar
 
 
-def advance(bar: Any) -> None:
-    """Count one step of ``bar``; the last step is left for ``close`` to draw (once)."""
-    if bar.total is None or bar.n + 1 < bar.total:
-        bar.update(1)
+def advance(bar: Any, steps: int = 1) -> None:
+    """Count ``steps`` steps of ``bar``; the step that reaches the total is left for ``close`` to draw (once)."""
+    if bar.total is None or bar.n + steps < bar.total:
+        bar.update(steps)
     else:
-        bar.n += 1
+        bar.n += steps
 
 
 def track(items: Sequence[T], *, disable: bool = False, **kwargs: Any) -> Iterator[T]:

@@ -9,7 +9,12 @@ With ``--int8`` a third side runs in the same interleaved rounds: the int8 file
 (``export_onnx(..., int8=True)``); its file size, speed-up over the float32 file and label agreement with it
 are reported too (random weights: the agreement here is not the accuracy; see bench_int8_accuracy.py).
 
-    python benchmarks/bench_onnx.py [--reps 3] [--threads 2] [--int8] [--no-memory]
+With ``--fused`` the files exported with ``fuse=True`` (onnxruntime.transformers' optimizer fusions) run as
+more sides in the same rounds (rotated, so no side always follows the same one): float32 fused, and int8 fused
+with ``--int8``; the fused op counts, the speed ratio fused / unfused (median of the paired rounds) and the
+label agreement with the unfused file are reported. ``--preset tiny`` runs the whole thing in seconds (a smoke run).
+
+    python benchmarks/bench_onnx.py [--reps 3] [--threads 2] [--int8] [--fused] [--no-memory] [--preset vitb16]
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch
 
 import _common as c
 from alignzeg import AlignZegSegmenter
+from alignzeg.onnx.metadata import read_fusions
 from alignzeg.onnx.runtime import OnnxSegmenter
 from alignzeg.train.datasets.splits import VOC_CLASSES
 
@@ -52,7 +58,7 @@ else:
     import torch
     torch.set_num_threads({threads})
     from alignzeg import AlignZegSegmenter
-    seg = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=names[:15],
+    seg = AlignZegSegmenter.from_preset({preset!r}, seed=0, device="cpu", seen_classes=names[:15],
                                         config_overrides={{"indicator_trained": True}})
     seg.encode_vocabulary(names)
 loaded = hwm()
@@ -71,8 +77,9 @@ def _images(count: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(v).resize((512, 512), Image.BILINEAR)) for v in views])
 
 
-def _peak_memory(onnx: bool, path: str, images_path: str, names: list[str], threads: int) -> dict:
-    code = CHILD.format(onnx=onnx, path=path, images=images_path, names=names, threads=threads)
+def _peak_memory(onnx: bool, path: str, images_path: str, names: list[str], threads: int,
+                 preset: str = "vitb16") -> dict:
+    code = CHILD.format(onnx=onnx, path=path, images=images_path, names=names, threads=threads, preset=preset)
     env_path = str(Path(__file__).resolve().parent.parent)
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": env_path})
@@ -83,12 +90,15 @@ def main() -> None:
     p = c.parser(__doc__.splitlines()[0], reps=3)
     p.add_argument("--images", type=int, default=3, help="different 512x512 images per round")
     p.add_argument("--int8", action="store_true", help="also time the int8 file (export_onnx(..., int8=True))")
+    p.add_argument("--fused", action="store_true", help="also time the files exported with fuse=True")
+    p.add_argument("--rotate", action="store_true", help="round r starts with the r-th side (default with --fused)")
+    p.add_argument("--preset", default="vitb16", help="model preset (tiny: a smoke run)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     args = p.parse_args()
     threads = args.threads or 2
     torch.set_num_threads(threads)
     names = list(VOC_CLASSES)
-    seg = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu", seen_classes=names[:15],
+    seg = AlignZegSegmenter.from_preset(args.preset, seed=0, device="cpu", seen_classes=names[:15],
                                         config_overrides={"indicator_trained": True})  # so PBC runs on both sides
     images = _images(args.images)
     with tempfile.TemporaryDirectory(prefix="alignzeg-bench-onnx-") as folder:
@@ -108,18 +118,25 @@ def main() -> None:
             seg.export_onnx(paths["onnxruntime int8"], vocabulary=names, int8=True)
             export_int8_s = time.perf_counter() - start
             sides["onnxruntime int8"] = OnnxSegmenter.load(paths["onnxruntime int8"], threads=threads)
+        fusions = {}
+        if args.fused:
+            for side, int8 in (("onnxruntime fused", False), ("onnxruntime int8 fused", True))[:1 + args.int8]:
+                paths[side] = str(Path(folder) / f"{side.replace(' ', '_')}.onnx")
+                seg.export_onnx(paths[side], vocabulary=names, int8=int8, fuse=True)
+                sides[side] = OnnxSegmenter.load(paths[side], threads=threads)
+                fusions[side] = read_fusions(sides[side].session.get_modelmeta().custom_metadata_map)
 
         def run(segmenter):
             return lambda: [segmenter.segment(image, names, keep_image=False) for image in images]
 
-        times = c.interleaved({k: run(v) for k, v in sides.items()}, reps=args.reps)
+        times = c.interleaved({k: run(v) for k, v in sides.items()}, reps=args.reps, rotate=args.rotate or args.fused)
         labels = {k: [v.segment(i, names).label_map for i in images] for k, v in sides.items()}
         agree = {k: float(np.mean([(a == b).mean() for a, b in zip(labels["onnxruntime"], v)])) for k, v in labels.items()}
         images_path = str(Path(folder) / "images.npy")
         np.save(images_path, images)
         memory = {}
         if not args.no_memory:
-            memory = {"torch": _peak_memory(False, path, images_path, names, threads)}
+            memory = {"torch": _peak_memory(False, path, images_path, names, threads, args.preset)}
             memory.update({k: _peak_memory(True, v, images_path, names, threads) for k, v in paths.items()})
         file_mb = {k: Path(v).stat().st_size / 2**20 for k, v in paths.items()}
     rate = {k: len(images) / c.median(v) for k, v in times.items()}
@@ -141,8 +158,21 @@ def main() -> None:
         print(f"int8: {extra['speedup_int8_vs_float32_onnx']:.2f}x the float32 file's speed, "
               f"{extra['speedup_int8_vs_torch']:.2f}x torch's; file {100 * extra['int8_file_vs_float32']:.1f} % "
               f"of the float32 one (export + quantization {export_int8_s:.1f} s)")
-    c.save("onnx_int8" if args.int8 else "onnx", args,
-           {"images_per_s": rate, "speedup_onnxruntime": ratio, "times_s": times, "threads": threads,
+    if args.fused:
+        extra["fusions"] = fusions
+        for side, base in (("onnxruntime fused", "onnxruntime"), ("onnxruntime int8 fused", "onnxruntime int8")):
+            if side in times:
+                extra[f"speedup {side} vs {base}"] = c.paired_ratio(times[base], times[side])
+                extra[f"label agreement {side} vs {base}"] = float(np.mean([(a == b).mean() for a, b in
+                                                                           zip(labels[base], labels[side])]))
+                print(f"{side}: fused {fusions[side]['fused']}; {extra[f'speedup {side} vs {base}']:.3f}x the "
+                      f"unfused file's speed; labels agree with it on "
+                      f"{100 * extra[f'label agreement {side} vs {base}']:.3f} % of the pixels")
+    name = "onnx_int8" if args.int8 else "onnx"
+    name = name + "_fused" if args.fused else name
+    name = name if args.preset == "vitb16" else f"{name}_{args.preset}"
+    c.save(name, args,
+           {"preset": args.preset, "images_per_s": rate, "speedup_onnxruntime": ratio, "times_s": times, "threads": threads,
             "peak_memory": memory, "export_s": export_s, "session_s": session_s, "file_mb": file_mb,
             "label_agreement_with_onnx_float32": agree, "images": len(images), "image_size": [512, 512], **extra})
 

@@ -18,6 +18,10 @@ tests are still collected and run (they skip). The test suite runs this dry path
 
     python benchmarks/gpu_check.py                    # on a GPU machine
     python benchmarks/gpu_check.py --dry --out /tmp/gpu_check_dry.json
+    python benchmarks/gpu_check.py --cost-curve       # also the cost curve on CUDA (bench_cost_curve.py, PyTorch)
+
+``--cost-curve`` adds the cost curve of ``bench_cost_curve.py`` (image sizes, vocabularies, batch sizes) on the
+GPU to the JSON (``cost_curve``): the ``vitb16`` preset, or ``tiny --quick`` on the dry path.
 """
 
 from __future__ import annotations
@@ -163,8 +167,9 @@ def measure_training(steps: int, batch: int, device: str) -> dict[str, Any]:
             "peak_memory_mb": _peak_mb(cuda)}
 
 
-def run(dry: bool, out: Path, skip_tests: bool = False) -> dict[str, Any]:
-    """Run the check (``dry``: CPU toy sizes) and write its JSON to ``out``; returns what was written."""
+def run(dry: bool, out: Path, skip_tests: bool = False, cost_curve: bool = False) -> dict[str, Any]:
+    """Run the check (``dry``: CPU toy sizes) and write its JSON to ``out``; returns what was written.
+    ``cost_curve``: also ``bench_cost_curve.run_curve`` on the check's device."""
     cuda = torch.cuda.is_available() and not dry
     sizes = FULL if cuda else DRY
     device = "cuda" if cuda else "cpu"
@@ -183,6 +188,12 @@ def run(dry: bool, out: Path, skip_tests: bool = False) -> dict[str, Any]:
     result["throughput"] = measure_throughput(sizes["preset"], sizes["batches"], sizes["classes"], sizes["iters"],
                                               sizes["warmup"], device)
     result["training"] = measure_training(sizes["train_steps"], sizes["train_batch"], device)
+    if cost_curve:
+        from bench_cost_curve import run_curve
+
+        result["cost_curve"] = run_curve("vitb16" if cuda else "tiny", quick=not cuda, reps=3 if cuda else 1,
+                                         threads=torch.get_num_threads(), device=device,
+                                         backends=("torch",) if cuda else ("torch", "onnx float32", "onnx int8"))
     result["ok"] = bool(result["cuda_tests"].get("ok", True) and result["training"]["all_finite"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
@@ -211,10 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None,
                    help="JSON to write (default: benchmarks/results/gpu_check.json, or gpu_check_dry.json)")
     p.add_argument("--skip-tests", action="store_true", help="do not run the CUDA-marked tests")
+    p.add_argument("--cost-curve", action="store_true",
+                   help="also run bench_cost_curve.py's curve on the device (vitb16 on CUDA, tiny --quick dry)")
     args = p.parse_args(argv)
     dry = args.dry or not torch.cuda.is_available()
     out = args.out or c.RESULTS / ("gpu_check_dry.json" if dry else "gpu_check.json")
-    result = run(dry, out, skip_tests=args.skip_tests)
+    result = run(dry, out, skip_tests=args.skip_tests, cost_curve=args.cost_curve)
     print(_report(result))
     print(f"wrote {out}")
     return 0 if result["ok"] else 1

@@ -280,3 +280,40 @@ def test_export_without_classes_says_the_file_refuses_every_name(checkpoint, loa
     assert main(["export", "--model", str(checkpoint), "--out", str(stored), "--classes", "wall,sofa|couch"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == ("it segments with the 3 class names stored in it (wall, sofa, "
                                                        "couch), any of them in any order, or with class embeddings")
+
+
+def test_fused_export_counts_its_fusions_and_labels_like_the_unfused_file(loaded, runtime, onnx_path, voc,
+                                                                               tmp_path):
+    """``fuse=True``: onnxruntime.transformers' fusions on the float32 graph (and before int8 quantization). The
+    metadata counts exactly the fused ops the file holds; labels equal the unfused file's, probabilities equal
+    PyTorch's within the parity tolerance."""
+    from collections import Counter
+
+    from alignzeg.onnx.metadata import read_fusions
+
+    path = tmp_path / "fused.onnx"
+    loaded.export_onnx(path, vocabulary=NAMES, fuse=True)
+    proto = onnx.load(path)
+    fusions = read_fusions({p.key: p.value for p in proto.metadata_props})
+    ops = Counter(node.op_type for node in proto.graph.node)
+    assert fusions["model_type"] == "vit" and fusions["opt_level"] == 0
+    assert fusions["fused"]["BiasGelu"] == ops["BiasGelu"] > 0 and fusions["fused"]["Gelu"] == ops["Gelu"] > 0
+    assert set(fusions["fused"]) == {"Gelu", "BiasGelu"}  # GELU's erf form, and the bias add before it
+    assert fusions["already_in_graph"]["LayerNormalization"] == ops["LayerNormalization"] > 0  # native in opset 17
+    assert ops["Attention"] == ops["MultiHeadAttention"] == ops["SkipLayerNormalization"] == 0
+    assert ops["Erf"] == 0 and Counter(n.op_type for n in onnx.load(onnx_path).graph.node)["Erf"] > 0
+    fused = OnnxSegmenter.load(path, threads=2)
+    for bias_correction in (False, True):
+        expected = loaded.segment(voc["rgb"], NAMES, bias_correction=bias_correction)
+        plain = runtime.segment(voc["rgb"], NAMES, bias_correction=bias_correction)
+        got = fused.segment(voc["rgb"], NAMES, bias_correction=bias_correction)
+        np.testing.assert_array_equal(got.label_map, plain.label_map)
+        assert_allclose(got.class_probs, expected.class_probs, rtol=0, atol=ATOL)
+    int8_plain, int8_fused = tmp_path / "int8.onnx", tmp_path / "int8_fused.onnx"
+    loaded.export_onnx(int8_plain, vocabulary=NAMES, int8=True)
+    loaded.export_onnx(int8_fused, vocabulary=NAMES, int8=True, fuse=True)
+    a = OnnxSegmenter.load(int8_plain, threads=2).segment(voc["rgb"], NAMES)
+    b = OnnxSegmenter.load(int8_fused, threads=2).segment(voc["rgb"], NAMES)
+    np.testing.assert_array_equal(a.label_map, b.label_map)
+    with pytest.raises(TypeError, match="fuse must be a bool, got str 'yes'"):
+        loaded.export_onnx(tmp_path / "x.onnx", fuse="yes")

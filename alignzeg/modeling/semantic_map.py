@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import AlignZegConfig
-from ..pipeline.labels import UNLABELLED
+from ..pipeline.labels import BAND_ELEMENTS, UNLABELLED, band_rows
 from .bias_correction import proposal_bias_correction
 from .clip_readout import geometric_ensemble
 
@@ -125,7 +125,7 @@ def _candidate_classes(probs: torch.Tensor, slack: float = 1e-6) -> torch.Tensor
 
 
 def upsample_labels(probs: torch.Tensor, out_size: tuple[int, int], unlabelled_threshold: float | None = None,
-                    max_elements: int = 1 << 24) -> tuple[torch.Tensor, torch.Tensor]:
+                    max_elements: int = BAND_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
     """Bilinearly upsample a low-resolution probability map and take the per-pixel best class.
 
     Equal (within float rounding) to ``F.interpolate(probs, out_size, mode="bilinear")`` followed by an
@@ -139,7 +139,9 @@ def upsample_labels(probs: torch.Tensor, out_size: tuple[int, int], unlabelled_t
         out_size: (H, W) of the output.
         unlabelled_threshold: pixels whose best class probability is below this get ``UNLABELLED`` (-1);
             ``None`` labels every pixel.
-        max_elements: bound on the floats of one upsampled row band.
+        max_elements: bound on the 4-byte elements one row band works on (the upsampled candidate classes
+            and the per-pixel best value, index and label; ``alignzeg.pipeline.labels.band_rows``): memory
+            beyond the (H, W) outputs stays bounded whatever the image size. The bands change no value.
 
     Returns:
         labels (H, W) int32 in [0, C) (or -1), and confidence (H, W) float32: the probability of the
@@ -152,7 +154,7 @@ def upsample_labels(probs: torch.Tensor, out_size: tuple[int, int], unlabelled_t
     y0, y1, fy = _linear_taps(classes.shape[1], height, classes.device)
     labels = torch.empty(height, width, dtype=torch.int32, device=classes.device)
     confidence = torch.empty(height, width, dtype=torch.float32, device=classes.device)
-    band = max(1, min(height, max_elements // max(1, classes.shape[0] * width)))
+    band = band_rows(classes.shape[0], height, width, max_elements)
     for r0 in range(0, height, band):
         r1 = min(height, r0 + band)
         rows = torch.lerp(classes.index_select(1, y0[r0:r1]), classes.index_select(1, y1[r0:r1]),

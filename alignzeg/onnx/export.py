@@ -36,6 +36,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -49,8 +50,8 @@ from ..modeling.model import AlignZegModel
 from ..modeling.semantic_map import output_probabilities
 from ..pipeline.vocabulary import validate_class_names
 from .metadata import (
-    INPUT_NAMES, KEY_CONFIG, KEY_EXPORTER, KEY_FORMAT, KEY_OPSET, KEY_PRECISION, KEY_QUANTIZATION, KEY_VERSION,
-    KEY_VOCABULARY, ONNX_FORMAT, OUTPUT_NAME,
+    INPUT_NAMES, KEY_CONFIG, KEY_EXPORTER, KEY_FORMAT, KEY_FUSIONS, KEY_OPSET, KEY_PRECISION, KEY_QUANTIZATION,
+    KEY_VERSION, KEY_VOCABULARY, ONNX_FORMAT, OUTPUT_NAME,
 )
 
 logger = logging.getLogger(__name__)
@@ -183,13 +184,15 @@ def _cosine_logit_nodes(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name.startswith(COSINE_LOGIT_NODES)]
 
 
-def _quantize_int8(source: str, target: str) -> dict[str, Any]:
+def _quantize_int8(source: str, target: str, fused: bool = False) -> dict[str, Any]:
     """Dynamic int8 quantization of ``source`` into ``target``; returns the ``alignzeg.quantization`` record.
     ``source`` lies in a temporary folder: the constant-folded copy is written beside it.
 
     Weights: int8, symmetric, one scale per tensor (per-channel scales and ``reduce_range`` measured no more
     accurate on the world model, see docs/onnx.md); activations: uint8 with a scale and zero point computed
-    for each call (``DynamicQuantizeLinear``), so no calibration images are needed.
+    for each call (``DynamicQuantizeLinear``), so no calibration images are needed. ``fused``: ``source`` holds
+    onnxruntime's contrib ops (``fuse=True``), through which ONNX shape inference gives no type: the quantizer
+    is told that such tensors are float32 (``DefaultTensorType``).
     """
     try:
         import onnx
@@ -201,8 +204,9 @@ def _quantize_int8(source: str, target: str) -> dict[str, Any]:
     _fold_constants(source, folded)
     cosines = _cosine_logit_nodes(onnx.load(folded, load_external_data=False))
     with _no_preprocess_hint():
+        extra = {"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else {}
         quantize_dynamic(folded, target, op_types_to_quantize=list(QUANTIZED_OPS), weight_type=QuantType.QInt8,
-                         per_channel=False, reduce_range=False, nodes_to_exclude=cosines)
+                         per_channel=False, reduce_range=False, nodes_to_exclude=cosines, extra_options=extra)
     nodes = sum(node.op_type == "MatMulInteger" for node in onnx.load(target).graph.node)
     return {"method": "dynamic", "tool": "onnxruntime.quantization.quantize_dynamic",
             "onnxruntime": onnxruntime.__version__, "op_types": list(QUANTIZED_OPS), "quantized_nodes": nodes,
@@ -210,8 +214,60 @@ def _quantize_int8(source: str, target: str) -> dict[str, Any]:
             "per_channel": False, "reduce_range": False}
 
 
+FUSION_MODEL_TYPE = "vit"
+"""``onnxruntime.transformers.optimizer`` model type used by ``fuse=True`` (the image tower is a ViT; ``"clip"``
+fused the same ops on this graph)."""
+
+
+def _fuse(source: str, target: str, config: Any) -> dict[str, Any]:
+    """``onnxruntime.transformers.optimizer.optimize_model`` fusions of ``source`` (attention, LayerNorm, GELU,
+    bias-add, SkipLayerNorm where their patterns match) saved to ``target``; returns the ``alignzeg.fusions``
+    record: the nodes of each fused op type it added (``fused``) and those the export already held
+    (``already_in_graph``: opset 17's native LayerNormalization). ``opt_level=0``: only the optimizer's own
+    pattern fusions, no onnxruntime session optimizations baked into the file (they run at load)."""
+    try:
+        import onnxruntime
+        from onnxruntime.transformers.optimizer import optimize_model
+    except ImportError as err:
+        raise ImportError('export_onnx(fuse=True) needs onnxruntime: pip install "alignzeg[onnx]"') from err
+    vision = config.clip_cfg["vision_cfg"]
+    width = int(vision["width"])
+    heads = int(vision.get("heads") or width // int(vision.get("head_width", 64)))
+    with _quiet_optimizer():
+        model = optimize_model(source, model_type=FUSION_MODEL_TYPE, num_heads=heads, hidden_size=width,
+                               opt_level=0, use_gpu=False)
+        statistics = {op: int(n) for op, n in model.get_fused_operator_statistics().items() if n}
+        model.save_model_to_file(target)
+    import onnx
+
+    before = Counter(node.op_type for node in onnx.load(source, load_external_data=False).graph.node)
+    fused = {op: n - before[op] for op, n in statistics.items() if n > before[op]}
+    present = {op: before[op] for op in statistics if before[op]}
+    return {"tool": "onnxruntime.transformers.optimizer.optimize_model", "onnxruntime": onnxruntime.__version__,
+            "model_type": FUSION_MODEL_TYPE, "num_heads": heads, "hidden_size": width, "opt_level": 0,
+            "fused": fused, "already_in_graph": present}
+
+
+@contextmanager
+def _quiet_optimizer() -> Iterator[None]:
+    """The optimizer logs its symbolic shape inference failing on this graph (a Reshape of data-dependent rank,
+    as for the quantizer's pre-processing); the fusions run without it. Its loggers are set to ERROR meanwhile."""
+    names = ("onnxruntime.transformers", "fusion_base", "onnx_model", "optimizer", "fusion_utils",
+             "onnx_model_bert", "fusion_attention", "fusion_skiplayernorm", "fusion_layernorm", "fusion_gelu",
+             "fusion_biasgelu", "fusion_options")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OPSET,
-                vocabulary: Sequence[str] | None = None, int8: bool = False) -> str:
+                vocabulary: Sequence[str] | None = None, int8: bool = False, fuse: bool = False) -> str:
     """Write the segmenter's image path as one ONNX graph with dynamic batch and class count.
 
     Args:
@@ -224,21 +280,27 @@ def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OP
         int8: quantize the graph's MatMul/Gemm weights to int8 (onnxruntime dynamic quantization; needs
             onnxruntime at export). ViT-B/16: the file is ~31 % of the float32 one; accuracy and speed in
             docs/onnx.md. ``OnnxSegmenter`` runs both kinds.
+        fuse: run ``onnxruntime.transformers``' optimizer fusions on the float32 graph (before int8
+            quantization): GELU and bias + GELU into onnxruntime's ``Gelu`` / ``BiasGelu`` ops, where their
+            patterns match; the file then needs onnxruntime (contrib ops). Its ``alignzeg.fusions`` metadata
+            counts each fused op. On this graph onnxruntime's own load-time optimizations make the same
+            fusions, so the session runs the same ops either way (docs/onnx.md, "Transformer fusions").
 
     Returns:
         The path written, as a string.
 
     Raises:
-        TypeError: ``segmenter`` is not an ``AlignZegSegmenter``, or ``int8`` is not a bool.
+        TypeError: ``segmenter`` is not an ``AlignZegSegmenter``, or ``int8`` or ``fuse`` is not a bool.
         ValueError: bad ``opset``, a missing output folder, or a bad vocabulary.
-        ImportError: ``int8=True`` without onnxruntime.
+        ImportError: ``int8=True`` or ``fuse=True`` without onnxruntime.
     """
     if not (isinstance(getattr(segmenter, "model", None), AlignZegModel) and hasattr(segmenter, "encode_vocabulary")):
         raise TypeError(f"segmenter must be an AlignZegSegmenter, got {type(segmenter).__name__}")
     if not isinstance(opset, int) or isinstance(opset, bool) or opset < 17:
         raise ValueError(f"opset must be an integer >= 17 (LayerNormalization), got {opset!r}")
-    if not isinstance(int8, bool):
-        raise TypeError(f"int8 must be a bool, got {type(int8).__name__} {int8!r}")
+    for option, value in (("int8", int8), ("fuse", fuse)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{option} must be a bool, got {type(value).__name__} {value!r}")
     path = str(path)
     if not Path(path).parent.is_dir():
         raise ValueError(f"the folder of {path!r} does not exist")
@@ -248,13 +310,18 @@ def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OP
     if vocabulary is not None:
         names = validate_class_names(vocabulary)
         metadata[KEY_VOCABULARY] = _encode_vocabulary(names, segmenter.encode_vocabulary(names))
-    if not int8:
+    if not int8 and not fuse:
         _export_float32(segmenter, path, opset)
     else:
         with tempfile.TemporaryDirectory(prefix="alignzeg-onnx-") as folder:
             float_path = str(Path(folder) / "float32.onnx")
             _export_float32(segmenter, float_path, opset)
-            metadata[KEY_QUANTIZATION] = json.dumps(_quantize_int8(float_path, path))
+            if fuse:
+                fused_path = path if not int8 else str(Path(folder) / "fused.onnx")
+                metadata[KEY_FUSIONS] = json.dumps(_fuse(float_path, fused_path, segmenter.config))
+                float_path = fused_path
+            if int8:
+                metadata[KEY_QUANTIZATION] = json.dumps(_quantize_int8(float_path, path, fused=fuse))
     _write_metadata(path, metadata)
     logger.info("exported %s (opset %d, %s)", path, opset, metadata[KEY_PRECISION])
     return path

@@ -32,6 +32,9 @@ KEY_PRECISION = "alignzeg.precision"
 KEY_QUANTIZATION = "alignzeg.quantization"
 """Only in int8 files: JSON saying how the graph was quantized (method, op types, weight type, ...)."""
 
+KEY_FUSIONS = "alignzeg.fusions"
+"""Only in files exported with ``fuse=True``: JSON with the tool, its settings and the count of each fused op."""
+
 PRECISIONS = ("float32", "int8")
 
 
@@ -63,4 +66,10 @@ def read_precision(metadata: Mapping[str, str]) -> str:
 def read_quantization(metadata: Mapping[str, str]) -> dict[str, Any] | None:
     """How an int8 file was quantized (the JSON written by ``export_onnx(..., int8=True)``), else ``None``."""
     text = metadata.get(KEY_QUANTIZATION)
+    return None if text is None else json.loads(text)
+
+
+def read_fusions(metadata: Mapping[str, str]) -> dict[str, Any] | None:
+    """What ``export_onnx(..., fuse=True)`` fused (tool, model type, count per fused op type), else ``None``."""
+    text = metadata.get(KEY_FUSIONS)
     return None if text is None else json.loads(text)

@@ -9,10 +9,27 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["UNLABELLED", "linear_taps", "candidate_classes", "upsample_labels", "upsample_plane"]
+__all__ = ["UNLABELLED", "BAND_ELEMENTS", "band_rows", "linear_taps", "candidate_classes", "upsample_labels",
+           "upsample_plane"]
 
 UNLABELLED = -1
 """Label value of pixels whose best class probability is below the ``unlabelled_threshold``."""
+
+BAND_ELEMENTS = 1 << 22
+"""Default bound on the 4-byte elements one row band of ``upsample_labels`` works on (16 MB): the upsampled
+candidate classes and the per-pixel best value, index and label, whatever the image size or vocabulary."""
+
+PER_PIXEL = 6
+"""4-byte elements per output pixel of a band besides the classes: the best value, the int64 argmax and the
+int64 label it maps to."""
+
+
+def band_rows(classes: int, height: int, width: int, max_elements: int, per_class: int = 1) -> int:
+    """Rows of one band of an upsample to (height, width) with ``classes`` candidate classes, so that
+    ``per_class`` (rows, width) float32 arrays per class and ``PER_PIXEL`` per pixel stay within
+    ``max_elements`` 4-byte elements (at least one row, at most ``height``)."""
+    per_row = max(1, width * (per_class * classes + PER_PIXEL))
+    return max(1, min(height, max_elements // per_row))
 
 
 def linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -30,12 +47,16 @@ def linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np
 
 
 def _lerp(stack: np.ndarray, rows: tuple[np.ndarray, ...], cols: tuple[np.ndarray, ...]) -> np.ndarray:
-    """(K, h, w) -> (K, len(rows[0]), len(cols[0])): linear taps along the rows, then along the columns."""
+    """(K, h, w) -> (K, len(rows[0]), len(cols[0])): linear taps along the rows, then along the columns
+    (the full-width result computed in place: two (K, r, W) arrays at a time)."""
     (y0, y1, fy), (x0, x1, fx) = rows, cols
     top, bottom = stack[:, y0], stack[:, y1]
     mid = top + fy[:, None] * (bottom - top)
-    left, right = mid[:, :, x0], mid[:, :, x1]
-    return left + fx * (right - left)
+    left, out = mid[:, :, x0], mid[:, :, x1]
+    out -= left
+    out *= fx
+    out += left
+    return out
 
 
 def upsample_plane(plane: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
@@ -58,11 +79,12 @@ def candidate_classes(probs: np.ndarray, slack: float = 1e-6) -> np.ndarray:
 
 
 def upsample_labels(probs: np.ndarray, out_size: tuple[int, int], unlabelled_threshold: float | None = None,
-                    max_elements: int = 1 << 24) -> tuple[np.ndarray, np.ndarray]:
+                    max_elements: int = BAND_ELEMENTS) -> tuple[np.ndarray, np.ndarray]:
     """Bilinearly upsample (C + 1, h, w) probabilities to ``out_size`` and take the best class per pixel.
 
     The background channel (last) is never chosen; classes that cannot win are pruned; rows are
-    interpolated in bands of at most ``max_elements`` floats.
+    interpolated in bands whose working arrays hold at most ``max_elements`` 4-byte elements
+    (``band_rows``): memory beyond the (H, W) outputs does not grow with the image. The bands change no value.
 
     Returns:
         labels (H, W) int32 in [0, C) or ``UNLABELLED``; confidence (H, W) float32, the chosen class's probability.
@@ -75,7 +97,7 @@ def upsample_labels(probs: np.ndarray, out_size: tuple[int, int], unlabelled_thr
     x0, x1, fx = linear_taps(classes.shape[2], width)
     labels = np.empty((height, width), dtype=np.int32)
     confidence = np.empty((height, width), dtype=np.float32)
-    band = max(1, min(height, max_elements // max(1, classes.shape[0] * width)))
+    band = band_rows(classes.shape[0], height, width, max_elements, per_class=2)  # _lerp's two (K', r, W)
     for r0 in range(0, height, band):
         r1 = min(height, r0 + band)
         part = _lerp(classes, (y0[r0:r1], y1[r0:r1], fy[r0:r1]), (x0, x1, fx))  # (K', r, W)

@@ -13,24 +13,28 @@ An image's data crosses into the back-end's arrays once (``_resize``) and back t
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..config import AlignZegConfig
+from ..progress import advance, progress_bar
 from .result import SegmentationResult
 from .images import ImageInput, LoadedImage, SupportsArray, check_image_list, chw_images, decode_image, unsupported_image
 from .options import check_bias_correction, check_bool, check_threshold, resolve_bias_correction, untrained_warning_due
 from .streaming import ImageError
 from .vocabulary import ClassList, Vocabulary, merge_synonyms, parse_vocabulary, prompt_text, seen_flags, trained_flags, \
     unit_rows, validate_class_names
-from .windows import WindowPlan, cut_windows, plan_windows, stitch_windows
+from .windows import WindowPlan, WindowStitcher, cut_windows, plan_windows
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["SegmentPipeline", "check_batch_size", "check_max_pixels"]
 
@@ -213,20 +217,51 @@ class SegmentPipeline(ABC):
     # Inference ---------------------------------------------------------------------------------------
     def _run(self, images: list[LoadedImage], embeddings: Any, seen: np.ndarray,
              bias_correction: bool) -> list[Any]:
-        """Low-resolution probability maps (C + 1, h, w) of each image's resized frame (the back-end's arrays)."""
-        xp = self.array_module
-        cut = [self.window_crops(img) for img in images]
-        plans = [plan for _, plan in cut]
-        crops = cut[0][0] if len(cut) == 1 else xp.concatenate([crops for crops, _ in cut])
-        starts = range(0, crops.shape[0], self.batch_size)
-        outputs = [self._predict(crops[start:start + self.batch_size], embeddings, seen, bias_correction)
-                   for start in tqdm(starts, disable=not self.progress, desc="alignzeg", unit="batch")]
-        probs = outputs[0] if len(outputs) == 1 else xp.concatenate(outputs)
-        maps, offset = [], 0
-        for plan in plans:
-            maps.append(stitch_windows(probs[offset:offset + len(plan.origins)], plan, xp))
-            offset += len(plan.origins)
-        return maps
+        """Low-resolution probability maps (C + 1, h, w) of each image's resized frame (the back-end's arrays).
+
+        Crops are cut one image at a time and go through ``_predict`` in batches of ``batch_size`` (a batch may
+        span images, in input order); each batch's maps are added to their images' running averages
+        (``WindowStitcher``) and dropped. So memory holds one image's crops, one batch's maps and each image's
+        (C + 1, h, w) map at the mask stride, never an image's or a call's window maps all at once.
+        With ``progress``, a bar counts windows and each batch is logged (INFO) as windows done / total.
+        """
+        plans = [plan_windows(img.size, self.config) for img in images]
+        stitchers = [WindowStitcher(plan, self.array_module) for plan in plans]
+        total = sum(len(plan.origins) for plan in plans)
+        done = 0
+        # no bar at all without progress: progress_bar swaps the root logger's handlers while it runs, which
+        # concurrent segment calls (one segmenter serving several threads) must not do
+        bar_context = progress_bar(total, desc="alignzeg", unit="window") if self.progress else nullcontext(None)
+        with bar_context as bar:
+            for crops, owners in self._crop_batches(images):
+                probs = self._predict(crops, embeddings, seen, bias_correction)
+                for window, owner in zip(probs, owners):
+                    stitchers[owner].add(window)
+                done += len(owners)
+                if bar is not None:
+                    advance(bar, len(owners))
+                    logger.info("windows %d/%d", done, total)
+        return [stitcher.result() for stitcher in stitchers]
+
+    def _crop_batches(self, images: list[LoadedImage]) -> Iterator[tuple[Any, list[int]]]:
+        """Batches of at most ``batch_size`` crops over ``images`` in input order, cut one image at a time:
+        (B, 3, S, S) float32 (the back-end's array) and, per crop, the index of its image."""
+        xp, size = self.array_module, self.batch_size
+        pieces: list[Any] = []
+        owners: list[int] = []
+        for index, image in enumerate(images):
+            crops, _ = self.window_crops(image)
+            start = 0
+            while start < crops.shape[0]:
+                take = min(size - len(owners), crops.shape[0] - start)
+                pieces.append(crops[start:start + take])
+                owners += [index] * take
+                start += take
+                if len(owners) == size:
+                    yield (pieces[0] if len(pieces) == 1 else xp.concatenate(pieces)), owners
+                    pieces, owners = [], []
+        if owners:
+            yield (pieces[0] if len(pieces) == 1 else xp.concatenate(pieces)), owners
 
     def _segment(self, images: list[LoadedImage], vocabulary: Vocabulary | None, seen: Sequence[Any] | None,
                  bias_correction: Any, unlabelled_threshold: Any, class_names: Sequence[str] | None,

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..config import AlignZegConfig
 
-__all__ = ["WindowPlan", "plan_windows", "resize_bilinear", "cut_windows", "stitch_windows"]
+__all__ = ["WindowPlan", "WindowStitcher", "plan_windows", "resize_bilinear", "cut_windows", "stitch_windows"]
 
 
 @dataclass(frozen=True)
@@ -114,17 +114,62 @@ def cut_windows(pixels: np.ndarray, plan: WindowPlan, fill: np.ndarray,
     return xp.stack([image[:, y:y + c, x:x + c] for y, x in plan.origins])
 
 
+class WindowStitcher:
+    """Averages one image's window maps as they arrive, at the mask resolution (``stitch_windows`` in pieces).
+
+    The pipeline hands each batch's window maps to their images' stitchers and drops the batch: what stays per
+    image is one (K, padded_h/cell, padded_w/cell) float32 sum and a (1, ...) count, never all its windows' maps
+    at once. Windows must arrive in ``plan.origins`` order (the sums are then added in the order
+    ``stitch_windows`` adds them: the same float32 values).
+
+    Args:
+        plan: the image's ``plan_windows``.
+        xp: the array namespace of the window maps (numpy, or torch).
+    """
+
+    def __init__(self, plan: WindowPlan, xp: ModuleType = np) -> None:
+        self.plan, self.xp = plan, xp
+        self.added = 0
+        self._total: Any = None
+        self._count: Any = None
+
+    def add(self, window: Any) -> None:
+        """Add the next window's (K, crop/cell, crop/cell) float32 map (an ``xp`` array)."""
+        plan, cell = self.plan, self.plan.cell
+        if self.added >= len(plan.origins):
+            raise ValueError(f"this image has {len(plan.origins)} windows; got a map for window {self.added + 1}")
+        if len(plan.origins) == 1:  # one window (short side resized to the crop, long side fits): no overlap
+            self._total = window[:, : plan.resized[0] // cell, : plan.resized[1] // cell]
+        else:
+            if self._total is None:
+                self._total = self.xp.zeros((window.shape[0], plan.padded[0] // cell, plan.padded[1] // cell),
+                                            dtype=self.xp.float32)
+                self._count = self.xp.zeros((1, *self._total.shape[1:]), dtype=self.xp.float32)
+            side = window.shape[-1]
+            y, x = (value // cell for value in plan.origins[self.added])
+            self._total[:, y:y + side, x:x + side] += window
+            self._count[:, y:y + side, x:x + side] += 1
+        self.added += 1
+
+    def result(self) -> Any:
+        """(K, resized_h/cell, resized_w/cell) float32: the average of the windows covering each cell.
+
+        Raises:
+            ValueError: not every window of the plan was added (the message says how many were).
+        """
+        plan = self.plan
+        if self.added != len(plan.origins):
+            raise ValueError(f"this image has {len(plan.origins)} windows; {self.added} were added")
+        if len(plan.origins) == 1:
+            return self._total
+        self._total /= self._count  # in place: the image's one (K, h, w) map
+        return self._total[:, : plan.resized[0] // plan.cell, : plan.resized[1] // plan.cell]
+
+
 def stitch_windows(window_maps: Any, plan: WindowPlan, xp: ModuleType = np) -> Any:
     """Average (n, K, crop/cell, crop/cell) float32 window maps (an ``xp`` array: numpy or torch) into
-    (K, resized_h/cell, resized_w/cell) float32 of the same kind."""
-    n, channels, side, _ = window_maps.shape
-    cell = plan.cell
-    if n == 1:  # one window (any image whose short side is resized to the crop and long side fits): no overlap
-        return window_maps[0, :, : plan.resized[0] // cell, : plan.resized[1] // cell]
-    total = xp.zeros((channels, plan.padded[0] // cell, plan.padded[1] // cell), dtype=xp.float32)
-    count = xp.zeros((1, *total.shape[1:]), dtype=xp.float32)
-    for (y, x), window in zip(plan.origins, window_maps):
-        y, x = y // cell, x // cell
-        total[:, y:y + side, x:x + side] += window
-        count[:, y:y + side, x:x + side] += 1
-    return (total / count)[:, : plan.resized[0] // cell, : plan.resized[1] // cell]
+    (K, resized_h/cell, resized_w/cell) float32 of the same kind (``WindowStitcher`` with all maps at once)."""
+    stitcher = WindowStitcher(plan, xp)
+    for window in window_maps:
+        stitcher.add(window)
+    return stitcher.result()
