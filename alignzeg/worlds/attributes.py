@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
 from ..config import check_field_types
 
-__all__ = ["COLOURS", "PATTERNS", "IGNORE", "SPLIT_NAMES", "WorldConfig", "ClassSplit", "AttributeWorld",
+__all__ = ["COLOURS", "PATTERNS", "IGNORE", "SPLIT_NAMES", "WorldConfig", "ClassSplit", "World", "AttributeWorld",
            "world_config", "pattern_mask", "voronoi_labels", "keyed_rng"]
 
 IGNORE = 255
@@ -219,6 +219,35 @@ class ClassSplit:
     def _pick_classes(self, rng: np.random.Generator, split: str, count: int) -> np.ndarray:
         return pick_classes(rng, split, count, self.seen_ids, self.unseen_ids, self.config.train_unseen_prob,
                             self.config.min_unseen_test)
+
+
+class World(Protocol):
+    """What the training side (``alignzeg.worlds.export``, ``alignzeg.worlds.miniclip``) reads of a zero-shot
+    world: ``AttributeWorld`` and ``alignzeg.worlds.objects.ObjectWorld`` both are one."""
+
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def seen(self) -> np.ndarray: ...  # (K,) bool
+
+    @property
+    def config(self) -> Any: ...  # the world's config (image_size, seed, split_seed, ...)
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def seen_classes(self) -> tuple[str, ...]: ...
+
+    def render(self, rng: np.random.Generator, classes: Sequence[int] | np.ndarray, cells: np.ndarray
+               ) -> np.ndarray: ...
+
+    def closeup(self, rng: np.random.Generator, class_id: int) -> np.ndarray: ...
+
+    def sample(self, split: str, index: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def train_labels(self, labels: np.ndarray) -> np.ndarray: ...
 
 
 class AttributeWorld(ClassSplit):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .attributes import SPLIT_NAMES, AttributeWorld
+from .attributes import SPLIT_NAMES, World
 
 __all__ = ["WorldDataset", "check_export_dir", "export_world"]
 
@@ -42,7 +42,7 @@ class WorldDataset(Dataset):
         size: number of images (indices ``0 .. size - 1``).
     """
 
-    def __init__(self, world: AttributeWorld, split: str, size: int) -> None:
+    def __init__(self, world: World, split: str, size: int) -> None:
         if split not in SPLIT_NAMES:
             raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
         if not isinstance(size, int) or size < 1:
@@ -102,7 +102,7 @@ def _empty_folder(out: Path) -> None:
     logger.warning("--overwrite: deleted the earlier contents of %s", out)
 
 
-def export_world(world: AttributeWorld, out: str | Path, train_images: int, test_images: int,
+def export_world(world: World, out: str | Path, train_images: int, test_images: int,
                  val_images: int = 0, overwrite: bool = False) -> Path:
     """Write ``world`` as a folder dataset: ``classes.txt``, ``seen.txt``, ``{train,val,test}/{images,labels}``.
 

@@ -38,7 +38,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Hashable, Sequence, cast
+from typing import Any, Callable, Hashable, Sequence, TypeGuard
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from ..config import AlignZegConfig, check_field_types, file_mode
-from .attributes import AttributeWorld, keyed_rng, voronoi_labels
+from .attributes import World, keyed_rng, voronoi_labels
 from ..modeling.clip_backbone import CLIPBackbone
 from ..modeling.text_encoder import VocabularyEncoder
 from ..presets import get_preset_config
@@ -105,7 +105,7 @@ def _caption(names: list[str], template: str) -> str:
     return template.format(" and a ".join(names))
 
 
-def render_captioned_batch(world: AttributeWorld, size: int, multi_prob: float, rng: np.random.Generator,
+def render_captioned_batch(world: World, size: int, multi_prob: float, rng: np.random.Generator,
                            templates: Sequence[str] = CAPTION_TEMPLATES, closeup_prob: float = 0.0
                            ) -> tuple[torch.Tensor, list[str], list[frozenset]]:
     """A batch of captioned images drawn from ALL classes (seen and unseen); captions use ``templates``
@@ -135,7 +135,7 @@ def render_captioned_batch(world: AttributeWorld, size: int, multi_prob: float, 
     return batch, captions, keys
 
 
-def world_captions(world: AttributeWorld, templates: Sequence[str] = CAPTION_TEMPLATES,
+def world_captions(world: World, templates: Sequence[str] = CAPTION_TEMPLATES,
                    multi_prob: float = 0.3, closeup_prob: float = 0.0) -> CaptionSource:
     """A caption source of ``world`` for ``pretrain_clip``: ``render_captioned_batch`` with ``templates``.
 
@@ -151,7 +151,7 @@ def world_captions(world: AttributeWorld, templates: Sequence[str] = CAPTION_TEM
     return lambda rng, size: render_captioned_batch(world, size, multi_prob, rng, templates, closeup_prob)
 
 
-def _tiny_config(world: AttributeWorld) -> AlignZegConfig:
+def _tiny_config(world: World) -> AlignZegConfig:
     return _tiny_config_for(world.config.image_size)
 
 
@@ -195,14 +195,20 @@ def _contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: to
                   + torch.sum(-targets * F.log_softmax(logits.t(), 1), 1).mean())
 
 
-def pretrain_clip(source: AttributeWorld | CaptionSource, config: MiniClipConfig | None = None,
+def _is_world(source: object) -> TypeGuard[World]:
+    """Whether ``source`` is a world (attribute, object, ...) rather than a caption source: it has the
+    world's ``render`` and ``class_names``."""
+    return hasattr(source, "render") and hasattr(source, "class_names")
+
+
+def pretrain_clip(source: World | CaptionSource, config: MiniClipConfig | None = None,
                   templates: Sequence[str] | None = None) -> torch.nn.Module:
     """Train the ``tiny`` preset's CLIP contrastively on (image, caption) pairs.
 
     Args:
-        source: an ``AttributeWorld`` (captioned images of all its classes, ``world_captions``) or any
-            caption source ``source(rng, batch_size)`` (see the module docstring); the image side S of its
-            first batch sets the CLIP's input size.
+        source: a world, ``AttributeWorld`` or ``ObjectWorld`` (captioned images of all its classes,
+            ``world_captions``), or any caption source ``source(rng, batch_size)`` (see the module
+            docstring); the image side S of its first batch sets the CLIP's input size.
         config: steps, batch size, learning rate, seed...
         templates: caption templates for a world source (default ``CAPTION_TEMPLATES``); a callable
             source writes its own captions.
@@ -215,8 +221,8 @@ def pretrain_clip(source: AttributeWorld | CaptionSource, config: MiniClipConfig
             templates given with a callable source.
     """
     config = config or MiniClipConfig()
-    if hasattr(source, "render") and hasattr(source, "class_names"):  # a world (attribute, object, ...)
-        source = world_captions(cast(AttributeWorld, source), CAPTION_TEMPLATES if templates is None else templates, config.multi_prob,
+    if _is_world(source):
+        source = world_captions(source, CAPTION_TEMPLATES if templates is None else templates, config.multi_prob,
                                 config.closeup_prob)
     elif not callable(source):
         raise TypeError(f"source must be a world (class_names, render) or a callable source(rng, batch_size), "
@@ -270,7 +276,7 @@ def save_clip(clip: torch.nn.Module, path: str | os.PathLike, dtype: torch.dtype
 
 
 @torch.no_grad()
-def zero_shot_accuracy(clip: torch.nn.Module, world: AttributeWorld, num_images: int, seed: int = 12345,
+def zero_shot_accuracy(clip: torch.nn.Module, world: World, num_images: int, seed: int = 12345,
                        templates: tuple[str, ...] | None = None) -> dict[str, float]:
     """Zero-shot top-1 over all classes on fresh single-texture images (class ``i % C`` for image i).
 

@@ -211,7 +211,8 @@ class ObjectWorld(ClassSplit):
     """The object classes (36 by default), one seen/unseen split and a deterministic image sampler.
 
     Same interface as ``alignzeg.worlds.attributes.AttributeWorld`` (``class_names``, ``seen``, ``seen_classes``,
-    ``unseen_classes``, ``num_classes``, ``config.image_size``, ``sample``, ``train_labels``, ``render``).
+    ``unseen_classes``, ``num_classes``, ``config.image_size``, ``sample``, ``train_labels``, ``render``,
+    ``closeup``): both are an ``alignzeg.worlds.attributes.World``.
 
     Args:
         config: world settings.
@@ -308,7 +309,8 @@ class ObjectWorld(ClassSplit):
         image = self._paint(rng, int(class_id)) + rng.normal(0, self.config.pixel_noise, self._x.shape + (3,))
         return np.clip(image, 0, 1).astype(np.float32)
 
-    def render(self, rng: np.random.Generator, classes: Sequence[int], cells: np.ndarray) -> np.ndarray:
+    def render(self, rng: np.random.Generator, classes: Sequence[int] | np.ndarray, cells: np.ndarray
+               ) -> np.ndarray:
         """The objects ``classes`` on a background: (S, S, 3) float32 in [0, 1] (the mini-CLIP's images).
 
         Args:

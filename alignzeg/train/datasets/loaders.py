@@ -34,7 +34,7 @@ import inspect
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -386,8 +386,9 @@ def default_split(name: str, root: str | os.PathLike, train: bool) -> str | None
                             f"({_splits_found(root, 'images')})")
 
 
-DATASETS = {"voc": voc_dataset, "context": context_dataset, "coco-stuff": coco_stuff_dataset,
-            "folder": folder_dataset}
+DATASETS: dict[str, Callable[..., LabelledImageDataset]] = {  # the loaders' options differ
+    "voc": voc_dataset, "context": context_dataset, "coco-stuff": coco_stuff_dataset,
+    "folder": folder_dataset}
 
 
 _RESERVED = ("root", "split", "seen_classes", "ignore_unseen")

@@ -163,23 +163,24 @@ def evaluate_cached(cached: CachedOutputs, config: Any, bias_correction: bool = 
     """
     confusion = ConfusionMatrix(len(cached.class_names))
     if not cached.plans:
-        size = tuple(cached.labels.shape[-2:])
+        truth = np.asarray(cached.labels)  # (I, S, S): one square crop per image, so the labels are stacked
+        size = (truth.shape[-2], truth.shape[-1])
         for start in range(0, cached.class_logits.shape[0], chunk):
             part = slice(start, start + chunk)
             probs = _probabilities(cached, part, config, bias_correction)
-            labels = np.stack([upsample_labels(image, size)[0].numpy() for image in probs])
-            confusion.update(labels, cached.labels[part])
+            predicted = np.stack([upsample_labels(image, size)[0].numpy() for image in probs])
+            confusion.update(predicted, truth[part])
         return compute_metrics(confusion.matrix, cached.seen, cached.class_names)
     first = 0
     for group in _image_groups(cached.plans, chunk):
         crops = sum(len(cached.plans[i].origins) for i in group)
-        probs = _probabilities(cached, slice(first, first + crops), config, bias_correction).numpy()
+        window_probs = _probabilities(cached, slice(first, first + crops), config, bias_correction).numpy()
         offset = 0
         for i in group:
             plan = cached.plans[i]
-            stitched = stitch_windows(probs[offset:offset + len(plan.origins)], plan)
-            labels, _ = upsample_labels(torch.from_numpy(np.ascontiguousarray(stitched)), plan.image_size)
-            confusion.update(labels.numpy(), cached.labels[i])
+            stitched = stitch_windows(window_probs[offset:offset + len(plan.origins)], plan)
+            image_labels, _ = upsample_labels(torch.from_numpy(np.ascontiguousarray(stitched)), plan.image_size)
+            confusion.update(image_labels.numpy(), cached.labels[i])
             offset += len(plan.origins)
         first += crops
     return compute_metrics(confusion.matrix, cached.seen, cached.class_names)

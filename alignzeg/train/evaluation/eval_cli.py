@@ -37,7 +37,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence, overload
 
 from .calibrate import (DEFAULT_OFFSETS, DEFAULT_PBC, DEFAULT_READOUT_WEIGHTS, CalibrationResult,
                         apply_calibration, calibrate, calibrate_inductive, check_calibration_model,
@@ -120,7 +120,11 @@ def _pairs_text(pairs: Sequence[tuple[float, float]]) -> str:
     return ",".join(f"{s:g}:{u:g}" for s, u in pairs)
 
 
-def _grid(text: str | None, what: str, soft: bool = False) -> list[float | str] | None:
+@overload
+def _grid(text: str | None, what: str, soft: Literal[False] = False) -> list[float] | None: ...
+@overload
+def _grid(text: str | None, what: str, soft: Literal[True]) -> list[float | str] | None: ...
+def _grid(text: str | None, what: str, soft: bool = False) -> list[float] | list[float | str] | None:
     """A comma-separated grid (``None``: the option was not given); ``soft``: the word ``soft`` is allowed."""
     if text is None:
         return None
@@ -156,15 +160,18 @@ def _pairs(text: str | None) -> list[tuple[float, float]] | None:
     return pairs
 
 
-def _grids(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    """The calibration grids given on the command line, checked (``None``: the default grid)."""
-    grids = (_grid(args.thresholds, "thresholds", soft=True), _grid(args.offsets, "offsets"),
-             _pairs(args.readout_weights))
-    for option, grid in zip(("--thresholds", "--offsets", "--readout-weights"), grids):
+def _grids(args: argparse.Namespace
+           ) -> tuple[list[float | str] | None, list[float] | None, list[tuple[float, float]] | None]:
+    """The calibration grids given on the command line, checked (``None``: the default grid): the PBC
+    thresholds (numbers or ``"soft"``), the seen-score offsets and the readout weight pairs."""
+    thresholds = _grid(args.thresholds, "thresholds", soft=True)
+    offsets = _grid(args.offsets, "offsets")
+    weights = _pairs(args.readout_weights)
+    for option, grid in (("--thresholds", thresholds), ("--offsets", offsets), ("--readout-weights", weights)):
         if grid is not None and not grid:
             raise ValueError(f"{option} is empty; give at least one value")
-    check_grid(*grids)
-    return grids
+    check_grid(thresholds, offsets, weights)
+    return thresholds, offsets, weights
 
 
 def _bias_mode(args: argparse.Namespace) -> str:

@@ -112,28 +112,29 @@ def _share(confusion: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> floa
     return float(confusion[rows][:, :k][:, columns].sum() / total) if total else float("nan")
 
 
-def compute_metrics(confusion: np.ndarray, seen: Sequence[bool], class_names: Sequence[str]) -> EvalResult:
+def compute_metrics(confusion: np.ndarray, seen: Sequence[bool] | np.ndarray,
+                    class_names: Sequence[str]) -> EvalResult:
     """Metrics of a (K, K + 1) or (K, K) confusion matrix (rows true, columns predicted).
 
     Args:
         confusion: integer counts.
-        seen: K flags, True for seen classes.
+        seen: K flags (a sequence or a (K,) array), True for seen classes.
         class_names: K names.
     """
     confusion = np.asarray(confusion, dtype=np.int64)
     k = confusion.shape[0]
     if confusion.ndim != 2 or confusion.shape[1] not in (k, k + 1):
         raise ValueError(f"confusion matrix must be (K, K) or (K, K + 1), got {confusion.shape}")
-    seen = np.asarray(seen, dtype=bool)
-    if seen.shape != (k,) or len(class_names) != k:
-        raise ValueError(f"need {k} seen flags and class names, got {seen.shape[0]} and {len(class_names)}")
+    flags = np.asarray(seen, dtype=bool)
+    if flags.shape != (k,) or len(class_names) != k:
+        raise ValueError(f"need {k} seen flags and class names, got {flags.shape[0]} and {len(class_names)}")
     tp = np.diag(confusion[:, :k]).astype(np.float64)
     iou = class_iou(confusion)
-    s, u = nanmean(iou[seen]), nanmean(iou[~seen])
+    s, u = nanmean(iou[flags]), nanmean(iou[~flags])
     total = confusion.sum()
     return EvalResult(miou_seen=s, miou_unseen=u, hiou=harmonic_iou(s, u), miou=nanmean(iou),
                       pixel_accuracy=float(tp.sum() / total) if total else float("nan"),
-                      class_names=tuple(class_names), seen=seen, iou=iou, confusion=confusion)
+                      class_names=tuple(class_names), seen=flags, iou=iou, confusion=confusion)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ Loss weights (the paper's L = L_bc + λ1 L_ce + λ2 L_mask + λ3 L_vir + λ4 L_r
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,7 +188,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_field_types(self, "train config")  # the model config's check, from the annotations
         self._validate()
-        object.__setattr__(self, "_model_config", self._build_model_config())
+        self.model_config  # built (and so checked) now; cached on the instance from here on
 
     def _validate(self) -> None:
         """Ranges and choices (the types are checked from the annotations)."""
@@ -243,12 +244,12 @@ class TrainConfig:
         except (TypeError, ValueError) as err:
             raise type(err)(f"train config model_overrides (preset {self.preset!r}): {err}") from err
 
-    @property
+    @functools.cached_property  # writes the instance __dict__ directly, so it works on a frozen dataclass
     def model_config(self) -> AlignZegConfig:
         """The untrained model's config: ``preset`` with ``model_overrides``, built (and so checked) when this
         config was made. The ``Trainer`` builds its model from it (when no model is given) and then records
         ``seen_classes``, ``indicator_trained`` and the CLIP weights' ``clip_pretrained``."""
-        return self._model_config
+        return self._build_model_config()
 
     # Serialisation -----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

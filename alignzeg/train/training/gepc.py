@@ -138,7 +138,7 @@ def off_prototype_features(embeddings: torch.Tensor, classes: torch.Tensor, prot
         noise = torch.randn(u.shape).to(u)
     d = noise.to(u)
     # Modified Gram-Schmidt against u, t_a, t_b (each first orthogonalised against the earlier ones).
-    basis = []
+    basis: list[torch.Tensor] = []
     for v in (u, prototypes[classes[i]].to(u), prototypes[classes[j]].to(u)):
         for b in basis:
             v = v - (v * b).sum(-1, keepdim=True) * b

@@ -277,7 +277,8 @@ class AlignZegCriterion:
             (total, terms): a scalar tensor and a dict of the unweighted terms as floats.
         """
         cfg = self.config
-        targets = build_targets(labels, tuple(out.mask_logits.shape[-2:]))
+        height, width = out.mask_logits.shape[-2:]
+        targets = build_targets(labels, (height, width))
         match = self.match(out.class_logits, out.mask_logits, targets)
         negatives = None
         if cfg.negative_proposals and cfg.lambda_ce > 0:

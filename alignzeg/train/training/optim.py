@@ -61,7 +61,7 @@ def parameter_groups(model: nn.Module, params: list[nn.Parameter], weight_decay:
         informational; torch keeps extra keys of a group.
     """
     wanted = {id(p) for p in params if p.requires_grad}
-    groups = {True: ([], []), False: ([], [])}
+    groups: dict[bool, tuple[list[nn.Parameter], list[str]]] = {True: ([], []), False: ([], [])}
     seen: set[int] = set()
     for module_name, module in model.named_modules():
         for leaf, param in module.named_parameters(recurse=False):

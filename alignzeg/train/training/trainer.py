@@ -118,7 +118,7 @@ def run_record(config: TrainConfig, dataset: Any) -> dict[str, Any]:
     dataset without files, of its first item's image and label), plus one of ``class_embeddings`` if any.
     """
     settings = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_RUN}
-    record = {"config": settings, "data": _data_record(config, dataset)}
+    record: dict[str, Any] = {"config": settings, "data": _data_record(config, dataset)}
     record["fingerprint"] = _sha256(json.dumps(record, sort_keys=True, default=str).encode())
     return record
 
@@ -299,8 +299,8 @@ class Trainer:
                              f"processes ({self.world_size})")
         view = AugmentedView(self.dataset, RandomResizeCrop(self.model.config.input_size, cfg.crop_scale, cfg.flip),
                              self._label_lut(), PhotoMetricDistortion() if cfg.photometric else None)
-        sampler = DistributedSampler(range(len(self.dataset)), num_replicas=self.world_size, rank=self.rank,
-                                     shuffle=True, seed=cfg.seed, drop_last=True)
+        sampler: DistributedSampler[int] = DistributedSampler(view, num_replicas=self.world_size, rank=self.rank,
+                                                              shuffle=True, seed=cfg.seed, drop_last=True)
         batches = ResumableBatchSampler(sampler, micro, start_micro, stop_micro, cfg.seed)
         return DataLoader(view, batch_sampler=batches, num_workers=cfg.num_workers, collate_fn=collate,
                           pin_memory=self.device.type == "cuda")
@@ -333,7 +333,7 @@ class Trainer:
             cfg.to_json(self.out_dir / "train_config.json")
             write_json(self.out_dir / RUN_NAME, self.run)
         self.model.train()
-        net = self.model
+        net: torch.nn.Module = self.model
         if self.world_size > 1:
             net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                           else None)
@@ -367,7 +367,7 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             images, labels = next(batches)
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            sync = contextlib.nullcontext()
+            sync: contextlib.AbstractContextManager = contextlib.nullcontext()
             if isinstance(net, DistributedDataParallel) and micro < cfg.grad_accum - 1:
                 sync = net.no_sync()
             with sync:
