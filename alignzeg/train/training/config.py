@@ -96,7 +96,8 @@ class TrainConfig:
         negative_weight: classification weight of a negative proposal (instead of ``eos_coef``).
         class_indicator: train the class indicator (L_bc), so that PBC flags proposals at inference. Off by
             default: under the inductive protocol its flags added nothing over the calibrated seen-score offset
-            (attribute worlds, 3 worlds x 2 seeds: -0.4 hIoU [-1.1, +0.3]; docs/zeroshot_world.md); the ``full``
+            (attribute worlds, 3 worlds x 2 seeds: -0.4 hIoU [-1.1, +0.3]; object worlds, 3 x 4: -0.02 [-0.06, +0.02];
+            docs/zeroshot_world.md); the ``full``
             variant turns it on (the paper's model).
         reg: add L_reg.
         crop_scale: range of the random resize factor before the crop (relative to ``input_size``).
