@@ -173,21 +173,21 @@ def clip_steps_per_world(text: str | None, worlds: list[int], family: str) -> di
     steps = {w: CLIP_STEPS[family] for w in worlds}
     if text is None:
         return steps
+    usage = "--clip-steps takes N or WORLD=N items with N >= 1 ('0=1500,1=2000'), got"
     items = [item.strip() for item in str(text).split(",") if item.strip()]
+    if not items:
+        raise ValueError(f"{usage} {text!r}")
     for item in items:
         world, sep, value = item.rpartition("=")
         try:
-            count = int(value)
-            targets = [int(world)] if sep else list(worlds)
+            count, targets = int(value), ([int(world)] if sep else list(worlds))
         except ValueError:
             count, targets = 0, []
-        if count < 1 or not items:
-            raise ValueError(f"--clip-steps takes N or WORLD=N items with N >= 1 ('0=1500,1=2000'), got {item!r}")
+        if count < 1:
+            raise ValueError(f"{usage} {item!r}")
         if sep and targets[0] not in steps:
             raise ValueError(f"--clip-steps names world {targets[0]}, which is not in --worlds {worlds}")
         steps.update({w: count for w in targets})
-    if not items:
-        raise ValueError(f"--clip-steps takes N or WORLD=N items with N >= 1 ('0=1500,1=2000'), got {text!r}")
     return steps
 
 
