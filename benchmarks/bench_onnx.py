@@ -14,7 +14,15 @@ more sides in the same rounds (rotated, so no side always follows the same one):
 with ``--int8``; the fused op counts, the speed ratio fused / unfused (median of the paired rounds) and the
 label agreement with the unfused file are reported. ``--preset tiny`` runs the whole thing in seconds (a smoke run).
 
-    python benchmarks/bench_onnx.py [--reps 3] [--threads 2] [--int8] [--fused] [--no-memory] [--preset vitb16]
+With ``--encoder-floor`` two more sides run in the same rounds: open_clip's bare image encoder
+(``clip.visual``, the same weights) on the same images, already normalised, one window-sized tensor each (512x512 for vitb16), in
+PyTorch (MHA fast path on and off, the faster counts per round) and exported to ONNX (the package's
+exporter settings: TorchScript exporter, opset 17) on ONNX Runtime with the same threads. Reported: each
+runtime's ``segment`` / its own fastest bare encoder (median of the paired rounds), the floor against
+which a runtime that already runs the encoder as fast as it can is judged.
+
+    python benchmarks/bench_onnx.py [--reps 3] [--threads 2] [--int8] [--fused] [--encoder-floor] [--no-memory]
+                                    [--preset vitb16]
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +95,55 @@ def _peak_memory(onnx: bool, path: str, images_path: str, names: list[str], thre
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _bare_encoder_sides(seg: AlignZegSegmenter, images: np.ndarray, folder: str, threads: int) -> dict:
+    """Timed callables for open_clip's bare image encoder on ``images`` ((N, 512, 512, 3) uint8).
+
+    Sides: "torch bare encoder" (fast path on), "torch bare encoder fastpath off" and "onnxruntime bare
+    encoder" (``clip.visual`` exported with the package's exporter settings, run on ``threads`` threads).
+    The pixels are normalised (and resized to the model's ``input_size``) once, outside the timed calls,
+    each image a (1, 3, input_size, input_size) float32 tensor.
+    """
+    import onnxruntime as ort
+
+    from alignzeg.onnx.export import DEFAULT_OPSET
+
+    from torch.nn.functional import interpolate
+
+    visual = seg.model.backbone.clip.visual.eval()
+    size = seg.model.config.input_size  # the window the model runs at (512 for vitb16: one window per image)
+    pixels = [interpolate(seg.model.normalize(torch.from_numpy(i).permute(2, 0, 1)[None].float() / 255),
+                          size=(size, size), mode="bilinear", align_corners=False) for i in images]
+    path = str(Path(folder) / "bare_encoder.onnx")
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA op has no ONNX export
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, as alignzeg.onnx uses
+            torch.onnx.export(visual, (pixels[0],), path, dynamo=False, opset_version=DEFAULT_OPSET,
+                              input_names=["pixels"], output_names=["embedding"])
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    arrays = [x.numpy() for x in pixels]
+
+    def torch_encoder(fastpath: bool):
+        def run() -> None:
+            previous = torch.backends.mha.get_fastpath_enabled()
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+            try:
+                with torch.inference_mode():
+                    for x in pixels:
+                        visual(x)
+            finally:
+                torch.backends.mha.set_fastpath_enabled(previous)
+        return run
+
+    return {"torch bare encoder": torch_encoder(True), "torch bare encoder fastpath off": torch_encoder(False),
+            "onnxruntime bare encoder": lambda: [session.run(None, {"pixels": a}) for a in arrays]}
+
+
 def main() -> None:
     p = c.parser(__doc__.splitlines()[0], reps=3)
     p.add_argument("--images", type=int, default=3, help="different 512x512 images per round")
@@ -94,6 +152,8 @@ def main() -> None:
     p.add_argument("--rotate", action="store_true", help="round r starts with the r-th side (default with --fused)")
     p.add_argument("--preset", default="vitb16", help="model preset (tiny: a smoke run)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--encoder-floor", action="store_true",
+                   help="also time open_clip's bare image encoder in PyTorch and on ONNX Runtime (each runtime's floor)")
     args = p.parse_args()
     threads = args.threads or 2
     torch.set_num_threads(threads)
@@ -129,7 +189,10 @@ def main() -> None:
         def run(segmenter):
             return lambda: [segmenter.segment(image, names, keep_image=False) for image in images]
 
-        times = c.interleaved({k: run(v) for k, v in sides.items()}, reps=args.reps, rotate=args.rotate or args.fused)
+        timed = {k: run(v) for k, v in sides.items()}
+        if args.encoder_floor:
+            timed.update(_bare_encoder_sides(seg, images, folder, threads))
+        times = c.interleaved(timed, reps=args.reps, rotate=args.rotate or args.fused or args.encoder_floor)
         labels = {k: [v.segment(i, names).label_map for i in images] for k, v in sides.items()}
         agree = {k: float(np.mean([(a == b).mean() for a, b in zip(labels["onnxruntime"], v)])) for k, v in labels.items()}
         images_path = str(Path(folder) / "images.npy")
@@ -142,7 +205,7 @@ def main() -> None:
     rate = {k: len(images) / c.median(v) for k, v in times.items()}
     ratio = c.paired_ratio(times["torch"], times["onnxruntime"])
     nan = {"after_load_mb": float("nan"), "peak_mb": float("nan")}
-    rows = [[k, rate[k], memory.get(k, nan)["after_load_mb"], memory.get(k, nan)["peak_mb"]] for k in sides]
+    rows = [[k, rate[k], memory.get(k, nan)["after_load_mb"], memory.get(k, nan)["peak_mb"]] for k in times]
     print(c.table(["side", "images/s", "RSS after load MB", "peak RSS MB"], rows))
     print(f"onnxruntime speed-up (torch time / onnxruntime time, median of {args.reps} interleaved rounds of "
           f"{len(images)} images): {ratio:.2f}x; threads {threads}; label maps agree with onnxruntime float32 on "
@@ -168,8 +231,21 @@ def main() -> None:
                 print(f"{side}: fused {fusions[side]['fused']}; {extra[f'speedup {side} vs {base}']:.3f}x the "
                       f"unfused file's speed; labels agree with it on "
                       f"{100 * extra[f'label agreement {side} vs {base}']:.3f} % of the pixels")
+    if args.encoder_floor:
+        times["torch fastest bare encoder"] = [min(a, b) for a, b in zip(
+            times["torch bare encoder"], times["torch bare encoder fastpath off"])]  # paired by round
+        extra["over_own_bare_encoder"] = {
+            "torch": c.paired_ratio(times["torch"], times["torch fastest bare encoder"]),
+            "onnxruntime": c.paired_ratio(times["onnxruntime"], times["onnxruntime bare encoder"]),
+            "bare_encoder_speedup_onnxruntime_vs_torch": c.paired_ratio(
+                times["torch fastest bare encoder"], times["onnxruntime bare encoder"])}
+        floor = extra["over_own_bare_encoder"]
+        print(f"segment / own fastest bare encoder: torch {floor['torch']:.3f}, onnxruntime "
+              f"{floor['onnxruntime']:.3f} (target: onnxruntime within 1.10); bare encoder onnxruntime "
+              f"{floor['bare_encoder_speedup_onnxruntime_vs_torch']:.2f}x torch's fastest")
     name = "onnx_int8" if args.int8 else "onnx"
     name = name + "_fused" if args.fused else name
+    name = name + "_floor" if args.encoder_floor else name
     name = name if args.preset == "vitb16" else f"{name}_{args.preset}"
     c.save(name, args,
            {"preset": args.preset, "images_per_s": rate, "speedup_onnxruntime": ratio, "times_s": times, "threads": threads,
