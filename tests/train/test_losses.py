@@ -178,9 +178,10 @@ def model_out():
 
 
 def _terms(model_out, **changes):
-    """The criterion's terms with every part on (the class indicator is off by default) and ``changes``."""
+    """The criterion's terms with every part on (GEPC's training parts and the class indicator are off by
+    default) and ``changes``."""
     model, out, labels, classes = model_out
-    cfg = TrainConfig(**{"class_indicator": True, **changes})
+    cfg = TrainConfig(**{"synthetic_features": True, "negative_proposals": True, "class_indicator": True, **changes})
     torch.manual_seed(1)
     total, terms = AlignZegCriterion(cfg)(model, out, labels, classes)
     return cfg, total, terms

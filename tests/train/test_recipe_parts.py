@@ -89,7 +89,7 @@ def test_recipes_carry_the_peers_settings():
             1500, 0.01, True, "prob", True), name
         assert cfg.data == ({"label_dir": "auto"} if cfg.dataset == "voc" else {}), name
         tokens = {"voc": 10, "coco-stuff": 100, "context": 50}[cfg.dataset]
-        assert cfg.model_overrides == {"num_queries": 100, "clip_prompt_tokens": tokens}, name
+        assert cfg.model_overrides == {"num_queries": 100, "clip_prompt_tokens": tokens, "num_bg_prototypes": 1}, name
     assert TrainConfig().class_cost == "prob"
     with pytest.raises(ValueError, match="class_cost must be one of .*got 'nll'"):
         TrainConfig(class_cost="nll")

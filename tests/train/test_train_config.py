@@ -150,7 +150,7 @@ def test_untrained_model_is_what_from_preset_builds(clip):
 
 def test_one_lookup_for_recipes_and_variants():
     assert names("recipe")[:2] == ["coco-stuff-vitb16", "coco-stuff-vitl14"] and names("variant")[0] == "baseline"
-    assert lookup("voc-vitb16", "recipe").model == {"num_queries": 100, "clip_prompt_tokens": 10}
+    assert lookup("voc-vitb16", "recipe").model == {"num_queries": 100, "clip_prompt_tokens": 10, "num_bg_prototypes": 1}
     with pytest.raises(ValueError) as err:
         lookup("full", "recipe")
     assert str(err.value) == ("unknown recipe 'full' ('full' is a variant); recipes are: coco-stuff-vitb16, "
@@ -162,9 +162,10 @@ def test_one_lookup_for_recipes_and_variants():
         names("row")
     # a recipe is its entry over TrainConfig's defaults; a variant merges its switches into model_overrides
     voc = get_recipe("voc-vitb16")
-    assert voc == TrainConfig(**lookup("voc-vitb16", "recipe").train, model_overrides={"num_queries": 100,
-                                                                                      "clip_prompt_tokens": 10})
+    assert voc == TrainConfig(**lookup("voc-vitb16", "recipe").train, model_overrides={
+        "num_queries": 100, "clip_prompt_tokens": 10, "num_bg_prototypes": 1})
     assert apply_variant(voc, "no-prompts").model_overrides == {"num_queries": 100, "clip_prompt_tokens": 0,
+                                                                "num_bg_prototypes": 10,  # GEPC's M, the paper's
                                                                 "mutual_refinement": True, "side_encoder": True,
                                                                 "clip_readout": True, "indicator_inputs": "profile"}
 

@@ -9,7 +9,8 @@ from alignzeg.worlds.attributes import AttributeWorld, world_config
 from alignzeg.train.training.train_cli import main as train_main
 from alignzeg.train.training.train_cli import resolve_config
 from alignzeg.train.training.config import TrainConfig
-from alignzeg.train.training.registry import apply_variant, list_variants, lookup, variant_uses_pbc
+from alignzeg.train.training.registry import (apply_variant, get_recipe, list_recipes, list_variants, lookup,
+                                              variant_uses_pbc)
 from alignzeg.train.training.world_recipe import world_train_config
 from alignzeg.worlds.export import export_world
 
@@ -29,13 +30,28 @@ def test_rows_in_ablation_order_with_the_contract_switches():
     assert apply_variant(TrainConfig(), "no-grounding").model_overrides["clip_readout"] is False
     assert apply_variant(TrainConfig(), "full-vir-extra").vir_target == "extra"
     assert (base.synthetic_features, base.negative_proposals, base.class_indicator) == (False, False, False)
-    gepc = apply_variant(TrainConfig(model_overrides={"num_bg_prototypes": 7}), "+GEPC")
-    assert gepc.model_overrides["num_bg_prototypes"] == 7 and gepc.synthetic_features and gepc.negative_proposals
+    gepc = apply_variant(TrainConfig(model_overrides={"num_bg_prototypes": 7}), "+GEPC")  # the paper's M = 10
+    assert gepc.model_overrides["num_bg_prototypes"] == 10 and gepc.synthetic_features and gepc.negative_proposals
     assert not gepc.class_indicator and apply_variant(TrainConfig(), "full").class_indicator
     assert apply_variant(TrainConfig(), "no-learnable-encoder").model_overrides["side_encoder"] is False
     assert [variant_uses_pbc(n) for n in ("baseline", "+MRPE", "+GEPC", "full")] == [False, False, False, True]
     for name in names:  # every row's model switches are real config fields
         assert set(lookup(name, "variant").model) <= set(fields), name
+
+
+def test_recipes_train_mrpe_without_gepc_and_the_full_variant_adds_gepc_and_the_indicator():
+    """GEPC's training parts and the class indicator paid on neither world family (docs/zeroshot_world.md):
+    off in TrainConfig's defaults and every recipe (one background prototype); ``full`` is the paper's model."""
+    assert (TrainConfig().synthetic_features, TrainConfig().negative_proposals) == (False, False)
+    for name in list_recipes():
+        recipe = get_recipe(name)
+        assert (recipe.synthetic_features, recipe.negative_proposals, recipe.class_indicator) == (False, False, False)
+        model = recipe.model_config
+        assert (model.num_bg_prototypes, model.mutual_refinement, model.side_encoder, model.clip_readout) == (
+            1, True, True, True), name
+        full = apply_variant(recipe, "full")
+        assert (full.synthetic_features, full.negative_proposals, full.class_indicator) == (True, True, True)
+        assert full.model_config.num_bg_prototypes == 10 and full.model_config.num_queries == 100
 
 
 def test_unknown_variant():

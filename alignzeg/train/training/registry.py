@@ -95,16 +95,22 @@ _BACKBONES = ("vitb16", "vitl14")
 
 
 def _recipe(data: str, preset: str, iterations: int) -> NamedSettings:
+    """A benchmark's recipe: the model the inductive tables support, MRPE with one background prototype and no
+    GEPC training parts (``TrainConfig``'s defaults) nor class indicator; the variants add them."""
     train = dict(_COMMON, preset=preset, dataset=data, iterations=iterations, data=dict(_DATA.get(data, {})))
+    model = {"num_queries": 100, "clip_prompt_tokens": _PROMPTS[data], "num_bg_prototypes": 1}
     return NamedSettings(f"{data}-{preset}", "recipe", f"preset={preset} dataset={data} iterations={iterations}",
-                         FrozenDict(train), FrozenDict({"num_queries": 100, "clip_prompt_tokens": _PROMPTS[data]}))
+                         FrozenDict(train), FrozenDict(model))
 
 
 # Variants --------------------------------------------------------------------------------------------------
 _GEPC_OFF = dict(synthetic_features=False, negative_proposals=False, class_indicator=False)
 _GEPC_ON = dict(synthetic_features=True, negative_proposals=True, class_indicator=False)
 _FULL_TRAIN = dict(_GEPC_ON, class_indicator=True)
-_FULL_MODEL = dict(mutual_refinement=True, side_encoder=True, clip_readout=True, indicator_inputs="profile")
+GEPC_BG_PROTOTYPES = 10
+"""M, GEPC's background prototypes in the variants that train GEPC (the paper's M)."""
+_FULL_MODEL = dict(mutual_refinement=True, side_encoder=True, clip_readout=True, indicator_inputs="profile",
+                   num_bg_prototypes=GEPC_BG_PROTOTYPES)
 
 
 def _variant(name: str, description: str, train: dict[str, Any], model: dict[str, Any]) -> NamedSettings:
