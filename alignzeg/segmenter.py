@@ -32,7 +32,7 @@ from .pipeline.images import MAX_PIXELS, ImageInput
 from .pipeline.options import check_bool
 from .pipeline.segment import SegmentPipeline, check_batch_size, check_max_pixels
 from .pipeline.vocabulary import Vocabulary, validate_class_names
-from .preprocess import resize_pixels
+from .torch_resize import resize_pixels
 from .presets import get_preset_config, preset_info
 
 logger = logging.getLogger(__name__)

@@ -18,11 +18,11 @@ from alignzeg import ImageInput, SegmentationResult, Vocabulary
 from alignzeg.errors import AlignZegWarning
 from alignzeg.onnx.runtime import OnnxSegmenter
 from alignzeg.pipeline.images import SupportsArray
-from alignzeg.pipeline.labels import upsample_labels
 from alignzeg.pipeline.segment import SegmentPipeline
-from alignzeg.pipeline.windows import plan_windows, resize_bilinear
+from alignzeg.pipeline.windows import plan_windows
 from alignzeg.presets import get_preset_config
 from alignzeg.segmenter import AlignZegSegmenter
+from fake_backend import FakeBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = [AlignZegSegmenter, OnnxSegmenter]
@@ -59,36 +59,17 @@ def test_the_front_door_is_typed(backend):
         assert typing.Any not in typing.get_args(hint)
 
 
-class _RedBackend(SegmentPipeline):
+class _RedBackend(FakeBackend):
     """The smallest back-end: class 0 is "red" (the crop's red channel), class 1 the rest; records its calls."""
 
     def __init__(self) -> None:
-        self.config = get_preset_config("tiny")  # its geometry only: the hooks are fakes
-        self.calls: list[tuple[str, object]] = []
-
-    def _encode_names(self, names):
-        self.calls.append(("encode", names))
-        return np.eye(len(names), self.config.embed_dim, dtype=np.float32)
-
-    def _embeddings(self, embeddings):
-        return embeddings
-
-    def _native_array(self, value):
-        return None
-
-    def _resize(self, pixels, size):
-        self.calls.append(("resize", size))
-        return pixels if pixels.shape[1:] == size else resize_bilinear(pixels, size)
+        super().__init__(get_preset_config("tiny"))  # its geometry only: the hooks are fakes
 
     def _predict(self, crops, embeddings, seen, bias_correction):
-        self.calls.append(("predict", (crops.shape, bias_correction)))
+        self.record_predict(crops, bias_correction)
         side = crops.shape[-1] // self.config.mask_stride
         red = crops[:, 0].reshape(len(crops), side, self.config.mask_stride, side, -1).mean(axis=(2, 4))
         return np.stack([red, 1 - red, np.zeros_like(red)], axis=1).astype(np.float32) * 0.999 + 0.0005
-
-    def _upsample_labels(self, probs, size, threshold):
-        self.calls.append(("upsample", size))
-        return (probs, *upsample_labels(probs, size, threshold))
 
 
 def test_a_new_back_end_needs_only_the_hooks_and_each_runs_once_per_image_or_batch():
@@ -99,7 +80,7 @@ def test_a_new_back_end_needs_only_the_hooks_and_each_runs_once_per_image_or_bat
     assert (result.label_map[:, :24] == 0).all() and (result.label_map[:, 40:] == 1).all()
     kinds = [kind for kind, _ in seg.calls]
     assert kinds.count("resize") == 1 and kinds.count("upsample") == 1 and kinds.count("encode") == 1
-    windows = [args[0][0] for kind, args in seg.calls if kind == "predict"]
+    windows = seg.batches
     assert sum(windows) == len(plan_windows((48, 64), seg.config).origins) > 1 and all(args[1] is False for kind, args in seg.calls if kind == "predict")
     assert dict(seg.calls)["upsample"] == (48, 64)
 

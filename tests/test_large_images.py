@@ -13,10 +13,10 @@ import torch
 from alignzeg.cli import main
 from alignzeg.modeling.semantic_map import upsample_labels as torch_upsample_labels
 from alignzeg.pipeline.labels import PER_PIXEL, band_rows, upsample_labels
-from alignzeg.pipeline.segment import SegmentPipeline
-from alignzeg.pipeline.windows import WindowStitcher, plan_windows, resize_bilinear, stitch_windows
+from alignzeg.pipeline.windows import WindowStitcher, plan_windows, stitch_windows
 from alignzeg.presets import get_preset_config
 from alignzeg.progress import advance, progress_bar
+from fake_backend import FakeBackend
 
 CFG = get_preset_config("tiny")  # input 64, window stride 48, mask stride 4, max long side 256
 
@@ -74,35 +74,19 @@ def test_the_stitcher_refuses_too_many_or_too_few_windows():
 
 
 # Streaming crops through the pipeline ---------------------------------------------------------------------
-class _PatternBackend(SegmentPipeline):
+class _PatternBackend(FakeBackend):
     """Each crop's map depends on that crop only (a per-pixel function of its pixels), so any batching of the
-    crops must give the same maps bit for bit. Records the crops of each ``_predict`` call."""
+    crops must give the same maps bit for bit. Records the crops of each ``_predict`` call (``batches``)."""
 
     def __init__(self, batch_size: int, progress: bool = False) -> None:
-        self.config, self.batch_size, self.progress = CFG, batch_size, progress
-        self.batches: list[int] = []
-
-    def _encode_names(self, names):
-        return np.eye(len(names), self.config.embed_dim, dtype=np.float32)
-
-    def _embeddings(self, embeddings):
-        return embeddings
-
-    def _native_array(self, value):
-        return None
-
-    def _resize(self, pixels, size):
-        return pixels if pixels.shape[1:] == size else resize_bilinear(pixels, size)
+        super().__init__(CFG, batch_size=batch_size, progress=progress)
 
     def _predict(self, crops, embeddings, seen, bias_correction):
-        self.batches.append(len(crops))
+        self.record_predict(crops, bias_correction)
         cell = self.config.mask_stride
         low = crops.reshape(len(crops), 3, 16, cell, 16, cell).mean(axis=(3, 5))  # (B, 3, 16, 16)
         scores = np.concatenate([low, 1.5 - low.mean(axis=1, keepdims=True)], axis=1) + 0.1  # 4 channels
         return (scores / scores.sum(axis=1, keepdims=True)).astype(np.float32)
-
-    def _upsample_labels(self, probs, size, threshold):
-        return (probs, *upsample_labels(probs, size, threshold))
 
 
 def _images(rng):

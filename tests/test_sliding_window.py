@@ -49,7 +49,7 @@ def test_torch_resize_matches_the_pipeline_resize(size, target):
     """The torch back-end's resize (torch antialiased bilinear) and the shared one (PIL's triangle filter) are
     one function: they agree within 1e-4 when shrinking and enlarging."""
     from alignzeg.pipeline.windows import resize_bilinear
-    from alignzeg.preprocess import resize_pixels
+    from alignzeg.torch_resize import resize_pixels
 
     pixels = np.random.default_rng(0).random((3, *size), dtype=np.float32)
     shared = resize_bilinear(pixels, target)

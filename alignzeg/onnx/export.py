@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
 import logging
 import os
 import tempfile
 import warnings
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -250,8 +251,9 @@ def _fuse(source: str, target: str, config: Any) -> dict[str, Any]:
 
 @contextmanager
 def _quiet_optimizer() -> Iterator[None]:
-    """The optimizer logs its symbolic shape inference failing on this graph (a Reshape of data-dependent rank,
-    as for the quantizer's pre-processing); the fusions run without it. Its loggers are set to ERROR meanwhile."""
+    """The optimizer reports its symbolic shape inference failing on this graph (a Reshape of data-dependent
+    rank, as for the quantizer's pre-processing); the fusions run without it. Its loggers are set to ERROR
+    meanwhile, and what it prints to stdout ("failed in shape inference ...") goes to this module's DEBUG log."""
     names = ("onnxruntime.transformers", "fusion_base", "onnx_model", "optimizer", "fusion_utils",
              "onnx_model_bert", "fusion_attention", "fusion_skiplayernorm", "fusion_layernorm", "fusion_gelu",
              "fusion_biasgelu", "fusion_options")
@@ -259,11 +261,15 @@ def _quiet_optimizer() -> Iterator[None]:
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+    printed = io.StringIO()
     try:
-        yield
+        with redirect_stdout(printed):
+            yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+        if printed.getvalue().strip():
+            logger.debug("onnxruntime.transformers optimizer printed: %s", printed.getvalue().strip())
 
 
 def export_onnx(segmenter: Any, path: str | os.PathLike, opset: int = DEFAULT_OPSET,

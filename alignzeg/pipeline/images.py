@@ -2,7 +2,7 @@
 
 Accepted: a path, a PIL image (any mode: gray, RGBA, palette, 16-bit, 32-bit "I"/"F", CMYK; EXIF orientation
 honoured), an HWC numpy array (uint8, uint16, or float in [0, 1]; 1, 3 or 4 channels; or HW gray; any byte
-order). The PyTorch back-end adds CHW/BCHW tensors (``alignzeg.preprocess``). Anything else gets a
+order). The PyTorch back-end adds CHW/BCHW tensors (``chw_images``, below). Anything else gets a
 ``TypeError``/``ValueError`` that names it. Alpha is dropped, never composited: each pixel keeps the colour
 stored under it (fully transparent pixels, usually stored as 0, 0, 0, are read as black).
 
