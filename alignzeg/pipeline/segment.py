@@ -138,8 +138,12 @@ class SegmentPipeline(ABC):
         """``segment``'s crops of one decoded image: (n, 3, S, S) float32 as the back-end's array (resized,
         padded with the CLIP mean, cut by the sliding-window plan) and that plan."""
         plan = plan_windows(image.size, self.config)
+        return self._cut(image, plan), plan
+
+    def _cut(self, image: LoadedImage, plan: WindowPlan) -> Any:
+        """The (n, 3, S, S) crops of ``image`` by its window ``plan``, padded with the CLIP mean."""
         fill = np.asarray(self.config.mean, dtype=np.float32)
-        return cut_windows(image.pixels, plan, fill, self._resize, self.array_module), plan
+        return cut_windows(image.pixels, plan, fill, self._resize, self.array_module)
 
     # Images ------------------------------------------------------------------------------------------
     def load_image(self, image: ImageInput) -> list[LoadedImage]:
@@ -233,7 +237,7 @@ class SegmentPipeline(ABC):
         # concurrent segment calls (one segmenter serving several threads) must not do
         bar_context = progress_bar(total, desc="alignzeg", unit="window") if self.progress else nullcontext(None)
         with bar_context as bar:
-            for crops, owners in self._crop_batches(images):
+            for crops, owners in self._crop_batches(images, plans):
                 probs = self._predict(crops, embeddings, seen, bias_correction)
                 for window, owner in zip(probs, owners):
                     stitchers[owner].add(window)
@@ -243,14 +247,16 @@ class SegmentPipeline(ABC):
                     logger.info("windows %d/%d", done, total)
         return [stitcher.result() for stitcher in stitchers]
 
-    def _crop_batches(self, images: list[LoadedImage]) -> Iterator[tuple[Any, list[int]]]:
-        """Batches of at most ``batch_size`` crops over ``images`` in input order, cut one image at a time:
-        (B, 3, S, S) float32 (the back-end's array) and, per crop, the index of its image."""
+    def _crop_batches(self, images: list[LoadedImage],
+                      plans: list[WindowPlan]) -> Iterator[tuple[Any, list[int]]]:
+        """Batches of at most ``batch_size`` crops over ``images`` in input order, each image cut by its plan
+        (``plans``, one per image) when its turn comes: (B, 3, S, S) float32 (the back-end's array) and, per
+        crop, the index of its image."""
         xp, size = self.array_module, self.batch_size
         pieces: list[Any] = []
         owners: list[int] = []
-        for index, image in enumerate(images):
-            crops, _ = self.window_crops(image)
+        for index, (image, plan) in enumerate(zip(images, plans)):
+            crops = self._cut(image, plan)
             start = 0
             while start < crops.shape[0]:
                 take = min(size - len(owners), crops.shape[0] - start)
