@@ -13,8 +13,9 @@ import platform
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -132,11 +133,17 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
         custom[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = cpu_flash
     counter = flop_counter.FlopCounterMode(display=False, custom_mapping=custom)
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with torch.no_grad(), counter:
-            fn(*args, **kwargs)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+    with mha_fastpath(False), torch.no_grad(), counter:
+        fn(*args, **kwargs)
     return int(counter.get_total_flops())
+
+
+@contextmanager
+def mha_fastpath(enabled: bool) -> Iterator[None]:
+    """torch's fused multi-head-attention fast path on or off inside the block, restored after it."""
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)

@@ -114,15 +114,10 @@ def _bare_encoder_sides(seg: AlignZegSegmenter, images: np.ndarray, folder: str,
     pixels = [interpolate(seg.model.normalize(torch.from_numpy(i).permute(2, 0, 1)[None].float() / 255),
                           size=(size, size), mode="bilinear", align_corners=False) for i in images]
     path = str(Path(folder) / "bare_encoder.onnx")
-    previous = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA op has no ONNX export
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, as alignzeg.onnx uses
-            torch.onnx.export(visual, (pixels[0],), path, dynamo=False, opset_version=DEFAULT_OPSET,
-                              input_names=["pixels"], output_names=["embedding"])
-    finally:
-        torch.backends.mha.set_fastpath_enabled(previous)
+    with c.mha_fastpath(False), torch.no_grad(), warnings.catch_warnings():  # the fused MHA op has no ONNX export
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, as alignzeg.onnx uses
+        torch.onnx.export(visual, (pixels[0],), path, dynamo=False, opset_version=DEFAULT_OPSET,
+                          input_names=["pixels"], output_names=["embedding"])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
@@ -130,14 +125,9 @@ def _bare_encoder_sides(seg: AlignZegSegmenter, images: np.ndarray, folder: str,
 
     def torch_encoder(fastpath: bool):
         def run() -> None:
-            previous = torch.backends.mha.get_fastpath_enabled()
-            torch.backends.mha.set_fastpath_enabled(fastpath)
-            try:
-                with torch.inference_mode():
-                    for x in pixels:
-                        visual(x)
-            finally:
-                torch.backends.mha.set_fastpath_enabled(previous)
+            with c.mha_fastpath(fastpath), torch.inference_mode():
+                for x in pixels:
+                    visual(x)
         return run
 
     return {"torch bare encoder": torch_encoder(True), "torch bare encoder fastpath off": torch_encoder(False),

@@ -54,12 +54,8 @@ def main() -> None:
             clip.encode_image(pixels)
 
     def floor_fastpath_off() -> None:
-        previous = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
-        try:
+        with c.mha_fastpath(False):
             floor()
-        finally:
-            torch.backends.mha.set_fastpath_enabled(previous)
 
     sides = {
         "clip_image_encoder": floor,
