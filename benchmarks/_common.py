@@ -138,6 +138,22 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     return int(counter.get_total_flops())
 
 
+def memory_mb(key: str = "VmHWM") -> float:
+    """This process's ``/proc/self/status`` entry ``key`` (``VmHWM``: peak resident set, ``VmRSS``: current) in MB;
+    NaN where the entry is missing."""
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_memory() -> None:
+    """Reset this process's ``VmHWM`` to its current resident set (``/proc/self/clear_refs``), so that the next
+    ``memory_mb()`` is the peak from here on."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 @contextmanager
 def mha_fastpath(enabled: bool) -> Iterator[None]:
     """torch's fused multi-head-attention fast path on or off inside the block, restored after it."""

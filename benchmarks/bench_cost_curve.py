@@ -88,18 +88,14 @@ class Memory:
 
             torch.cuda.reset_peak_memory_stats()
         else:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
+            c.reset_peak_memory()
 
     def peak_mb(self) -> float:
         if self.cuda:
             import torch
 
             return torch.cuda.max_memory_allocated() / 2**20
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return c.memory_mb("VmHWM")
 
 
 def measure(sides: dict[str, Callable[[], Any]], images: int, reps: int, memory: Memory,

@@ -30,20 +30,15 @@ from alignzeg import AlignZegSegmenter
 from alignzeg.pipeline.windows import plan_windows
 from alignzeg.train.datasets.splits import VOC_CLASSES
 if {threads}: torch.set_num_threads({threads})
-def status(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key):
-            return int(line.split()[1]) / 1024
 folder = tempfile.mkdtemp(prefix="alignzeg-bench-memory-")
 path = os.path.join(folder, "photo.jpg")
 Image.fromarray(c.test_image(({h}, {w}))).save(path, quality=90)
 seg = AlignZegSegmenter.from_preset("vitb16", seed=0, device="cpu")
 seg.encode_vocabulary(list(VOC_CLASSES))
-model_mb, before_mb = status("VmHWM"), status("VmRSS")
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # resets VmHWM to the current RSS: the next peak is the segment call's
+model_mb, before_mb = c.memory_mb("VmHWM"), c.memory_mb("VmRSS")
+c.reset_peak_memory()  # VmHWM from the current RSS: the next peak is the segment call's
 result = seg.segment(path, list(VOC_CLASSES))
-segment_mb = status("VmHWM")
+segment_mb = c.memory_mb("VmHWM")
 os.remove(path); os.rmdir(folder)
 print(json.dumps({{"model_mb": model_mb, "rss_before_segment_mb": before_mb, "segment_peak_mb": segment_mb,
                   "peak_mb": max(model_mb, segment_mb), "windows": len(plan_windows(({h}, {w}), seg.config).origins),
