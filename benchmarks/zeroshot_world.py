@@ -41,6 +41,7 @@ Runs go to ``--workers`` processes of ``--threads`` threads each.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -130,6 +131,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="a model config field set in every trained model after its variant (a JSON value: "
                    "refinement_gates=true); repeatable, recorded in the JSON")
+    p.add_argument("--train-set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a TrainConfig field set in every training run after its variant (a JSON value: "
+                   "'lr_multipliers={\"extractor.side\": 0.1}'); repeatable, recorded in the JSON")
     p.add_argument("--save-models", type=Path, default=None, metavar="DIR",
                    help="save every table model (not the calibration models) as DIR/<family>-world<w>-seed<s>-<variant>")
     p.add_argument("--workers", type=int, default=2, help="parallel processes")
@@ -145,11 +149,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def model_settings(items: list[str]) -> dict[str, Any]:
-    """``["refinement_gates=true", ...]`` -> ``{"refinement_gates": True}`` (values are JSON).
+def json_settings(items: list[str], flag: str = "--model-set") -> dict[str, Any]:
+    """``["refinement_gates=true", ...]`` -> ``{"refinement_gates": True}`` (values are JSON): what ``flag``
+    (``--model-set`` or ``--train-set``) was given.
 
     Raises:
-        ValueError: an item without ``=`` or whose value is not JSON, naming the item.
+        ValueError: an item without ``=`` or whose value is not JSON, naming the flag and the item.
     """
     out = {}
     for item in items:
@@ -159,7 +164,7 @@ def model_settings(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             sep = ""  # not a JSON value: refused below like a missing "="
         if not sep or not name:
-            raise ValueError(f"--model-set takes FIELD=VALUE with a JSON value (refinement_gates=true), got {item!r}")
+            raise ValueError(f"{flag} takes FIELD=VALUE with a JSON value (refinement_gates=true), got {item!r}")
     return out
 
 
@@ -280,6 +285,8 @@ def _train(job: dict, validation_classes: tuple[str, ...] = ()) -> tuple[Any, An
                                            validation_classes=validation_classes, progress=False), job["variant"])
     if job.get("model_set"):
         cfg = cfg.replace(model_overrides={**cfg.model_overrides, **job["model_set"]})
+    if job.get("train_set"):
+        cfg = cfg.replace(**job["train_set"])
     start = time.time()
     segmenter = Trainer(cfg, None, WorldDataset(world, "train", job["train_images"])).train()
     return world, segmenter, time.time() - start
@@ -604,7 +611,14 @@ def plan(args: argparse.Namespace, clips: dict[int, str]) -> tuple[list[dict], l
     common = {k: getattr(args, k) for k in ("iterations", "batch_size", "lr", "train_images", "val_images",
                                             "test_images", "threads", "diagnose", "family", "validation_fraction")}
     common["rows"] = wanted
-    common["model_set"] = model_settings(args.model_set)
+    common["model_set"] = json_settings(args.model_set)
+    common["train_set"] = json_settings(args.train_set, "--train-set")
+    from alignzeg.train import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(common["train_set"]) - fields)
+    if unknown:
+        raise ValueError(f"--train-set names {unknown}, which are not TrainConfig fields; fields are {sorted(fields)}")
     common["save_models"] = str(args.save_models) if args.save_models else None
     common["protocols"] = [p for p in args.protocols.split(",") if p]
     unknown = [p for p in common["protocols"] if p not in PROTOCOLS]
@@ -654,7 +668,8 @@ def report(args: argparse.Namespace, command: str, clip_info: list[dict], result
                                                              "clip_steps", "clip_batch", "clip_multi_prob",
                                                              "clip_closeup_prob",
                                                              "workers", "threads")},
-                   "model_set": model_settings(args.model_set),
+                   "model_set": json_settings(args.model_set),
+                   "train_set": json_settings(args.train_set, "--train-set"),
                    "fixed_settings": {"readout_weights": list(FIXED_READOUT), "pbc_threshold": FIXED_THRESHOLD,
                                       "seen_score_offset": FIXED_OFFSET},
                    "mini_clip": clip_info, "unseen_classes": {str(w): u for w, u in sorted(unseen.items())},
@@ -674,15 +689,17 @@ def previous_jobs(args: argparse.Namespace, clips: dict[int, str] | None = None)
     """With ``--resume``, the jobs of the existing ``--json`` file (none without it).
 
     Raises:
-        ValueError: the file was made with other ``--model-set`` settings, or with another mini-CLIP file for a
+        ValueError: the file was made with other ``--model-set`` or ``--train-set`` settings, or with another mini-CLIP file for a
             world both runs have (``clips``: world -> this run's file).
     """
     if not args.resume or args.json is None or not args.json.is_file():
         return []
     data = json.loads(args.json.read_text(encoding="utf-8"))
-    if data.get("model_set", {}) != model_settings(args.model_set):
-        raise ValueError(f"{args.json} was made with --model-set {data.get('model_set', {})}, not "
-                         f"{model_settings(args.model_set)}: resume with the same settings or write another --json")
+    for key, flag, items in (("model_set", "--model-set", args.model_set), ("train_set", "--train-set", args.train_set)):
+        now = json_settings(items, flag)
+        if data.get(key, {}) != now:
+            raise ValueError(f"{args.json} was made with {flag} {data.get(key, {})}, not {now}: resume with the "
+                             "same settings or write another --json")
     for made in data.get("mini_clip", []):
         now = (clips or {}).get(made.get("world"))
         if now is not None and Path(made.get("path", "")).name != Path(now).name:

@@ -21,7 +21,7 @@ from alignzeg.train.datasets.loaders import build_dataset, voc_dataset
 from alignzeg.train.training.gepc import off_prototype_features
 from alignzeg.train.training.losses import AlignZegCriterion, indicator_batch
 from alignzeg.train.training.matching import ImageTargets, class_cost_matrix, class_mask_costs
-from alignzeg.train.training.optim import parameter_groups
+from alignzeg.train.training.optim import lr_multiplier, parameter_groups
 from alignzeg.train.training.registry import get_recipe, list_recipes
 
 
@@ -54,6 +54,59 @@ def test_parameter_groups_put_embeddings_norms_biases_prototypes_and_scale_at_ze
     assert g[0]["names"] == ["proj.weight"]
     assert sorted(g[1]["names"]) == ["deep_prompts", "norm.bias", "norm.weight", "proj.bias", "table.weight"]
     assert [x["weight_decay"] for x in parameter_groups(extra, list(extra.parameters()), 0.01, no_decay=False)] == [0.01]
+
+
+def test_lr_multipliers_match_dotted_prefixes_longest_first():
+    multipliers = {"extractor": 0.5, "extractor.side": 0.1}
+    assert lr_multiplier("extractor.side.stages.0.0.weight", multipliers) == 0.1  # the longer prefix wins
+    assert lr_multiplier("extractor.query_embed", multipliers) == 0.5
+    assert lr_multiplier("extractor.sidecar.weight", {"extractor.side": 0.1}) == 1.0  # prefixes end at a dot
+    assert lr_multiplier("extractor.side", {"extractor.side": 0.1}) == 0.1  # the name itself
+    assert lr_multiplier("classifier.embed.1.weight", multipliers) == 1.0
+    assert lr_multiplier("classifier.embed.1.weight", {}) == 1.0
+
+
+def test_parameter_groups_split_by_lr_multiplier():
+    model = AlignZegSegmenter.from_preset("tiny", seed=0, config_overrides={"side_encoder": True}).model
+    params = model.trainable_parameters()
+    plain = parameter_groups(model, params, 0.05)
+    assert [(g["weight_decay"], g["lr_mult"]) for g in plain] == [(0.05, 1.0), (0.0, 1.0)]
+    groups = parameter_groups(model, params, 0.05, lr_multipliers={"extractor.side": 0.1})
+    assert [(g["weight_decay"], g["lr_mult"]) for g in groups] == [(0.05, 0.1), (0.05, 1.0), (0.0, 0.1), (0.0, 1.0)]
+    side = {n for n, _ in model.named_parameters() if n.startswith("extractor.side.")}
+    assert side and {n for g in groups if g["lr_mult"] == 0.1 for n in g["names"]} == side
+    # the same parameters, the same decay, only split further
+    for decay in (0.05, 0.0):
+        assert sorted(n for g in groups if g["weight_decay"] == decay for n in g["names"]) == sorted(
+            n for g in plain if g["weight_decay"] == decay for n in g["names"])
+    with pytest.raises(ValueError, match=r"lr_multipliers prefixes \['extractor.sid'\] match no parameter to "
+                                         r"optimise; prefixes are dotted parameter names such as 'extractor.side'"):
+        parameter_groups(model, params, 0.05, lr_multipliers={"extractor.sid": 0.1})
+    frozen = {"backbone.clip.visual.conv1": 0.1}  # CLIP is frozen: not among the parameters to optimise
+    with pytest.raises(ValueError, match=r"prefixes \['backbone.clip.visual.conv1'\] match no parameter"):
+        parameter_groups(model, params, 0.05, lr_multipliers=frozen)
+
+
+def test_trainer_steps_each_group_at_its_multiple_of_the_lr():
+    """AdamW's first step moves every parameter with a non-zero gradient by about lr (|m / sqrt(v)| = 1 at
+    step 1, no decay): with a multiplier of 0.1 the learnable encoder moves ten times less."""
+    from shapes_data import ShapesDataset
+
+    from alignzeg.train import Trainer
+
+    lr = 1e-2
+    cfg = TrainConfig(preset="tiny", iterations=1, batch_size=2, lr=lr, schedule="constant", weight_decay=0.0,
+                      progress=False, checkpoint_every=0, device="cpu", model_overrides={"side_encoder": True},
+                      lr_multipliers={"extractor.side": 0.1})
+    trainer = Trainer(cfg, None, ShapesDataset(num=4))
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    moved = {n: float((after[n].detach() - before[n]).abs().max()) for n in before}
+    side = [moved[n] for n in moved if n.startswith("extractor.side.")]
+    rest = [moved[n] for n in moved if n.startswith("extractor.layers.")]
+    assert max(side) == pytest.approx(0.1 * lr, rel=0.05) and max(rest) == pytest.approx(lr, rel=0.05)
+    assert trainer.history[0]["lr"] == lr  # the schedule's lr, before the multipliers
 
 
 def test_trainer_optimizer_uses_the_groups(tmp_path):

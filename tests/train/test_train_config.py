@@ -51,6 +51,12 @@ def test_types_are_checked_from_the_annotations(field, value, message):
      "train config indicator_holdout must be (low, high) with 0 < low <= high < 1 (fractions), got (0.0, 0.2)"),
     ({"mixup_alpha": 0}, "train config mixup_alpha must be > 0, got 0"),
     ({"batch_size": 16, "grad_accum": 3}, "batch_size 16 is not divisible by grad_accum 3"),
+    ({"lr_multipliers": {"extractor.side": 0}}, "train config lr_multipliers maps parameter name prefixes to "
+     "factors > 0 ({'extractor.side': 0.1}), got 'extractor.side': 0"),
+    ({"lr_multipliers": {"": 0.5}}, "train config lr_multipliers maps parameter name prefixes to factors > 0 "
+     "({'extractor.side': 0.1}), got '': 0.5"),
+    ({"lr_multipliers": {"extractor": "0.1"}}, "train config lr_multipliers maps parameter name prefixes to "
+     "factors > 0 ({'extractor.side': 0.1}), got 'extractor': '0.1'"),
 ])
 def test_ranges_and_choices(changes, message):
     with pytest.raises(ValueError) as err:

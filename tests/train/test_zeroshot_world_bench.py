@@ -177,22 +177,32 @@ def test_a_mini_clip_file_is_reused_only_with_its_own_settings(bench, tmp_path):
         bench.check_clip_file(path, other)
 
 
-def test_model_set_reaches_every_job_and_guards_resume(bench, tmp_path):
-    assert bench.model_settings(["refinement_gates=true", "num_queries=4"]) == {"refinement_gates": True,
-                                                                                 "num_queries": 4}
+def test_model_and_train_settings_reach_every_job_and_guard_resume(bench, tmp_path):
+    assert bench.json_settings(["refinement_gates=true", "num_queries=4"]) == {"refinement_gates": True,
+                                                                                "num_queries": 4}
     for bad in ("refinement_gates", "=1", "refinement_gates=yes"):
         with pytest.raises(ValueError, match=f"--model-set takes FIELD=VALUE with a JSON value .*got '{bad}'"):
-            bench.model_settings([bad])
+            bench.json_settings([bad])
+    with pytest.raises(ValueError, match="--train-set takes FIELD=VALUE with a JSON value .*got 'lr=x'"):
+        bench.json_settings(["lr=x"], "--train-set")
     args = bench._parser().parse_args(["--worlds", "0", "--seeds", "0,", "--rows", "+MRPE", "--protocols", "fixed",
-                                       "--model-set", "refinement_gates=true", "--save-models", str(tmp_path)])
+                                       "--model-set", "refinement_gates=true", "--save-models", str(tmp_path),
+                                       "--train-set", 'lr_multipliers={"extractor.side": 0.1}'])
     calibrations, runs = bench.plan(args, {0: "clip.safetensors"})
     assert calibrations == [] and len(runs) == 1
     assert runs[0]["model_set"] == {"refinement_gates": True} and runs[0]["save_models"] == str(tmp_path)
+    assert runs[0]["train_set"] == {"lr_multipliers": {"extractor.side": 0.1}}
     record = tmp_path / "table.json"
     record.write_text(json.dumps({"model_set": {}, "jobs": []}))
     args.json, args.resume = record, True
     with pytest.raises(ValueError, match=r"made with --model-set \{\}, not \{'refinement_gates': True\}"):
         bench.previous_jobs(args)
+    record.write_text(json.dumps({"model_set": {"refinement_gates": True}, "jobs": []}))
+    with pytest.raises(ValueError, match=r"made with --train-set \{\}, not \{'lr_multipliers': "):
+        bench.previous_jobs(args)
+    args.train_set = ["lr_multiplier=1"]
+    with pytest.raises(ValueError, match=r"--train-set names \['lr_multiplier'\], which are not TrainConfig fields"):
+        bench.plan(args, {0: "clip.safetensors"})
 
 
 def test_clip_steps_per_world(bench):

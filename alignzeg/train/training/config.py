@@ -75,6 +75,11 @@ class TrainConfig:
         batch_size: images per optimizer step over all processes and accumulation steps.
         grad_accum: micro-batches accumulated per optimizer step.
         lr / weight_decay: AdamW settings (over ``model.trainable_parameters()`` only).
+        lr_multipliers: ``{name prefix: factor}``: parameters whose dotted name is the prefix or starts with
+            ``prefix + "."`` train at ``factor * lr`` (the longest matching prefix wins; mmsegmentation's
+            ``paramwise_cfg.custom_keys`` ``lr_mult``), e.g. ``{"extractor.side": 0.1}`` for MRPE's learnable
+            encoder. Empty: every parameter at ``lr``. A prefix that names no trainable parameter is refused
+            when training starts.
         schedule: ``poly`` (power ``poly_power``), ``cosine`` or ``constant``, after ``warmup_iters`` linear warm-up.
         grad_clip: max norm of the gradient of all trainable parameters together (one global L2 norm, as
             Mask2Former clips the full model); ``None`` disables clipping.
@@ -149,6 +154,7 @@ class TrainConfig:
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 2e-4
+    lr_multipliers: Mapping[str, float] = field(default_factory=FrozenDict)
     weight_decay: float = 1e-2
     schedule: str = "poly"
     poly_power: float = 0.9
@@ -210,6 +216,10 @@ class TrainConfig:
             pair = getattr(self, name)
             if len(pair) != 2 or not low(pair[0]) or not pair[0] <= pair[1] or not high(pair[1]):
                 raise ValueError(f"train config {name} must be (low, high) with {rule}, got {pair}")
+        for prefix, factor in self.lr_multipliers.items():
+            if not prefix or isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+                raise ValueError("train config lr_multipliers maps parameter name prefixes to factors > 0 "
+                                 f"({{'extractor.side': 0.1}}), got {prefix!r}: {factor!r}")
         if self.mixup_alpha <= 0:
             raise ValueError(f"train config mixup_alpha must be > 0, got {self.mixup_alpha!r}")
         if self.grad_clip is not None and self.grad_clip <= 0:

@@ -15,15 +15,20 @@ a trainable parameter gets **no decay** when
   ``visual_pos``, ``bg_prototypes``, ``prompts``, ``log_logit_scale``...).
 
 Only the leaf name counts: ``classifier.embed.1.weight`` (a Linear inside a block named ``embed``) decays.
+
+Learning-rate multipliers (``lr_multiplier``) are by name prefix, as mmsegmentation's
+``paramwise_cfg.custom_keys``: each group carries ``lr_mult`` and the trainer sets a group's learning rate to
+``lr_mult`` times the scheduled one.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Mapping
 
 from torch import nn
 
-__all__ = ["NO_DECAY_WORDS", "decays", "parameter_groups"]
+__all__ = ["NO_DECAY_WORDS", "decays", "lr_multiplier", "parameter_groups"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +50,21 @@ def decays(name: str, param: nn.Parameter, owner: nn.Module) -> bool:
     return not (set(leaf.lower().split("_")) & NO_DECAY_WORDS)
 
 
+def lr_multiplier(name: str, multipliers: Mapping[str, float]) -> float:
+    """The factor of the longest prefix in ``multipliers`` that is ``name`` or a dotted parent of it, else 1.0.
+
+    ``lr_multiplier("extractor.side.stages.0.0.weight", {"extractor.side": 0.1})`` is 0.1;
+    ``"extractor.sidecar.w"`` does not match ``"extractor.side"`` (prefixes end at a dot).
+    """
+    best = ""
+    for prefix in multipliers:
+        if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > len(best):
+            best = prefix
+    return float(multipliers[best]) if best else 1.0
+
+
 def parameter_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: float,
-                     no_decay: bool = True) -> list[dict]:
+                     no_decay: bool = True, lr_multipliers: Mapping[str, float] | None = None) -> list[dict]:
     """AdamW parameter groups over ``params`` (a subset of ``model``'s parameters, e.g. the trainable ones).
 
     Args:
@@ -54,29 +72,45 @@ def parameter_groups(model: nn.Module, params: list[nn.Parameter], weight_decay:
         params: the parameters to optimise; those with ``requires_grad=False`` are left out.
         weight_decay: decay of the decayed group.
         no_decay: apply the rule; ``False`` puts everything in the decayed group.
+        lr_multipliers: ``{name prefix: factor}`` (``lr_multiplier``); ``None`` or empty: every factor 1.
 
     Returns:
-        ``[{"params": [...], "weight_decay": weight_decay, "names": [...]},
-        {"params": [...], "weight_decay": 0.0, "names": [...]}]`` (empty groups are dropped). ``names`` is
-        informational; torch keeps extra keys of a group.
+        One group per (decay, factor) that has parameters: the decayed groups first, each in order of
+        factor: ``{"params": [...], "weight_decay": weight_decay or 0.0, "lr_mult": factor, "names": [...]}``.
+        Without multipliers that is ``[decayed, free]`` as before. ``names`` and ``lr_mult`` are extra keys
+        of a group, which torch keeps.
+
+    Raises:
+        ValueError: a parameter of ``params`` that ``model`` does not own, or a prefix of ``lr_multipliers``
+            that matches none of the parameters to optimise (naming it).
     """
+    multipliers = dict(lr_multipliers or {})
     wanted = {id(p) for p in params if p.requires_grad}
-    groups: dict[bool, tuple[list[nn.Parameter], list[str]]] = {True: ([], []), False: ([], [])}
+    groups: dict[tuple[bool, float], tuple[list[nn.Parameter], list[str]]] = {}
     seen: set[int] = set()
+    used: set[str] = set()
     for module_name, module in model.named_modules():
         for leaf, param in module.named_parameters(recurse=False):
             if id(param) not in wanted or id(param) in seen:
                 continue
             seen.add(id(param))
             name = f"{module_name}.{leaf}" if module_name else leaf
-            group = groups[decays(name, param, module) if no_decay else True]
+            used.update(p for p in multipliers if name == p or name.startswith(p + "."))
+            key = (decays(name, param, module) if no_decay else True, lr_multiplier(name, multipliers))
+            group = groups.setdefault(key, ([], []))
             group[0].append(param)
             group[1].append(name)
     missing = wanted - seen
     if missing:
         raise ValueError(f"{len(missing)} parameters to optimise are not parameters of the model")
-    result = [{"params": ps, "weight_decay": wd, "names": names}
-              for wd, (ps, names) in ((weight_decay, groups[True]), (0.0, groups[False])) if ps]
-    logger.info("weight decay %g on %d tensors, none on %d tensors", weight_decay, len(groups[True][0]),
-                len(groups[False][0]))
+    unused = sorted(set(multipliers) - used)
+    if unused:
+        raise ValueError(f"lr_multipliers prefixes {unused} match no parameter to optimise; prefixes are dotted "
+                         "parameter names such as 'extractor.side'")
+    order = sorted(groups, key=lambda k: (not k[0], k[1]))
+    result = [{"params": groups[k][0], "weight_decay": weight_decay if k[0] else 0.0, "lr_mult": k[1],
+               "names": groups[k][1]} for k in order]
+    logger.info("weight decay %g on %d tensors, none on %d tensors; lr multipliers %s", weight_decay,
+                sum(len(groups[k][0]) for k in order if k[0]), sum(len(groups[k][0]) for k in order if not k[0]),
+                multipliers or "none")
     return result

@@ -324,8 +324,8 @@ class Trainer:
         logger.info("training %d trainable parameters (frozen: %d); %d seen classes; %d processes", count,
                     sum(p.numel() for p in self.model.parameters()) - count, len(self.class_names), self.world_size)
         logger.info("train config: %s", cfg.to_dict())
-        optimizer = torch.optim.AdamW(parameter_groups(self.model, params, cfg.weight_decay, cfg.no_decay),
-                                      lr=cfg.lr, foreach=True)
+        optimizer = torch.optim.AdamW(parameter_groups(self.model, params, cfg.weight_decay, cfg.no_decay,
+                                                       cfg.lr_multipliers), lr=cfg.lr, foreach=True)
         autocast, scaler = self._amp()
         start = self._restore(optimizer, scaler)
         if self.rank == 0 and self.out_dir is not None:
@@ -360,7 +360,7 @@ class Trainer:
         # The step's randomness (dropout, synthetic features) depends only on (seed, step, rank): exact resume.
         torch.manual_seed((cfg.seed * 1_000_003 + step * 7_919 + self.rank) % (2 ** 63 - 1))
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         optimizer.zero_grad(set_to_none=True)
         trainable = [p for p in self.model.trainable_parameters() if p.requires_grad]
         sums: dict[str, float] = {}
