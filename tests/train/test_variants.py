@@ -66,6 +66,19 @@ def test_resolve_config_applies_the_variant_last(tmp_path):
     assert cfg.model_overrides["mutual_refinement"] is False and cfg.model_overrides["side_encoder"] is False
 
 
+def test_the_world_config_without_a_variant_trains_what_the_recipes_train():
+    """No variant: MRPE with its learnable encoder and the CLIP readout, one background prototype, no GEPC
+    training parts, no class indicator (the recipes' configuration); ``full`` is the paper's model (M = 10)."""
+    world = AttributeWorld(world_config(1))
+    plain = world_train_config(world, None)
+    model = plain.model_config
+    assert (model.mutual_refinement, model.side_encoder, model.clip_readout, model.num_bg_prototypes) == (
+        True, True, True, 1)
+    assert (plain.synthetic_features, plain.negative_proposals, plain.class_indicator) == (False, False, False)
+    full = apply_variant(plain, "full")
+    assert full.model_config.num_bg_prototypes == 10 and full.synthetic_features and full.class_indicator
+
+
 @pytest.mark.slow
 def test_train_cli_runs_a_variant_for_a_list_of_seeds_on_an_exported_world(tmp_path):
     world = AttributeWorld(world_config(1))
