@@ -210,13 +210,12 @@ class SegmentPipeline(ABC):
 
     def _resolve_bias_correction(self, bias_correction: Any, seen: Sequence[bool]) -> bool:
         """``resolve_bias_correction`` with this model's config, warning once per segmenter."""
-        warn = not self._untrained_warned
         offset, calibrated = self.config.seen_score_offset, self.config.calibration_protocol != "none"
-        decision = resolve_bias_correction(bias_correction, self.config.indicator_trained, seen, warn=warn,
-                                           stacklevel=5, seen_score_offset=offset, calibrated=calibrated)
-        if warn and untrained_warning_due(bias_correction, self.config.indicator_trained, seen, offset, calibrated):
-            self._untrained_warned = True
-        return decision
+        due = not self._untrained_warned and untrained_warning_due(bias_correction, self.config.indicator_trained,
+                                                                    seen, offset, calibrated)
+        self._untrained_warned = self._untrained_warned or due
+        return resolve_bias_correction(bias_correction, self.config.indicator_trained, seen, warn=due,
+                                       stacklevel=5, seen_score_offset=offset, calibrated=calibrated)
 
     # Inference ---------------------------------------------------------------------------------------
     def _run(self, images: list[LoadedImage], embeddings: Any, seen: np.ndarray,
