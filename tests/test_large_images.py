@@ -101,10 +101,11 @@ def test_crops_streamed_one_per_batch_equal_all_crops_in_one_batch(rng):
     streamed = streamed_seg.segment_batch(images, names, bias_correction=False)
     windows = sum(len(plan_windows(i.shape[:2], CFG).origins) for i in images)
     assert streamed_seg.batches == [1] * windows and windows > 5
+    # two computations of one map (other batch shapes): float32 round-off at most, labels alike off ties
     for a, b in zip(whole, streamed):
-        np.testing.assert_array_equal(a.class_probs, b.class_probs)
-        np.testing.assert_array_equal(a.label_map, b.label_map)
-        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_allclose(a.class_probs, b.class_probs, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+        assert a.label_map.shape == b.label_map.shape and (a.label_map == b.label_map).mean() >= 0.999
 
 
 def test_a_batch_spans_images_in_input_order(rng):
