@@ -168,6 +168,13 @@ def json_settings(items: list[str], flag: str = "--model-set") -> dict[str, Any]
     return out
 
 
+def world_recipe() -> dict[str, Any]:
+    """``world_train_config``'s fields for every world (``WORLD_RECIPE``) as JSON values (lists for tuples)."""
+    from alignzeg.train.training.world_recipe import WORLD_RECIPE
+
+    return json.loads(json.dumps(WORLD_RECIPE.to_dict()))
+
+
 def clip_steps_per_world(text: str | None, worlds: list[int], family: str) -> dict[int, int]:
     """``--clip-steps`` -> {world: steps}: None is the family's default for every world, "N" is N for every
     world, "0=1500,1=2000" sets those worlds (the others get the family's default).
@@ -668,6 +675,7 @@ def report(args: argparse.Namespace, command: str, clip_info: list[dict], result
                                                              "clip_steps", "clip_batch", "clip_multi_prob",
                                                              "clip_closeup_prob",
                                                              "workers", "threads")},
+                   "world_recipe": world_recipe(),
                    "model_set": json_settings(args.model_set),
                    "train_set": json_settings(args.train_set, "--train-set"),
                    "fixed_settings": {"readout_weights": list(FIXED_READOUT), "pbc_threshold": FIXED_THRESHOLD,
@@ -689,12 +697,19 @@ def previous_jobs(args: argparse.Namespace, clips: dict[int, str] | None = None)
     """With ``--resume``, the jobs of the existing ``--json`` file (none without it).
 
     Raises:
-        ValueError: the file was made with other ``--model-set`` or ``--train-set`` settings, or with another mini-CLIP file for a
+        ValueError: the file was made with another world recipe (``WORLD_RECIPE``), other ``--model-set`` or
+            ``--train-set`` settings, or with another mini-CLIP file for a
             world both runs have (``clips``: world -> this run's file).
     """
     if not args.resume or args.json is None or not args.json.is_file():
         return []
     data = json.loads(args.json.read_text(encoding="utf-8"))
+    if data.get("world_recipe") != world_recipe():  # runs of another recipe do not pair with this one's
+        made, now_recipe = data.get("world_recipe"), world_recipe()
+        changed = ("it records none (made before the recipe was recorded)" if made is None else
+                   ", ".join(f"{k}: file {made.get(k)!r}, now {v!r}" for k, v in now_recipe.items() if made.get(k) != v))
+        raise ValueError(f"{args.json} was made with another world recipe ({changed}): its runs would not pair "
+                         "with new ones; write another --json")
     for key, flag, items in (("model_set", "--model-set", args.model_set), ("train_set", "--train-set", args.train_set)):
         now = json_settings(items, flag)
         if data.get(key, {}) != now:

@@ -193,16 +193,37 @@ def test_model_and_train_settings_reach_every_job_and_guard_resume(bench, tmp_pa
     assert runs[0]["model_set"] == {"refinement_gates": True} and runs[0]["save_models"] == str(tmp_path)
     assert runs[0]["train_set"] == {"lr_multipliers": {"extractor.side": 0.1}}
     record = tmp_path / "table.json"
-    record.write_text(json.dumps({"model_set": {}, "jobs": []}))
+    recipe = bench.world_recipe()
+    record.write_text(json.dumps({"world_recipe": recipe, "model_set": {}, "jobs": []}))
     args.json, args.resume = record, True
     with pytest.raises(ValueError, match=r"made with --model-set \{\}, not \{'refinement_gates': True\}"):
         bench.previous_jobs(args)
-    record.write_text(json.dumps({"model_set": {"refinement_gates": True}, "jobs": []}))
+    record.write_text(json.dumps({"world_recipe": recipe, "model_set": {"refinement_gates": True}, "jobs": []}))
     with pytest.raises(ValueError, match=r"made with --train-set \{\}, not \{'lr_multipliers': "):
         bench.previous_jobs(args)
     args.train_set = ["lr_multiplier=1"]
     with pytest.raises(ValueError, match=r"--train-set names \['lr_multiplier'\], which are not TrainConfig fields"):
         bench.plan(args, {0: "clip.safetensors"})
+
+
+def test_resume_refuses_a_file_of_another_world_recipe(bench, tmp_path):
+    from alignzeg.train.training.world_recipe import WORLD_RECIPE
+
+    recipe = bench.world_recipe()
+    assert recipe["warmup_iters"] == WORLD_RECIPE["warmup_iters"] == 150 and recipe["crop_scale"] == [1.0, 1.0]
+    assert recipe["model_overrides"] == {"num_bg_prototypes": 1, "decoder_dim": 64}
+    record = tmp_path / "table.json"
+    args = bench._parser().parse_args(["--json", str(record), "--resume"])
+    record.write_text(json.dumps({"world_recipe": recipe, "jobs": [{"kind": "run", "world": 0}]}))
+    assert bench.previous_jobs(args) == [{"kind": "run", "world": 0}]
+    older = dict(recipe, warmup_iters=0, grad_clip=None)
+    record.write_text(json.dumps({"world_recipe": older, "jobs": [{"kind": "run", "world": 0}]}))
+    with pytest.raises(ValueError, match=r"made with another world recipe \(warmup_iters: file 0, now 150, "
+                                         r"grad_clip: file None, now 0.01\): its runs would not pair"):
+        bench.previous_jobs(args)
+    record.write_text(json.dumps({"jobs": [{"kind": "run", "world": 0}]}))  # a file from before the record
+    with pytest.raises(ValueError, match=r"another world recipe \(it records none \(made before the recipe"):
+        bench.previous_jobs(args)
 
 
 def test_clip_steps_per_world(bench):
@@ -220,7 +241,8 @@ def test_clip_steps_per_world(bench):
 
 def test_resume_refuses_another_mini_clip(bench, tmp_path):
     record = tmp_path / "table.json"
-    record.write_text(json.dumps({"model_set": {}, "jobs": [{"kind": "run", "world": 1}],
+    record.write_text(json.dumps({"world_recipe": bench.world_recipe(), "model_set": {},
+                                  "jobs": [{"kind": "run", "world": 1}],
                                   "mini_clip": [{"world": 1, "path": "clips/objects-world1_steps1500.safetensors"}]}))
     args = bench._parser().parse_args(["--json", str(record), "--resume"])
     assert bench.previous_jobs(args, {1: "elsewhere/objects-world1_steps1500.safetensors"}) == [
