@@ -56,11 +56,13 @@ def lr_multiplier(name: str, multipliers: Mapping[str, float]) -> float:
     ``lr_multiplier("extractor.side.stages.0.0.weight", {"extractor.side": 0.1})`` is 0.1;
     ``"extractor.sidecar.w"`` does not match ``"extractor.side"`` (prefixes end at a dot).
     """
-    best = ""
-    for prefix in multipliers:
-        if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > len(best):
-            best = prefix
+    best = max((prefix for prefix in multipliers if _under(name, prefix)), key=len, default="")
     return float(multipliers[best]) if best else 1.0
+
+
+def _under(name: str, prefix: str) -> bool:
+    """Whether dotted parameter name ``name`` is ``prefix`` or lies under it (``a.b.c`` under ``a.b``, not ``a.bc``)."""
+    return name == prefix or name.startswith(prefix + ".")
 
 
 def parameter_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: float,
@@ -95,7 +97,7 @@ def parameter_groups(model: nn.Module, params: list[nn.Parameter], weight_decay:
                 continue
             seen.add(id(param))
             name = f"{module_name}.{leaf}" if module_name else leaf
-            used.update(p for p in multipliers if name == p or name.startswith(p + "."))
+            used.update(p for p in multipliers if _under(name, p))
             key = (decays(name, param, module) if no_decay else True, lr_multiplier(name, multipliers))
             group = groups.setdefault(key, ([], []))
             group[0].append(param)
