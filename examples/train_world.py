@@ -1,6 +1,7 @@
 """Train the world model from scratch: mini-CLIP pre-training, then AlignZeg on the seen classes, then zero-shot.
 
-    python examples/train_world.py --out runs/world0                      # the shipped model's budget
+    python examples/train_world.py --out runs/world0                      # the shipped model's budget (its
+                                                                          # recipe now warms up and clips)
     python examples/train_world.py --out /tmp/w --clip-steps 50 --iterations 50 --test-images 20   # a smoke run
     python examples/train_world.py --out runs/world0 --package   # also replace the model the package ships
 
