@@ -172,7 +172,7 @@ def world_recipe() -> dict[str, Any]:
     """``world_train_config``'s fields for every world (``WORLD_RECIPE``) as JSON values (lists for tuples)."""
     from alignzeg.train.training.world_recipe import WORLD_RECIPE
 
-    return json.loads(json.dumps(WORLD_RECIPE.to_dict()))
+    return WORLD_RECIPE.to_dict()
 
 
 def clip_steps_per_world(text: str | None, worlds: list[int], family: str) -> dict[int, int]:
@@ -620,12 +620,13 @@ def plan(args: argparse.Namespace, clips: dict[int, str]) -> tuple[list[dict], l
     common["rows"] = wanted
     common["model_set"] = json_settings(args.model_set)
     common["train_set"] = json_settings(args.train_set, "--train-set")
+    from alignzeg.config import unknown_fields
     from alignzeg.train import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(common["train_set"]) - fields)
+    unknown = unknown_fields(TrainConfig, common["train_set"], "--train-set")
     if unknown:
-        raise ValueError(f"--train-set names {unknown}, which are not TrainConfig fields; fields are {sorted(fields)}")
+        fields = sorted(f.name for f in dataclasses.fields(TrainConfig))
+        raise ValueError(f"--train-set names {unknown}, which are not TrainConfig fields; fields are {fields}")
     common["save_models"] = str(args.save_models) if args.save_models else None
     common["protocols"] = [p for p in args.protocols.split(",") if p]
     unknown = [p for p in common["protocols"] if p not in PROTOCOLS]
@@ -704,8 +705,8 @@ def previous_jobs(args: argparse.Namespace, clips: dict[int, str] | None = None)
     if not args.resume or args.json is None or not args.json.is_file():
         return []
     data = json.loads(args.json.read_text(encoding="utf-8"))
-    if data.get("world_recipe") != world_recipe():  # runs of another recipe do not pair with this one's
-        made, now_recipe = data.get("world_recipe"), world_recipe()
+    made, now_recipe = data.get("world_recipe"), world_recipe()
+    if made != now_recipe:  # runs of another recipe do not pair with this one's
         changed = ("it records none (made before the recipe was recorded)" if made is None else
                    ", ".join(f"{k}: file {made.get(k)!r}, now {v!r}" for k, v in now_recipe.items() if made.get(k) != v))
         raise ValueError(f"{args.json} was made with another world recipe ({changed}): its runs would not pair "
