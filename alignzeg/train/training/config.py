@@ -96,7 +96,7 @@ class TrainConfig:
         synthetic_features: GEPC's feature expansion (L_vir on mixed embeddings). Off by default, as
             ``negative_proposals``: under the inductive protocol GEPC's training parts with its M background
             prototypes added nothing over MRPE with the CLIP readout (attribute worlds, 3 worlds x 4 seeds: -0.3
-            hIoU [-1.7, +1.0]; object worlds, 3 x 4: -0.5 [-1.4, +0.5]; docs/zeroshot_world.md); the ``+GEPC``
+            hIoU [-1.7, +1.0]; object worlds, 3 x 4: -0.9 [-2.4, +0.6]; docs/zeroshot_world.md); the ``+GEPC``
             and ``full`` variants turn both on with M = 10 background prototypes (the paper's model).
         num_synthetic: synthetic features per micro-batch.
         mixup_alpha: mixing weights are drawn from Beta(alpha, alpha).
@@ -105,7 +105,7 @@ class TrainConfig:
         negative_weight: classification weight of a negative proposal (instead of ``eos_coef``).
         class_indicator: train the class indicator (L_bc), so that PBC flags proposals at inference. Off by
             default: under the inductive protocol its flags added nothing over the calibrated seen-score offset
-            (attribute worlds, 3 worlds x 4 seeds: -0.0 hIoU [-0.0, +0.0]; object worlds, 3 x 4: -0.02 [-0.06, +0.02];
+            (attribute worlds, 3 worlds x 4 seeds: -0.0 hIoU [-0.0, +0.0]; object worlds, 3 x 4: +0.02 [-0.01, +0.05];
             docs/zeroshot_world.md); the ``full``
             variant turns it on (the paper's model).
         reg: add L_reg.
